@@ -1,0 +1,67 @@
+"""jobwarden's plugin SDK: write executors, run them in a worker, and drive jobs with a client.
+
+An executor is plugin code for one action::
+
+    from jobwarden.sdk import Executor, JobContext, JobFailed, Worker
+
+    class Resize(Executor):
+        action = "resize"
+
+        async def execute(self, ctx: JobContext) -> dict[str, str]:
+            path = await ctx.step("download", download, ctx.input["url"])
+            ctx.progress(50, "downloaded")
+            return {"thumbnail": await ctx.step("resize", resize, path)}
+
+    Worker([Resize], capacity=8).run_sync()
+
+and a client submits and follows jobs::
+
+    async with JobClient() as client:
+        job = await client.submit("resize", {"url": "https://..."})
+        done = await client.wait(job.id)
+
+This package needs neither the server nor the console.
+"""
+
+from jobwarden.sdk._client import JobClient
+from jobwarden.sdk._context import Checkpoint, JobContext
+from jobwarden.sdk._exceptions import (
+    EngineError,
+    EngineUnavailable,
+    ExecutorDefinitionError,
+    InvalidRequest,
+    InvalidTransition,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    JobwardenError,
+    LockConflict,
+    PermissionDenied,
+    Rejected,
+    StepError,
+)
+from jobwarden.sdk._executor import Executor
+from jobwarden.sdk._sync_client import SyncJobClient
+from jobwarden.sdk._worker import Worker
+
+__all__ = [
+    "Checkpoint",
+    "EngineError",
+    "EngineUnavailable",
+    "Executor",
+    "ExecutorDefinitionError",
+    "InvalidRequest",
+    "InvalidTransition",
+    "JobCancelled",
+    "JobClient",
+    "JobContext",
+    "JobFailed",
+    "JobNotFound",
+    "JobwardenError",
+    "LockConflict",
+    "PermissionDenied",
+    "Rejected",
+    "StepError",
+    "SyncJobClient",
+    "Worker",
+]

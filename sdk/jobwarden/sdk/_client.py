@@ -1,0 +1,397 @@
+"""``JobClient``: submit, read, steer and watch jobs (asyncio)."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+from jobwarden.contract import TERMINAL_STATUSES, JobStatus
+from jobwarden.sdk._address import CHANNEL_OPTIONS, engine_address
+from jobwarden.sdk._convert import duration
+from jobwarden.sdk._exceptions import EngineUnavailable, JobwardenError, from_rpc_error
+from jobwarden.sdk._requests import LockSpec, lock_request, statuses, submit_request
+from jobwarden.v1 import (
+    executor_service_pb2,
+    executor_service_pb2_grpc,
+    job_pb2,
+    job_service_pb2,
+    job_service_pb2_grpc,
+    lock_service_pb2,
+    lock_service_pb2_grpc,
+)
+
+__all__ = ["JobClient"]
+
+logger = logging.getLogger("jobwarden.client")
+
+T = TypeVar("T")
+
+#: watch errors after which the stream is opened again from the last sequence
+_RECONNECT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.ABORTED,
+    }
+)
+
+
+class JobClient:
+    """An asyncio client of the engine's ``JobService``, ``ExecutorService`` and ``LockService``.
+
+    ``async with JobClient("127.0.0.1:50051") as client: job = await client.submit("resize", {...})``.
+    Methods return the API's messages (``jobwarden.v1.job_pb2.Job`` and friends) and raise the
+    ``JobwardenError`` tree (``JobNotFound``, ``InvalidTransition``, ``EngineUnavailable``, ...).
+
+    Args:
+        engine: ``HOST:PORT``; default ``$JOBWARDEN_ENGINE`` or ``127.0.0.1:50051``.
+        timeout: seconds each unary call may take.
+    """
+
+    def __init__(self, engine: str | None = None, *, timeout: float | None = 30.0) -> None:
+        self.address = engine_address(engine)
+        self.timeout = timeout
+        self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+        self._jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
+        self._executors = executor_service_pb2_grpc.ExecutorServiceStub(self._channel)
+        self._locks = lock_service_pb2_grpc.LockServiceStub(self._channel)
+
+    async def __aenter__(self) -> JobClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _call(self, expect: type[T], call: Awaitable[Any], job_id: str | None = None) -> T:
+        try:
+            response = await call
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, job_id=job_id, address=self.address) from None
+        assert isinstance(response, expect)
+        return response
+
+    # -- jobs --------------------------------------------------------------------------------
+    async def submit(
+        self,
+        action: str,
+        input: Mapping[str, Any] | None = None,
+        *,
+        priority: int = 0,
+        labels: Mapping[str, str] | None = None,
+        locks: Iterable[LockSpec] | None = None,
+        run_at: datetime | None = None,
+        correlation_id: str = "",
+        idempotency_key: str = "",
+        timeouts: job_pb2.JobTimeouts | Mapping[str, Any] | None = None,
+        retry_policy: job_pb2.RetryPolicy | Mapping[str, Any] | None = None,
+        workflow_variables: Mapping[str, str] | None = None,
+    ) -> job_pb2.Job:
+        """Submit one job; with an ``idempotency_key`` seen before, the first job is returned.
+
+        ``locks`` take ``"resource:SHARED"``, ``"resource"`` (EXCLUSIVE) or ``(resource, mode)``.
+        """
+        request = submit_request(
+            action,
+            input,
+            priority=priority,
+            labels=labels,
+            locks=locks,
+            run_at=run_at,
+            correlation_id=correlation_id,
+            idempotency_key=idempotency_key,
+            timeouts=timeouts,
+            retry_policy=retry_policy,
+            workflow_variables=workflow_variables,
+        )
+        response = await self._call(
+            job_service_pb2.SubmitJobResponse, self._jobs.SubmitJob(request, timeout=self.timeout)
+        )
+        return response.job
+
+    async def submit_many(
+        self, jobs: Iterable[job_service_pb2.SubmitJobRequest | Mapping[str, Any]]
+    ) -> builtins.list[job_pb2.Job]:
+        """Submit many jobs in one commit, in order. Each item is a ``SubmitJobRequest`` or a dict
+        of ``submit``'s arguments (``{"action": "resize", "input": {...}, "priority": 5}``)."""
+        requests = [
+            job if isinstance(job, job_service_pb2.SubmitJobRequest) else submit_request(**job)
+            for job in jobs
+        ]
+        response = await self._call(
+            job_service_pb2.SubmitJobsResponse,
+            self._jobs.SubmitJobs(job_service_pb2.SubmitJobsRequest(jobs=requests), timeout=self.timeout),
+        )
+        return [item.job for item in response.jobs]
+
+    async def get(self, job_id: str) -> job_pb2.Job:
+        """The job, with its input, result, attempts and checkpoint; ``JobNotFound`` if none."""
+        request = job_service_pb2.GetJobRequest(job_id=job_id)
+        response = await self._call(
+            job_service_pb2.GetJobResponse, self._jobs.GetJob(request, timeout=self.timeout), job_id
+        )
+        return response.job
+
+    async def list(
+        self,
+        *,
+        statuses: Iterable[JobStatus | str | int] | None = None,
+        action: str = "",
+        label: str = "",
+        text: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        summary: bool = False,
+    ) -> job_service_pb2.ListJobsResponse:
+        """One page of jobs, newest first (``.jobs``, ``.next_page_token``, ``.sequence``)."""
+        request = job_service_pb2.ListJobsRequest(
+            statuses=_statuses(statuses),
+            action=action,
+            label=label,
+            text=text,
+            page_size=page_size,
+            page_token=page_token,
+            summary=summary,
+        )
+        return await self._call(
+            job_service_pb2.ListJobsResponse, self._jobs.ListJobs(request, timeout=self.timeout)
+        )
+
+    async def iter_jobs(self, **filters: Any) -> AsyncIterator[job_pb2.Job]:
+        """Every job matching ``list``'s filters, newest first, page after page."""
+        token = ""
+        while True:
+            page = await self.list(page_token=token, **filters)
+            for job in page.jobs:
+                yield job
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def cancel(self, job_id: str, reason: str = "") -> job_pb2.Job:
+        """Cancel a job: at once if it waits, through its worker if it runs."""
+        request = job_service_pb2.CancelJobRequest(job_id=job_id, reason=reason)
+        response = await self._call(
+            job_service_pb2.CancelJobResponse, self._jobs.CancelJob(request, timeout=self.timeout), job_id
+        )
+        return response.job
+
+    async def retry(self, job_id: str, *, from_step: str = "", reason: str = "") -> job_pb2.Job:
+        """A new attempt of a FAILED or CANCELLED job, from its last checkpoint or from ``from_step``."""
+        request = job_service_pb2.RetryJobRequest(job_id=job_id, from_step=from_step, reason=reason)
+        response = await self._call(
+            job_service_pb2.RetryJobResponse, self._jobs.RetryJob(request, timeout=self.timeout), job_id
+        )
+        return response.job
+
+    async def events(self, job_id: str) -> builtins.list[job_pb2.JobEvent]:
+        """The job's history, oldest first."""
+        request = job_service_pb2.GetJobEventsRequest(job_id=job_id)
+        response = await self._call(
+            job_service_pb2.GetJobEventsResponse,
+            self._jobs.GetJobEvents(request, timeout=self.timeout),
+            job_id,
+        )
+        return list(response.events)
+
+    async def logs(
+        self, job_id: str, *, after_index: int = 0, limit: int = 0
+    ) -> builtins.list[job_pb2.LogLine]:
+        """The lines the job's executors logged (after ``after_index``, to follow a log)."""
+        request = job_service_pb2.GetJobLogsRequest(job_id=job_id, after_index=after_index, limit=limit)
+        response = await self._call(
+            job_service_pb2.GetJobLogsResponse, self._jobs.GetJobLogs(request, timeout=self.timeout), job_id
+        )
+        return list(response.lines)
+
+    async def stats(self) -> job_service_pb2.GetStatsResponse:
+        return await self._call(
+            job_service_pb2.GetStatsResponse,
+            self._jobs.GetStats(job_service_pb2.GetStatsRequest(), timeout=self.timeout),
+        )
+
+    async def wait(self, job_id: str) -> job_pb2.Job:
+        """Wait until the job is finished (COMPLETED, FAILED, CANCELLED or REJECTED) and return it.
+
+        Bound the wait with ``asyncio.timeout(...)``.
+        """
+        job = await self.get(job_id)
+        if JobStatus(job.status) in TERMINAL_STATUSES:
+            return job
+        async for event in self.watch(after_sequence=max(job.sequence, 0), job_ids=[job_id]):
+            if JobStatus(event.job.status) in TERMINAL_STATUSES:
+                return await self.get(job_id)
+        raise EngineUnavailable(f"the watch of job {job_id} ended", job_id=job_id)
+
+    # -- actions -------------------------------------------------------------------------------
+    async def pause_action(self, action: str) -> job_pb2.ActionConfig:
+        """Stop dispatching ``action``'s jobs (they keep queueing)."""
+        request = job_service_pb2.PauseActionRequest(action=action)
+        return (
+            await self._call(
+                job_service_pb2.PauseActionResponse, self._jobs.PauseAction(request, timeout=self.timeout)
+            )
+        ).config
+
+    async def resume_action(self, action: str) -> job_pb2.ActionConfig:
+        request = job_service_pb2.ResumeActionRequest(action=action)
+        return (
+            await self._call(
+                job_service_pb2.ResumeActionResponse, self._jobs.ResumeAction(request, timeout=self.timeout)
+            )
+        ).config
+
+    async def get_action_config(self, action: str) -> job_pb2.ActionConfig:
+        request = job_service_pb2.GetActionConfigRequest(action=action)
+        return (
+            await self._call(
+                job_service_pb2.GetActionConfigResponse,
+                self._jobs.GetActionConfig(request, timeout=self.timeout),
+            )
+        ).config
+
+    async def set_action_config(self, config: job_pb2.ActionConfig) -> job_pb2.ActionConfig:
+        """Replace an action's configuration (timeouts, retry policy, limits, lock templates)."""
+        request = job_service_pb2.SetActionConfigRequest(config=config)
+        return (
+            await self._call(
+                job_service_pb2.SetActionConfigResponse,
+                self._jobs.SetActionConfig(request, timeout=self.timeout),
+            )
+        ).config
+
+    async def list_actions(self) -> job_service_pb2.ListActionsResponse:
+        request = job_service_pb2.ListActionsRequest()
+        return await self._call(
+            job_service_pb2.ListActionsResponse, self._jobs.ListActions(request, timeout=self.timeout)
+        )
+
+    # -- workers and locks -----------------------------------------------------------------------
+    async def workers(self) -> builtins.list[executor_service_pb2.Worker]:
+        """The connected workers, their executors, capacity and jobs in hand."""
+        request = executor_service_pb2.ListWorkersRequest()
+        response = await self._call(
+            executor_service_pb2.ListWorkersResponse,
+            self._executors.ListWorkers(request, timeout=self.timeout),
+        )
+        return list(response.workers)
+
+    async def locks(self, prefix: str = "") -> builtins.list[lock_service_pb2.ResourceLocks]:
+        """Holders and waiters of each locked resource (starting with ``prefix``)."""
+        request = lock_service_pb2.ListLocksRequest(prefix=prefix)
+        response = await self._call(
+            lock_service_pb2.ListLocksResponse, self._locks.ListLocks(request, timeout=self.timeout)
+        )
+        return list(response.resources)
+
+    async def acquire_lock(
+        self,
+        holder: str,
+        locks: Iterable[LockSpec],
+        *,
+        ttl: float | timedelta,
+        wait: float | timedelta | None = None,
+    ) -> builtins.list[lock_service_pb2.LockHolder]:
+        """Take locks for an external holder, all at once, for ``ttl``; ``LockConflict`` if held."""
+        request = lock_service_pb2.AcquireLockRequest(
+            holder=holder, locks=[lock_request(lock) for lock in locks], ttl=duration(ttl)
+        )
+        if wait is not None:
+            request.wait.CopyFrom(duration(wait))
+        call_timeout = None if self.timeout is None else self.timeout + _total_seconds(wait)
+        response = await self._call(
+            lock_service_pb2.AcquireLockResponse, self._locks.AcquireLock(request, timeout=call_timeout)
+        )
+        return list(response.held)
+
+    async def release_lock(self, holder: str, resources: Iterable[str] = ()) -> int:
+        """Release the holder's locks on ``resources`` (all of them when empty); how many were released."""
+        request = lock_service_pb2.ReleaseLockRequest(holder=holder, resources=list(resources))
+        return (
+            await self._call(
+                lock_service_pb2.ReleaseLockResponse, self._locks.ReleaseLock(request, timeout=self.timeout)
+            )
+        ).released
+
+    # -- the event stream ------------------------------------------------------------------------
+    async def watch(
+        self,
+        *,
+        after_sequence: int | None = None,
+        statuses: Iterable[JobStatus | str | int] | None = None,
+        actions: Iterable[str] | None = None,
+        job_ids: Iterable[str] | None = None,
+        reconnect: bool = True,
+        max_backoff: float = 5.0,
+    ) -> AsyncIterator[job_pb2.JobEvent]:
+        """Every job event, in sequence order, as it happens.
+
+        With ``after_sequence`` the missed events come first (0 replays the whole history). When the
+        stream breaks (engine restart, a slow subscriber cut off) it is opened again from the last
+        sequence seen, so no event is missed or repeated. The first connection failing raises
+        ``EngineUnavailable``; later ones are retried with backoff unless ``reconnect`` is False.
+        """
+        request = job_service_pb2.WatchJobsRequest(
+            statuses=_statuses(statuses), actions=list(actions or ()), job_ids=list(job_ids or ())
+        )
+        last = after_sequence
+        ever_connected = False
+        failures = 0
+        while True:
+            if last is not None:
+                request.after_sequence = last
+            stream = self._jobs.WatchJobs(request)
+            try:
+                async for response in stream:
+                    ever_connected = True
+                    failures = 0
+                    for event in response.events:
+                        if last is not None and event.sequence <= last:
+                            continue  # already seen before a reconnect
+                        last = event.sequence
+                        yield event
+                    if last is None:
+                        # Live only: a reconnect resumes from what the engine had committed by now.
+                        last = response.head_sequence
+                error: JobwardenError | None = None
+            except grpc.RpcError as rpc_error:
+                error = from_rpc_error(rpc_error, address=self.address)
+                if not ever_connected or error.code not in _RECONNECT_CODES or not reconnect:
+                    raise error from None
+            finally:
+                stream.cancel()
+            if not reconnect:
+                return
+            failures += 1
+            delay = min(max_backoff, 0.1 * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+            logger.info("watch: stream ended (%s); reconnecting after %s in %.1fs", error, last, delay)
+            await asyncio.sleep(delay)
+
+
+def _statuses(values: Iterable[JobStatus | str | int] | None) -> builtins.list[job_pb2.JobStatus.ValueType]:
+    return statuses(values)
+
+
+def _total_seconds(value: float | timedelta | None) -> float:
+    if value is None:
+        return 0.0
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)

@@ -1,0 +1,523 @@
+"""The client commands of ``jobwarden``: submit, jobs, get, cancel, retry, events, logs, watch, worker,
+workers and stats (registered through the ``jobwarden.commands`` entry point ``client``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import re
+import sys
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from jobwarden.contract import TERMINAL_STATUSES, JobStatus
+from jobwarden.sdk import _format as fmt
+from jobwarden.sdk._address import DEFAULT_ENGINE, ENGINE_ENV, engine_address
+from jobwarden.sdk._client import JobClient
+from jobwarden.sdk._exceptions import ExecutorDefinitionError, JobwardenError
+from jobwarden.sdk._executor import Executor
+from jobwarden.sdk._requests import lock_request, statuses
+from jobwarden.v1 import job_pb2
+
+__all__ = ["load_executors", "register"]
+
+#: exit codes
+OK, ENGINE_ERROR, USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as given (exit code 2)."""
+
+
+def register(subparsers: Any) -> None:
+    """Add the client commands to ``jobwarden``'s sub-command parsers."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--engine",
+        metavar="HOST:PORT",
+        help=f"the engine's address (default: ${ENGINE_ENV} or {DEFAULT_ENGINE})",
+    )
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    def add(
+        name: str, run: Callable[[argparse.Namespace], Coroutine[Any, Any, int]], help: str, *parents: Any
+    ) -> Any:
+        parser = subparsers.add_parser(
+            name, help=help, description=help, parents=[common, *parents], formatter_class=_Formatter
+        )
+        parser.set_defaults(func=_runner(run))
+        return parser
+
+    submit = add("submit", _submit, "Submit a job.", as_json)
+    submit.add_argument("action", help="the action to run, e.g. transcode")
+    submit.add_argument(
+        "--input",
+        "-i",
+        default=None,
+        metavar="JSON|@FILE|-",
+        help="the input: a JSON object, @file, or - for stdin",
+    )
+    submit.add_argument("--priority", "-p", type=int, default=0, help="higher runs first (default 0)")
+    submit.add_argument(
+        "--label", "-l", action="append", default=[], metavar="KEY=VALUE", help="a label (repeatable)"
+    )
+    submit.add_argument(
+        "--lock",
+        action="append",
+        default=[],
+        metavar="RESOURCE[:MODE]",
+        help="a lock to hold while running, MODE SHARED or EXCLUSIVE (default); repeatable",
+    )
+    submit.add_argument(
+        "--run-at", metavar="WHEN", help="not before: an ISO 8601 time, or +30s / +5m / +2h from now"
+    )
+    submit.add_argument(
+        "--idempotency-key", default="", help="a repeated submit with this key returns the first job"
+    )
+    submit.add_argument("--correlation-id", default="", help="groups jobs of one workflow")
+    submit.add_argument("--max-attempts", type=int, default=None, help="retry policy: attempts in all")
+    submit.add_argument(
+        "--wait", action="store_true", help="wait until the job finishes; exit 1 unless it COMPLETED"
+    )
+
+    jobs = add("jobs", _jobs, "List jobs, newest first.", as_json)
+    jobs.add_argument(
+        "--status", "-s", action="append", default=[], help="only these statuses (repeatable, or a,b)"
+    )
+    jobs.add_argument("--action", "-a", default="", help="only this action")
+    jobs.add_argument("--label", default="", metavar="KEY[=VALUE]", help="only jobs with this label")
+    jobs.add_argument("--text", "-t", default="", help="text in the id, action, message or error")
+    jobs.add_argument("--limit", "-n", type=int, default=50, help="most jobs to show (default 50)")
+
+    get = add("get", _get, "Show one job: status, input, result, error with its stack trace.", as_json)
+    get.add_argument("job_id")
+
+    cancel = add("cancel", _cancel, "Cancel a job (a running one through its worker).", as_json)
+    cancel.add_argument("job_id")
+    cancel.add_argument("--reason", default="", help="why (kept with the job)")
+
+    retry = add("retry", _retry, "Start a new attempt of a FAILED or CANCELLED job.", as_json)
+    retry.add_argument("job_id")
+    retry.add_argument(
+        "--from-step",
+        default="",
+        metavar="STEP",
+        help="re-run from this step (default: after the last checkpoint)",
+    )
+    retry.add_argument("--reason", default="", help="why (kept with the job)")
+
+    events = add("events", _events, "Show a job's history.", as_json)
+    events.add_argument("job_id")
+
+    logs = add("logs", _logs, "Show the lines a job's executor logged.", as_json)
+    logs.add_argument("job_id")
+    logs.add_argument(
+        "--follow", "-f", action="store_true", help="keep printing new lines until the job ends"
+    )
+
+    watch = add(
+        "watch", _watch, "Tail the stream of job events (reconnects from its last sequence).", as_json
+    )
+    watch.add_argument(
+        "--after", type=int, default=None, metavar="SEQ", help="replay events after SEQ first (0: all)"
+    )
+    watch.add_argument(
+        "--status", "-s", action="append", default=[], help="only events of jobs in these statuses"
+    )
+    watch.add_argument("--action", "-a", action="append", default=[], help="only this action (repeatable)")
+    watch.add_argument(
+        "--job", action="append", default=[], metavar="JOB_ID", help="only this job (repeatable)"
+    )
+
+    worker = add("worker", _worker, "Run a worker with the executors found at MODULE:ATTR.")
+    worker.add_argument(
+        "target",
+        metavar="MODULE:ATTR",
+        help="an Executor subclass, an instance, or a list of them, e.g. myapp.executors:Transcode",
+    )
+    worker.add_argument("--capacity", "-c", type=int, default=10, help="most jobs at once (default 10)")
+    worker.add_argument("--name", default=None, help="the worker's name (default host:pid)")
+    worker.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to finish running jobs on SIGTERM (default 30)",
+    )
+    worker.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=None,
+        help="give up when the engine cannot be reached for this long at start (default: keep trying)",
+    )
+    worker.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+
+    add("workers", _workers, "List the connected workers.", as_json)
+    add("stats", _stats, "Counts per status and per action.", as_json)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _runner(
+    run: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
+) -> Callable[[argparse.Namespace], int]:
+    def main(args: argparse.Namespace) -> int:
+        try:
+            return asyncio.run(run(args))
+        except UsageError as error:
+            print(f"jobwarden {args.command}: {error}", file=sys.stderr)
+            return USAGE
+        except JobwardenError as error:
+            print(f"jobwarden {args.command}: {error}", file=sys.stderr)
+            return ENGINE_ERROR
+
+    return main
+
+
+def _client(args: argparse.Namespace) -> JobClient:
+    try:
+        return JobClient(engine_address(args.engine))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+# -- submit ------------------------------------------------------------------------------------------
+def _parse_input(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    source = "--input"
+    if text == "-":
+        text, source = sys.stdin.read(), "stdin"
+    elif text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            text, source = path.read_text(), str(path)
+        except OSError as error:
+            raise UsageError(f"cannot read the input file {path}: {error.strerror}") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"the input from {source} is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"the input must be a JSON object ({{...}}), got {type(value).__name__}")
+    return value
+
+
+def _parse_labels(items: list[str]) -> dict[str, str]:
+    labels = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"a label is KEY=VALUE, got {item!r}")
+        labels[key] = value
+    return labels
+
+
+_RELATIVE = re.compile(r"^\+(\d+(?:\.\d+)?)([smhd])$")
+
+
+def _parse_time(text: str) -> datetime:
+    match = _RELATIVE.match(text.strip())
+    if match:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+        return datetime.now(UTC) + timedelta(**{unit: float(match.group(1))})
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"--run-at takes an ISO 8601 time or +30s/+5m/+2h/+1d, got {text!r}") from None
+    return moment if moment.tzinfo else moment.astimezone()
+
+
+async def _submit(args: argparse.Namespace) -> int:
+    payload = _parse_input(args.input)
+    labels = _parse_labels(args.label)
+    try:
+        locks = [lock_request(lock) for lock in args.lock]
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    run_at = _parse_time(args.run_at) if args.run_at else None
+    policy = {"max_attempts": args.max_attempts} if args.max_attempts is not None else None
+    async with _client(args) as client:
+        job = await client.submit(
+            args.action,
+            payload,
+            priority=args.priority,
+            labels=labels,
+            locks=locks,
+            run_at=run_at,
+            idempotency_key=args.idempotency_key,
+            correlation_id=args.correlation_id,
+            retry_policy=policy,
+        )
+        if not args.wait:
+            if args.json:
+                _print_json(fmt.message_json(job))
+            else:
+                print(f"{job.id}  {fmt.status_name(job.status)}  {job.action}")
+            return OK
+        if not args.json:
+            print(f"{job.id}  submitted, waiting...", file=sys.stderr)
+        job = await client.wait(job.id)
+    if args.json:
+        _print_json(fmt.message_json(job))
+    else:
+        print(fmt.job_detail(job))
+    return OK if JobStatus(job.status) is JobStatus.COMPLETED else ENGINE_ERROR
+
+
+# -- reading jobs ------------------------------------------------------------------------------------
+async def _jobs(args: argparse.Namespace) -> int:
+    wanted = [part for item in args.status for part in item.split(",") if part]
+    try:
+        status_filter = statuses(wanted)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    found: list[job_pb2.Job] = []
+    async with _client(args) as client:
+        token = ""
+        while len(found) < args.limit:
+            page = await client.list(
+                statuses=status_filter,
+                action=args.action,
+                label=args.label,
+                text=args.text,
+                page_size=min(args.limit - len(found), 1000),
+                page_token=token,
+                summary=not args.json,
+            )
+            found.extend(page.jobs)
+            token = page.next_page_token
+            if not token:
+                break
+    if args.json:
+        _print_json([fmt.message_json(job) for job in found])
+    elif not found:
+        print("no jobs", file=sys.stderr)
+    else:
+        print(fmt.table(*fmt.job_rows(found)))
+    return OK
+
+
+async def _get(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        job = await client.get(args.job_id)
+    if args.json:
+        _print_json(fmt.message_json(job))
+    else:
+        print(fmt.job_detail(job))
+    return OK
+
+
+async def _cancel(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        job = await client.cancel(args.job_id, args.reason)
+    if args.json:
+        _print_json(fmt.message_json(job))
+    elif JobStatus(job.status) is JobStatus.CANCELLED:
+        print(f"{job.id}  CANCELLED")
+    else:
+        print(f"{job.id}  {fmt.status_name(job.status)}  cancel requested: the worker is stopping it")
+    return OK
+
+
+async def _retry(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        job = await client.retry(args.job_id, from_step=args.from_step, reason=args.reason)
+    if args.json:
+        _print_json(fmt.message_json(job))
+    else:
+        print(f"{job.id}  {fmt.status_name(job.status)}  attempt {job.attempt}")
+    return OK
+
+
+async def _events(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        history = await client.events(args.job_id)
+    if args.json:
+        _print_json([fmt.message_json(event) for event in history])
+    else:
+        for event in history:
+            print(fmt.event_line(event))
+    return OK
+
+
+async def _logs(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        index = 0
+        while True:
+            lines = await client.logs(args.job_id, after_index=index)
+            for line in lines:
+                index = max(index, line.index)
+                if args.json:
+                    print(json.dumps(fmt.message_json(line), sort_keys=True))
+                else:
+                    moment = line.time.ToDatetime(tzinfo=UTC).astimezone()
+                    print(f"{moment:%H:%M:%S} {line.level:<7} #{line.attempt} {line.message}")
+            sys.stdout.flush()
+            if not args.follow:
+                return OK
+            if lines:
+                continue
+            job = await client.get(args.job_id)
+            if JobStatus(job.status) in TERMINAL_STATUSES:
+                # One last read: lines may have landed between the two calls.
+                if not await client.logs(args.job_id, after_index=index):
+                    return OK
+                continue
+            await asyncio.sleep(0.5)
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    wanted = [part for item in args.status for part in item.split(",") if part]
+    try:
+        status_filter = statuses(wanted)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    async with _client(args) as client:
+        async for event in client.watch(
+            after_sequence=args.after, statuses=status_filter, actions=args.action, job_ids=args.job
+        ):
+            if args.json:
+                print(json.dumps(fmt.message_json(event), sort_keys=True))
+            else:
+                print(fmt.event_line(event))
+            sys.stdout.flush()
+    return OK
+
+
+async def _workers(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        workers = await client.workers()
+    if args.json:
+        _print_json([fmt.message_json(worker) for worker in workers])
+        return OK
+    rows = [
+        [
+            worker.id,
+            worker.name,
+            ",".join(spec.action for spec in worker.executors),
+            f"{len(worker.jobs)}/{worker.capacity}",
+            "draining" if worker.draining else "",
+            fmt.ago(worker.last_heartbeat_at),
+        ]
+        for worker in workers
+    ]
+    if rows:
+        print(fmt.table(["ID", "NAME", "ACTIONS", "JOBS", "STATE", "HEARTBEAT"], rows))
+    else:
+        print("no workers connected", file=sys.stderr)
+    return OK
+
+
+async def _stats(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        stats = await client.stats()
+    if args.json:
+        _print_json(fmt.message_json(stats))
+        return OK
+    counts = ", ".join(
+        f"{fmt.status_name(item.status)} {item.count}" for item in stats.statuses if item.count
+    )
+    print(f"jobs: {counts or 'none'}")
+    print(f"workers: {stats.workers}  watchers: {stats.watchers}  throughput: {stats.throughput:.1f} jobs/s")
+    if stats.actions:
+        rows = [
+            [
+                item.action,
+                str(item.queued),
+                str(item.running),
+                str(item.completed),
+                str(item.failed),
+                str(item.workers),
+                "paused" if item.paused else "",
+            ]
+            for item in stats.actions
+        ]
+        print(fmt.table(["ACTION", "QUEUED", "RUNNING", "COMPLETED", "FAILED", "WORKERS", ""], rows))
+    if stats.actions_without_workers:
+        print("waiting with no worker: " + ", ".join(stats.actions_without_workers))
+    return OK
+
+
+# -- worker ------------------------------------------------------------------------------------------
+def load_executors(target: str) -> list[Executor | type[Executor]]:
+    """The executors named by ``MODULE:ATTR`` (a class, an instance, or a list of them).
+
+    Raises ``UsageError`` saying what is wrong: a malformed target, a module that does not
+    import, a missing attribute, or something that is not an executor.
+    """
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(
+            f"the worker target must be MODULE:ATTR (e.g. myapp.executors:Resize), got {target!r}"
+        )
+    # Like `python -m`, find modules in the current directory.
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise UsageError(f"cannot import module {module_name!r}: {error}") from error
+    except Exception as error:
+        raise UsageError(
+            f"importing module {module_name!r} failed: {type(error).__name__}: {error}"
+        ) from error
+    value: Any = module
+    for part in attr.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            raise UsageError(f"module {module_name!r} has no attribute {attr!r}") from None
+    items = list(value) if isinstance(value, list | tuple) else [value]
+    for item in items:
+        if not (isinstance(item, Executor) or (isinstance(item, type) and issubclass(item, Executor))):
+            raise UsageError(
+                f"{target} is {item!r}, not an Executor subclass, an instance, or a list of them"
+            )
+    if not items:
+        raise UsageError(f"{target} is an empty list: no executor to run")
+    return items
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    from jobwarden.sdk._worker import Worker
+
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    executors = load_executors(args.target)
+    try:
+        worker = Worker(
+            executors,
+            engine=engine_address(args.engine),
+            capacity=args.capacity,
+            name=args.name,
+            drain_timeout=args.drain_timeout,
+            connect_timeout=args.connect_timeout,
+        )
+    except (ExecutorDefinitionError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    print(
+        f"jobwarden worker {worker.name}: serving {', '.join(worker.actions)} "
+        f"(capacity {worker.capacity}) with the engine at {worker.address}",
+        file=sys.stderr,
+        flush=True,
+    )
+    await worker.run(handle_signals=True)
+    print(f"jobwarden worker {worker.name}: stopped after {worker.finished_jobs} job(s)", file=sys.stderr)
+    return OK

@@ -1,0 +1,163 @@
+"""Plain-text rendering of jobs, events and logs for the CLI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from jobwarden.contract import ErrorKind, ExecutionMode, JobEventType, JobStatus, LockMode
+from jobwarden.sdk._convert import from_timestamp, struct_to_dict
+from jobwarden.v1 import job_pb2
+
+__all__ = ["ago", "event_line", "job_detail", "job_rows", "message_json", "table"]
+
+
+def _name(enum: type[Any], value: int) -> str:
+    try:
+        return str(enum(value).name)
+    except ValueError:
+        return "-" if value == 0 else str(value)
+
+
+def status_name(value: int) -> str:
+    return _name(JobStatus, value)
+
+
+def ago(stamp: Any, now: datetime | None = None) -> str:
+    """``"12s"``, ``"5m"``, ``"3h"``, ``"2d"`` since a Timestamp, or ``"-"`` when unset."""
+    moment = from_timestamp(stamp)
+    if moment is None:
+        return "-"
+    seconds = int(((now or datetime.now(UTC)) - moment).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if abs(seconds) >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [len(header) for header in headers]
+    for row in rows:
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def job_rows(jobs: Sequence[job_pb2.Job]) -> tuple[list[str], list[list[str]]]:
+    headers = ["ID", "ACTION", "STATUS", "PROGRESS", "ATTEMPT", "AGE", "MESSAGE"]
+    rows = []
+    for job in jobs:
+        message = (
+            job.error.message
+            if JobStatus(job.status) is JobStatus.FAILED and job.error.message
+            else job.message
+        )
+        rows.append(
+            [
+                job.id,
+                job.action,
+                status_name(job.status),
+                f"{job.progress}%",
+                str(job.attempt),
+                ago(job.created_at),
+                message.replace("\n", " ")[:60],
+            ]
+        )
+    return headers, rows
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    result: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return result
+
+
+def job_detail(job: job_pb2.Job) -> str:
+    """A job as a person reads it: one field a line, the error and its trace last."""
+    lines = [
+        f"id:          {job.id}",
+        f"action:      {job.action}",
+        f"status:      {status_name(job.status)}"
+        + (f" ({job.status_reason})" if job.status_reason else "")
+        + (" (cancel requested)" if job.cancel_requested else ""),
+        f"progress:    {job.progress}%" + (f"  {job.message}" if job.message else ""),
+        f"attempt:     {job.attempt}" + (f" ({_name(ExecutionMode, job.mode)})" if job.mode else ""),
+        f"priority:    {job.priority}",
+    ]
+    if job.worker_id:
+        lines.append(f"worker:      {job.worker_id}")
+    if job.step:
+        lines.append(f"step:        {job.step}")
+    if job.labels:
+        lines.append("labels:      " + ", ".join(f"{k}={v}" for k, v in sorted(job.labels.items())))
+    if job.locks:
+        held = " (held)" if job.locks_held else ""
+        lines.append(
+            "locks:       "
+            + ", ".join(f"{lock.resource}:{_name(LockMode, lock.mode)}" for lock in job.locks)
+            + held
+        )
+    if job.correlation_id:
+        lines.append(f"correlation: {job.correlation_id}")
+    if job.idempotency_key:
+        lines.append(f"idempotency: {job.idempotency_key}")
+    for label, stamp in (
+        ("created", job.created_at),
+        ("started", job.started_at),
+        ("finished", job.finished_at),
+        ("run at", job.run_at),
+    ):
+        moment = from_timestamp(stamp)
+        if moment is not None:
+            lines.append(f"{label + ':':<12} {moment.isoformat(timespec='seconds')} ({ago(stamp)} ago)")
+    lines.append(f"input:       {json.dumps(struct_to_dict(job.input), sort_keys=True)}")
+    if job.HasField("result"):
+        lines.append(f"result:      {json.dumps(struct_to_dict(job.result), sort_keys=True)}")
+    if job.job_variables:
+        lines.append(f"variables:   {json.dumps(dict(job.job_variables), sort_keys=True)}")
+    if job.workflow_variables:
+        lines.append(f"workflow:    {json.dumps(dict(job.workflow_variables), sort_keys=True)}")
+    if job.checkpoint.completed_steps:
+        lines.append("steps done:  " + ", ".join(step.name for step in job.checkpoint.completed_steps))
+    if len(job.attempts) > 1:
+        lines.append("attempts:")
+        for attempt in job.attempts:
+            error = (
+                f"  {_name(ErrorKind, attempt.error.kind)}: {attempt.error.message}"
+                if attempt.error.kind
+                else ""
+            )
+            lines.append(
+                f"  #{attempt.number} {status_name(attempt.status)} {_name(ExecutionMode, attempt.mode)}"
+                f" {attempt.worker_id}{error}"
+            )
+    if job.error.kind or job.error.message:
+        lines.append(f"error:       {_name(ErrorKind, job.error.kind)}: {job.error.message}")
+        if job.error.step:
+            lines.append(f"  in step:   {job.error.step}")
+        if job.error.stack_trace:
+            lines.append("stack trace:")
+            lines.extend("  " + line for line in job.error.stack_trace.rstrip().splitlines())
+    return "\n".join(lines)
+
+
+def event_line(event: job_pb2.JobEvent) -> str:
+    job = event.job
+    moment = from_timestamp(event.time)
+    when = moment.astimezone().strftime("%H:%M:%S.%f")[:-3] if moment else "-"
+    kind = _name(JobEventType, event.type)
+    change = status_name(job.status)
+    if JobEventType(event.type) is JobEventType.STATUS_CHANGED and event.previous_status:
+        change = f"{status_name(event.previous_status)}->{change}"
+    detail = f"{job.progress}%"
+    if job.message:
+        detail += f" {job.message}"
+    if event.reason:
+        detail += f" ({event.reason})"
+    if JobStatus(job.status) is JobStatus.FAILED and job.error.message:
+        detail += f" {_name(ErrorKind, job.error.kind)}: {job.error.message}"
+    return f"{event.sequence:>8}  {when}  {event.job_id}  {job.action:<16} {kind:<16} {change:<24} {detail}"

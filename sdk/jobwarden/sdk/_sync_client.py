@@ -1,0 +1,215 @@
+"""``SyncJobClient``: ``JobClient`` for code without an event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import threading
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, TypeVar
+
+from jobwarden.contract import JobStatus
+from jobwarden.sdk._client import JobClient
+from jobwarden.sdk._requests import LockSpec
+from jobwarden.v1 import executor_service_pb2, job_pb2, job_service_pb2, lock_service_pb2
+
+__all__ = ["SyncJobClient"]
+
+T = TypeVar("T")
+
+
+class SyncJobClient:
+    """The same calls as ``JobClient``, blocking; ``watch()`` is a plain iterator.
+
+    It runs a ``JobClient`` on an event loop in a private thread, so it is safe to use from any
+    one thread at a time, including code that has no event loop of its own. Close it (or use
+    ``with``) to stop that thread.
+    """
+
+    def __init__(self, engine: str | None = None, *, timeout: float | None = 30.0) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="jobwarden-client", daemon=True)
+        self._thread.start()
+        self._client = self._run(_make_client(engine, timeout))
+        self.address = self._client.address
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def __enter__(self) -> SyncJobClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._run(self._client.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def submit(
+        self,
+        action: str,
+        input: Mapping[str, Any] | None = None,
+        *,
+        priority: int = 0,
+        labels: Mapping[str, str] | None = None,
+        locks: Iterable[LockSpec] | None = None,
+        run_at: datetime | None = None,
+        correlation_id: str = "",
+        idempotency_key: str = "",
+        timeouts: job_pb2.JobTimeouts | Mapping[str, Any] | None = None,
+        retry_policy: job_pb2.RetryPolicy | Mapping[str, Any] | None = None,
+        workflow_variables: Mapping[str, str] | None = None,
+    ) -> job_pb2.Job:
+        """See ``JobClient.submit``."""
+        return self._run(
+            self._client.submit(
+                action,
+                input,
+                priority=priority,
+                labels=labels,
+                locks=locks,
+                run_at=run_at,
+                correlation_id=correlation_id,
+                idempotency_key=idempotency_key,
+                timeouts=timeouts,
+                retry_policy=retry_policy,
+                workflow_variables=workflow_variables,
+            )
+        )
+
+    def submit_many(
+        self, jobs: Iterable[job_service_pb2.SubmitJobRequest | Mapping[str, Any]]
+    ) -> builtins.list[job_pb2.Job]:
+        return self._run(self._client.submit_many(jobs))
+
+    def get(self, job_id: str) -> job_pb2.Job:
+        return self._run(self._client.get(job_id))
+
+    def list(
+        self,
+        *,
+        statuses: Iterable[JobStatus | str | int] | None = None,
+        action: str = "",
+        label: str = "",
+        text: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        summary: bool = False,
+    ) -> job_service_pb2.ListJobsResponse:
+        return self._run(
+            self._client.list(
+                statuses=statuses,
+                action=action,
+                label=label,
+                text=text,
+                page_size=page_size,
+                page_token=page_token,
+                summary=summary,
+            )
+        )
+
+    def cancel(self, job_id: str, reason: str = "") -> job_pb2.Job:
+        return self._run(self._client.cancel(job_id, reason))
+
+    def retry(self, job_id: str, *, from_step: str = "", reason: str = "") -> job_pb2.Job:
+        return self._run(self._client.retry(job_id, from_step=from_step, reason=reason))
+
+    def events(self, job_id: str) -> builtins.list[job_pb2.JobEvent]:
+        return self._run(self._client.events(job_id))
+
+    def logs(self, job_id: str, *, after_index: int = 0, limit: int = 0) -> builtins.list[job_pb2.LogLine]:
+        return self._run(self._client.logs(job_id, after_index=after_index, limit=limit))
+
+    def stats(self) -> job_service_pb2.GetStatsResponse:
+        return self._run(self._client.stats())
+
+    def wait(self, job_id: str, timeout: float | None = None) -> job_pb2.Job:
+        """Wait until the job is finished and return it; ``TimeoutError`` after ``timeout`` seconds."""
+        return self._run(asyncio.wait_for(self._client.wait(job_id), timeout))
+
+    def pause_action(self, action: str) -> job_pb2.ActionConfig:
+        return self._run(self._client.pause_action(action))
+
+    def resume_action(self, action: str) -> job_pb2.ActionConfig:
+        return self._run(self._client.resume_action(action))
+
+    def get_action_config(self, action: str) -> job_pb2.ActionConfig:
+        return self._run(self._client.get_action_config(action))
+
+    def set_action_config(self, config: job_pb2.ActionConfig) -> job_pb2.ActionConfig:
+        return self._run(self._client.set_action_config(config))
+
+    def list_actions(self) -> job_service_pb2.ListActionsResponse:
+        return self._run(self._client.list_actions())
+
+    def workers(self) -> builtins.list[executor_service_pb2.Worker]:
+        return self._run(self._client.workers())
+
+    def locks(self, prefix: str = "") -> builtins.list[lock_service_pb2.ResourceLocks]:
+        return self._run(self._client.locks(prefix))
+
+    def acquire_lock(
+        self,
+        holder: str,
+        locks: Iterable[LockSpec],
+        *,
+        ttl: float | timedelta,
+        wait: float | timedelta | None = None,
+    ) -> builtins.list[lock_service_pb2.LockHolder]:
+        return self._run(self._client.acquire_lock(holder, locks, ttl=ttl, wait=wait))
+
+    def release_lock(self, holder: str, resources: Iterable[str] = ()) -> int:
+        return self._run(self._client.release_lock(holder, resources))
+
+    def watch(
+        self,
+        *,
+        after_sequence: int | None = None,
+        statuses: Iterable[JobStatus | str | int] | None = None,
+        actions: Iterable[str] | None = None,
+        job_ids: Iterable[str] | None = None,
+        reconnect: bool = True,
+    ) -> Iterator[job_pb2.JobEvent]:
+        """See ``JobClient.watch``: every event, reconnecting from the last sequence on its own."""
+        stream = self._client.watch(
+            after_sequence=after_sequence,
+            statuses=statuses,
+            actions=actions,
+            job_ids=job_ids,
+            reconnect=reconnect,
+        )
+        try:
+            while True:
+                try:
+                    yield self._run(_next(stream))
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._loop.is_closed():
+                self._run(_close(stream))
+
+
+async def _make_client(engine: str | None, call_timeout: float | None) -> JobClient:
+    # grpc.aio channels belong to the loop they are made on: make it on the client's own loop.
+    return JobClient(engine, timeout=call_timeout)
+
+
+async def _close(stream: Any) -> None:
+    await stream.aclose()
+
+
+async def _next(stream: Any) -> job_pb2.JobEvent:
+    event: job_pb2.JobEvent = await stream.__anext__()
+    return event
