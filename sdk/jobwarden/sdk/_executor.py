@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from jobwarden.contract import ExecutionMode, Limits
 from jobwarden.sdk._exceptions import ExecutorDefinitionError
+from jobwarden.sdk._requests import LockSpec, lock_request
 
 if TYPE_CHECKING:
     from jobwarden.sdk._context import JobContext
@@ -43,6 +44,11 @@ class Executor:
     max_concurrency: ClassVar[int] = 0
     #: whether a timed-out attempt may be resumed here; by default, whether ``resume`` is defined
     supports_resume: ClassVar[bool]
+    #: locks every job of this action takes, as templates expanded from the job's input:
+    #: ``"asset:{input.asset_id}"`` (EXCLUSIVE), ``"asset:{input.asset_id}:SHARED"`` or a
+    #: ``(template, mode)`` pair. The worker
+    #: adds them to the action's configuration on the engine when it connects.
+    locks: ClassVar[Sequence[LockSpec]] = ()
     #: when False the worker does not vouch for this executor's jobs in its heartbeats: a job must
     #: report progress or call ``ctx.heartbeat()`` often enough, or it times out
     auto_heartbeat: ClassVar[bool] = True
@@ -98,6 +104,15 @@ def validate(executor: Executor) -> None:
         )
     if not overrides(cls, "execute"):
         raise ExecutorDefinitionError(f"executor {name} (action {action!r}) does not define execute(ctx)")
+    if isinstance(executor.locks, str):
+        raise ExecutorDefinitionError(f"executor {name}: locks must be a list of templates, not a string")
+    for template in executor.locks:
+        try:
+            lock_request(template)
+        except (TypeError, ValueError) as error:
+            raise ExecutorDefinitionError(
+                f"executor {name}: bad lock template {template!r}: {error}"
+            ) from None
     max_concurrency = executor.max_concurrency
     if not isinstance(max_concurrency, int) or max_concurrency < 0:
         raise ExecutorDefinitionError(

@@ -29,11 +29,13 @@ from jobwarden.sdk._exceptions import (
     ExecutorDefinitionError,
     JobCancelled,
     JobFailed,
+    JobNotFound,
     JobwardenError,
     from_rpc_error,
 )
 from jobwarden.sdk._executor import Executor, method_for, overrides, validate
 from jobwarden.sdk._outbox import JobKey, Outbox
+from jobwarden.sdk._requests import lock_request
 from jobwarden.v1 import executor_service_pb2 as pb
 from jobwarden.v1 import executor_service_pb2_grpc, job_pb2
 
@@ -174,6 +176,7 @@ class Worker:
         self._call: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._locks_declared = False
         #: the number of jobs finished by this worker (completed, failed or cancelled)
         self.finished_jobs = 0
 
@@ -309,6 +312,9 @@ class Worker:
                     raise _Fatal(f"the engine answered Register with {first.WhichOneof('message')!r}")
                 self._on_registered(first.registered)
                 registered = True
+                if not self._locks_declared:
+                    self._locks_declared = True
+                    self._spawn(self._declare_locks())
                 self._connected.set()
                 tasks = [
                     asyncio.create_task(self._write_loop(call)),
@@ -379,6 +385,42 @@ class Worker:
     def _kick(self) -> None:
         self._flushed.clear()
         self._wake.set()
+
+    async def _declare_locks(self) -> None:
+        """Add each executor's lock templates to its action's configuration on the engine."""
+        from jobwarden.sdk._client import JobClient
+
+        wanted = {
+            hosted.action: hosted.executor.locks for hosted in self._hosted.values() if hosted.executor.locks
+        }
+        if not wanted:
+            return
+        async with JobClient(self.address) as client:
+            for action, templates in wanted.items():
+                try:
+                    try:
+                        config = await client.get_action_config(action)
+                    except JobNotFound:
+                        config = job_pb2.ActionConfig(action=action)
+                    have = {(lock.resource, lock.mode) for lock in config.lock_templates}
+                    missing = [
+                        lock
+                        for lock in map(lock_request, templates)
+                        if (lock.resource, lock.mode) not in have
+                    ]
+                    if missing:
+                        config.lock_templates.extend(missing)
+                        await client.set_action_config(config)
+                        logger.info(
+                            "worker %s: action %s now takes locks %s",
+                            self.name,
+                            action,
+                            ", ".join(lock.resource for lock in config.lock_templates),
+                        )
+                except JobwardenError as error:
+                    logger.warning(
+                        "worker %s: could not declare the locks of %s: %s", self.name, action, error
+                    )
 
     # -- engine messages -----------------------------------------------------------------------
     def _on_registered(self, registered: pb.Registered) -> None:
