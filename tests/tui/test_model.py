@@ -1,0 +1,174 @@
+"""The console's job store, filter and formatting, without a screen or an engine."""
+
+from __future__ import annotations
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from jobwarden.contract import ErrorKind, JobStatus, LockMode
+from jobwarden.tui._filter import FilterError, JobFilter, SortOrder
+from jobwarden.tui._format import format_duration, progress_bar, short_id, truncate
+from jobwarden.tui._model import JobRow, JobStore
+from jobwarden.v1 import job_pb2
+
+NOW = 1_700_000_000.0
+
+
+def job(job_id: str, status: JobStatus = JobStatus.QUEUED, sequence: int = 1, **fields: object) -> job_pb2.Job:
+    created = Timestamp(seconds=int(NOW) - 100)
+    message = job_pb2.Job(id=job_id, action="transcode", status=int(status), sequence=sequence, created_at=created)
+    for name, value in fields.items():
+        if isinstance(value, Timestamp):
+            getattr(message, name).CopyFrom(value)
+        elif name.endswith("_at"):
+            getattr(message, name).CopyFrom(Timestamp(seconds=int(value)))  # type: ignore[call-overload]
+        else:
+            setattr(message, name, value)
+    return message
+
+
+def event(sequence: int, message: job_pb2.Job) -> job_pb2.JobEvent:
+    message.sequence = sequence
+    return job_pb2.JobEvent(sequence=sequence, job_id=message.id, job=message)
+
+
+def store(keep_finished: int = 100) -> JobStore:
+    return JobStore(keep_finished=keep_finished, clock=lambda: NOW)
+
+
+def test_row_copies_what_the_table_shows() -> None:
+    message = job("a", JobStatus.FAILED, progress=40, message="encoding", attempt=2, worker_id="w1")
+    message.error.kind = int(ErrorKind.CRASHED)
+    message.error.message = "boom"
+    message.locks.add(resource="asset:1", mode=int(LockMode.SHARED))
+    message.labels["tenant"] = "acme"
+    row = JobRow.from_proto(message)
+    assert row.status is JobStatus.FAILED
+    assert row.error_kind is ErrorKind.CRASHED
+    assert row.locks == (("asset:1", LockMode.SHARED),)
+    assert row.terminal
+    assert "tenant=acme" in row.search_text()
+    assert "asset:1" in row.search_text()
+
+
+def test_apply_ignores_events_older_than_the_row() -> None:
+    jobs = store()
+    jobs.load([job("a", JobStatus.RUNNING, sequence=10, progress=50)], sequence=10)
+    stale = event(9, job("a", JobStatus.QUEUED))
+    fresh = event(11, job("a", JobStatus.RUNNING, progress=60))
+    assert jobs.apply([stale, fresh]) == 1
+    assert jobs.jobs["a"].progress == 60
+    assert jobs.sequence == 11
+    assert jobs.take_dirty() == {"a"}
+    assert jobs.take_dirty() == set()
+    # The same event again (a replay after reconnecting) changes nothing.
+    assert jobs.apply([event(11, job("a", JobStatus.RUNNING, progress=60))]) == 0
+    assert jobs.dirty == set()
+
+
+def test_load_replaces_everything_and_bumps_the_generation() -> None:
+    jobs = store()
+    jobs.load([job("a")], sequence=3)
+    generation = jobs.generation
+    jobs.load([job("b")], sequence=5)
+    assert set(jobs.jobs) == {"b"}
+    assert jobs.generation == generation + 1
+    assert jobs.sequence == 5
+    assert jobs.dirty == set()
+
+
+def test_trim_keeps_unfinished_jobs_and_the_newest_finished_ones() -> None:
+    jobs = store(keep_finished=20)
+    running = [job(f"r{i}", JobStatus.RUNNING, sequence=i + 1) for i in range(5)]
+    done = [
+        job(f"d{i:02d}", JobStatus.COMPLETED, sequence=100 + i, finished_at=NOW - 1000 + i) for i in range(30)
+    ]
+    jobs.load([*running, *done], sequence=200)
+    # The load trims at once: 30 finished is more than 20 and its tenth of slack.
+    assert len([row for row in jobs.jobs.values() if row.terminal]) == 20
+    assert all(f"r{i}" in jobs.jobs for i in range(5))
+    assert "d29" in jobs.jobs and "d10" in jobs.jobs and "d09" not in jobs.jobs
+    # One more finished job is within the slack: nothing is evicted yet.
+    jobs.apply([event(300, job("x", JobStatus.COMPLETED, finished_at=NOW))])
+    assert jobs.trim() == 0
+    jobs.take_dirty()
+    jobs.apply([event(301, job("y", JobStatus.COMPLETED, finished_at=NOW))])
+    evicted = jobs.trim()
+    assert evicted == 2
+    assert "d10" not in jobs.jobs and "d11" not in jobs.jobs
+    assert {"d10", "d11", "y"} <= jobs.take_dirty()
+
+
+def test_history_pages_are_kept_beyond_the_limit() -> None:
+    jobs = store(keep_finished=2)
+    jobs.load([job("new", JobStatus.FAILED, finished_at=NOW)], sequence=1)
+    added = jobs.add_history([job("old1", JobStatus.FAILED), job("old2", JobStatus.FAILED), job("new")])
+    assert added == 2
+    assert jobs.keep_finished == 4
+    assert jobs.trim() == 0
+    assert {"old1", "old2", "new"} <= set(jobs.jobs)
+
+
+def test_throughput_counts_jobs_that_finish_per_second() -> None:
+    now = [NOW]
+    jobs = JobStore(keep_finished=10, clock=lambda: now[0])
+    jobs.load([job("a", JobStatus.RUNNING), job("b", JobStatus.RUNNING)], sequence=0)
+    jobs.apply([event(11, job("a", JobStatus.COMPLETED))])
+    now[0] += 2
+    jobs.apply([event(12, job("b", JobStatus.FAILED)), event(13, job("b", JobStatus.FAILED))])
+    series = jobs.throughput(5)
+    assert series == [0, 0, 1, 0, 1]
+    assert jobs.finished_last_minute() == 2
+
+
+def test_filter_reads_statuses_and_words() -> None:
+    job_filter = JobFilter.parse("status:failed,timed_out is:running asset:7 ACME")
+    assert job_filter.statuses == {JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.RUNNING}
+    assert job_filter.text == "asset:7 ACME"
+    assert JobFilter.parse(job_filter.query()) == job_filter
+    message = job("a", JobStatus.FAILED)
+    message.labels["tenant"] = "acme"
+    message.locks.add(resource="asset:7", mode=int(LockMode.EXCLUSIVE))
+    assert job_filter.matches(JobRow.from_proto(message))
+    assert not job_filter.matches(JobRow.from_proto(job("b", JobStatus.FAILED)))
+    assert not JobFilter(statuses=frozenset({JobStatus.QUEUED})).matches(JobRow.from_proto(message))
+
+
+def test_filter_refuses_an_unknown_status_by_name() -> None:
+    with pytest.raises(FilterError, match="unknown status 'finished'"):
+        JobFilter.parse("status:finished")
+
+
+def test_filter_toggles_statuses() -> None:
+    job_filter = JobFilter().toggled(JobStatus.FAILED).toggled(JobStatus.RUNNING)
+    assert job_filter.statuses == {JobStatus.FAILED, JobStatus.RUNNING}
+    assert job_filter.toggled(JobStatus.FAILED).statuses == {JobStatus.RUNNING}
+    assert job_filter.describe() == "RUNNING | FAILED"
+
+
+def test_sort_orders_cycle_and_put_newest_first() -> None:
+    rows = [
+        JobRow.from_proto(job("old", JobStatus.COMPLETED, created_at=Timestamp(seconds=1))),
+        JobRow.from_proto(job("new", JobStatus.RUNNING, created_at=Timestamp(seconds=2))),
+    ]
+    assert [row.id for row in sorted(rows, key=SortOrder.NEWEST.key())] == ["new", "old"]
+    assert [row.id for row in sorted(rows, key=SortOrder.STATUS.key())] == ["new", "old"]
+    orders = [SortOrder.NEWEST]
+    for _ in SortOrder:
+        orders.append(orders[-1].next())
+    assert orders[-1] is SortOrder.NEWEST
+    assert len(set(orders)) == len(SortOrder)
+
+
+def test_formatting() -> None:
+    assert format_duration(0) == "0s"
+    assert format_duration(187) == "3m07s"
+    assert format_duration(7500) == "2h05m"
+    assert format_duration(3 * 86400 + 4 * 3600) == "3d04h"
+    assert progress_bar(0, 10) == " " * 10
+    assert progress_bar(100, 10) == "█" * 10
+    assert progress_bar(55, 10).startswith("█████▌")
+    assert len(progress_bar(37, 10)) == 10
+    assert short_id("0193a2b4-aaaa-7bbb-8ccc-1234567890ab") == "567890ab"
+    assert truncate("a long message", 6) == "a lon…"
+    assert truncate("two\nlines", 20) == "two lines"

@@ -1,0 +1,80 @@
+"""``jobwarden console`` and ``jobwarden demo``, plugged in through the ``jobwarden.commands`` group."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+__all__ = ["register"]
+
+_DEFAULT_ENGINE = "127.0.0.1:50051"
+
+
+def register(subparsers: Any) -> None:
+    console = subparsers.add_parser(
+        "console",
+        help="the live operations console (Textual)",
+        description="Watch and steer an engine's jobs, workers, locks and actions.",
+    )
+    console.add_argument(
+        "--engine",
+        default=os.environ.get("JOBWARDEN_ENGINE", _DEFAULT_ENGINE),
+        metavar="HOST:PORT",
+        help=f"the engine's gRPC address (default: $JOBWARDEN_ENGINE or {_DEFAULT_ENGINE})",
+    )
+    console.add_argument(
+        "--read-only", action="store_true", help="hide and refuse every action that changes state"
+    )
+    console.add_argument(
+        "--keep-finished",
+        type=_positive,
+        default=1000,
+        metavar="N",
+        help="finished jobs kept in the table besides every unfinished one (default: 1000)",
+    )
+    console.set_defaults(func=_console)
+
+    demo = subparsers.add_parser(
+        "demo",
+        help="an engine, demo workers, a trickle of jobs and the console, all in one",
+        description=(
+            "Start an engine on a throw-away SQLite file, workers running demo executors and a "
+            "steady trickle of jobs, then open the console on it. Quitting the console stops it all."
+        ),
+    )
+    demo.add_argument("--port", type=int, default=0, help="engine port (default: a free one)")
+    demo.add_argument(
+        "--rate", type=float, default=1.5, metavar="JOBS_PER_SECOND", help="trickle rate (default: 1.5)"
+    )
+    demo.add_argument(
+        "--no-console",
+        action="store_true",
+        help="run engine, workers and trickle without the console (until Ctrl+C)",
+    )
+    demo.set_defaults(func=_demo)
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def _console(args: argparse.Namespace) -> int:
+    from ._app import ConsoleApp
+
+    address = args.engine.strip()
+    if ":" not in address:
+        print(f"jobwarden console: --engine must be HOST:PORT, got {address!r}")
+        return 2
+    ConsoleApp(address, read_only=args.read_only, keep_finished=args.keep_finished).run()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    code: int = run_demo(port=args.port, rate=args.rate, console=not args.no_console)
+    return code

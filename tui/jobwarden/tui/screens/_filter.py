@@ -1,0 +1,93 @@
+"""``/``: the filter dialog (words and any number of statuses), applied as you type."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+from jobwarden.contract import JobStatus
+from jobwarden.tui._filter import FilterError, JobFilter
+from jobwarden.tui._format import STATUS_LABEL
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.content import Content
+from textual.screen import ModalScreen
+from textual.widgets import Input, SelectionList, Static
+
+_HINT = (
+    "Words match id, action, message, worker, error, step, labels (key=value) and locks. "
+    "“status:failed,running” ticks statuses. Enter applies, Escape restores the previous filter."
+)
+
+
+class FilterScreen(ModalScreen[JobFilter | None]):
+    """Edits a ``JobFilter``; the result is the new filter, or ``None`` to keep the old one."""
+
+    CSS_PATH = "dialogs.tcss"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "restore", "Back", id="filter.back"),
+        Binding("ctrl+u", "clear", "Clear", id="filter.clear"),
+    ]
+
+    def __init__(self, current: JobFilter, preview: Callable[[JobFilter], None]) -> None:
+        super().__init__()
+        self._current = current
+        self._preview = preview
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static("Filter jobs", id="dialog-title")
+            yield Input(self._current.text, placeholder="words…  status:failed,running", id="filter-text")
+            yield Static(Content(""), id="filter-error")
+            yield SelectionList[int](
+                *(
+                    (f"{int(status)}  {STATUS_LABEL[status]}", int(status), status in self._current.statuses)
+                    for status in JobStatus
+                ),
+                id="filter-statuses",
+            )
+            yield Static(Content(_HINT), id="dialog-body")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    def _read(self) -> JobFilter | None:
+        text = self.query_one(Input).value
+        ticked = frozenset(JobStatus(value) for value in self.query_one(SelectionList).selected)
+        error = self.query_one("#filter-error", Static)
+        try:
+            job_filter = JobFilter.parse(text, ticked)
+        except FilterError as problem:
+            error.update(Content(str(problem)))
+            return None
+        error.update(Content(""))
+        return job_filter
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self._show()
+
+    def on_selection_list_selected_changed(self, event: SelectionList.SelectedChanged[int]) -> None:
+        event.stop()
+        self._show()
+
+    def _show(self) -> None:
+        job_filter = self._read()
+        if job_filter is not None:
+            self._preview(job_filter)
+
+    def action_restore(self) -> None:
+        self._preview(self._current)
+        self.dismiss(None)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        job_filter = self._read()
+        if job_filter is not None:
+            self.dismiss(job_filter)
+
+    def action_clear(self) -> None:
+        self.query_one(Input).value = ""
+        self.query_one(SelectionList).deselect_all()

@@ -1,0 +1,75 @@
+"""The lock table: each resource with its holders and its waiters (FIFO), and their modes."""
+
+from __future__ import annotations
+
+from jobwarden.tui._format import format_time, lock_mode_label, seconds, short_id
+from jobwarden.v1 import lock_service_pb2
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.widgets import DataTable, Footer, Static
+
+from ._tables import Cell, PolledScreen, sync_table
+
+
+class LocksScreen(PolledScreen):
+    NAV = "Locks"
+    CSS_PATH = "screens.tcss"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resources: list[lock_service_pb2.ResourceLocks] = []
+
+    def compose(self) -> ComposeResult:
+        yield self.header()
+        yield Static("", id="locks-summary", classes="summary")
+        yield DataTable(id="locks", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_column("Resource", key="resource")
+        table.add_column("Role", key="role")
+        table.add_column("Mode", key="mode")
+        table.add_column("Holder", key="holder")
+        table.add_column("Since", key="since")
+        table.add_column("Expires", key="expires")
+
+    async def load(self) -> None:
+        self.resources = list((await self.console.client.lock_table()).resources)
+
+    def show(self) -> None:
+        now = self.console.clock()
+        job_filter = self.console.job_filter
+        rows: dict[str, list[Cell]] = {}
+        waiting = 0
+        for resource in self.resources:
+            entries = [("holder", holder) for holder in resource.holders]
+            entries += [(f"waiter {n}", waiter) for n, waiter in enumerate(resource.waiters, 1)]
+            for role, entry in entries:
+                who = self._who(entry)
+                if not job_filter.matches_text(resource.resource, entry.holder, entry.job_id, who):
+                    continue
+                waiting += role != "holder"
+                key = f"{resource.resource}\0{role}\0{entry.job_id or entry.holder}"
+                expires = seconds(entry.expires_at)
+                rows[key] = [
+                    Text(resource.resource),
+                    role,
+                    lock_mode_label(entry.mode),
+                    Text(who),
+                    format_time(seconds(entry.since), now),
+                    format_time(expires, now) if expires else "",
+                ]
+        sync_table(self.query_one(DataTable), rows, sort_by=("resource", "role"))
+        resources = len({key.split("\0")[0] for key in rows})
+        summary = f"{resources} resource{'s' if resources != 1 else ''} · {waiting} waiting"
+        if self.error:
+            summary += f" · {self.error}"
+        self.query_one("#locks-summary", Static).update(Text(summary))
+
+    def _who(self, entry: lock_service_pb2.LockHolder) -> str:
+        if not entry.job_id:
+            return f"{entry.holder} (external)"
+        row = self.console.store.jobs.get(entry.job_id)
+        label = f"job {short_id(entry.job_id)}"
+        return f"{label} {row.action}" if row is not None else label

@@ -1,0 +1,84 @@
+"""Small polled tables (workers, locks, actions) kept in step by diff, Dolphie-style."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from jobwarden.tui._client import EngineError
+from rich.text import Text
+from textual import work
+from textual.widgets import DataTable
+
+from ._base import ConsoleScreen
+
+Cell = str | Text
+
+
+def sync_table(
+    table: DataTable[Any], rows: Mapping[str, Sequence[Cell]], *, sort_by: tuple[str, ...]
+) -> None:
+    """Make ``table`` show ``rows`` (key -> cells): drop stale rows, add new ones, ``update_cell``
+    only where a value changed, and sort (by the ``sort_by`` columns) only if the order may have moved."""
+    columns = [str(column.key.value) for column in table.ordered_columns]
+    present = {str(key.value) for key in table.rows}
+    moved = False
+    for key in present - rows.keys():
+        table.remove_row(key)
+    for key, cells in rows.items():
+        if key not in present:
+            table.add_row(*cells, key=key)
+            moved = True
+            continue
+        for column, value in zip(columns, cells, strict=False):
+            if table.get_cell(key, column) != value:
+                table.update_cell(key, column, value, update_width=True)
+                moved = moved or column in sort_by
+    if moved:
+        table.sort(*sort_by, key=_sort_key)
+
+
+def _sort_key(values: Any) -> Any:
+    if isinstance(values, tuple):
+        return tuple(str(value).lower() for value in values)
+    return str(values).lower()
+
+
+class PolledScreen(ConsoleScreen):
+    """A screen that asks the engine for its rows every ``POLL_EVERY`` seconds while it is shown."""
+
+    POLL_EVERY = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.error = ""
+        self.polls = 0
+
+    def on_screen_resume(self) -> None:
+        super().on_screen_resume()
+        self._poll()
+
+    def on_screen_suspend(self) -> None:
+        self.workers.cancel_group(self, "poll")
+
+    @work(group="poll", exclusive=True)
+    async def _poll(self) -> None:
+        while True:
+            try:
+                await self.load()
+                self.error = ""
+            except EngineError as error:
+                self.error = str(error)
+            self.polls += 1
+            self.show()
+            await asyncio.sleep(self.POLL_EVERY)
+
+    async def load(self) -> None:
+        """Fetch from the engine (may raise ``EngineError``)."""
+
+    def show(self) -> None:
+        """Draw what ``load`` fetched, through the app's filter."""
+
+    def filter_changed(self) -> None:
+        self.show()

@@ -1,0 +1,127 @@
+"""The strip at the top of every screen: counts per status, throughput and the connection state."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from jobwarden.contract import JobStatus
+from jobwarden.tui._feed import LinkState, LinkStatus
+from jobwarden.tui._filter import JobFilter
+from jobwarden.tui._format import STATUS_CLASS, STATUS_LABEL, format_duration
+from textual import events
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.content import Content
+from textual.message import Message
+from textual.widget import Widget
+from textual.widgets import Sparkline, Static
+
+
+class StatusCount(Static):
+    """One status and how many jobs have it; a click toggles the status in the filter."""
+
+    class Toggled(Message):
+        def __init__(self, status: JobStatus) -> None:
+            super().__init__()
+            self.status = status
+
+    def __init__(self, status: JobStatus) -> None:
+        super().__init__(classes=f"status-count status--{STATUS_CLASS[status]}")
+        self.status = status
+        self._shown: tuple[int | None, bool] | None = None
+        self.tooltip = f"Press {int(status)} or click to filter by {STATUS_LABEL[status]}"
+
+    def show(self, count: int | None, selected: bool) -> None:
+        if self._shown == (count, selected):
+            return
+        self._shown = (count, selected)
+        number = "-" if count is None else f"{count:,}"
+        self.update(Content(f"{int(self.status)} {STATUS_LABEL[self.status]} {number}"))
+        self.set_class(selected, "-selected")
+        self.set_class(count == 0, "-zero")
+
+    def on_click(self, event: events.Click) -> None:
+        event.stop()
+        self.post_message(self.Toggled(self.status))
+
+
+class LinkIndicator(Static):
+    """live / reconnecting / stale, in words and colour."""
+
+    def show(self, status: LinkStatus, frozen_pending: int | None) -> None:
+        state = status.state
+        if state is LinkState.LIVE:
+            text = "● live"
+        elif state is LinkState.CONNECTING:
+            text = "◌ connecting…"
+        elif state is LinkState.RECONNECTING:
+            text = f"◌ reconnecting · {format_duration(status.for_seconds)}"
+            if status.attempts > 1:
+                text += f" · try {status.attempts}"
+        else:
+            text = f"◐ stale · silent {format_duration(status.for_seconds)}"
+        if frozen_pending is not None:
+            text = f"❄ frozen · {frozen_pending:,} pending  {text}"
+        _update(self, text)
+        self.tooltip = status.error or None
+        for candidate in LinkState:
+            self.set_class(candidate is state, f"-{candidate.value}")
+        self.set_class(frozen_pending is not None, "-frozen")
+
+
+class StatusHeader(Widget):
+    """Title, connection indicator, counts per status, throughput sparkline and the filter line."""
+
+    def __init__(self, title: str) -> None:
+        super().__init__()
+        self._title = title
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="header-top"):
+            yield Static(Content(self._title), id="header-title")
+            yield Static("", id="header-engine")
+            yield LinkIndicator("", id="header-link")
+        with Horizontal(id="header-counts"):
+            for status in JobStatus:
+                yield StatusCount(status)
+            yield Sparkline([0.0], id="header-spark")
+            yield Static("", id="header-rate")
+        yield Static("", id="header-filter")
+
+    def show(
+        self,
+        *,
+        engine: str,
+        link: LinkStatus,
+        frozen_pending: int | None,
+        counts: Mapping[JobStatus, int] | None,
+        job_filter: JobFilter,
+        throughput: Sequence[int],
+        notes: Sequence[str] = (),
+    ) -> None:
+        """Show the latest state; parts that did not change are not redrawn."""
+        _update(self.query_one("#header-engine", Static), engine)
+        self.query_one(LinkIndicator).show(link, frozen_pending)
+        for widget in self.query(StatusCount):
+            count = None if counts is None else counts.get(widget.status, 0)
+            widget.show(count, widget.status in job_filter.statuses)
+        spark = self.query_one(Sparkline)
+        data = [float(value) for value in throughput] or [0.0]
+        if list(spark.data or []) != data:
+            spark.data = data
+        per_minute = sum(throughput)
+        _update(self.query_one("#header-rate", Static), f"{per_minute:,} done/min")
+        parts = []
+        if job_filter.active:
+            parts.append(f"filter: {job_filter.describe()}")
+        parts.extend(notes)
+        filter_line = self.query_one("#header-filter", Static)
+        _update(filter_line, "  ·  ".join(parts))
+        filter_line.display = bool(parts)
+
+
+def _update(widget: Static, text: str) -> None:
+    """Update a Static only when its text changes (an update costs a layout)."""
+    if getattr(widget, "_jobwarden_text", None) != text:
+        widget._jobwarden_text = text  # type: ignore[attr-defined]
+        widget.update(Content(text))
