@@ -1,0 +1,396 @@
+"""Translation between the wire (``jobwarden.v1`` messages) and the domain core. Nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+
+from jobwarden.contract import ErrorKind, JobStatus, StartTimeoutAction
+from jobwarden.server.core import (
+    ActionConfig,
+    ActionStatsView,
+    Event,
+    JobError,
+    LockHolding,
+    LockRequest,
+    LogLine,
+    RetryPolicy,
+    RunRequest,
+    StartTimeout,
+    SubmitSpec,
+    Timeouts,
+)
+from jobwarden.server.core.errors import InvalidArgument
+from jobwarden.server.core.validation import check_lock_requests
+from jobwarden.v1 import job_pb2, job_service_pb2, lock_service_pb2
+
+__all__ = [
+    "action_config_from_proto",
+    "action_config_to_proto",
+    "action_stats_to_proto",
+    "dict_to_struct",
+    "duration_seconds",
+    "event_to_proto",
+    "job_to_proto",
+    "lock_holding_to_proto",
+    "log_line_to_proto",
+    "retry_policy_from_proto",
+    "struct_to_dict",
+    "submit_spec_from_proto",
+    "timeouts_from_proto",
+    "timestamp",
+    "timestamp_seconds",
+]
+
+_MAX_SAFE_INT = 2**53
+
+
+def _value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        number = value.number_value
+        # Struct has only doubles; give back the integers people sent.
+        if number.is_integer() and -_MAX_SAFE_INT < number < _MAX_SAFE_INT:
+            return int(number)
+        return number
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return {k: _value(v) for k, v in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_value(v) for v in value.list_value.values]
+    return None
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    return {k: _value(v) for k, v in struct.fields.items()}
+
+
+def dict_to_struct(data: Mapping[str, Any] | None) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    if data:
+        struct.update(data)
+    return struct
+
+
+def timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
+    if seconds is None:
+        return None
+    whole = int(seconds // 1)
+    return timestamp_pb2.Timestamp(seconds=whole, nanos=int((seconds - whole) * 1e9))
+
+
+def timestamp_seconds(ts: timestamp_pb2.Timestamp) -> float:
+    return ts.seconds + ts.nanos / 1e9
+
+
+def duration_seconds(d: duration_pb2.Duration) -> float:
+    return d.seconds + d.nanos / 1e9
+
+
+def _duration(seconds: float | None) -> duration_pb2.Duration | None:
+    if seconds is None:
+        return None
+    whole = int(seconds // 1)
+    return duration_pb2.Duration(seconds=whole, nanos=int(round((seconds - whole) * 1e9)))
+
+
+def _optional_duration(message: Any, name: str) -> float | None:
+    return duration_seconds(getattr(message, name)) if message.HasField(name) else None
+
+
+# -- inbound --------------------------------------------------------------------------------------
+
+
+def timeouts_from_proto(message: job_pb2.JobTimeouts) -> Timeouts:
+    start = None
+    if message.HasField("start"):
+        s = message.start
+        if not s.HasField("duration"):
+            raise InvalidArgument("timeouts.start.duration is required")
+        run_request = None
+        if s.HasField("run_request"):
+            run_request = RunRequest(
+                action=s.run_request.action,
+                input=struct_to_dict(s.run_request.input),
+                correlation_id=s.run_request.correlation_id,
+            )
+        action = s.action or StartTimeoutAction.FAIL
+        try:
+            start_action = StartTimeoutAction(action)
+        except ValueError:
+            raise InvalidArgument(f"timeouts.start.action: unknown start timeout action {action}") from None
+        start = StartTimeout(
+            duration=duration_seconds(s.duration),
+            action=start_action,
+            retry_interval=duration_seconds(s.retry_interval),
+            retry_backoff_exponential=s.retry_backoff_exponential,
+            retry_count=s.retry_count,
+            run_request=run_request,
+        )
+    return Timeouts(
+        start=start,
+        heartbeat=_optional_duration(message, "heartbeat"),
+        takeover=_optional_duration(message, "takeover"),
+        execution=_optional_duration(message, "execution"),
+    )
+
+
+def retry_policy_from_proto(message: job_pb2.RetryPolicy) -> RetryPolicy:
+    kinds = set()
+    for kind in message.non_retryable_kinds:
+        try:
+            kinds.add(ErrorKind(kind))
+        except ValueError:
+            raise InvalidArgument(f"retry_policy.non_retryable_kinds: unknown error kind {kind}") from None
+    return RetryPolicy(
+        max_attempts=message.max_attempts or 1,
+        initial_interval=duration_seconds(message.initial_interval) if message.HasField("initial_interval") else 1.0,
+        backoff_coefficient=message.backoff_coefficient or 2.0,
+        max_interval=duration_seconds(message.max_interval),
+        non_retryable_kinds=frozenset(kinds),
+    )
+
+
+def submit_spec_from_proto(request: job_service_pb2.SubmitJobRequest) -> SubmitSpec:
+    return SubmitSpec(
+        action=request.action,
+        input=struct_to_dict(request.input),
+        priority=request.priority,
+        labels=dict(request.labels),
+        locks=[(lock.resource, lock.mode) for lock in request.locks],
+        timeouts=timeouts_from_proto(request.timeouts),
+        retry_policy=retry_policy_from_proto(request.retry_policy) if request.HasField("retry_policy") else None,
+        run_at=timestamp_seconds(request.run_at) if request.HasField("run_at") else None,
+        correlation_id=request.correlation_id,
+        idempotency_key=request.idempotency_key,
+        workflow_variables=dict(request.workflow_variables),
+    )
+
+
+def action_config_from_proto(message: job_pb2.ActionConfig) -> ActionConfig:
+    templates = []
+    for lock in message.lock_templates:
+        templates.append((lock.resource, lock.mode))
+    return ActionConfig(
+        action=message.action,
+        timeouts=timeouts_from_proto(message.timeouts),
+        retry_policy=retry_policy_from_proto(message.retry_policy) if message.HasField("retry_policy") else None,
+        max_running=message.max_running,
+        max_queued=message.max_queued,
+        lock_templates=check_lock_requests(templates, "lock_templates"),
+        paused=message.paused,
+    )
+
+
+# -- outbound -------------------------------------------------------------------------------------
+
+
+def _timeouts_to_proto(t: Mapping[str, Any] | None) -> job_pb2.JobTimeouts:
+    if not t:
+        return job_pb2.JobTimeouts()
+    message = job_pb2.JobTimeouts(
+        heartbeat=_duration(t.get("heartbeat")),
+        takeover=_duration(t.get("takeover")),
+        execution=_duration(t.get("execution")),
+    )
+    start = t.get("start")
+    if start:
+        run_request = start.get("run_request")
+        message.start.CopyFrom(
+            job_pb2.StartTimeout(
+                duration=_duration(start["duration"]),
+                action=start.get("action", 0),
+                retry_interval=_duration(start.get("retry_interval") or 0.0),
+                retry_backoff_exponential=start.get("retry_backoff_exponential", False),
+                retry_count=start.get("retry_count", 0),
+                run_request=job_pb2.RunRequest(
+                    action=run_request["action"],
+                    input=dict_to_struct(run_request.get("input")),
+                    correlation_id=run_request.get("correlation_id", ""),
+                )
+                if run_request
+                else None,
+            )
+        )
+    return message
+
+
+def _retry_policy_to_proto(p: Mapping[str, Any] | None) -> job_pb2.RetryPolicy | None:
+    if not p:
+        return None
+    return job_pb2.RetryPolicy(
+        max_attempts=p.get("max_attempts", 1),
+        initial_interval=_duration(p.get("initial_interval", 1.0)),
+        backoff_coefficient=p.get("backoff_coefficient", 2.0),
+        max_interval=_duration(p.get("max_interval") or 0.0),
+        non_retryable_kinds=p.get("non_retryable_kinds", []),
+    )
+
+
+def _error_to_proto(e: Mapping[str, Any] | None) -> job_pb2.JobError | None:
+    if not e:
+        return None
+    return job_pb2.JobError(
+        kind=e["kind"],
+        message=e.get("message", ""),
+        stack_trace=e.get("stack_trace", ""),
+        step=e.get("step", ""),
+        retryable=e.get("retryable", True),
+    )
+
+
+def job_error_from_proto(message: job_pb2.JobError) -> JobError:
+    kind = message.kind or ErrorKind.JOB_ERROR
+    return JobError(
+        kind=ErrorKind(kind) if kind in ErrorKind._value2member_map_ else ErrorKind.JOB_ERROR,
+        message=message.message,
+        stack_trace=message.stack_trace,
+        step=message.step,
+        retryable=message.retryable,
+    )
+
+
+def _checkpoint_to_proto(steps: Iterable[Mapping[str, Any]] | None) -> job_pb2.Checkpoint:
+    steps = list(steps or ())
+    if not steps:
+        return job_pb2.Checkpoint()
+    completed = [
+        job_pb2.CompletedStep(
+            name=s["name"], data=dict_to_struct(s.get("data")), finished_at=timestamp(s.get("finished_at"))
+        )
+        for s in steps
+    ]
+    return job_pb2.Checkpoint(step=steps[-1]["name"], data=dict_to_struct(steps[-1].get("data")),
+                              completed_steps=completed)
+
+
+def job_to_proto(d: Mapping[str, Any]) -> job_pb2.Job:
+    """A job from its dict form (``Job.to_dict``); input and result only when the dict has them."""
+    deadlines = d.get("deadlines") or {}
+    job = job_pb2.Job(
+        id=d["id"],
+        action=d["action"],
+        status=d["status"],
+        error=_error_to_proto(d.get("error")),
+        progress=d.get("progress", 0),
+        message=d.get("message", ""),
+        attempt=d.get("attempt", 0),
+        attempts=[
+            job_pb2.Attempt(
+                number=a["number"],
+                status=a["status"],
+                worker_id=a.get("worker_id", ""),
+                started_at=timestamp(a.get("started_at")),
+                finished_at=timestamp(a.get("finished_at")),
+                error=_error_to_proto(a.get("error")),
+                mode=a.get("mode", 0),
+            )
+            for a in d.get("attempts") or ()
+        ],
+        priority=d.get("priority", 0),
+        labels=d.get("labels") or {},
+        locks=[job_pb2.LockRequest(resource=x["resource"], mode=x["mode"]) for x in d.get("locks") or ()],
+        job_variables=d.get("job_variables") or {},
+        workflow_variables=d.get("workflow_variables") or {},
+        correlation_id=d.get("correlation_id", ""),
+        idempotency_key=d.get("idempotency_key", ""),
+        worker_id=d.get("worker_id", ""),
+        cancel_requested=d.get("cancel_requested", False),
+        checkpoint=_checkpoint_to_proto(d.get("checkpoint")),
+        created_at=timestamp(d.get("created_at")),
+        updated_at=timestamp(d.get("updated_at")),
+        started_at=timestamp(d.get("started_at")),
+        finished_at=timestamp(d.get("finished_at")),
+        run_at=timestamp(d.get("run_at")),
+        timeouts=_timeouts_to_proto(d.get("timeouts")),
+        retry_policy=_retry_policy_to_proto(d.get("retry_policy")),
+        step=d.get("step", ""),
+        mode=d.get("mode", 0) if d.get("attempt") else 0,
+        status_reason=d.get("status_reason", ""),
+        locks_held=d.get("locks_held", False),
+        deadlines=job_pb2.Deadlines(
+            start=timestamp(deadlines.get("start")),
+            heartbeat=timestamp(deadlines.get("heartbeat")),
+            takeover=timestamp(deadlines.get("takeover")),
+            execution=timestamp(deadlines.get("execution")),
+        ),
+        heartbeat_at=timestamp(d.get("heartbeat_at")),
+        sequence=d.get("sequence", 0),
+    )
+    if "input" in d:
+        job.input.update(d["input"] or {})
+    if d.get("result") is not None:
+        job.result.update(d["result"])
+    return job
+
+
+def event_to_proto(ev: Event) -> job_pb2.JobEvent:
+    return job_pb2.JobEvent(
+        sequence=ev.sequence,
+        job_id=ev.job_id,
+        type=int(ev.type),
+        job=job_to_proto(ev.snapshot),
+        time=timestamp(ev.time),
+        previous_status=int(ev.previous_status) if ev.previous_status is not None else 0,
+        actor=ev.actor,
+        reason=ev.reason,
+    )
+
+
+def log_line_to_proto(line: LogLine) -> job_pb2.LogLine:
+    return job_pb2.LogLine(
+        index=line.index, time=timestamp(line.time), level=line.level, message=line.message, attempt=line.attempt
+    )
+
+
+def action_config_to_proto(config: ActionConfig) -> job_pb2.ActionConfig:
+    d = config.to_dict()
+    return job_pb2.ActionConfig(
+        action=config.action,
+        timeouts=_timeouts_to_proto(d["timeouts"]),
+        retry_policy=_retry_policy_to_proto(d["retry_policy"]),
+        max_running=config.max_running,
+        max_queued=config.max_queued,
+        lock_templates=[job_pb2.LockRequest(resource=t.resource, mode=int(t.mode)) for t in config.lock_templates],
+        paused=config.paused,
+    )
+
+
+def action_stats_to_proto(view: ActionStatsView) -> job_pb2.ActionStats:
+    c = view.counts
+    return job_pb2.ActionStats(
+        action=view.action,
+        queued=c.get(JobStatus.QUEUED, 0),
+        delayed=c.get(JobStatus.DELAYED, 0),
+        waiting_for_lock=c.get(JobStatus.WAITING_FOR_LOCK, 0),
+        running=c.get(JobStatus.RUNNING, 0),
+        timed_out=c.get(JobStatus.TIMED_OUT, 0),
+        completed=c.get(JobStatus.COMPLETED, 0),
+        failed=c.get(JobStatus.FAILED, 0),
+        cancelled=c.get(JobStatus.CANCELLED, 0),
+        rejected=c.get(JobStatus.REJECTED, 0),
+        paused=view.paused,
+        workers=view.workers,
+        free_capacity=view.free_capacity,
+        max_running=view.max_running,
+    )
+
+
+def lock_holding_to_proto(resource: str, holding: LockHolding) -> lock_service_pb2.LockHolder:
+    return lock_service_pb2.LockHolder(
+        resource=resource,
+        mode=int(holding.mode),
+        holder=holding.holder,
+        job_id=holding.job_id or "",
+        since=timestamp(holding.since),
+        expires_at=timestamp(holding.expires_at),
+    )
+
+
+def lock_request_to_proto(lock: LockRequest) -> job_pb2.LockRequest:
+    return job_pb2.LockRequest(resource=lock.resource, mode=int(lock.mode))

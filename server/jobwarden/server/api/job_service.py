@@ -1,0 +1,237 @@
+"""JobService: submit, read, steer and watch jobs. A thin translation onto the engine."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from jobwarden.contract import JobStatus
+from jobwarden.server.core import Engine, EventFilter, InvalidArgument, JobQuery, Overflowed
+from jobwarden.server.core.ids import parse_job_id
+from jobwarden.server.core.validation import check_action
+from jobwarden.v1 import job_service_pb2, job_service_pb2_grpc
+
+from .convert import (
+    action_config_from_proto,
+    action_config_to_proto,
+    action_stats_to_proto,
+    event_to_proto,
+    job_to_proto,
+    log_line_to_proto,
+    submit_spec_from_proto,
+)
+from .errors import grpc_errors, grpc_stream_errors
+from .identity import actor_of
+
+__all__ = ["JobService"]
+
+log = logging.getLogger("jobwarden.api")
+
+Context = aio.ServicerContext[Any, Any]
+
+
+def _statuses(values: Any, what: str = "statuses") -> list[JobStatus]:
+    out = []
+    for value in values:
+        try:
+            out.append(JobStatus(value))
+        except ValueError:
+            raise InvalidArgument(f"{what}: unknown job status {value}") from None
+    return out
+
+
+class JobService(job_service_pb2_grpc.JobServiceServicer):
+    def __init__(self, engine: Engine, *, keepalive_seconds: float = 5.0, replay_page: int = 500) -> None:
+        self.engine = engine
+        self.keepalive_seconds = keepalive_seconds
+        self.replay_page = replay_page
+
+    @grpc_errors
+    async def SubmitJob(
+        self, request: job_service_pb2.SubmitJobRequest, context: Context
+    ) -> job_service_pb2.SubmitJobResponse:
+        [(job, duplicate)] = await self.engine.submit([submit_spec_from_proto(request)], actor=actor_of(context))
+        return job_service_pb2.SubmitJobResponse(job=job_to_proto(job.to_dict()), duplicate=duplicate)
+
+    @grpc_errors
+    async def SubmitJobs(
+        self, request: job_service_pb2.SubmitJobsRequest, context: Context
+    ) -> job_service_pb2.SubmitJobsResponse:
+        specs = []
+        for index, item in enumerate(request.jobs):
+            try:
+                specs.append(submit_spec_from_proto(item))
+            except InvalidArgument as error:
+                raise InvalidArgument(f"jobs[{index}]: {error.message}") from None
+        results = await self.engine.submit(specs, actor=actor_of(context))
+        return job_service_pb2.SubmitJobsResponse(
+            jobs=[
+                job_service_pb2.SubmitJobResponse(job=job_to_proto(job.to_dict()), duplicate=duplicate)
+                for job, duplicate in results
+            ]
+        )
+
+    @grpc_errors
+    async def GetJob(self, request: job_service_pb2.GetJobRequest, context: Context) -> job_service_pb2.GetJobResponse:
+        job = await self.engine.get_job(request.job_id)
+        return job_service_pb2.GetJobResponse(job=job_to_proto(job.to_dict()))
+
+    @grpc_errors
+    async def ListJobs(
+        self, request: job_service_pb2.ListJobsRequest, context: Context
+    ) -> job_service_pb2.ListJobsResponse:
+        query = JobQuery(
+            statuses=_statuses(request.statuses),
+            action=request.action,
+            label=request.label,
+            text=request.text,
+            page_size=request.page_size,
+            before_id=request.page_token,
+            summary=request.summary,
+        )
+        jobs, next_token, sequence = await self.engine.list_jobs(query)
+        return job_service_pb2.ListJobsResponse(
+            jobs=[job_to_proto(job.to_dict(payloads=not request.summary)) for job in jobs],
+            next_page_token=next_token,
+            sequence=sequence,
+        )
+
+    @grpc_errors
+    async def GetJobEvents(
+        self, request: job_service_pb2.GetJobEventsRequest, context: Context
+    ) -> job_service_pb2.GetJobEventsResponse:
+        events = await self.engine.job_events(request.job_id)
+        return job_service_pb2.GetJobEventsResponse(events=[event_to_proto(ev) for ev in events])
+
+    @grpc_errors
+    async def CancelJob(
+        self, request: job_service_pb2.CancelJobRequest, context: Context
+    ) -> job_service_pb2.CancelJobResponse:
+        job = await self.engine.cancel(request.job_id, reason=request.reason, actor=actor_of(context))
+        return job_service_pb2.CancelJobResponse(job=job_to_proto(job.to_dict()))
+
+    @grpc_errors
+    async def RetryJob(
+        self, request: job_service_pb2.RetryJobRequest, context: Context
+    ) -> job_service_pb2.RetryJobResponse:
+        job = await self.engine.retry(
+            request.job_id, from_step=request.from_step, reason=request.reason, actor=actor_of(context)
+        )
+        return job_service_pb2.RetryJobResponse(job=job_to_proto(job.to_dict()))
+
+    @grpc_stream_errors
+    async def WatchJobs(
+        self, request: job_service_pb2.WatchJobsRequest, context: Context
+    ) -> AsyncIterator[job_service_pb2.WatchJobsResponse]:
+        job_ids = frozenset(parse_job_id(job_id) for job_id in request.job_ids)
+        event_filter = EventFilter(
+            statuses=frozenset(_statuses(request.statuses)),
+            actions=frozenset(request.actions),
+            job_ids=job_ids,
+        )
+        engine = self.engine
+        subscription = engine.subscribe(event_filter, peer=context.peer())
+        try:
+            if request.HasField("after_sequence"):
+                cursor = request.after_sequence
+                if cursor < 0:
+                    raise InvalidArgument("after_sequence must not be negative")
+                if cursor > subscription.start_head:
+                    await context.abort(
+                        grpc.StatusCode.OUT_OF_RANGE,
+                        f"after_sequence {cursor} is beyond the newest event {subscription.start_head}",
+                    )
+                # Replay from the store up to where the live subscription starts: no gap, no duplicate.
+                while cursor < subscription.start_head:
+                    events = await engine.events_between(
+                        cursor, subscription.start_head, self.replay_page, sorted(job_ids)
+                    )
+                    if not events:
+                        break
+                    cursor = events[-1].sequence
+                    matching = [ev for ev in events if event_filter.matches(ev)]
+                    if matching:
+                        yield job_service_pb2.WatchJobsResponse(
+                            events=[event_to_proto(ev) for ev in matching], head_sequence=engine.bus.head
+                        )
+            while not subscription.closed:
+                batch = await subscription.next_batch(timeout=self.keepalive_seconds)
+                yield job_service_pb2.WatchJobsResponse(
+                    events=[event_to_proto(ev) for ev in batch], head_sequence=engine.bus.head
+                )
+        except Overflowed as error:
+            log.warning("watcher %s cut: %s", context.peer(), error.message)
+            raise
+        finally:
+            subscription.close()
+
+    @grpc_errors
+    async def GetStats(self, request: job_service_pb2.GetStatsRequest, context: Context) -> job_service_pb2.GetStatsResponse:
+        stats = self.engine.stats()
+        return job_service_pb2.GetStatsResponse(
+            statuses=[
+                job_service_pb2.StatusCount(status=int(status), count=count)
+                for status, count in sorted(stats.statuses.items())
+            ],
+            actions=[action_stats_to_proto(view) for view in stats.actions],
+            running=stats.running,
+            queued=stats.queued,
+            throughput=stats.throughput,
+            actions_without_workers=stats.actions_without_workers,
+            head_sequence=stats.head_sequence,
+            workers=stats.workers,
+            watchers=stats.watchers,
+        )
+
+    @grpc_errors
+    async def GetJobLogs(
+        self, request: job_service_pb2.GetJobLogsRequest, context: Context
+    ) -> job_service_pb2.GetJobLogsResponse:
+        lines = await self.engine.job_logs(request.job_id, request.after_index, request.limit)
+        return job_service_pb2.GetJobLogsResponse(lines=[log_line_to_proto(line) for line in lines])
+
+    @grpc_errors
+    async def PauseAction(
+        self, request: job_service_pb2.PauseActionRequest, context: Context
+    ) -> job_service_pb2.PauseActionResponse:
+        config = await self.engine.set_paused(request.action, True, actor=actor_of(context))
+        return job_service_pb2.PauseActionResponse(config=action_config_to_proto(config))
+
+    @grpc_errors
+    async def ResumeAction(
+        self, request: job_service_pb2.ResumeActionRequest, context: Context
+    ) -> job_service_pb2.ResumeActionResponse:
+        config = await self.engine.set_paused(request.action, False, actor=actor_of(context))
+        return job_service_pb2.ResumeActionResponse(config=action_config_to_proto(config))
+
+    @grpc_errors
+    async def GetActionConfig(
+        self, request: job_service_pb2.GetActionConfigRequest, context: Context
+    ) -> job_service_pb2.GetActionConfigResponse:
+        check_action(request.action)
+        return job_service_pb2.GetActionConfigResponse(
+            config=action_config_to_proto(self.engine.action_config(request.action))
+        )
+
+    @grpc_errors
+    async def SetActionConfig(
+        self, request: job_service_pb2.SetActionConfigRequest, context: Context
+    ) -> job_service_pb2.SetActionConfigResponse:
+        config = await self.engine.set_action_config(action_config_from_proto(request.config), actor=actor_of(context))
+        return job_service_pb2.SetActionConfigResponse(config=action_config_to_proto(config))
+
+    @grpc_errors
+    async def ListActions(
+        self, request: job_service_pb2.ListActionsRequest, context: Context
+    ) -> job_service_pb2.ListActionsResponse:
+        stats = self.engine.stats()
+        configs = [self.engine.action_config(view.action) for view in stats.actions]
+        return job_service_pb2.ListActionsResponse(
+            configs=[action_config_to_proto(c) for c in configs],
+            stats=[action_stats_to_proto(view) for view in stats.actions],
+        )
+

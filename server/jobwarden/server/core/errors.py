@@ -1,0 +1,86 @@
+"""Every error the engine reports, in one tree.
+
+    JobwardenError                 base; .code names the gRPC status the API layer maps it to
+    ├── InvalidArgument            bad input: malformed id, unknown lock mode, oversized input, ...
+    ├── NotFound                   an unknown job, action config or lock holder
+    │   └── JobNotFound
+    ├── InvalidTransition          the state machine refuses the change (FAILED_PRECONDITION)
+    ├── FailedPrecondition         any other refusal that depends on the current state
+    │   ├── StaleAttempt           a worker message for an attempt that is no longer live (fencing)
+    │   └── LockNotHeld            releasing a lock one does not hold
+    ├── ResourceExhausted          a limit was reached (a slow watcher, watchers per client, ...)
+    ├── StoreUnavailable           the database did not take a write in time (UNAVAILABLE);
+    │                              nothing was acknowledged
+    └── EngineStopping             the engine is shutting down (UNAVAILABLE)
+
+Each carries the ``job_id`` it is about, when there is one. The API layer maps ``code`` to a
+gRPC status in one place (``jobwarden.server.api.errors``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EngineStopping",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "InvalidTransition",
+    "JobNotFound",
+    "JobwardenError",
+    "LockNotHeld",
+    "NotFound",
+    "ResourceExhausted",
+    "StaleAttempt",
+    "StoreUnavailable",
+]
+
+
+class JobwardenError(Exception):
+    """Base of every error the engine reports to a caller."""
+
+    code = "INTERNAL"
+
+    def __init__(self, message: str, *, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.job_id = job_id
+
+
+class InvalidArgument(JobwardenError):
+    code = "INVALID_ARGUMENT"
+
+
+class NotFound(JobwardenError):
+    code = "NOT_FOUND"
+
+
+class JobNotFound(NotFound):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} not found", job_id=job_id)
+
+
+class FailedPrecondition(JobwardenError):
+    code = "FAILED_PRECONDITION"
+
+
+class InvalidTransition(FailedPrecondition):
+    """The state machine does not allow this change; nothing was changed."""
+
+
+class StaleAttempt(FailedPrecondition):
+    """A message for an attempt that is no longer the live one (or not this worker's)."""
+
+
+class LockNotHeld(FailedPrecondition):
+    pass
+
+
+class ResourceExhausted(JobwardenError):
+    code = "RESOURCE_EXHAUSTED"
+
+
+class StoreUnavailable(JobwardenError):
+    code = "UNAVAILABLE"
+
+
+class EngineStopping(JobwardenError):
+    code = "UNAVAILABLE"

@@ -1,0 +1,487 @@
+"""The durable store: SQLModel tables, batched writes and the reads the engine needs.
+
+SQLModel defines the tables; the hot path writes whole batches through SQLAlchemy Core
+(``conn.execute(insert(table), rows)`` and one executemany ``update``), one transaction per batch.
+Every method here is synchronous and runs in a thread of the engine's (see ``writer.py``); writes come
+from one thread only.
+
+SQLite runs in WAL mode with ``synchronous=FULL``: a committed batch survives ``kill -9`` and power
+loss. PostgreSQL (``postgresql+psycopg://...``) runs the same statements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Text,
+    and_,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlmodel import Field, SQLModel
+
+from jobwarden.contract import TERMINAL_STATUSES, JobEventType, JobStatus
+
+from .model import ActionConfig, Event, Job, LogLine
+
+__all__ = ["JobQuery", "LockRow", "Store", "WriteSet", "dumps", "loads"]
+
+SCHEMA_VERSION = "1"
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def loads(text: str | bytes) -> Any:
+    return orjson.loads(text)
+
+
+class JobTable(SQLModel, table=True):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_status_id", "status", "id"),
+        Index("ix_jobs_action_id", "action", "id"),
+    )
+    id: str = Field(primary_key=True, max_length=36)
+    action: str = Field(max_length=200)
+    status: int
+    priority: int = 0
+    created_at: float
+    updated_at: float
+    idempotency_key: str | None = Field(default=None, unique=True, max_length=1024)
+    correlation_id: str = Field(default="", max_length=1024)
+    #: "\nkey=value\n..." so a label filter is one LIKE
+    labels: str = Field(default="", sa_type=Text)
+    #: lower-case id, action, message, correlation id and error message, for the text filter
+    search: str = Field(default="", sa_type=Text)
+    #: the job without input and result, as JSON
+    doc: str = Field(sa_type=Text)
+    input: str = Field(sa_type=Text)
+    result: str | None = Field(default=None, sa_type=Text)
+
+
+class EventTable(SQLModel, table=True):
+    __tablename__ = "events"
+    sequence: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    job_id: str = Field(index=True, max_length=36)
+    type: int
+    time: float
+    previous_status: int | None = None
+    actor: str = Field(default="engine", max_length=1024)
+    reason: str = Field(default="", sa_type=Text)
+    snapshot: str = Field(sa_type=Text)
+
+
+class LockTableRow(SQLModel, table=True):
+    __tablename__ = "locks"
+    resource: str = Field(primary_key=True, max_length=512)
+    holder: str = Field(primary_key=True, max_length=1024)
+    mode: int
+    job_id: str | None = Field(default=None, max_length=36)
+    since: float
+    expires_at: float | None = None
+
+
+class JobLogTable(SQLModel, table=True):
+    __tablename__ = "job_logs"
+    job_id: str = Field(primary_key=True, max_length=36)
+    idx: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    attempt: int
+    time: float
+    level: str = Field(max_length=32)
+    message: str = Field(sa_type=Text)
+
+
+class ActionConfigTable(SQLModel, table=True):
+    __tablename__ = "action_configs"
+    action: str = Field(primary_key=True, max_length=200)
+    doc: str = Field(sa_type=Text)
+
+
+class WorkerTable(SQLModel, table=True):
+    __tablename__ = "workers"
+    id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=1024)
+    doc: str = Field(sa_type=Text)
+    connected_at: float
+    last_seen_at: float
+    connected: bool = True
+
+
+class MetaTable(SQLModel, table=True):
+    __tablename__ = "meta"
+    key: str = Field(primary_key=True, max_length=64)
+    value: str = Field(sa_type=Text)
+
+
+jobs_t = JobTable.__table__  # type: ignore[attr-defined]
+events_t = EventTable.__table__  # type: ignore[attr-defined]
+locks_t = LockTableRow.__table__  # type: ignore[attr-defined]
+logs_t = JobLogTable.__table__  # type: ignore[attr-defined]
+configs_t = ActionConfigTable.__table__  # type: ignore[attr-defined]
+workers_t = WorkerTable.__table__  # type: ignore[attr-defined]
+meta_t = MetaTable.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True, frozen=True)
+class LockRow:
+    resource: str
+    holder: str
+    mode: int
+    job_id: str | None
+    since: float
+    expires_at: float | None
+
+
+@dataclass(slots=True)
+class WriteSet:
+    """Everything one group commit writes, already turned into rows (made in the event loop)."""
+
+    new_jobs: list[dict[str, Any]] = field(default_factory=list)
+    changed_jobs: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    locks_added: list[dict[str, Any]] = field(default_factory=list)
+    #: (resource, holder) pairs
+    locks_removed: list[tuple[str, str]] = field(default_factory=list)
+    action_configs: list[dict[str, Any]] = field(default_factory=list)
+    workers: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return (
+            len(self.new_jobs)
+            + len(self.changed_jobs)
+            + len(self.events)
+            + len(self.logs)
+            + len(self.locks_added)
+            + len(self.locks_removed)
+            + len(self.action_configs)
+            + len(self.workers)
+        )
+
+
+@dataclass(slots=True)
+class JobQuery:
+    statuses: Sequence[JobStatus] = ()
+    action: str = ""
+    label: str = ""
+    text: str = ""
+    page_size: int = 50
+    #: list jobs with a smaller id than this (the previous page's last id)
+    before_id: str = ""
+    summary: bool = False
+
+
+def job_row(job: Job, *, with_input: bool) -> dict[str, Any]:
+    """A job as a row of the jobs table (input only when inserting: it never changes)."""
+    error_message = job.error.message if job.error else ""
+    row: dict[str, Any] = {
+        "id": job.id,
+        "action": job.action,
+        "status": int(job.status),
+        "priority": job.priority,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "idempotency_key": job.idempotency_key or None,
+        "correlation_id": job.correlation_id,
+        "labels": encode_labels(job.labels),
+        "search": " ".join((job.id, job.action, job.message, job.correlation_id, error_message)).lower(),
+        "doc": dumps(job.to_dict(payloads=False)),
+        "result": dumps(job.result) if job.result is not None else None,
+    }
+    if with_input:
+        row["input"] = dumps(job.input)
+    return row
+
+
+def event_row(ev: Event) -> dict[str, Any]:
+    return {
+        "sequence": ev.sequence,
+        "job_id": ev.job_id,
+        "type": int(ev.type),
+        "time": ev.time,
+        "previous_status": int(ev.previous_status) if ev.previous_status is not None else None,
+        "actor": ev.actor,
+        "reason": ev.reason,
+        "snapshot": dumps(ev.snapshot),
+    }
+
+
+def encode_labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    return "\n" + "\n".join(f"{k}={v}" for k, v in sorted(labels.items())) + "\n"
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _event_from_row(row: Any) -> Event:
+    return Event(
+        sequence=row.sequence,
+        job_id=row.job_id,
+        type=JobEventType(row.type),
+        time=row.time,
+        snapshot=loads(row.snapshot),
+        previous_status=JobStatus(row.previous_status) if row.previous_status is not None else None,
+        actor=row.actor,
+        reason=row.reason,
+    )
+
+
+def _job_from_row(row: Any, *, payloads: bool = True) -> Job:
+    doc = loads(row.doc)
+    if payloads:
+        doc["input"] = loads(row.input) if row.input else {}
+        doc["result"] = loads(row.result) if row.result else None
+    return Job.from_dict(doc)
+
+
+class Store:
+    """The database behind the engine. Thread-safe for one writer thread and any reader threads."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine: Engine = create_engine(
+                url,
+                connect_args={"check_same_thread": False, "timeout": 30},
+                pool_size=8,
+                max_overflow=8,
+            )
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+
+    def create_schema(self) -> None:
+        SQLModel.metadata.create_all(
+            self.engine,
+            tables=[jobs_t, events_t, locks_t, logs_t, configs_t, workers_t, meta_t],
+        )
+        with self.engine.begin() as conn:
+            if conn.execute(select(meta_t.c.value).where(meta_t.c.key == "schema_version")).first() is None:
+                conn.execute(insert(meta_t), [{"key": "schema_version", "value": SCHEMA_VERSION}])
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def write(self, ws: WriteSet) -> None:
+        """Write one batch in one transaction: all of it, or (on an exception) none of it."""
+        with self.engine.begin() as conn:
+            if ws.new_jobs:
+                conn.execute(insert(jobs_t), ws.new_jobs)
+            if ws.changed_jobs:
+                conn.execute(_UPDATE_JOB, [{"_id": r["id"], **r} for r in ws.changed_jobs])
+            if ws.events:
+                conn.execute(insert(events_t), ws.events)
+            if ws.logs:
+                conn.execute(insert(logs_t), ws.logs)
+            for resource, holder in ws.locks_removed:
+                conn.execute(delete(locks_t).where(locks_t.c.resource == resource, locks_t.c.holder == holder))
+            if ws.locks_added:
+                conn.execute(insert(locks_t), ws.locks_added)
+            for config in ws.action_configs:
+                conn.execute(delete(configs_t).where(configs_t.c.action == config["action"]))
+                conn.execute(insert(configs_t), [config])
+            for worker in ws.workers:
+                conn.execute(delete(workers_t).where(workers_t.c.id == worker["id"]))
+                conn.execute(insert(workers_t), [worker])
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def max_sequence(self) -> int:
+        with self.engine.connect() as conn:
+            value = conn.execute(select(func.max(events_t.c.sequence))).scalar()
+        return int(value or 0)
+
+    def load_unfinished_jobs(self) -> list[Job]:
+        """Every job not in a terminal status, oldest first."""
+        terminal = [int(s) for s in TERMINAL_STATUSES]
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs_t.c.doc, jobs_t.c.input, jobs_t.c.result)
+                .where(jobs_t.c.status.not_in(terminal))
+                .order_by(jobs_t.c.id)
+            ).all()
+        return [_job_from_row(r) for r in rows]
+
+    def status_counts(self) -> list[tuple[str, int, int]]:
+        """(action, status, count) for every pair present."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs_t.c.action, jobs_t.c.status, func.count()).group_by(jobs_t.c.action, jobs_t.c.status)
+            ).all()
+        return [(r[0], int(r[1]), int(r[2])) for r in rows]
+
+    def get_job(self, job_id: str) -> Job | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(jobs_t.c.doc, jobs_t.c.input, jobs_t.c.result).where(jobs_t.c.id == job_id)
+            ).first()
+        return _job_from_row(row) if row is not None else None
+
+    def jobs_by_idempotency_key(self, keys: Iterable[str]) -> dict[str, Job]:
+        keys = list(keys)
+        if not keys:
+            return {}
+        found: dict[str, Job] = {}
+        with self.engine.connect() as conn:
+            for chunk_start in range(0, len(keys), 500):
+                chunk = keys[chunk_start : chunk_start + 500]
+                rows = conn.execute(
+                    select(jobs_t.c.idempotency_key, jobs_t.c.doc, jobs_t.c.input, jobs_t.c.result).where(
+                        jobs_t.c.idempotency_key.in_(chunk)
+                    )
+                ).all()
+                for row in rows:
+                    found[row.idempotency_key] = _job_from_row(row)
+        return found
+
+    def list_jobs(self, query: JobQuery) -> list[Job]:
+        """Newest first; at most ``query.page_size`` jobs (the caller asks for one more to know if
+        there is a next page)."""
+        columns = [jobs_t.c.doc]
+        if not query.summary:
+            columns += [jobs_t.c.input, jobs_t.c.result]
+        stmt = select(*columns)
+        conditions = []
+        if query.statuses:
+            conditions.append(jobs_t.c.status.in_([int(s) for s in query.statuses]))
+        if query.action:
+            conditions.append(jobs_t.c.action == query.action)
+        if query.label:
+            if "=" in query.label:
+                pattern = f"%\n{_like_escape(query.label)}\n%"
+            else:
+                pattern = f"%\n{_like_escape(query.label)}=%"
+            conditions.append(jobs_t.c.labels.like(pattern, escape="\\"))
+        if query.text:
+            conditions.append(jobs_t.c.search.like(f"%{_like_escape(query.text.lower())}%", escape="\\"))
+        if query.before_id:
+            conditions.append(jobs_t.c.id < query.before_id)
+        if conditions:
+            stmt = stmt.where(and_(*conditions))
+        stmt = stmt.order_by(jobs_t.c.id.desc()).limit(query.page_size)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [_job_from_row(r, payloads=not query.summary) for r in rows]
+
+    def job_events(self, job_id: str) -> list[Event]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(events_t).where(events_t.c.job_id == job_id).order_by(events_t.c.sequence)
+            ).all()
+        return [_event_from_row(r) for r in rows]
+
+    def events_between(self, after: int, up_to: int, limit: int, job_ids: Sequence[str] = ()) -> list[Event]:
+        """Events with ``after < sequence <= up_to``, in order, at most ``limit``."""
+        stmt = select(events_t).where(events_t.c.sequence > after, events_t.c.sequence <= up_to)
+        if job_ids:
+            stmt = stmt.where(events_t.c.job_id.in_(list(job_ids)))
+        stmt = stmt.order_by(events_t.c.sequence).limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [_event_from_row(r) for r in rows]
+
+    def job_logs(self, job_id: str, after_index: int, limit: int) -> list[LogLine]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(logs_t)
+                .where(logs_t.c.job_id == job_id, logs_t.c.idx > after_index)
+                .order_by(logs_t.c.idx)
+                .limit(limit)
+            ).all()
+        return [
+            LogLine(
+                job_id=r.job_id, index=r.idx, attempt=r.attempt, time=r.time, level=r.level, message=r.message
+            )
+            for r in rows
+        ]
+
+    def max_log_index(self, job_id: str) -> int:
+        with self.engine.connect() as conn:
+            value = conn.execute(select(func.max(logs_t.c.idx)).where(logs_t.c.job_id == job_id)).scalar()
+        return int(value or 0)
+
+    def load_locks(self) -> list[LockRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(locks_t).order_by(locks_t.c.since)).all()
+        return [
+            LockRow(
+                resource=r.resource,
+                holder=r.holder,
+                mode=r.mode,
+                job_id=r.job_id,
+                since=r.since,
+                expires_at=r.expires_at,
+            )
+            for r in rows
+        ]
+
+    def load_action_configs(self) -> list[ActionConfig]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(configs_t.c.doc)).all()
+        return [ActionConfig.from_dict(loads(r.doc)) for r in rows]
+
+    def mark_all_workers_disconnected(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(workers_t).values(connected=False))
+
+    def count_jobs(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(jobs_t)).scalar() or 0)
+
+    def healthy(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(1))
+        except Exception:
+            return False
+        return True
+
+
+_UPDATE_JOB = (
+    update(jobs_t)
+    .where(jobs_t.c.id == bindparam("_id"))
+    .values(
+        status=bindparam("status"),
+        priority=bindparam("priority"),
+        updated_at=bindparam("updated_at"),
+        correlation_id=bindparam("correlation_id"),
+        labels=bindparam("labels"),
+        search=bindparam("search"),
+        doc=bindparam("doc"),
+        result=bindparam("result"),
+    )
+)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # FULL: a committed transaction survives power loss, not only a process crash.
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=OFF")
+    cursor.close()
+

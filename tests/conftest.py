@@ -1,0 +1,155 @@
+"""Fixtures for every suite: real engines on free ports over real SQLite files (and PostgreSQL when it
+is there), real gRPC channels."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from jobwarden.server.api import EngineServer, ServerOptions
+from jobwarden.server.core import Engine, EngineConfig
+from jobwarden.v1 import executor_service_pb2_grpc, job_service_pb2_grpc, lock_service_pb2_grpc
+
+POSTGRES_URL = os.environ.get("JOBWARDEN_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+_postgres_state: dict[str, str | None] = {}
+
+
+def postgres_unavailable() -> str | None:
+    """Why PostgreSQL cannot be used, or None when it can (checked once)."""
+    if "reason" not in _postgres_state:
+        try:
+            import psycopg
+
+            with psycopg.connect(POSTGRES_URL.replace("postgresql+psycopg", "postgresql"), connect_timeout=3):
+                pass
+            _postgres_state["reason"] = None
+        except Exception as error:  # any failure means: skip, and say why
+            _postgres_state["reason"] = f"PostgreSQL not reachable at {POSTGRES_URL}: {error}"
+    return _postgres_state["reason"]
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'jobwarden.db'}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh schema in the test database, dropped afterwards."""
+    reason = postgres_unavailable()
+    if reason:
+        pytest.skip(reason)
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    plain = POSTGRES_URL.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using it runs on SQLite and on PostgreSQL (skipped, with the reason, when absent)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobwarden.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@dataclass
+class EngineHandle:
+    server: EngineServer
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    @property
+    def core(self) -> Engine:
+        return self.server.engine
+
+    @property
+    def db_url(self) -> str:
+        return self.server.config.db_url
+
+    def channel(self) -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(self.address)
+
+
+EngineFactory = Callable[..., Awaitable[EngineHandle]]
+
+#: short enough for tests that wait for a dead session, long enough for a busy machine
+TEST_CONFIG = EngineConfig(heartbeat_interval=1.0, session_timeout_intervals=3.0, default_takeover_timeout=5.0)
+
+
+@pytest.fixture
+async def engine_factory(sqlite_url: str) -> AsyncIterator[EngineFactory]:
+    """Start real engines: ``await engine_factory(db_url=..., port=..., **EngineConfig fields)``."""
+    started: list[EngineServer] = []
+
+    async def start(db_url: str | None = None, port: int = 0, **config: Any) -> EngineHandle:
+        engine_config = replace(TEST_CONFIG, db_url=db_url or sqlite_url, **config)
+        server = EngineServer(engine_config, ServerOptions(port=port, watch_keepalive=0.5))
+        await server.start()
+        started.append(server)
+        return EngineHandle(server)
+
+    yield start
+    for server in reversed(started):
+        await server.stop(grace=0)
+
+
+@pytest.fixture
+async def engine(engine_factory: EngineFactory) -> EngineHandle:
+    """A real engine in this test's event loop, on a free port, over a SQLite file in tmp_path."""
+    return await engine_factory()
+
+
+@pytest.fixture
+async def any_engine(engine_factory: EngineFactory, db_url: str) -> EngineHandle:
+    """``engine``, once on SQLite and once on PostgreSQL."""
+    return await engine_factory(db_url=db_url)
+
+
+@dataclass
+class Stubs:
+    jobs: job_service_pb2_grpc.JobServiceStub
+    executors: executor_service_pb2_grpc.ExecutorServiceStub
+    locks: lock_service_pb2_grpc.LockServiceStub
+    channel: grpc.aio.Channel
+
+
+@pytest.fixture
+async def stubs(engine: EngineHandle) -> AsyncIterator[Stubs]:
+    channel = engine.channel()
+    yield Stubs(
+        job_service_pb2_grpc.JobServiceStub(channel),
+        executor_service_pb2_grpc.ExecutorServiceStub(channel),
+        lock_service_pb2_grpc.LockServiceStub(channel),
+        channel,
+    )
+    await channel.close()
+
+
+@pytest.fixture
+async def any_stubs(any_engine: EngineHandle) -> AsyncIterator[Stubs]:
+    channel = any_engine.channel()
+    yield Stubs(
+        job_service_pb2_grpc.JobServiceStub(channel),
+        executor_service_pb2_grpc.ExecutorServiceStub(channel),
+        lock_service_pb2_grpc.LockServiceStub(channel),
+        channel,
+    )
+    await channel.close()
