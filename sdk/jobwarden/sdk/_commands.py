@@ -150,6 +150,12 @@ def register(subparsers: Any) -> None:
         help="seconds to finish running jobs on SIGTERM (default 30)",
     )
     worker.add_argument(
+        "--cancel-grace",
+        type=float,
+        default=10.0,
+        help="seconds a cancelled job gets to stop before it is reported cancelled anyway (default 10)",
+    )
+    worker.add_argument(
         "--connect-timeout",
         type=float,
         default=None,
@@ -508,6 +514,7 @@ async def _worker(args: argparse.Namespace) -> int:
             capacity=args.capacity,
             name=args.name,
             drain_timeout=args.drain_timeout,
+            cancel_grace=args.cancel_grace,
             connect_timeout=args.connect_timeout,
         )
     except (ExecutorDefinitionError, ValueError) as error:

@@ -90,6 +90,8 @@ class _Job:
     #: no longer this worker's: released, rejected, fenced, or abandoned after the cancel grace
     detached: bool = False
     grace: asyncio.TimerHandle | None = None
+    #: the job's heartbeat timeout in seconds, when it has its own
+    heartbeat_timeout: float = 0.0
     started: float = field(default_factory=time.monotonic)
 
 
@@ -173,6 +175,7 @@ class Worker:
         self._idle = asyncio.Event()
         self._stop = asyncio.Event()
         self._connected = asyncio.Event()
+        self._period_changed = asyncio.Event()
         self._call: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -371,9 +374,20 @@ class Worker:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await asyncio.sleep(self._heartbeat_interval)
-            self._outbox.heartbeat()
-            self._kick()
+            self._period_changed.clear()
+            try:
+                await asyncio.wait_for(self._period_changed.wait(), self._heartbeat_period())
+            except TimeoutError:
+                self._outbox.heartbeat()
+                self._kick()
+
+    def _heartbeat_period(self) -> float:
+        """The engine's interval, or less when a vouched job's heartbeat timeout is shorter than it."""
+        period = self._heartbeat_interval
+        for job in self._jobs.values():
+            if job.heartbeat_timeout and job.hosted.executor.auto_heartbeat:
+                period = min(period, job.heartbeat_timeout / 3)
+        return max(period, 0.05)
 
     def _vouched(self) -> list[JobKey]:
         return [
@@ -508,6 +522,14 @@ class Worker:
             sync=not is_async,
         )
         job = _Job(key=key, hosted=hosted, ctx=ctx, is_async=is_async)
+        if assignment.job.timeouts.HasField("heartbeat"):
+            job.heartbeat_timeout = assignment.job.timeouts.heartbeat.ToTimedelta().total_seconds()
+            if job.heartbeat_timeout and job.heartbeat_timeout / 3 < self._heartbeat_interval:
+                # A job that must be vouched for more often than the engine's interval: beat now, then
+                # at the shorter period.
+                self._outbox.heartbeat()
+                self._kick()
+                self._period_changed.set()
         self._jobs[job_id] = job
         self._idle_clear()
         hosted.running += 1
@@ -646,7 +668,7 @@ class Worker:
         if self._jobs.get(job.key[0]) is not job:
             return
         logger.warning(
-            "worker %s: job %s did not stop within %.0fs of its cancel; reported cancelled and abandoned",
+            "worker %s: job %s did not stop within %gs of its cancel; reported cancelled and abandoned",
             self.name,
             job.key[0],
             self.cancel_grace,

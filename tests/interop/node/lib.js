@@ -1,0 +1,73 @@
+// Loads jobwarden's API from protos/ (nothing generated, nothing from the Python SDK) and gives
+// the three services plus helpers for google.protobuf.Struct, which proto-loader leaves as messages.
+'use strict';
+
+const path = require('node:path');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+
+const PROTOS = path.resolve(__dirname, '..', '..', '..', 'protos');
+
+const definition = protoLoader.loadSync(
+  ['jobwarden/v1/job_service.proto', 'jobwarden/v1/executor_service.proto', 'jobwarden/v1/lock_service.proto'],
+  {
+    includeDirs: [PROTOS],
+    keepCase: true, // field names as in the .proto: job_id, heartbeat_interval
+    longs: Number,
+    enums: String, // 'JOB_STATUS_COMPLETED'
+    defaults: true,
+    oneofs: true, // message.message === 'assignment' tells which field of a oneof is set
+  },
+);
+const api = grpc.loadPackageDefinition(definition).jobwarden.v1;
+
+function clients(address) {
+  const credentials = grpc.credentials.createInsecure();
+  return {
+    jobs: new api.JobService(address, credentials),
+    executors: new api.ExecutorService(address, credentials),
+    locks: new api.LockService(address, credentials),
+  };
+}
+
+function toValue(value) {
+  if (value === null || value === undefined) return { null_value: 'NULL_VALUE' };
+  if (typeof value === 'number') return { number_value: value };
+  if (typeof value === 'string') return { string_value: value };
+  if (typeof value === 'boolean') return { bool_value: value };
+  if (Array.isArray(value)) return { list_value: { values: value.map(toValue) } };
+  return { struct_value: toStruct(value) };
+}
+
+function toStruct(object) {
+  const fields = {};
+  for (const [key, value] of Object.entries(object || {})) fields[key] = toValue(value);
+  return { fields };
+}
+
+function fromValue(value) {
+  switch (value.kind) {
+    case 'number_value': return value.number_value;
+    case 'string_value': return value.string_value;
+    case 'bool_value': return value.bool_value;
+    case 'struct_value': return fromStruct(value.struct_value);
+    case 'list_value': return (value.list_value.values || []).map(fromValue);
+    default: return null;
+  }
+}
+
+function fromStruct(struct) {
+  const out = {};
+  for (const [key, value] of Object.entries((struct && struct.fields) || {})) out[key] = fromValue(value);
+  return out;
+}
+
+// Unary calls as promises.
+function call(client, method, request) {
+  return new Promise((resolve, reject) => {
+    client[method](request, { deadline: Date.now() + 30000 }, (error, response) =>
+      error ? reject(error) : resolve(response));
+  });
+}
+
+module.exports = { api, clients, call, toStruct, fromStruct, grpc };
