@@ -12,7 +12,6 @@ from typing import Any
 
 import grpc
 import pytest
-
 from jobwarden.server.api import EngineServer, ServerOptions
 from jobwarden.server.core import Engine, EngineConfig
 from jobwarden.v1 import executor_service_pb2_grpc, job_service_pb2_grpc, lock_service_pb2_grpc
@@ -91,7 +90,9 @@ class EngineHandle:
 EngineFactory = Callable[..., Awaitable[EngineHandle]]
 
 #: short enough for tests that wait for a dead session, long enough for a busy machine
-TEST_CONFIG = EngineConfig(heartbeat_interval=1.0, session_timeout_intervals=3.0, default_takeover_timeout=5.0)
+TEST_CONFIG = EngineConfig(
+    heartbeat_interval=1.0, session_timeout_intervals=3.0, default_takeover_timeout=5.0
+)
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from google.protobuf import struct_pb2
-
 from jobwarden.contract import JobStatus
 from jobwarden.v1 import job_service_pb2 as js
 
@@ -16,7 +15,9 @@ def struct(d: dict) -> struct_pb2.Struct:
 
 
 async def test_submit_run_complete(any_engine: EngineHandle, any_stubs: Stubs) -> None:
-    submitted = await any_stubs.jobs.SubmitJob(js.SubmitJobRequest(action="transcode", input=struct({"n": 3})))
+    submitted = await any_stubs.jobs.SubmitJob(
+        js.SubmitJobRequest(action="transcode", input=struct({"n": 3}))
+    )
     assert submitted.job.status == JobStatus.QUEUED
     worker = await RawWorker(any_engine.address, ["transcode"]).connect()
     assignment = await worker.next_assignment()
@@ -33,6 +34,9 @@ async def test_submit_run_complete(any_engine: EngineHandle, any_stubs: Stubs) -
     assert dict(got.job.job_variables) == {"k": "v"}
     events = await any_stubs.jobs.GetJobEvents(js.GetJobEventsRequest(job_id=submitted.job.id))
     assert [e.job.status for e in events.events] == [
-        JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RUNNING, JobStatus.COMPLETED
+        JobStatus.QUEUED,
+        JobStatus.RUNNING,
+        JobStatus.RUNNING,
+        JobStatus.COMPLETED,
     ]
     await worker.close()

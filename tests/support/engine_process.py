@@ -13,8 +13,15 @@ from .net import free_port
 
 
 class EngineProcess:
-    def __init__(self, db_url: str, *, port: int | None = None, extra_args: tuple[str, ...] = (),
-                 log_path: Path | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        *,
+        port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+        log_path: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.db_url = db_url
         self.port = port or free_port()
         self.extra_args = extra_args
@@ -27,8 +34,17 @@ class EngineProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> EngineProcess:
-        command = [sys.executable, "-m", "jobwarden.sdk.cli", "serve", "--port", str(self.port),
-                   "--db", self.db_url, *self.extra_args]
+        command = [
+            sys.executable,
+            "-m",
+            "jobwarden.sdk.cli",
+            "serve",
+            "--port",
+            str(self.port),
+            "--db",
+            self.db_url,
+            *self.extra_args,
+        ]
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=log, env={**os.environ, **(self.env or {})}

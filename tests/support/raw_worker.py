@@ -11,15 +11,21 @@ from typing import Any
 
 import grpc
 from google.protobuf import struct_pb2
-
 from jobwarden.v1 import executor_service_pb2 as pb
 from jobwarden.v1 import executor_service_pb2_grpc, job_pb2
 
 
 class RawWorker:
-    def __init__(self, address: str, actions: Iterable[str | tuple[str, bool, int]], *, capacity: int = 1,
-                 name: str = "raw-worker", worker_id: str = "",
-                 running_jobs: Iterable[tuple[str, int]] = ()) -> None:
+    def __init__(
+        self,
+        address: str,
+        actions: Iterable[str | tuple[str, bool, int]],
+        *,
+        capacity: int = 1,
+        name: str = "raw-worker",
+        worker_id: str = "",
+        running_jobs: Iterable[tuple[str, int]] = (),
+    ) -> None:
         self.address = address
         self.executors = []
         for action in actions:
@@ -27,7 +33,9 @@ class RawWorker:
                 self.executors.append(pb.ExecutorSpec(action=action))
             else:
                 name_, resume, limit = action
-                self.executors.append(pb.ExecutorSpec(action=name_, supports_resume=resume, max_concurrency=limit))
+                self.executors.append(
+                    pb.ExecutorSpec(action=name_, supports_resume=resume, max_concurrency=limit)
+                )
         self.capacity = capacity
         self.name = name
         self.worker_id = worker_id
@@ -50,11 +58,17 @@ class RawWorker:
         self._call = stub.Connect(self._requests())
         self._reader = asyncio.get_running_loop().create_task(self._read())
         if register:
-            await self.send(pb.ConnectRequest(register=pb.Register(
-                worker_name=self.name, executors=self.executors, capacity=self.capacity,
-                worker_id=self.worker_id,
-                running_jobs=[pb.RunningJob(job_id=j, attempt=a) for j, a in self.running_jobs],
-            )))
+            await self.send(
+                pb.ConnectRequest(
+                    register=pb.Register(
+                        worker_name=self.name,
+                        executors=self.executors,
+                        capacity=self.capacity,
+                        worker_id=self.worker_id,
+                        running_jobs=[pb.RunningJob(job_id=j, attempt=a) for j, a in self.running_jobs],
+                    )
+                )
+            )
             for _ in range(1000):
                 if self.registered is not None or self.error is not None:
                     break
@@ -112,23 +126,55 @@ class RawWorker:
         return await asyncio.wait_for(self.cancels.get(), timeout)
 
     async def update(self, a: pb.Assignment, **fields: Any) -> None:
-        await self.send(pb.ConnectRequest(job_update=pb.JobUpdate(job_id=a.job_id, attempt=a.attempt, **fields)))
+        await self.send(
+            pb.ConnectRequest(job_update=pb.JobUpdate(job_id=a.job_id, attempt=a.attempt, **fields))
+        )
 
     async def complete(self, a: pb.Assignment, result: dict[str, Any] | None = None, **fields: Any) -> None:
         struct = struct_pb2.Struct()
         struct.update(result or {})
-        await self.send(pb.ConnectRequest(job_result=pb.JobResult(
-            job_id=a.job_id, attempt=a.attempt, status=job_pb2.JOB_STATUS_COMPLETED, result=struct, **fields)))
+        await self.send(
+            pb.ConnectRequest(
+                job_result=pb.JobResult(
+                    job_id=a.job_id,
+                    attempt=a.attempt,
+                    status=job_pb2.JOB_STATUS_COMPLETED,
+                    result=struct,
+                    **fields,
+                )
+            )
+        )
 
-    async def fail(self, a: pb.Assignment, message: str, kind: int = job_pb2.ERROR_KIND_JOB_ERROR,
-                   stack_trace: str = "", retryable: bool = True) -> None:
-        await self.send(pb.ConnectRequest(job_result=pb.JobResult(
-            job_id=a.job_id, attempt=a.attempt, status=job_pb2.JOB_STATUS_FAILED,
-            error=job_pb2.JobError(kind=kind, message=message, stack_trace=stack_trace, retryable=retryable))))
+    async def fail(
+        self,
+        a: pb.Assignment,
+        message: str,
+        kind: int = job_pb2.ERROR_KIND_JOB_ERROR,
+        stack_trace: str = "",
+        retryable: bool = True,
+    ) -> None:
+        await self.send(
+            pb.ConnectRequest(
+                job_result=pb.JobResult(
+                    job_id=a.job_id,
+                    attempt=a.attempt,
+                    status=job_pb2.JOB_STATUS_FAILED,
+                    error=job_pb2.JobError(
+                        kind=kind, message=message, stack_trace=stack_trace, retryable=retryable
+                    ),
+                )
+            )
+        )
 
     async def heartbeat(self, *assignments: pb.Assignment, draining: bool = False) -> None:
-        await self.send(pb.ConnectRequest(heartbeat=pb.Heartbeat(
-            jobs=[pb.JobHeartbeat(job_id=a.job_id, attempt=a.attempt) for a in assignments], draining=draining)))
+        await self.send(
+            pb.ConnectRequest(
+                heartbeat=pb.Heartbeat(
+                    jobs=[pb.JobHeartbeat(job_id=a.job_id, attempt=a.attempt) for a in assignments],
+                    draining=draining,
+                )
+            )
+        )
 
     async def close(self) -> None:
         """End the stream cleanly (half-close, then the channel)."""

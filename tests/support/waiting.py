@@ -8,8 +8,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-async def wait_for(predicate: Callable[[], T], timeout: float = 15.0, interval: float = 0.01,
-                   message: str = "") -> T:
+async def wait_for(
+    predicate: Callable[[], T], timeout: float = 15.0, interval: float = 0.01, message: str = ""
+) -> T:
     """Poll ``predicate`` until it returns something truthy; fail with ``message`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -21,8 +22,9 @@ async def wait_for(predicate: Callable[[], T], timeout: float = 15.0, interval: 
         await asyncio.sleep(interval)
 
 
-async def wait_for_async(predicate: Callable[[], Awaitable[T]], timeout: float = 15.0, interval: float = 0.02,
-                         message: str = "") -> T:
+async def wait_for_async(
+    predicate: Callable[[], Awaitable[T]], timeout: float = 15.0, interval: float = 0.02, message: str = ""
+) -> T:
     deadline = time.monotonic() + timeout
     while True:
         value = await predicate()

@@ -16,9 +16,11 @@ def register(subparsers: Any) -> None:
     serve = subparsers.add_parser(
         "serve",
         help="run the engine (gRPC server)",
-        description="Run the jobwarden engine: JobService, ExecutorService, LockService, health and reflection.",
+        description="Run the jobwarden engine: JobService, ExecutorService, LockService, health, reflection.",
     )
-    serve.add_argument("--db", help="database URL (default sqlite:///jobwarden.db; postgresql+psycopg://... too)")
+    serve.add_argument(
+        "--db", help="database URL (default sqlite:///jobwarden.db; postgresql+psycopg://... too)"
+    )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 50051; 0 picks a free one)")
     serve.add_argument("--config", help="a TOML config file ([engine] and [actions.NAME] sections)")

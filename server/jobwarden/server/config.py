@@ -43,7 +43,16 @@ from typing import Any
 
 from jobwarden.contract import ErrorKind, LockMode, StartTimeoutAction
 
-from .core import ActionConfig, EngineConfig, InvalidArgument, LockRequest, RetryPolicy, RunRequest, StartTimeout, Timeouts
+from .core import (
+    ActionConfig,
+    EngineConfig,
+    InvalidArgument,
+    LockRequest,
+    RetryPolicy,
+    RunRequest,
+    StartTimeout,
+    Timeouts,
+)
 
 __all__ = ["FileConfig", "load_config", "parse_duration"]
 
@@ -67,7 +76,7 @@ def parse_duration(value: Any, what: str) -> float:
     elif isinstance(value, str) and (match := _DURATION_RE.match(value)):
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     else:
-        raise InvalidArgument(f"{what}: {value!r} is not a duration (e.g. 30, \"250ms\", \"5m\", \"2h\")")
+        raise InvalidArgument(f'{what}: {value!r} is not a duration (e.g. 30, "250ms", "5m", "2h")')
     if seconds < 0:
         raise InvalidArgument(f"{what} must not be negative")
     return seconds
@@ -91,24 +100,46 @@ def action_from_table(action: str, table: dict[str, Any]) -> ActionConfig:
     what = f"actions.{action}"
     _check_keys(
         table,
-        {"max_running", "max_queued", "heartbeat_timeout", "takeover_timeout", "execution_timeout", "locks",
-         "start_timeout", "retry_policy", "paused"},
+        {
+            "max_running",
+            "max_queued",
+            "heartbeat_timeout",
+            "takeover_timeout",
+            "execution_timeout",
+            "locks",
+            "start_timeout",
+            "retry_policy",
+            "paused",
+        },
         what,
     )
     start = None
     if "start_timeout" in table:
         st = table["start_timeout"]
-        _check_keys(st, {"duration", "action", "retry_interval", "retry_backoff_exponential", "retry_count",
-                         "run_request"}, f"{what}.start_timeout")
+        _check_keys(
+            st,
+            {
+                "duration",
+                "action",
+                "retry_interval",
+                "retry_backoff_exponential",
+                "retry_count",
+                "run_request",
+            },
+            f"{what}.start_timeout",
+        )
         run_request = None
         if "run_request" in st:
             rr = st["run_request"]
-            run_request = RunRequest(action=rr["action"], input=rr.get("input", {}),
-                                     correlation_id=rr.get("correlation_id", ""))
+            run_request = RunRequest(
+                action=rr["action"], input=rr.get("input", {}), correlation_id=rr.get("correlation_id", "")
+            )
         start = StartTimeout(
             duration=parse_duration(st["duration"], f"{what}.start_timeout.duration"),
             action=_enum(StartTimeoutAction, st.get("action", "FAIL"), f"{what}.start_timeout.action"),
-            retry_interval=parse_duration(st.get("retry_interval", 0), f"{what}.start_timeout.retry_interval"),
+            retry_interval=parse_duration(
+                st.get("retry_interval", 0), f"{what}.start_timeout.retry_interval"
+            ),
             retry_backoff_exponential=bool(st.get("retry_backoff_exponential", False)),
             retry_count=int(st.get("retry_count", 0)),
             run_request=run_request,
@@ -116,15 +147,27 @@ def action_from_table(action: str, table: dict[str, Any]) -> ActionConfig:
     retry_policy = None
     if "retry_policy" in table:
         rp = table["retry_policy"]
-        _check_keys(rp, {"max_attempts", "initial_interval", "backoff_coefficient", "max_interval",
-                         "non_retryable_kinds"}, f"{what}.retry_policy")
+        _check_keys(
+            rp,
+            {
+                "max_attempts",
+                "initial_interval",
+                "backoff_coefficient",
+                "max_interval",
+                "non_retryable_kinds",
+            },
+            f"{what}.retry_policy",
+        )
         retry_policy = RetryPolicy(
             max_attempts=int(rp.get("max_attempts", 1)),
-            initial_interval=parse_duration(rp.get("initial_interval", 1), f"{what}.retry_policy.initial_interval"),
+            initial_interval=parse_duration(
+                rp.get("initial_interval", 1), f"{what}.retry_policy.initial_interval"
+            ),
             backoff_coefficient=float(rp.get("backoff_coefficient", 2.0)),
             max_interval=parse_duration(rp.get("max_interval", 0), f"{what}.retry_policy.max_interval"),
             non_retryable_kinds=frozenset(
-                _enum(ErrorKind, k, f"{what}.retry_policy.non_retryable_kinds") for k in rp.get("non_retryable_kinds", [])
+                _enum(ErrorKind, k, f"{what}.retry_policy.non_retryable_kinds")
+                for k in rp.get("non_retryable_kinds", [])
             ),
         )
 
@@ -143,7 +186,9 @@ def action_from_table(action: str, table: dict[str, Any]) -> ActionConfig:
         max_running=int(table.get("max_running", 0)),
         max_queued=int(table.get("max_queued", 0)),
         lock_templates=[
-            LockRequest(lock["resource"], _enum(LockMode, lock.get("mode", "EXCLUSIVE"), f"{what}.locks.mode"))
+            LockRequest(
+                lock["resource"], _enum(LockMode, lock.get("mode", "EXCLUSIVE"), f"{what}.locks.mode")
+            )
             for lock in table.get("locks", [])
         ],
         paused=bool(table.get("paused", False)),
@@ -161,8 +206,19 @@ def load_config(path: str | Path) -> FileConfig:
         raise InvalidArgument(f"config file {path} is not valid TOML: {error}") from None
     _check_keys(data, {"engine", "actions"}, str(path))
     engine_table = data.get("engine", {})
-    _check_keys(engine_table, {"db", "host", "port", "heartbeat_interval", "default_takeover_timeout",
-                               "cancel_grace", "commit_timeout"}, "engine")
+    _check_keys(
+        engine_table,
+        {
+            "db",
+            "host",
+            "port",
+            "heartbeat_interval",
+            "default_takeover_timeout",
+            "cancel_grace",
+            "commit_timeout",
+        },
+        "engine",
+    )
     config = EngineConfig()
     if "db" in engine_table:
         config.db_url = str(engine_table["db"])

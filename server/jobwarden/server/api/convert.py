@@ -6,7 +6,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
-
 from jobwarden.contract import ErrorKind, JobStatus, StartTimeoutAction
 from jobwarden.server.core import (
     ActionConfig,
@@ -42,9 +41,16 @@ __all__ = [
     "timeouts_from_proto",
     "timestamp",
     "timestamp_seconds",
+    "wire_enum",
 ]
 
 _MAX_SAFE_INT = 2**53
+
+
+def wire_enum(value: int) -> Any:
+    """A contract enum as a proto enum field value: the numbers are the same (a test checks it); the
+    generated stubs only type each enum apart."""
+    return int(value)
 
 
 def _value(value: struct_pb2.Value) -> Any:
@@ -96,7 +102,7 @@ def _duration(seconds: float | None) -> duration_pb2.Duration | None:
     if seconds is None:
         return None
     whole = int(seconds // 1)
-    return duration_pb2.Duration(seconds=whole, nanos=int(round((seconds - whole) * 1e9)))
+    return duration_pb2.Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
 
 
 def _optional_duration(message: Any, name: str) -> float | None:
@@ -149,7 +155,9 @@ def retry_policy_from_proto(message: job_pb2.RetryPolicy) -> RetryPolicy:
             raise InvalidArgument(f"retry_policy.non_retryable_kinds: unknown error kind {kind}") from None
     return RetryPolicy(
         max_attempts=message.max_attempts or 1,
-        initial_interval=duration_seconds(message.initial_interval) if message.HasField("initial_interval") else 1.0,
+        initial_interval=duration_seconds(message.initial_interval)
+        if message.HasField("initial_interval")
+        else 1.0,
         backoff_coefficient=message.backoff_coefficient or 2.0,
         max_interval=duration_seconds(message.max_interval),
         non_retryable_kinds=frozenset(kinds),
@@ -164,7 +172,9 @@ def submit_spec_from_proto(request: job_service_pb2.SubmitJobRequest) -> SubmitS
         labels=dict(request.labels),
         locks=[(lock.resource, lock.mode) for lock in request.locks],
         timeouts=timeouts_from_proto(request.timeouts),
-        retry_policy=retry_policy_from_proto(request.retry_policy) if request.HasField("retry_policy") else None,
+        retry_policy=retry_policy_from_proto(request.retry_policy)
+        if request.HasField("retry_policy")
+        else None,
         run_at=timestamp_seconds(request.run_at) if request.HasField("run_at") else None,
         correlation_id=request.correlation_id,
         idempotency_key=request.idempotency_key,
@@ -175,11 +185,13 @@ def submit_spec_from_proto(request: job_service_pb2.SubmitJobRequest) -> SubmitS
 def action_config_from_proto(message: job_pb2.ActionConfig) -> ActionConfig:
     templates = []
     for lock in message.lock_templates:
-        templates.append((lock.resource, lock.mode))
+        templates.append((lock.resource, int(lock.mode)))
     return ActionConfig(
         action=message.action,
         timeouts=timeouts_from_proto(message.timeouts),
-        retry_policy=retry_policy_from_proto(message.retry_policy) if message.HasField("retry_policy") else None,
+        retry_policy=retry_policy_from_proto(message.retry_policy)
+        if message.HasField("retry_policy")
+        else None,
         max_running=message.max_running,
         max_queued=message.max_queued,
         lock_templates=check_lock_requests(templates, "lock_templates"),
@@ -265,8 +277,9 @@ def _checkpoint_to_proto(steps: Iterable[Mapping[str, Any]] | None) -> job_pb2.C
         )
         for s in steps
     ]
-    return job_pb2.Checkpoint(step=steps[-1]["name"], data=dict_to_struct(steps[-1].get("data")),
-                              completed_steps=completed)
+    return job_pb2.Checkpoint(
+        step=steps[-1]["name"], data=dict_to_struct(steps[-1].get("data")), completed_steps=completed
+    )
 
 
 def job_to_proto(d: Mapping[str, Any]) -> job_pb2.Job:
@@ -310,7 +323,7 @@ def job_to_proto(d: Mapping[str, Any]) -> job_pb2.Job:
         timeouts=_timeouts_to_proto(d.get("timeouts")),
         retry_policy=_retry_policy_to_proto(d.get("retry_policy")),
         step=d.get("step", ""),
-        mode=d.get("mode", 0) if d.get("attempt") else 0,
+        mode=wire_enum(d.get("mode", 0) if d.get("attempt") else 0),
         status_reason=d.get("status_reason", ""),
         locks_held=d.get("locks_held", False),
         deadlines=job_pb2.Deadlines(
@@ -333,10 +346,10 @@ def event_to_proto(ev: Event) -> job_pb2.JobEvent:
     return job_pb2.JobEvent(
         sequence=ev.sequence,
         job_id=ev.job_id,
-        type=int(ev.type),
+        type=wire_enum(ev.type),
         job=job_to_proto(ev.snapshot),
         time=timestamp(ev.time),
-        previous_status=int(ev.previous_status) if ev.previous_status is not None else 0,
+        previous_status=wire_enum(ev.previous_status or 0),
         actor=ev.actor,
         reason=ev.reason,
     )
@@ -344,7 +357,11 @@ def event_to_proto(ev: Event) -> job_pb2.JobEvent:
 
 def log_line_to_proto(line: LogLine) -> job_pb2.LogLine:
     return job_pb2.LogLine(
-        index=line.index, time=timestamp(line.time), level=line.level, message=line.message, attempt=line.attempt
+        index=line.index,
+        time=timestamp(line.time),
+        level=line.level,
+        message=line.message,
+        attempt=line.attempt,
     )
 
 
@@ -356,7 +373,9 @@ def action_config_to_proto(config: ActionConfig) -> job_pb2.ActionConfig:
         retry_policy=_retry_policy_to_proto(d["retry_policy"]),
         max_running=config.max_running,
         max_queued=config.max_queued,
-        lock_templates=[job_pb2.LockRequest(resource=t.resource, mode=int(t.mode)) for t in config.lock_templates],
+        lock_templates=[
+            job_pb2.LockRequest(resource=t.resource, mode=wire_enum(t.mode)) for t in config.lock_templates
+        ],
         paused=config.paused,
     )
 
@@ -384,7 +403,7 @@ def action_stats_to_proto(view: ActionStatsView) -> job_pb2.ActionStats:
 def lock_holding_to_proto(resource: str, holding: LockHolding) -> lock_service_pb2.LockHolder:
     return lock_service_pb2.LockHolder(
         resource=resource,
-        mode=int(holding.mode),
+        mode=wire_enum(holding.mode),
         holder=holding.holder,
         job_id=holding.job_id or "",
         since=timestamp(holding.since),
@@ -393,4 +412,4 @@ def lock_holding_to_proto(resource: str, holding: LockHolding) -> lock_service_p
 
 
 def lock_request_to_proto(lock: LockRequest) -> job_pb2.LockRequest:
-    return job_pb2.LockRequest(resource=lock.resource, mode=int(lock.mode))
+    return job_pb2.LockRequest(resource=lock.resource, mode=wire_enum(lock.mode))

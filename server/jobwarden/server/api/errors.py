@@ -9,7 +9,6 @@ from typing import Any, TypeVar
 
 import grpc
 from grpc import aio
-
 from jobwarden.server.core import JobwardenError
 
 __all__ = ["STATUS_CODES", "abort_with", "grpc_errors", "grpc_stream_errors", "status_code"]
@@ -51,7 +50,9 @@ def grpc_stream_errors(
     handler: Callable[[Self, Req, aio.ServicerContext[Req, Resp]], AsyncIterator[Resp]],
 ) -> Callable[[Self, Req, aio.ServicerContext[Req, Resp]], AsyncIterator[Resp]]:
     @functools.wraps(handler)
-    async def wrapper(self: Self, request: Req, context: aio.ServicerContext[Req, Resp]) -> AsyncIterator[Resp]:
+    async def wrapper(
+        self: Self, request: Req, context: aio.ServicerContext[Req, Resp]
+    ) -> AsyncIterator[Resp]:
         try:
             async for item in handler(self, request, context):
                 yield item

@@ -18,7 +18,6 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2
 from grpc import aio
-
 from jobwarden.server.core import (
     AssignmentOut,
     CancelOut,
@@ -45,6 +44,7 @@ from .convert import (
     struct_to_dict,
     timestamp,
     timestamp_seconds,
+    wire_enum,
 )
 from .errors import grpc_errors, status_code
 
@@ -78,7 +78,8 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
         if first.WhichOneof("message") != "register":
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"the first message must be register, not {first.WhichOneof('message') or 'an empty message'}",
+                "the first message must be register, not "
+                f"{first.WhichOneof('message') or 'an empty message'}",
             )
             return
         try:
@@ -129,7 +130,9 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                 kind = message.WhichOneof("message")
                 if kind == "register":
                     violation.append(
-                        _ProtocolViolation(grpc.StatusCode.FAILED_PRECONDITION, "this stream is already registered")
+                        _ProtocolViolation(
+                            grpc.StatusCode.FAILED_PRECONDITION, "this stream is already registered"
+                        )
                     )
                     break
                 await self._handle(session, kind, message)
@@ -143,12 +146,22 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
     async def _handle(self, session: WorkerSession, kind: str | None, message: pb.ConnectRequest) -> None:
         engine = self.engine
         if kind == "job_update":
-            self._guard(session, kind, message.job_update.job_id, message.job_update.attempt,
-                        lambda: engine.worker_update(session, _update(message.job_update)))
+            self._guard(
+                session,
+                kind,
+                message.job_update.job_id,
+                message.job_update.attempt,
+                lambda: engine.worker_update(session, _update(message.job_update)),
+            )
         elif kind == "job_updates":
             for update in message.job_updates.updates:
-                self._guard(session, kind, update.job_id, update.attempt,
-                            lambda u=update: engine.worker_update(session, _update(u)))  # type: ignore[misc]
+                self._guard(
+                    session,
+                    kind,
+                    update.job_id,
+                    update.attempt,
+                    lambda u=update: engine.worker_update(session, _update(u)),
+                )
         elif kind == "job_result":
             engine.worker_result(session, _result(message.job_result))
         elif kind == "job_results":
@@ -156,7 +169,11 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                 engine.worker_result(session, _result(result))
         elif kind == "heartbeat":
             beats = [
-                (b.job_id, b.attempt, duration_seconds(b.extend_execution) if b.HasField("extend_execution") else None)
+                (
+                    b.job_id,
+                    b.attempt,
+                    duration_seconds(b.extend_execution) if b.HasField("extend_execution") else None,
+                )
                 for b in message.heartbeat.jobs
             ]
             try:
@@ -174,17 +191,33 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
             try:
                 await engine.worker_logs(session, log_message.job_id, log_message.attempt, lines)
             except JobwardenError as error:
-                session.send(RefusalOut(log_message.job_id, log_message.attempt, error.code, error.message, kind))
+                session.send(
+                    RefusalOut(log_message.job_id, log_message.attempt, error.code, error.message, kind)
+                )
         elif kind == "cancel_ack":
             ack = message.cancel_ack
-            self._guard(session, kind, ack.job_id, ack.attempt,
-                        lambda: engine.worker_cancel_ack(session, ack.job_id, ack.attempt))
+            self._guard(
+                session,
+                kind,
+                ack.job_id,
+                ack.attempt,
+                lambda: engine.worker_cancel_ack(session, ack.job_id, ack.attempt),
+            )
         elif kind == "release_jobs":
             jobs = [(j.job_id, j.attempt) for j in message.release_jobs.jobs]
-            self._guard(session, kind, jobs[0][0] if jobs else "", jobs[0][1] if jobs else 0,
-                        lambda: engine.worker_release(session, jobs, message.release_jobs.reason))
+            self._guard(
+                session,
+                kind,
+                jobs[0][0] if jobs else "",
+                jobs[0][1] if jobs else 0,
+                lambda: engine.worker_release(session, jobs, message.release_jobs.reason),
+            )
         else:
-            session.send(RefusalOut("", 0, "INVALID_ARGUMENT", "empty message: set one field of ConnectRequest", "none"))
+            session.send(
+                RefusalOut(
+                    "", 0, "INVALID_ARGUMENT", "empty message: set one field of ConnectRequest", "none"
+                )
+            )
 
     @staticmethod
     def _guard(session: WorkerSession, kind: str, job_id: str, attempt: int, action: Any) -> None:
@@ -202,12 +235,18 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                     id=session.id,
                     name=session.name,
                     executors=[
-                        pb.ExecutorSpec(action=s.action, supports_resume=s.supports_resume,
-                                        max_concurrency=s.max_concurrency)
+                        pb.ExecutorSpec(
+                            action=s.action,
+                            supports_resume=s.supports_resume,
+                            max_concurrency=s.max_concurrency,
+                        )
                         for s in session.executors.values()
                     ],
                     capacity=session.capacity,
-                    jobs=[pb.RunningJob(job_id=job_id, attempt=attempt) for job_id, attempt in session.jobs.items()],
+                    jobs=[
+                        pb.RunningJob(job_id=job_id, attempt=attempt)
+                        for job_id, attempt in session.jobs.items()
+                    ],
                     connected_at=timestamp(session.connected_at),
                     last_heartbeat_at=timestamp(session.last_seen),
                     labels=session.labels,
@@ -222,7 +261,9 @@ def _registration(message: pb.Register, peer: str) -> Registration:
     return Registration(
         worker_name=message.worker_name,
         executors=[
-            ExecutorSpec(action=e.action, supports_resume=e.supports_resume, max_concurrency=e.max_concurrency)
+            ExecutorSpec(
+                action=e.action, supports_resume=e.supports_resume, max_concurrency=e.max_concurrency
+            )
             for e in message.executors
         ],
         capacity=message.capacity,
@@ -298,7 +339,7 @@ def _assignment(item: AssignmentOut) -> pb.Assignment:
         job=job,
         job_id=job.id,
         attempt=item.attempt,
-        mode=int(item.mode),
+        mode=wire_enum(item.mode),
         checkpoint=job.checkpoint,
         deadlines=job_pb2.Deadlines(
             heartbeat=timestamp(deadlines.heartbeat),
@@ -323,9 +364,11 @@ def _pack(items: list[OutMessage]) -> list[pb.ConnectResponse]:
             end += 1
         run = items[index:end]
         if len(run) > 1 and isinstance(item, AssignmentOut):
-            out.append(pb.ConnectResponse(
-                assignments=pb.Assignments(assignments=[_assignment(a) for a in run])  # type: ignore[arg-type]
-            ))
+            out.append(
+                pb.ConnectResponse(
+                    assignments=pb.Assignments(assignments=[_assignment(a) for a in run])  # type: ignore[arg-type]
+                )
+            )
         elif len(run) > 1 and isinstance(item, ResultAckOut):
             out.append(pb.ConnectResponse(result_acks=pb.ResultAcks(acks=[_ack(a) for a in run])))  # type: ignore[arg-type]
         else:

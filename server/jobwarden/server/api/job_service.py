@@ -8,7 +8,6 @@ from typing import Any
 
 import grpc
 from grpc import aio
-
 from jobwarden.contract import JobStatus
 from jobwarden.server.core import Engine, EventFilter, InvalidArgument, JobQuery, Overflowed
 from jobwarden.server.core.ids import parse_job_id
@@ -23,6 +22,7 @@ from .convert import (
     job_to_proto,
     log_line_to_proto,
     submit_spec_from_proto,
+    wire_enum,
 )
 from .errors import grpc_errors, grpc_stream_errors
 from .identity import actor_of
@@ -54,7 +54,9 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     async def SubmitJob(
         self, request: job_service_pb2.SubmitJobRequest, context: Context
     ) -> job_service_pb2.SubmitJobResponse:
-        [(job, duplicate)] = await self.engine.submit([submit_spec_from_proto(request)], actor=actor_of(context))
+        [(job, duplicate)] = await self.engine.submit(
+            [submit_spec_from_proto(request)], actor=actor_of(context)
+        )
         return job_service_pb2.SubmitJobResponse(job=job_to_proto(job.to_dict()), duplicate=duplicate)
 
     @grpc_errors
@@ -76,7 +78,9 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         )
 
     @grpc_errors
-    async def GetJob(self, request: job_service_pb2.GetJobRequest, context: Context) -> job_service_pb2.GetJobResponse:
+    async def GetJob(
+        self, request: job_service_pb2.GetJobRequest, context: Context
+    ) -> job_service_pb2.GetJobResponse:
         job = await self.engine.get_job(request.job_id)
         return job_service_pb2.GetJobResponse(job=job_to_proto(job.to_dict()))
 
@@ -170,11 +174,13 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             subscription.close()
 
     @grpc_errors
-    async def GetStats(self, request: job_service_pb2.GetStatsRequest, context: Context) -> job_service_pb2.GetStatsResponse:
+    async def GetStats(
+        self, request: job_service_pb2.GetStatsRequest, context: Context
+    ) -> job_service_pb2.GetStatsResponse:
         stats = self.engine.stats()
         return job_service_pb2.GetStatsResponse(
             statuses=[
-                job_service_pb2.StatusCount(status=int(status), count=count)
+                job_service_pb2.StatusCount(status=wire_enum(status), count=count)
                 for status, count in sorted(stats.statuses.items())
             ],
             actions=[action_stats_to_proto(view) for view in stats.actions],
@@ -221,7 +227,9 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     async def SetActionConfig(
         self, request: job_service_pb2.SetActionConfigRequest, context: Context
     ) -> job_service_pb2.SetActionConfigResponse:
-        config = await self.engine.set_action_config(action_config_from_proto(request.config), actor=actor_of(context))
+        config = await self.engine.set_action_config(
+            action_config_from_proto(request.config), actor=actor_of(context)
+        )
         return job_service_pb2.SetActionConfigResponse(config=action_config_to_proto(config))
 
     @grpc_errors
@@ -234,4 +242,3 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             configs=[action_config_to_proto(c) for c in configs],
             stats=[action_stats_to_proto(view) for view in stats.actions],
         )
-

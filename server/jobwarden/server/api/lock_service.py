@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from grpc import aio
-
 from jobwarden.server.core import Engine, InvalidArgument
 from jobwarden.v1 import lock_service_pb2 as pb
 from jobwarden.v1 import lock_service_pb2_grpc

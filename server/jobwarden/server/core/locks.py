@@ -113,7 +113,9 @@ class LockTable:
         """Take every lock in ``requests`` now and return True, or (``wait``) queue for them and
         return False. With ``wait=False`` a request that cannot be granted changes nothing."""
         if holder in self._by_holder or holder in self._waiting:
-            raise FailedPrecondition(f"{holder} already holds or awaits locks; release them first", job_id=job_id)
+            raise FailedPrecondition(
+                f"{holder} already holds or awaits locks; release them first", job_id=job_id
+            )
         if not requests:
             return True
         if self._grantable(requests, before=None):
@@ -128,8 +130,16 @@ class LockTable:
             self._queues.setdefault(resource, []).append(waiter)
         return False
 
-    def restore(self, holder: str, resource: str, mode: LockMode, *, job_id: str | None, since: float,
-                expires_at: float | None) -> None:
+    def restore(
+        self,
+        holder: str,
+        resource: str,
+        mode: LockMode,
+        *,
+        job_id: str | None,
+        since: float,
+        expires_at: float | None,
+    ) -> None:
         """Put back a holding read from the store (at start-up)."""
         holding = LockHolding(holder, mode, job_id, since, expires_at)
         self._held.setdefault(resource, {})[holder] = holding
@@ -179,8 +189,14 @@ class LockTable:
                     return False
         return True
 
-    def _grant(self, holder: str, requests: Mapping[str, LockMode], job_id: str | None, now: float,
-               expires_at: float | None) -> None:
+    def _grant(
+        self,
+        holder: str,
+        requests: Mapping[str, LockMode],
+        job_id: str | None,
+        now: float,
+        expires_at: float | None,
+    ) -> None:
         mine = self._by_holder.setdefault(holder, {})
         for resource, mode in requests.items():
             holding = LockHolding(holder, mode, job_id, now, expires_at)

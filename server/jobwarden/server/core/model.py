@@ -201,7 +201,9 @@ class Timeouts:
         )
 
     def is_empty(self) -> bool:
-        return self.start is None and self.heartbeat is None and self.takeover is None and self.execution is None
+        return (
+            self.start is None and self.heartbeat is None and self.takeover is None and self.execution is None
+        )
 
     def to_dict(self) -> JSONDict:
         return {

@@ -32,8 +32,14 @@ __all__ = ["Registry"]
 
 
 class Registry:
-    def __init__(self, writer: Writer, *, sequence: int, finished_cache_size: int = 10_000,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        writer: Writer,
+        *,
+        sequence: int,
+        finished_cache_size: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.writer = writer
         self.sequence = sequence
         self.clock = clock
@@ -129,8 +135,14 @@ class Registry:
         self.writer.job_changed(job)
         return self._event(job, JobEventType.STATUS_CHANGED, current, actor, reason)
 
-    def record(self, job: Job, event_type: JobEventType = JobEventType.UPDATED, *, actor: str = "engine",
-               reason: str = "") -> Event:
+    def record(
+        self,
+        job: Job,
+        event_type: JobEventType = JobEventType.UPDATED,
+        *,
+        actor: str = "engine",
+        reason: str = "",
+    ) -> Event:
         """A change that keeps the status."""
         job.updated_at = self.clock()
         self.writer.job_changed(job)
@@ -142,8 +154,9 @@ class Registry:
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _event(self, job: Job, event_type: JobEventType, previous: JobStatus | None, actor: str,
-               reason: str) -> Event:
+    def _event(
+        self, job: Job, event_type: JobEventType, previous: JobStatus | None, actor: str, reason: str
+    ) -> Event:
         self.sequence += 1
         job.sequence = self.sequence
         ev = Event(
@@ -170,4 +183,3 @@ class Registry:
     def _trim_finishes(self, now: float) -> None:
         while self._finishes and self._finishes[0] < now - 60.0:
             self._finishes.popleft()
-

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from jobwarden.contract import TERMINAL_STATUSES, JobEventType, JobStatus
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -34,8 +35,6 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Field, SQLModel
-
-from jobwarden.contract import TERMINAL_STATUSES, JobEventType, JobStatus
 
 from .model import ActionConfig, Event, Job, LogLine
 
@@ -297,7 +296,9 @@ class Store:
             if ws.logs:
                 conn.execute(insert(logs_t), ws.logs)
             for resource, holder in ws.locks_removed:
-                conn.execute(delete(locks_t).where(locks_t.c.resource == resource, locks_t.c.holder == holder))
+                conn.execute(
+                    delete(locks_t).where(locks_t.c.resource == resource, locks_t.c.holder == holder)
+                )
             if ws.locks_added:
                 conn.execute(insert(locks_t), ws.locks_added)
             for config in ws.action_configs:
@@ -329,7 +330,9 @@ class Store:
         """(action, status, count) for every pair present."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(jobs_t.c.action, jobs_t.c.status, func.count()).group_by(jobs_t.c.action, jobs_t.c.status)
+                select(jobs_t.c.action, jobs_t.c.status, func.count()).group_by(
+                    jobs_t.c.action, jobs_t.c.status
+                )
             ).all()
         return [(r[0], int(r[1]), int(r[2])) for r in rows]
 
@@ -484,4 +487,3 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=OFF")
     cursor.close()
-

@@ -11,6 +11,7 @@ fires for a deadline that has since moved or gone does nothing harmful.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -90,10 +91,8 @@ class Timers:
         timer_id = f"{kind}:{key}"
         if self._armed.pop(timer_id, None) is None:
             return
-        try:
+        with contextlib.suppress(JobLookupError):
             self._scheduler.remove_job(timer_id)
-        except JobLookupError:
-            pass
 
     async def _fire(self, kind: str, key: str, at: float) -> None:
         timer_id = f"{kind}:{key}"
@@ -106,4 +105,3 @@ class Timers:
             await self._on_fire(kind, key)
         except Exception:
             log.exception("timer %s failed", timer_id)
-

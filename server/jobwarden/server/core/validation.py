@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-
 from jobwarden.contract import ErrorKind, Limits, LockMode, StartTimeoutAction
 
 from .errors import InvalidArgument
@@ -72,7 +71,9 @@ def check_string(value: str, what: str, limit: int = Limits.MAX_STRING_LENGTH) -
     return value
 
 
-def check_string_map(values: Mapping[str, str], what: str, max_items: int, max_key: int, max_value: int) -> None:
+def check_string_map(
+    values: Mapping[str, str], what: str, max_items: int, max_key: int, max_value: int
+) -> None:
     if len(values) > max_items:
         raise InvalidArgument(f"{what}: {len(values)} entries, at most {max_items} allowed")
     for key, value in values.items():
@@ -110,13 +111,17 @@ def check_duration(value: float | None, what: str, *, allow_zero: bool = False) 
 
 def check_lock_requests(locks: list[tuple[str, int]], what: str = "locks") -> list[LockRequest]:
     if len(locks) > Limits.MAX_LOCKS_PER_JOB:
-        raise InvalidArgument(f"{what}: {len(locks)} lock requests, at most {Limits.MAX_LOCKS_PER_JOB} allowed")
+        raise InvalidArgument(
+            f"{what}: {len(locks)} lock requests, at most {Limits.MAX_LOCKS_PER_JOB} allowed"
+        )
     merged: dict[str, LockMode] = {}
     for resource, mode in locks:
         if not resource or not resource.strip():
             raise InvalidArgument(f"{what}: a lock request has an empty resource")
         if len(resource) > Limits.MAX_RESOURCE_LENGTH:
-            raise InvalidArgument(f"{what}: resource {resource[:40]!r}... is longer than {Limits.MAX_RESOURCE_LENGTH}")
+            raise InvalidArgument(
+                f"{what}: resource {resource[:40]!r}... is longer than {Limits.MAX_RESOURCE_LENGTH}"
+            )
         try:
             lock_mode = LockMode(mode)
         except ValueError:
@@ -167,7 +172,8 @@ def check_retry_policy(policy: RetryPolicy, what: str = "retry_policy") -> None:
         raise InvalidArgument(f"{what}.backoff_coefficient must be between 1 and 100")
     if policy.max_interval and policy.initial_interval > policy.max_interval:
         raise InvalidArgument(
-            f"{what}: initial_interval {policy.initial_interval:g}s exceeds max_interval {policy.max_interval:g}s"
+            f"{what}: initial_interval {policy.initial_interval:g}s exceeds "
+            f"max_interval {policy.max_interval:g}s"
         )
     for kind in policy.non_retryable_kinds:
         try:
@@ -186,7 +192,9 @@ def lookup_field(data: Mapping[str, Any], path: str) -> Any:
     return value
 
 
-def expand_lock_templates(templates: list[LockRequest], job_input: Mapping[str, Any]) -> list[tuple[str, int]]:
+def expand_lock_templates(
+    templates: list[LockRequest], job_input: Mapping[str, Any]
+) -> list[tuple[str, int]]:
     """``asset:{input.asset_id}`` with the job's input; a missing field is an InvalidArgument."""
     expanded = []
     scope = {"input": job_input}

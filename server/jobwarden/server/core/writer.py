@@ -50,14 +50,21 @@ class _Batch:
 
     def is_empty(self) -> bool:
         return not (
-            self.new_jobs or self.changed_jobs or self.events or self.logs or len(self.other) or self.callbacks
+            self.new_jobs
+            or self.changed_jobs
+            or self.events
+            or self.logs
+            or len(self.other)
+            or self.callbacks
         )
 
     def rows(self) -> WriteSet:
         ws = self.other
         ws.new_jobs = [job_row(job, with_input=True) for job in self.new_jobs.values()]
         ws.changed_jobs = [
-            job_row(job, with_input=False) for job_id, job in self.changed_jobs.items() if job_id not in self.new_jobs
+            job_row(job, with_input=False)
+            for job_id, job in self.changed_jobs.items()
+            if job_id not in self.new_jobs
         ]
         ws.events = [event_row(ev) for ev in self.events]
         ws.logs = [

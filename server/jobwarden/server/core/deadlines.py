@@ -1,0 +1,215 @@
+"""What each deadline does when it passes: start timeouts, the two heartbeat deadlines, execution
+timeouts, retry backoffs, cancel grace and external lock TTLs.
+
+A timer only says "look at this job now": each handler re-reads the job and does nothing when the
+deadline has moved or no longer applies.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from jobwarden.contract import (
+    ACTIVE_STATUSES,
+    ErrorKind,
+    ExecutionMode,
+    JobStatus,
+    StartTimeoutAction,
+)
+
+from .errors import (
+    InvalidArgument,
+)
+from .flow import EngineBase
+from .model import (
+    Job,
+    JobError,
+)
+from .sessions import (
+    CancelOut,
+)
+from .timers import TimerKind
+from .validation import (
+    SubmitSpec,
+)
+
+__all__ = ["DeadlineHandlers"]
+
+log = logging.getLogger("jobwarden.engine")
+
+
+class DeadlineHandlers(EngineBase):
+    """What happens when a deadline passes."""
+
+    async def _on_timer(self, kind: str, key: str) -> None:
+        if not self._running:
+            return
+        if kind == TimerKind.LOCK_TTL:
+            self._on_lock_ttl(key)
+            return
+        job = self.registry.jobs.get(key)
+        if job is None:
+            return
+        handler = {
+            TimerKind.START: self._on_start_timeout,
+            TimerKind.HEARTBEAT: self._on_heartbeat_timeout,
+            TimerKind.TAKEOVER: self._on_takeover_timeout,
+            TimerKind.EXECUTION: self._on_execution_timeout,
+            TimerKind.WAKE: self._on_wake,
+            TimerKind.CANCEL: self._on_cancel_timeout,
+        }[kind]
+        handler(job, self.clock())
+
+    def _not_yet(self, kind: str, job: Job, deadline: float | None, now: float) -> bool:
+        """True (and re-armed) when the deadline moved later since the timer was set."""
+        if deadline is None:
+            return True
+        if deadline > now + 0.001:
+            self.timers.arm(kind, job.id, deadline)
+            return True
+        return False
+
+    def _on_wake(self, job: Job, now: float) -> None:
+        if job.status is not JobStatus.DELAYED or self._not_yet(TimerKind.WAKE, job, job.deadlines.wake, now):
+            return
+        job.deadlines.wake = None
+        self._set_start_deadline(job, now)
+        reason = "retry backoff over" if job.next_mode is ExecutionMode.RETRY else "its time came"
+        self.registry.transition(job, JobStatus.QUEUED, reason=reason)
+        self._arm_start(job)
+        self._enqueue(job)
+
+    def _on_start_timeout(self, job: Job, now: float) -> None:
+        if job.status not in (JobStatus.QUEUED, JobStatus.WAITING_FOR_LOCK):
+            return
+        if self._not_yet(TimerKind.START, job, job.deadlines.start, now):
+            return
+        start = self._timeouts(job).start
+        job.deadlines.start = None
+        if start is None:
+            return
+        if start.run_request is not None:
+            self._submit_run_request(
+                job, start.run_request.action, start.run_request.input, start.run_request.correlation_id
+            )
+        waited = f"not started within {start.duration:g}s"
+        if start.action is StartTimeoutAction.NONE:
+            self.registry.touch(job)
+            return
+        if start.action is StartTimeoutAction.RETRY and job.start_retries < start.retry_count:
+            delay = start.retry_delay(job.start_retries)
+            job.start_retries += 1
+            self.queues.remove(job.id)
+            self._release_job_locks(job)
+            job.deadlines.wake = now + delay
+            self.registry.transition(
+                job,
+                JobStatus.DELAYED,
+                reason=f"{waited}: re-queued in {delay:g}s "
+                f"(start retry {job.start_retries} of {start.retry_count})",
+            )
+            self.timers.arm(TimerKind.WAKE, job.id, job.deadlines.wake)
+            return
+        spent = f" and {start.retry_count} start retries" if start.action is StartTimeoutAction.RETRY else ""
+        error = JobError(ErrorKind.START_TIMEOUT, f"{waited}{spent}", retryable=False)
+        self._end(job, JobStatus.FAILED, reason=f"START_TIMEOUT: {error.message}", error=error)
+
+    def _submit_run_request(
+        self, job: Job, action: str, job_input: dict[str, Any], correlation_id: str
+    ) -> None:
+        spec = SubmitSpec(
+            action=action,
+            input=job_input,
+            correlation_id=correlation_id or job.id,
+            labels={"jobwarden.start_timeout_of": job.id},
+        )
+        try:
+            locks = self._check_submit(spec)
+        except InvalidArgument as error:
+            log.error("start timeout run request of job %s refused: %s", job.id, error.message)
+            return
+        self._create(spec, locks, actor=f"start-timeout:{job.id}")
+
+    def _on_heartbeat_timeout(self, job: Job, now: float) -> None:
+        if job.status is not JobStatus.RUNNING:
+            return
+        if self._not_yet(TimerKind.HEARTBEAT, job, job.deadlines.heartbeat, now):
+            return
+        heartbeat = self._timeouts(job).heartbeat or 0.0
+        self._time_out(job, now, reason=f"no update for {heartbeat:g}s")
+
+    def _on_takeover_timeout(self, job: Job, now: float) -> None:
+        if job.status is not JobStatus.TIMED_OUT:
+            return
+        if self._not_yet(TimerKind.TAKEOVER, job, job.deadlines.takeover, now):
+            return
+        old = self._holder(job)
+        if job.cancel_requested:
+            if old is not None:
+                old.send(CancelOut(job.id, job.attempt, job.status_reason))
+            self._end(job, JobStatus.CANCELLED, reason=job.status_reason or "cancelled while timed out")
+            self._schedule_dispatch()
+            return
+        candidates = [
+            s
+            for s in self.sessions.values()
+            if s is not old
+            and (spec := s.executors.get(job.action)) is not None
+            and spec.supports_resume
+            and s.free_for(job.action) > 0
+        ]
+        if candidates:
+            target = max(candidates, key=lambda s: s.free_for(job.action))
+            if old is not None:
+                old.send(CancelOut(job.id, job.attempt, f"taken over by worker {target.name}"))
+            self._finish_attempt(job, JobStatus.TIMED_OUT)
+            job.next_mode = ExecutionMode.RESUME
+            self._start(job, target)
+            return
+        if old is not None:
+            old.send(CancelOut(job.id, job.attempt, "lost: silent past the second deadline"))
+        silent = self._timeouts(job).heartbeat
+        what = f"no update for {silent:g}s and" if silent else "its worker went away and"
+        error = JobError(
+            ErrorKind.LOST,
+            f"{what} nobody took it over within {self._takeover_timeout(job):g}s more",
+        )
+        self._fail(job, error)
+        self._schedule_dispatch()
+
+    def _on_execution_timeout(self, job: Job, now: float) -> None:
+        if job.status not in ACTIVE_STATUSES:
+            return
+        if self._not_yet(TimerKind.EXECUTION, job, job.deadlines.execution, now):
+            return
+        limit = self._timeouts(job).execution or 0.0
+        session = self._holder(job)
+        if session is not None:
+            session.send(CancelOut(job.id, job.attempt, f"execution timeout of {limit:g}s passed"))
+        self._fail(
+            job,
+            JobError(ErrorKind.KILLED, f"the execution timeout of {limit:g}s passed; the job was cancelled"),
+        )
+        self._schedule_dispatch()
+
+    def _on_cancel_timeout(self, job: Job, now: float) -> None:
+        if job.status not in ACTIVE_STATUSES or not job.cancel_requested:
+            return
+        self._end(
+            job,
+            JobStatus.CANCELLED,
+            reason=f"{job.status_reason} (the worker did not confirm within {self.config.cancel_grace:g}s)",
+        )
+        self._schedule_dispatch()
+
+    def _on_lock_ttl(self, holder: str) -> None:
+        expires_at = self._lock_ttls.get(holder)
+        if expires_at is None or not self.locks.holds(holder):
+            return
+        if expires_at > self.clock() + 0.001:
+            self.timers.arm(TimerKind.LOCK_TTL, holder, expires_at)
+            return
+        del self._lock_ttls[holder]
+        log.info("locks of %s expired (TTL)", holder)
+        self._release_locks_of(holder)

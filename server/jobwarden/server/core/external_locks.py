@@ -1,0 +1,109 @@
+"""LockService's side of the lock table: external holders acquire with a TTL, release, and list."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from jobwarden.contract import LockMode
+
+from .errors import (
+    FailedPrecondition,
+    InvalidArgument,
+)
+from .flow import EngineBase, _lock_map
+from .ids import parse_job_id
+from .locks import LockHolding, ResourceView
+from .timers import TimerKind
+from .validation import (
+    check_duration,
+    check_lock_requests,
+    check_string,
+)
+
+__all__ = ["ExternalLocks"]
+
+log = logging.getLogger("jobwarden.engine")
+
+
+class ExternalLocks(EngineBase):
+    """Locks held by systems outside jobwarden, with a TTL."""
+
+    async def acquire_locks(
+        self, holder: str, requests: list[tuple[str, int]], ttl: float, wait: float | None
+    ) -> list[tuple[str, LockHolding]]:
+        """Locks for an external holder, all at once, released when ``ttl`` passes (counted from the
+        grant). Unfree locks: FailedPrecondition at once, or with ``wait`` a FIFO wait up to that long."""
+        self._check_running()
+        self._check_holder(holder)
+        if not requests:
+            raise InvalidArgument("at least one lock is required")
+        locks = _lock_map(check_lock_requests(requests))
+        check_duration(ttl, "ttl")
+        if wait is not None:
+            check_duration(wait, "wait", allow_zero=True)
+        may_wait = wait is not None and wait > 0
+        if not self.locks.acquire(holder, locks, now=self.clock(), wait=may_wait):
+            if not may_wait:
+                raise FailedPrecondition(f"the locks are not free: {self._describe_busy(locks)}")
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._lock_waiters[holder] = future
+            try:
+                await asyncio.wait_for(asyncio.shield(future), wait)
+            except TimeoutError:
+                if not future.done():
+                    self._handle_grants(self.locks.withdraw(holder))
+                    raise FailedPrecondition(
+                        f"the locks were not granted within {wait:g}s: {self._describe_busy(locks)}"
+                    ) from None
+            finally:
+                self._lock_waiters.pop(holder, None)
+        expires_at = self.clock() + ttl
+        for holding in self.locks.held_by(holder).values():
+            holding.expires_at = expires_at
+        self._lock_ttls[holder] = expires_at
+        self._persist_holdings(holder)
+        self.timers.arm(TimerKind.LOCK_TTL, holder, expires_at)
+        await self.writer.flush()
+        return sorted(self.locks.held_by(holder).items())
+
+    @staticmethod
+    def _check_holder(holder: str) -> None:
+        if not holder or not holder.strip():
+            raise InvalidArgument("holder is required")
+        check_string(holder, "holder", 256)
+        try:
+            parse_job_id(holder)
+        except InvalidArgument:
+            return
+        raise InvalidArgument("holder must not be a job id: jobs take their locks through the engine")
+
+    def _describe_busy(self, locks: dict[str, LockMode]) -> str:
+        parts = []
+        for view in self.locks.view():
+            if view.resource not in locks:
+                continue
+            holders = ", ".join(f"{h.holder} {h.mode.name}" for h in view.holders) or "nobody"
+            waiting = f", {len(view.waiters)} waiting" if view.waiters else ""
+            parts.append(f"{view.resource} held by {holders}{waiting}")
+        return "; ".join(parts) or "earlier waiters come first"
+
+    async def release_locks(self, holder: str, resources: Sequence[str]) -> int:
+        self._check_running()
+        if not holder:
+            raise InvalidArgument("holder is required")
+        if not self.locks.holds(holder):
+            raise FailedPrecondition(f"{holder} holds no locks")
+        holdings = self.locks.held_by(holder)
+        if any(h.job_id is not None for h in holdings.values()):
+            raise FailedPrecondition("a job's locks are released by the engine when the job ends")
+        released = self._release_locks_of(holder, resources or None)
+        if not self.locks.holds(holder):
+            self.timers.disarm(TimerKind.LOCK_TTL, holder)
+            self._lock_ttls.pop(holder, None)
+        await self.writer.flush()
+        return released
+
+    def list_locks(self, prefix: str = "") -> list[ResourceView]:
+        return self.locks.view(prefix)

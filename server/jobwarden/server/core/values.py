@@ -1,0 +1,115 @@
+"""Value types the engine takes and gives: its configuration, worker messages in, stats out."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobwarden.contract import (
+    ErrorKind,
+    JobStatus,
+)
+
+from .model import (
+    ActionConfig,
+    JobError,
+)
+from .sessions import (
+    ExecutorSpec,
+)
+
+__all__ = [
+    "WORKER_ERROR_KINDS",
+    "ActionStatsView",
+    "EngineConfig",
+    "JobResultIn",
+    "JobUpdateIn",
+    "Registration",
+    "StatsView",
+]
+
+log = logging.getLogger("jobwarden.engine")
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    db_url: str = "sqlite:///jobwarden.db"
+    #: how often workers must send a heartbeat; a session silent for ``session_timeout_intervals`` of
+    #: these is dead
+    heartbeat_interval: float = 5.0
+    session_timeout_intervals: float = 3.0
+    #: the second deadline when neither the job nor its action sets one
+    default_takeover_timeout: float = 60.0
+    #: how long a running job may take to confirm a cancel before it is CANCELLED anyway
+    cancel_grace: float = 30.0
+    #: events a watcher may fall behind before its stream is cut
+    watch_max_pending: int = 50_000
+    finished_cache_size: int = 10_000
+    #: how long a caller waits for a commit before it is told the store is unavailable
+    commit_timeout: float = 10.0
+    #: action configurations from the config file; they replace stored ones at start
+    actions: list[ActionConfig] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Registration:
+    worker_name: str
+    executors: list[ExecutorSpec]
+    capacity: int
+    labels: dict[str, str] = field(default_factory=dict)
+    running_jobs: list[tuple[str, int]] = field(default_factory=list)
+    worker_id: str = ""
+    peer: str = ""
+
+
+@dataclass(slots=True)
+class JobUpdateIn:
+    job_id: str
+    attempt: int
+    progress: int | None = None
+    message: str | None = None
+    step: str | None = None
+    #: (name, data) of a step that finished
+    completed_step: tuple[str, dict[str, Any]] | None = None
+    job_variables: dict[str, str] = field(default_factory=dict)
+    workflow_variables: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class JobResultIn:
+    job_id: str
+    attempt: int
+    status: int
+    result: dict[str, Any] | None = None
+    job_variables: dict[str, str] = field(default_factory=dict)
+    workflow_variables: dict[str, str] = field(default_factory=dict)
+    error: JobError | None = None
+    #: raw error kind number from the wire, checked here
+    error_kind: int = 0
+
+
+@dataclass(slots=True)
+class ActionStatsView:
+    action: str
+    counts: dict[JobStatus, int]
+    paused: bool
+    workers: int
+    free_capacity: int
+    max_running: int
+
+
+@dataclass(slots=True)
+class StatsView:
+    statuses: dict[JobStatus, int]
+    actions: list[ActionStatsView]
+    running: int
+    queued: int
+    throughput: float
+    actions_without_workers: list[str]
+    head_sequence: int
+    workers: int
+    watchers: int
+
+
+WORKER_ERROR_KINDS = frozenset({ErrorKind.JOB_ERROR, ErrorKind.CRASHED})
