@@ -234,10 +234,13 @@ class JobClient:
 
         Bound the wait with ``asyncio.timeout(...)``.
         """
+        # The committed head first, then the job: a change after the head reaches the watch, and one
+        # before it shows in the job read after it.
+        head = (await self.stats()).head_sequence
         job = await self.get(job_id)
         if JobStatus(job.status) in TERMINAL_STATUSES:
             return job
-        async for event in self.watch(after_sequence=max(job.sequence, 0), job_ids=[job_id]):
+        async for event in self.watch(after_sequence=head, job_ids=[job_id]):
             if JobStatus(event.job.status) in TERMINAL_STATUSES:
                 return await self.get(job_id)
         raise EngineUnavailable(f"the watch of job {job_id} ended", job_id=job_id)
