@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-
 from jobwarden.contract import ErrorKind, JobStatus, LockMode
 from jobwarden.tui._filter import FilterError, JobFilter, SortOrder
 from jobwarden.tui._format import format_duration, progress_bar, short_id, truncate
@@ -14,9 +13,13 @@ from jobwarden.v1 import job_pb2
 NOW = 1_700_000_000.0
 
 
-def job(job_id: str, status: JobStatus = JobStatus.QUEUED, sequence: int = 1, **fields: object) -> job_pb2.Job:
+def job(
+    job_id: str, status: JobStatus = JobStatus.QUEUED, sequence: int = 1, **fields: object
+) -> job_pb2.Job:
     created = Timestamp(seconds=int(NOW) - 100)
-    message = job_pb2.Job(id=job_id, action="transcode", status=int(status), sequence=sequence, created_at=created)
+    message = job_pb2.Job(
+        id=job_id, action="transcode", status=int(status), sequence=sequence, created_at=created
+    )
     for name, value in fields.items():
         if isinstance(value, Timestamp):
             getattr(message, name).CopyFrom(value)
@@ -87,7 +90,8 @@ def test_trim_keeps_unfinished_jobs_and_the_newest_finished_ones() -> None:
     # The load trims at once: 30 finished is more than 20 and its tenth of slack.
     assert len([row for row in jobs.jobs.values() if row.terminal]) == 20
     assert all(f"r{i}" in jobs.jobs for i in range(5))
-    assert "d29" in jobs.jobs and "d10" in jobs.jobs and "d09" not in jobs.jobs
+    assert {"d29", "d10"} <= jobs.jobs.keys()
+    assert "d09" not in jobs.jobs
     # One more finished job is within the slack: nothing is evicted yet.
     jobs.apply([event(300, job("x", JobStatus.COMPLETED, finished_at=NOW))])
     assert jobs.trim() == 0
@@ -95,7 +99,7 @@ def test_trim_keeps_unfinished_jobs_and_the_newest_finished_ones() -> None:
     jobs.apply([event(301, job("y", JobStatus.COMPLETED, finished_at=NOW))])
     evicted = jobs.trim()
     assert evicted == 2
-    assert "d10" not in jobs.jobs and "d11" not in jobs.jobs
+    assert not {"d10", "d11"} & jobs.jobs.keys()
     assert {"d10", "d11", "y"} <= jobs.take_dirty()
 
 

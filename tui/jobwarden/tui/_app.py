@@ -16,7 +16,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
 
 from ._client import EngineClient, EngineError
-from ._feed import JobFeed, LinkStatus
+from ._feed import JobFeed, LinkState, LinkStatus
 from ._filter import JobFilter, SortOrder
 from ._format import STATUS_LABEL, short_id
 from ._model import Clock, JobRow, JobStore
@@ -74,9 +74,12 @@ class ConsoleApp(App[None]):
         keep_finished: int = 1000,
         stale_after: float = 10.0,
         stats_interval: float = 1.0,
+        engine_label: str | None = None,
     ) -> None:
         super().__init__()
         self.engine = engine
+        #: how the header names the engine (its address unless told otherwise)
+        self.engine_label = engine_label or engine
         self.read_only = read_only
         self.clock = clock
         self.flush_interval = flush_interval
@@ -186,22 +189,33 @@ class ConsoleApp(App[None]):
         notes = []
         if self.marks:
             notes.append(f"{len(self.marks)} marked (space toggles, Esc clears)")
+        link = self.feed.status()
         if isinstance(screen, JobsScreen):
             notes.append(f"sort: {self.sort.title}")
             table = screen.table
             notes.append(f"{table.row_count:,} shown of {len(self.store):,} kept")
+            table.set_empty_text(self._empty_text(link))
         if self.read_only:
             notes.append("read-only")
         for header in screen.query(StatusHeader):
             header.show(
-                engine=self.engine,
-                link=self.feed.status(),
+                engine=self.engine_label,
+                link=link,
                 frozen_pending=len(self.store.dirty) if self.frozen else None,
                 counts=counts,
                 job_filter=self.job_filter,
                 throughput=self.store.throughput(),
                 notes=notes,
             )
+
+    def _empty_text(self, link: LinkStatus) -> str:
+        if link.state is LinkState.CONNECTING:
+            return f"Connecting to the engine at {self.engine_label}…"
+        if link.state is LinkState.RECONNECTING and not self.store.jobs:
+            return f"Cannot reach the engine at {self.engine_label}; retrying…"
+        if self.job_filter.active:
+            return f"No job matches {self.job_filter.describe()}. / changes the filter, 0 shows every status."
+        return "No jobs yet. Submit one with: jobwarden submit ACTION --input '{...}'"
 
     def _console_screen(self) -> ConsoleScreen | None:
         for screen in reversed(self.screen_stack):

@@ -56,14 +56,15 @@ class LinkIndicator(Static):
             text = "◌ connecting…"
         elif state is LinkState.RECONNECTING:
             text = f"◌ reconnecting · {format_duration(status.for_seconds)}"
-            if status.attempts > 1:
-                text += f" · try {status.attempts}"
         else:
             text = f"◐ stale · silent {format_duration(status.for_seconds)}"
         if frozen_pending is not None:
             text = f"❄ frozen · {frozen_pending:,} pending  {text}"
         _update(self, text)
-        self.tooltip = status.error or None
+        tip = status.error
+        if status.attempts:
+            tip = f"{tip} (attempt {status.attempts})" if tip else f"attempt {status.attempts}"
+        self.tooltip = tip or None
         for candidate in LinkState:
             self.set_class(candidate is state, f"-{candidate.value}")
         self.set_class(frozen_pending is not None, "-frozen")

@@ -133,6 +133,8 @@ class JobTable(ScrollView, can_focus=True):
         self._lines: LRUCache[tuple[Any, ...], Strip] = LRUCache(2048)
         self._styles: dict[str, Style] = {}
         self._layouts: dict[int, list[tuple[_Column, int]]] = {}
+        #: the age each row showed when last drawn, so the clock tick redraws only what changed
+        self._ages: dict[str, str] = {}
 
     # -- the view -------------------------------------------------------------------------
 
@@ -199,6 +201,13 @@ class JobTable(ScrollView, can_focus=True):
             if top <= index < bottom:
                 self.refresh_lines(index + 1)
 
+    def set_empty_text(self, text: str) -> None:
+        """What the table says when no job is shown."""
+        if text != self.empty_text:
+            self.empty_text = text
+            if not self._order:
+                self.refresh()
+
     def refresh_ids(self, ids: Iterable[str]) -> None:
         """Redraw these rows if they are on screen (after marks change)."""
         for job_id in ids:
@@ -207,12 +216,14 @@ class JobTable(ScrollView, can_focus=True):
                 self.refresh_lines(index + 1)
 
     def tick(self) -> None:
-        """Redraw the rows on screen whose age is ticking."""
+        """Redraw the rows on screen whose age shows a new value."""
         top = int(self.scroll_offset.y)
         jobs = self.store.jobs
+        now = self._clock()
         for index in range(top, min(top + self.size.height, len(self._order))):
-            row = jobs.get(self._order[index])
-            if row is not None and not row.terminal:
+            job_id = self._order[index]
+            row = jobs.get(job_id)
+            if row is not None and not row.terminal and self._ages.get(job_id) != _age(row, now):
                 self.refresh_lines(index + 1)
 
     def move_to(self, job_id: str) -> bool:
@@ -340,6 +351,9 @@ class JobTable(ScrollView, can_focus=True):
             return Strip.blank(width, base)
         now = self._clock()
         age = _age(row, now)
+        if len(self._ages) > 4096:
+            self._ages.clear()
+        self._ages[job_id] = age
         worker = self._worker_name(row.worker_id) if row.worker_id else ""
         cursor = index == self.cursor
         marked = job_id in self.marks
