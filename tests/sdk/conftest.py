@@ -22,6 +22,9 @@ from jobwarden.sdk import JobClient
 from jobwarden.v1 import job_pb2
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+#: the installed ``jobwarden`` command, as a user runs it
+JOBWARDEN = str(Path(sys.executable).with_name("jobwarden"))
 T = TypeVar("T")
 
 
@@ -74,16 +77,22 @@ class WorkerProcess:
     """``jobwarden worker sdk_executors:ALL`` in its own process, its output in a log file."""
 
     def __init__(
-        self, address: str, log: Path, *, target: str = "sdk_executors:ALL", args: tuple[str, ...] = ()
-    ):
+        self,
+        address: str,
+        log: Path,
+        *,
+        target: str = "sdk_executors:ALL",
+        args: tuple[str, ...] = (),
+        cwd: Path = HERE,
+    ) -> None:
         self.log = log
         self.name = f"test-worker-{log.stem}"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-        command = [sys.executable, "-m", "jobwarden.sdk.cli", "worker", target, "--engine", address]
+        command = [JOBWARDEN, "worker", target, "--engine", address]
         command += ["--name", self.name, *args]
         self._file = log.open("wb")
         self.process = subprocess.Popen(
-            command, env=env, cwd=HERE, stdout=self._file, stderr=subprocess.STDOUT
+            command, env=env, cwd=cwd, stdout=self._file, stderr=subprocess.STDOUT
         )
 
     @property
@@ -125,9 +134,15 @@ def workers(engine: Any, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess
     """Start worker processes against the test's engine: ``workers("--capacity", "2")``."""
     started: list[WorkerProcess] = []
 
-    def start(*args: str, target: str = "sdk_executors:ALL", address: str | None = None) -> WorkerProcess:
+    def start(
+        *args: str, target: str = "sdk_executors:ALL", address: str | None = None, cwd: Path = HERE
+    ) -> WorkerProcess:
         worker = WorkerProcess(
-            address or engine.address, tmp_path / f"worker{len(started)}.log", target=target, args=args
+            address or engine.address,
+            tmp_path / f"worker{len(started)}.log",
+            target=target,
+            args=args,
+            cwd=cwd,
         )
         started.append(worker)
         return worker

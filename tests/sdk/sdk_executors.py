@@ -233,3 +233,10 @@ ALL = [
     Silent,
     Noop,
 ]
+
+
+class NoAction(Executor):
+    """Not in ALL: an executor that forgot its action (a worker must refuse it)."""
+
+    async def execute(self, ctx: JobContext) -> None:
+        return None

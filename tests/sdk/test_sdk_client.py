@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from jobwarden.contract import JobEventType, JobStatus
 from jobwarden.sdk import (
     EngineUnavailable,
@@ -127,10 +126,8 @@ async def test_the_sync_client_does_the_same_without_an_event_loop(engine: objec
                 types.append(event.type)
                 if JobStatus(event.job.status) is JobStatus.CANCELLED:
                     break
-            try:
+            with pytest.raises(JobNotFound):
                 sync.retry("01900000-0000-7000-8000-000000000000")
-            except JobNotFound:
-                pass
             return fetched.action, types, len(sync.list(action="sync-client").jobs)
 
     action, types, count = await asyncio.to_thread(use)
