@@ -4,8 +4,8 @@ from google.protobuf import struct_pb2
 from jobwarden.contract import JobStatus
 from jobwarden.v1 import job_service_pb2 as js
 
-from ..conftest import EngineHandle, Stubs
-from ..support import RawWorker
+from tests.conftest import EngineHandle, Stubs
+from tests.support import RawWorker
 
 
 def struct(d: dict) -> struct_pb2.Struct:

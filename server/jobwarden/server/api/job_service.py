@@ -57,7 +57,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         [(job, duplicate)] = await self.engine.submit(
             [submit_spec_from_proto(request)], actor=actor_of(context)
         )
-        return job_service_pb2.SubmitJobResponse(job=job_to_proto(job.to_dict()), duplicate=duplicate)
+        return job_service_pb2.SubmitJobResponse(job=job_to_proto(job), duplicate=duplicate)
 
     @grpc_errors
     async def SubmitJobs(
@@ -72,7 +72,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         results = await self.engine.submit(specs, actor=actor_of(context))
         return job_service_pb2.SubmitJobsResponse(
             jobs=[
-                job_service_pb2.SubmitJobResponse(job=job_to_proto(job.to_dict()), duplicate=duplicate)
+                job_service_pb2.SubmitJobResponse(job=job_to_proto(job), duplicate=duplicate)
                 for job, duplicate in results
             ]
         )
@@ -116,7 +116,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         self, request: job_service_pb2.CancelJobRequest, context: Context
     ) -> job_service_pb2.CancelJobResponse:
         job = await self.engine.cancel(request.job_id, reason=request.reason, actor=actor_of(context))
-        return job_service_pb2.CancelJobResponse(job=job_to_proto(job.to_dict()))
+        return job_service_pb2.CancelJobResponse(job=job_to_proto(job))
 
     @grpc_errors
     async def RetryJob(
@@ -125,7 +125,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         job = await self.engine.retry(
             request.job_id, from_step=request.from_step, reason=request.reason, actor=actor_of(context)
         )
-        return job_service_pb2.RetryJobResponse(job=job_to_proto(job.to_dict()))
+        return job_service_pb2.RetryJobResponse(job=job_to_proto(job))
 
     @grpc_stream_errors
     async def WatchJobs(

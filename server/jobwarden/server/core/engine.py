@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from jobwarden.contract import (
     ACTIVE_STATUSES,
@@ -65,7 +66,11 @@ from .values import ActionStatsView, EngineConfig, JobResultIn, JobUpdateIn, Reg
 from .worker_protocol import WorkerProtocol
 from .writer import Writer
 
+#: a job as it was at one moment (``Job.to_dict()``): what a change answers with
+JobSnapshot = dict[str, Any]
+
 __all__ = [
+    "JobSnapshot",
     "ActionStatsView",
     "Engine",
     "EngineConfig",
@@ -222,7 +227,9 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
         for template in config.lock_templates:
             check_template(template.resource)
 
-    async def submit(self, specs: Sequence[SubmitSpec], *, actor: str = "api") -> list[tuple[Job, bool]]:
+    async def submit(
+        self, specs: Sequence[SubmitSpec], *, actor: str = "api"
+    ) -> list[tuple[JobSnapshot, bool]]:
         """Submit jobs in one commit. Returns each job and whether it was a duplicate (idempotency key).
         Every spec is checked first: one bad spec refuses the whole batch, and nothing changes."""
         self._check_running()
@@ -246,16 +253,16 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
         ]
         stored = await self._read(self.store.jobs_by_idempotency_key, unknown_keys) if unknown_keys else {}
         self._check_running()
-        results: list[tuple[Job, bool]] = []
+        results: list[tuple[JobSnapshot, bool]] = []
         for spec, locks in zip(specs, checked, strict=True):
             key = spec.idempotency_key
             if key:
                 # Memory first: a concurrent submit with this key may have registered it while we read.
                 existing = self.registry.by_key(key) or stored.get(key)
                 if existing is not None:
-                    results.append((existing, True))
+                    results.append((existing.to_dict(), True))
                     continue
-            results.append((self._create(spec, locks, actor), False))
+            results.append((self._create(spec, locks, actor).to_dict(), False))
         await self.writer.flush()
         return results
 
@@ -390,7 +397,7 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
             raise InvalidArgument("limit must be between 0 and 10000")
         return await self._read(self.store.job_logs, job.id, after_index, limit or 1000)
 
-    async def cancel(self, job_id: str, *, reason: str = "", actor: str = "api") -> Job:
+    async def cancel(self, job_id: str, *, reason: str = "", actor: str = "api") -> JobSnapshot:
         """Cancel a waiting job at once; ask the worker of a running one (CANCELLED when it confirms)."""
         self._check_running()
         check_string(reason, "reason", Limits.MAX_MESSAGE_LENGTH)
@@ -412,10 +419,13 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
                 attempt = job.attempt
                 self.writer.after_commit(lambda: session.send(CancelOut(job.id, attempt, reason)))
             self.timers.arm(TimerKind.CANCEL, job.id, self.clock() + self.config.cancel_grace)
+        snapshot = job.to_dict()
         await self.writer.flush()
-        return job
+        return snapshot
 
-    async def retry(self, job_id: str, *, from_step: str = "", reason: str = "", actor: str = "api") -> Job:
+    async def retry(
+        self, job_id: str, *, from_step: str = "", reason: str = "", actor: str = "api"
+    ) -> JobSnapshot:
         """A new attempt of a FAILED or CANCELLED job, from its last checkpoint or from ``from_step``."""
         self._check_running()
         check_string(reason, "reason", Limits.MAX_MESSAGE_LENGTH)
@@ -448,8 +458,9 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
         )
         self._arm_start(job)
         self._enqueue(job)
+        snapshot = job.to_dict()
         await self.writer.flush()
-        return job
+        return snapshot
 
     def stats(self) -> StatsView:
         counts = self.registry.counts
