@@ -30,13 +30,15 @@ function clients(address) {
   };
 }
 
+// google.protobuf.Value comes from protobufjs's bundled definitions, whose field names are camelCase
+// (numberValue, structValue) even with keepCase.
 function toValue(value) {
-  if (value === null || value === undefined) return { null_value: 'NULL_VALUE' };
-  if (typeof value === 'number') return { number_value: value };
-  if (typeof value === 'string') return { string_value: value };
-  if (typeof value === 'boolean') return { bool_value: value };
-  if (Array.isArray(value)) return { list_value: { values: value.map(toValue) } };
-  return { struct_value: toStruct(value) };
+  if (value === null || value === undefined) return { nullValue: 'NULL_VALUE' };
+  if (typeof value === 'number') return { numberValue: value };
+  if (typeof value === 'string') return { stringValue: value };
+  if (typeof value === 'boolean') return { boolValue: value };
+  if (Array.isArray(value)) return { listValue: { values: value.map(toValue) } };
+  return { structValue: toStruct(value) };
 }
 
 function toStruct(object) {
@@ -47,11 +49,11 @@ function toStruct(object) {
 
 function fromValue(value) {
   switch (value.kind) {
-    case 'number_value': return value.number_value;
-    case 'string_value': return value.string_value;
-    case 'bool_value': return value.bool_value;
-    case 'struct_value': return fromStruct(value.struct_value);
-    case 'list_value': return (value.list_value.values || []).map(fromValue);
+    case 'numberValue': return value.numberValue;
+    case 'stringValue': return value.stringValue;
+    case 'boolValue': return value.boolValue;
+    case 'structValue': return fromStruct(value.structValue);
+    case 'listValue': return (value.listValue.values || []).map(fromValue);
     default: return null;
   }
 }
