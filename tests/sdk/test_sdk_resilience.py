@@ -14,8 +14,8 @@ from .conftest import TcpProxy, WorkerProcess, read_trace, wait_status, wait_unt
 
 Workers = Callable[..., WorkerProcess]
 
-#: a dead worker's jobs time out after 1 s and are taken over 1 s later
-FAST_TAKEOVER = {"heartbeat": 1.0, "takeover": 1.0}
+#: a dead worker's jobs time out after 1 s and are taken over 2 s later
+FAST_TAKEOVER = {"heartbeat": 1.0, "takeover": 2.0}
 
 
 async def _at_step_two(client: JobClient, job_id: str) -> bool:
@@ -33,10 +33,10 @@ async def test_steps_are_skipped_on_resume_after_the_worker_was_killed(
     trace, gate = tmp_path / "trace", tmp_path / "gate"
     job = await client.submit("sdk-steps", {"trace": str(trace), "gate": str(gate)}, timeouts=FAST_TAKEOVER)
     await wait_until(lambda: _at_step_two(client, job.id), what="step one to be checkpointed")
-    first.kill()
-
+    # The second worker is up before the first dies: the takeover window is short.
     second = workers()
     await second.connected(client)
+    first.kill()
     gate.touch()
     done = await wait_status(client, job.id, within=60)
     assert JobStatus(done.status) is JobStatus.COMPLETED, done

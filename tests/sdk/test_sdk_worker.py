@@ -200,3 +200,11 @@ async def test_operator_retry_from_a_named_step_runs_it_again(
 async def _progress_is(client: JobClient, job_id: str, progress: int) -> bool:
     job = await client.get(job_id)
     return job.progress == progress and JobStatus(job.status) is JobStatus.RUNNING
+
+
+async def test_the_overhead_bench_runs_through_a_worker_process() -> None:
+    """tests/sdk/bench_sdk.py measures the SDK's per-job cost; keep it working (no speed is asserted)."""
+    from .bench_sdk import bench_null
+
+    rate = await bench_null(jobs=300, capacity=20, target="bench_sdk:Noop")
+    assert rate > 0
