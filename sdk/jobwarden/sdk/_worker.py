@@ -307,7 +307,7 @@ class Worker:
             try:
                 await call.write(pb.ConnectRequest(register=self._register_message()))
                 first = await call.read()
-                if first is grpc.aio.EOF:
+                if not isinstance(first, pb.ConnectResponse):  # grpc.aio.EOF
                     raise EngineUnavailable(
                         f"the engine at {self.address} closed the stream before Registered"
                     )
@@ -325,7 +325,7 @@ class Worker:
                 ]
                 while True:
                     message = await call.read()
-                    if message is grpc.aio.EOF:
+                    if not isinstance(message, pb.ConnectResponse):  # grpc.aio.EOF
                         break
                     self._on_message(message)
             except asyncio.CancelledError:
