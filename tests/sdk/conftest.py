@@ -170,6 +170,8 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.connections = 0
+        #: while True, bytes from the client to the engine are dropped (a half-dead network)
+        self.hold_upstream = False
 
     async def start(self) -> str:
         self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
@@ -185,9 +187,11 @@ class TcpProxy:
             return
         self._writers |= {writer, up_writer}
 
-        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, upstream: bool) -> None:
             try:
                 while data := await source.read(65536):
+                    if upstream and self.hold_upstream:
+                        continue  # swallowed: as if the network lost it
                     sink.write(data)
                     await sink.drain()
             except (ConnectionError, OSError):
@@ -195,7 +199,7 @@ class TcpProxy:
             finally:
                 sink.close()
 
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
         self._writers -= {writer, up_writer}
 
     def cut(self) -> None:

@@ -93,6 +93,11 @@ async def test_cancel_retry_and_the_engines_refusals(engine: object, client: Job
     assert code == 0
     assert "QUEUED" in out
 
+    # A job for an action no worker serves: stats say so.
+    code, out, _ = await jobwarden("stats", "--engine", address)
+    assert code == 0
+    assert "waiting with no worker: nobody-serves-this" in out
+
     code, _, err = await jobwarden("get", "01900000-0000-7000-8000-000000000000", "--engine", address)
     assert code == 1
     assert "01900000-0000-7000-8000-000000000000" in err

@@ -154,3 +154,27 @@ async def test_an_executor_without_auto_heartbeat_times_out_when_silent(
     assert JobStatus.TIMED_OUT not in {JobStatus(event.job.status) for event in events}
     gate.touch()
     assert JobStatus((await wait_status(client, vouched.id)).status) is JobStatus.COMPLETED
+
+
+async def test_a_result_lost_on_the_way_is_sent_again_after_the_reconnect(
+    client: JobClient, workers: Workers, proxy: tuple[TcpProxy, str], tmp_path: Path
+) -> None:
+    relay, address = proxy
+    worker = workers(address=address)
+    await worker.connected(client)
+    trace, gate = tmp_path / "trace", tmp_path / "gate"
+    job = await client.submit("sdk-steps", {"trace": str(trace), "gate": str(gate)})
+    await wait_until(lambda: _at_step_two(client, job.id), what="step one to be checkpointed")
+    relay.hold_upstream = True  # what the worker sends from now on is lost
+    gate.touch()
+    await wait_until(
+        lambda: "step three attempt=1 mode=EXECUTE" in read_trace(trace), what="the job to finish"
+    )
+    assert JobStatus((await client.get(job.id)).status) is not JobStatus.COMPLETED
+    relay.hold_upstream = False
+    relay.cut()
+    done = await wait_status(client, job.id)
+    assert JobStatus(done.status) is JobStatus.COMPLETED, done
+    assert done.attempt == 1
+    assert struct_to_dict(done.result)["three"] == f"{worker.pid}-2"
+    assert read_trace(trace).count("step three attempt=1 mode=EXECUTE") == 1
