@@ -9,7 +9,8 @@ against it with a clock fixed at ``NOW``. Behaviour tests use the real engine in
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -460,3 +461,31 @@ class CannedEngine(
 
     async def ListLocks(self, request: Any, context: Any) -> lock_service_pb2.ListLocksResponse:
         return lock_service_pb2.ListLocksResponse(resources=canned_locks())
+
+
+class CannedThread:
+    """A ``CannedEngine`` serving from its own event loop, so any test (sync or async) can use it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.engine = CannedEngine()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="canned-engine", daemon=True)
+        self._thread.start()
+        self.address = self.run(self.engine.start)
+
+    def run(self, function: Callable[[], Any]) -> Any:
+        """Run ``function`` (sync, or returning an awaitable) on the engine's loop and wait for it."""
+
+        async def call() -> Any:
+            result = function()
+            if asyncio.iscoroutine(result):
+                result = await result
+            return result
+
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(timeout=10)
+
+    def close(self) -> None:
+        self.run(self.engine.stop)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()

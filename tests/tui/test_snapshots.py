@@ -11,13 +11,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from conftest import CannedThread
 from jobwarden.contract import JobStatus
 from jobwarden.tui import ConsoleApp, JobFilter
 from jobwarden.tui.screens import ActionsScreen, JobDetailScreen, LocksScreen, WorkersScreen
 from textual.pilot import Pilot
-from tui_canned import NOW
-from tui_helpers import closed_address, settle, until
+
+from tests.tui.canned import NOW, CannedThread
+from tests.tui.helpers import closed_address, settle, until
 
 SIZE = (140, 36)
 FAILED_JOB = "0193a000-0000-7000-8000-000000000009"

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import ClassVar
 
 from jobwarden.contract import JobStatus
@@ -39,6 +40,7 @@ from .widgets import StatusHeader
 MUTATING_ACTIONS = frozenset({"cancel", "retry", "retry_step", "retry_failed", "pause"})
 #: app actions that make no sense while a dialog is open
 _SCREEN_ACTIONS = frozenset({"show", "filter", "freeze", "help"})
+_HERE = Path(__file__).parent
 _NAV = (("j", "Jobs"), ("w", "Workers"), ("l", "Locks"), ("a", "Actions"))
 
 
@@ -50,7 +52,8 @@ class ConsoleApp(App[None]):
     """
 
     TITLE = "jobwarden"
-    CSS_PATH = ["console.tcss", "widgets/widgets.tcss"]
+    # Absolute, so that a subclass defined elsewhere still finds them.
+    CSS_PATH = [_HERE / "console.tcss", _HERE / "widgets" / "widgets.tcss"]
     ENABLE_COMMAND_PALETTE = True
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -160,10 +163,10 @@ class ConsoleApp(App[None]):
         if not self.frozen:
             self.store.trim()
             dirty = self.store.take_dirty()
-            if dirty or self.jobs_screen.is_mounted:
+            if dirty or self.jobs_screen.ready:
                 self.marks.difference_update(job_id for job_id in dirty if job_id not in self.store.jobs)
                 with self.batch_update():
-                    if self.jobs_screen.is_mounted:
+                    if self.jobs_screen.ready:
                         self.jobs_screen.table.apply(dirty)
                     for screen in self.screen_stack:
                         if isinstance(screen, JobDetailScreen) and screen.job_id in dirty:
@@ -173,7 +176,7 @@ class ConsoleApp(App[None]):
         self.flush_times.append(time.perf_counter() - started)
 
     def _tick(self) -> None:
-        if self.jobs_screen.is_mounted and not self.frozen:
+        if self.jobs_screen.ready and not self.frozen:
             self.jobs_screen.table.tick()
 
     def link_status(self) -> LinkStatus:
@@ -190,7 +193,7 @@ class ConsoleApp(App[None]):
         if self.marks:
             notes.append(f"{len(self.marks)} marked (space toggles, Esc clears)")
         link = self.feed.status()
-        if isinstance(screen, JobsScreen):
+        if isinstance(screen, JobsScreen) and screen.ready:
             notes.append(f"sort: {self.sort.title}")
             table = screen.table
             notes.append(f"{table.row_count:,} shown of {len(self.store):,} kept")
@@ -267,7 +270,7 @@ class ConsoleApp(App[None]):
         for screen in self.screen_stack:
             if isinstance(screen, ConsoleScreen) and screen.is_mounted:
                 screen.filter_changed()
-        if self.jobs_screen.is_mounted:
+        if self.jobs_screen.ready:
             self.jobs_screen.filter_changed()
         self.refresh_header()
 
@@ -508,7 +511,7 @@ class ConsoleApp(App[None]):
         ids = [job_id for job_id in ids if job_id in self.marks]
         if ids:
             self.marks.difference_update(ids)
-            if self.jobs_screen.is_mounted:
+            if self.jobs_screen.ready:
                 self.jobs_screen.table.refresh_ids(ids)
 
 

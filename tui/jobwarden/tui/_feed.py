@@ -104,6 +104,12 @@ class JobFeed:
                     # We fell behind and the engine cut us; catching up from the sequence is the cure.
                     self.reconnects += 1
                     continue
+                if error.code is grpc.StatusCode.OUT_OF_RANGE:
+                    # Our sequence is beyond the engine's newest event: another (or a restored)
+                    # database. Nothing we hold can be trusted; start over from a snapshot.
+                    self._need_snapshot = True
+                    self.reconnects += 1
+                    continue
             finally:
                 self._cancel_call()
             self.reconnects += 1
@@ -170,6 +176,9 @@ class JobFeed:
 
     async def _follow(self) -> None:
         call = self._call = self.client.watch(self.store.sequence)
+        # The engine speaks on a watch only when something happens or a keep-alive is due, so
+        # a watch that opens on a quiet engine is live once the engine has answered a call.
+        await self._confirm_connected()
         try:
             while True:
                 try:
@@ -195,6 +204,14 @@ class JobFeed:
                     self.store.apply(response.events)
         except grpc.aio.AioRpcError as error:
             raise EngineError.from_rpc(error) from None
+
+    async def _confirm_connected(self) -> None:
+        await self.client.stats()
+        self._last_message_at = self._clock()
+        if self._state is not LinkState.LIVE:
+            self._set_state(LinkState.LIVE)
+            self._attempts = 0
+            self._error = ""
 
     def _set_state(self, state: LinkState) -> None:
         if state is not self._state:

@@ -195,11 +195,11 @@ class JobDetailScreen(ConsoleScreen):
         self.query_one("#detail-summary", Static).update(grid)
 
     def _show_overview(self, job: job_pb2.Job) -> None:
-        parts: list[Text | Table] = []
+        text = Text()
 
         def section(title: str, body: str) -> None:
-            parts.append(Text(title, style="bold underline"))
-            parts.append(Text(body + "\n"))
+            text.append(title, style="bold underline")
+            text.append(f"\n{body}\n\n")
 
         section("Input", struct_to_text(job.input, present=job.HasField("input")))
         section("Result", struct_to_text(job.result, present=job.HasField("result")))
@@ -225,10 +225,8 @@ class JobDetailScreen(ConsoleScreen):
         ]
         if deadlines:
             section("Deadlines", "\n".join(deadlines))
-        table = Table.grid()
-        for part in parts:
-            table.add_row(part)
-        self.query_one("#detail-overview", Static).update(table)
+        text.rstrip()
+        self.query_one("#detail-overview", Static).update(text)
 
     def _show_attempts(self, job: job_pb2.Job) -> None:
         rows: list[tuple[str, ...]] = []

@@ -46,28 +46,42 @@ class JobsScreen(ConsoleScreen):
         *_STATUS_KEYS,
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._table: JobTable | None = None
+
     def compose(self) -> ComposeResult:
         console = self.console
         yield self.header()
-        yield JobTable(
+        self._table = JobTable(
             console.store,
             clock=console.clock,
             marks=console.marks,
             worker_name=console.worker_name,
             id="jobs",
         )
+        yield self._table
         yield Footer()
 
     @property
     def table(self) -> JobTable:
-        return self.query_one(JobTable)
+        if self._table is None:
+            raise RuntimeError("the jobs screen is not composed yet")
+        return self._table
+
+    @property
+    def ready(self) -> bool:
+        """Whether the table is on screen and can take updates."""
+        return self._table is not None and self._table.is_mounted
 
     def on_mount(self) -> None:
         self.table.set_view(self.console.job_filter, self.console.sort)
         self.table.focus()
 
     def filter_changed(self) -> None:
-        table = self.table
+        if self._table is None:
+            return
+        table = self._table
         console = self.console
         if table.filter != console.job_filter or table.sort != console.sort:
             table.set_view(console.job_filter, console.sort)
@@ -77,19 +91,23 @@ class JobsScreen(ConsoleScreen):
 
     def _current(self) -> JobRow | None:
         job_id = self.table.cursor_id
-        return self.console.store.jobs.get(job_id) if job_id else None
+        return self.table.row(job_id) if job_id else None
 
     def _chosen(self) -> list[JobRow]:
-        """The marked jobs, or else the one under the cursor."""
-        store = self.console.store
-        if self.console.marks:
-            rows = [store.jobs[job_id] for job_id in self.table.order if job_id in self.console.marks]
+        """The marked jobs, or else the one under the cursor, as the operator sees them.
+
+        The engine judges each request against the job as it is; a view that is behind (frozen)
+        gets the engine's refusal, which the console shows.
+        """
+        marks = self.console.marks
+        if marks:
+            table = self.table
+            rows = [row for job_id in table.order if job_id in marks and (row := table.row(job_id))]
             # Marked jobs filtered out of view still count: the operator marked them.
             shown = {row.id for row in rows}
+            store = self.console.store
             rows.extend(
-                store.jobs[job_id]
-                for job_id in sorted(self.console.marks)
-                if job_id not in shown and job_id in store.jobs
+                store.jobs[job_id] for job_id in sorted(marks) if job_id not in shown and job_id in store.jobs
             )
             return rows
         current = self._current()

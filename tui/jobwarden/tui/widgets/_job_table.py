@@ -128,6 +128,8 @@ class JobTable(ScrollView, can_focus=True):
         self._worker_name = worker_name
         self._order: list[str] = []
         self._index: dict[str, int] = {}
+        #: the rows as last applied: while the view is frozen the store moves on, this does not
+        self._rows: dict[str, JobRow] = {}
         self._keys: dict[str, Any] = {}
         self._generation = -1
         self._lines: LRUCache[tuple[Any, ...], Strip] = LRUCache(2048)
@@ -147,6 +149,10 @@ class JobTable(ScrollView, can_focus=True):
         """The ids shown, top to bottom (read-only)."""
         return self._order
 
+    def row(self, job_id: str) -> JobRow | None:
+        """The job as this table shows it (which, while frozen, may be behind the store)."""
+        return self._rows.get(job_id)
+
     @property
     def cursor_id(self) -> str | None:
         if 0 <= self.cursor < len(self._order):
@@ -163,7 +169,8 @@ class JobTable(ScrollView, can_focus=True):
         keep = self.cursor_id
         key = self.sort.key()
         matches = self.filter.matches
-        self._keys = {job_id: key(row) for job_id, row in self.store.jobs.items() if matches(row)}
+        self._rows = {job_id: row for job_id, row in self.store.jobs.items() if matches(row)}
+        self._keys = {job_id: key(row) for job_id, row in self._rows.items()}
         self._generation = self.store.generation
         self._reorder(keep)
 
@@ -174,6 +181,7 @@ class JobTable(ScrollView, can_focus=True):
             return
         jobs = self.store.jobs
         keys = self._keys
+        rows = self._rows
         key = self.sort.key()
         matches = self.filter.matches
         moved = False
@@ -184,8 +192,10 @@ class JobTable(ScrollView, can_focus=True):
             if row is None or not matches(row):
                 if shown:
                     del keys[job_id]
+                    del rows[job_id]
                     moved = True
                 continue
+            rows[job_id] = row
             new_key = key(row)
             if not shown or keys[job_id] != new_key:
                 keys[job_id] = new_key
@@ -200,6 +210,25 @@ class JobTable(ScrollView, can_focus=True):
         for index in changed:
             if top <= index < bottom:
                 self.refresh_lines(index + 1)
+
+    def row_text(self, job_id: str) -> str | None:
+        """The text of a job's row as it would be drawn now, or ``None`` when it is not shown."""
+        index = self._index.get(job_id)
+        row = self._rows.get(job_id)
+        if index is None or row is None:
+            return None
+        width = self.scrollable_content_region.width or 140
+        worker = self._worker_name(row.worker_id) if row.worker_id else ""
+        strip = self._row(
+            row,
+            width,
+            self.rich_style,
+            cursor=index == self.cursor,
+            marked=job_id in self.marks,
+            age=_age(row, self._clock()),
+            worker=worker,
+        )
+        return strip.text
 
     def set_empty_text(self, text: str) -> None:
         """What the table says when no job is shown."""
@@ -218,7 +247,7 @@ class JobTable(ScrollView, can_focus=True):
     def tick(self) -> None:
         """Redraw the rows on screen whose age shows a new value."""
         top = int(self.scroll_offset.y)
-        jobs = self.store.jobs
+        jobs = self._rows
         now = self._clock()
         for index in range(top, min(top + self.size.height, len(self._order))):
             job_id = self._order[index]
@@ -346,7 +375,7 @@ class JobTable(ScrollView, can_focus=True):
         if index >= len(self._order):
             return Strip.blank(width, base)
         job_id = self._order[index]
-        row = self.store.jobs.get(job_id)
+        row = self._rows.get(job_id)
         if row is None:
             return Strip.blank(width, base)
         now = self._clock()
