@@ -1,0 +1,231 @@
+"""Every bad request gets a precise status and message, changes nothing, and breaks no other stream."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from jobwarden.contract import JobStatus, Limits
+from jobwarden.v1 import executor_service_pb2 as pb
+from jobwarden.v1 import job_pb2
+from jobwarden.v1 import job_service_pb2 as js
+
+from tests.conftest import EngineHandle, Stubs
+from tests.engine.helpers import Watcher, get, request, rpc_error, submit
+from tests.support import RawWorker, wait_for
+
+UNKNOWN_ID = "01a20000-0000-7000-8000-000000000000"
+
+
+async def snapshot(stubs: Stubs) -> tuple[list[tuple[str, int, int]], int]:
+    """Every job's id, status and attempt, and the head sequence: what a refused call must not move."""
+    listed = await stubs.jobs.ListJobs(js.ListJobsRequest(page_size=1000))
+    stats = await stubs.jobs.GetStats(js.GetStatsRequest())
+    return [(j.id, j.status, j.attempt) for j in listed.jobs], stats.head_sequence
+
+
+@pytest.mark.parametrize(
+    ("call", "code", "words"),
+    [
+        (lambda s: s.jobs.GetJob(js.GetJobRequest(job_id=UNKNOWN_ID)), "NOT_FOUND", "not found"),
+        (lambda s: s.jobs.GetJob(js.GetJobRequest(job_id="nope")), "INVALID_ARGUMENT", "malformed job_id"),
+        (lambda s: s.jobs.GetJob(js.GetJobRequest()), "INVALID_ARGUMENT", "job_id is required"),
+        (lambda s: s.jobs.CancelJob(js.CancelJobRequest(job_id=UNKNOWN_ID)), "NOT_FOUND", "not found"),
+        (lambda s: s.jobs.RetryJob(js.RetryJobRequest(job_id="x" * 100)), "INVALID_ARGUMENT", "malformed"),
+        (lambda s: s.jobs.GetJobEvents(js.GetJobEventsRequest(job_id=UNKNOWN_ID)), "NOT_FOUND", "not found"),
+        (lambda s: s.jobs.GetJobLogs(js.GetJobLogsRequest(job_id=UNKNOWN_ID)), "NOT_FOUND", "not found"),
+        (lambda s: s.jobs.SubmitJob(request("")), "INVALID_ARGUMENT", "action is required"),
+        (lambda s: s.jobs.SubmitJob(request("bad action!")), "INVALID_ARGUMENT", "not a valid action name"),
+        (lambda s: s.jobs.SubmitJob(request("a" * 300)), "INVALID_ARGUMENT", "longer than 200"),
+        (
+            lambda s: s.jobs.SubmitJob(request("work", {"blob": "x" * (Limits.MAX_PAYLOAD_BYTES + 10)})),
+            "INVALID_ARGUMENT",
+            "over the limit",
+        ),
+        (
+            lambda s: s.jobs.SubmitJob(request("work", {"blob": "x" * (Limits.MAX_MESSAGE_BYTES + 10)})),
+            "RESOURCE_EXHAUSTED",
+            "",
+        ),
+        (
+            lambda s: s.jobs.SubmitJob(request("work", locks=[job_pb2.LockRequest(resource="r", mode=7)])),
+            "INVALID_ARGUMENT",
+            "unknown lock mode 7",
+        ),
+        (
+            lambda s: s.jobs.SubmitJob(request("work", locks=[job_pb2.LockRequest(resource="", mode=1)])),
+            "INVALID_ARGUMENT",
+            "empty resource",
+        ),
+        (
+            lambda s: s.jobs.SubmitJob(request("work", labels={f"k{i}": "v" for i in range(100)})),
+            "INVALID_ARGUMENT",
+            "at most 64",
+        ),
+        (lambda s: s.jobs.SubmitJob(request("work", priority=10**9)), "INVALID_ARGUMENT", "priority"),
+        (lambda s: s.jobs.SubmitJobs(js.SubmitJobsRequest()), "INVALID_ARGUMENT", "no jobs"),
+        (lambda s: s.jobs.ListJobs(js.ListJobsRequest(page_size=5000)), "INVALID_ARGUMENT", "page_size"),
+        (lambda s: s.jobs.ListJobs(js.ListJobsRequest(page_token="zzz")), "INVALID_ARGUMENT", "page_token"),
+        (
+            lambda s: s.jobs.ListJobs(js.ListJobsRequest(statuses=[42])),
+            "INVALID_ARGUMENT",
+            "unknown job status",
+        ),
+        (lambda s: s.jobs.PauseAction(js.PauseActionRequest(action="")), "INVALID_ARGUMENT", "action"),
+    ],
+)
+async def test_bad_request_is_refused_precisely_and_changes_nothing(
+    stubs: Stubs, call: object, code: str, words: str
+) -> None:
+    await submit(stubs, "work")
+    before = await snapshot(stubs)
+    error = await rpc_error(call(stubs))  # type: ignore[operator]
+    assert error.code().name == code, error.details()
+    assert words in (error.details() or ""), error.details()
+    assert await snapshot(stubs) == before
+
+
+async def test_refused_transitions_are_failed_precondition_and_change_nothing(
+    engine: EngineHandle, stubs: Stubs
+) -> None:
+    running = await submit(stubs, "work")
+    worker = await RawWorker(engine.address, ["work"]).connect()
+    a = await worker.next_assignment()
+    before = await get(stubs, running.id)
+    error = await rpc_error(stubs.jobs.RetryJob(js.RetryJobRequest(job_id=running.id)))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "is RUNNING; only FAILED or CANCELLED jobs can be retried" in error.details()
+    assert await get(stubs, running.id) == before
+    await worker.complete(a)
+    await worker.next_ack()
+    done = await get(stubs, running.id)
+    error = await rpc_error(stubs.jobs.CancelJob(js.CancelJobRequest(job_id=running.id)))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "already COMPLETED" in error.details()
+    error = await rpc_error(stubs.jobs.RetryJob(js.RetryJobRequest(job_id=running.id)))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert await get(stubs, running.id) == done
+    failed = await submit(stubs, "work")
+    a = await worker.next_assignment()
+    await worker.fail(a, "boom")
+    await worker.next_ack()
+    error = await rpc_error(stubs.jobs.RetryJob(js.RetryJobRequest(job_id=failed.id, from_step="nope")))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "no finished step 'nope'" in error.details()
+    assert (await get(stubs, failed.id)).status == JobStatus.FAILED
+    await worker.close()
+
+
+async def test_bad_worker_messages_are_refused_on_that_stream_only(
+    engine: EngineHandle, stubs: Stubs
+) -> None:
+    job = await submit(stubs, "work")
+    other_job = await submit(stubs, "other")
+    worker = await RawWorker(engine.address, ["work"]).connect()
+    bystander = await RawWorker(engine.address, ["other"]).connect()
+    watcher = Watcher(stubs)
+    a = await worker.next_assignment()
+    b = await bystander.next_assignment()
+    before = await get(stubs, job.id)
+
+    await worker.update(a, progress=140)
+    refusal = await worker.next_refusal()
+    assert refusal.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "progress must be between 0 and 100, got 140" in refusal.message
+    assert refusal.refused == "job_update"
+
+    await worker.send(pb.ConnectRequest(job_update=pb.JobUpdate(job_id=other_job.id, attempt=1, progress=5)))
+    refusal = await worker.next_refusal()
+    assert refusal.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert "not held by worker" in refusal.message
+
+    await worker.send(
+        pb.ConnectRequest(
+            job_result=pb.JobResult(job_id=other_job.id, attempt=1, status=job_pb2.JOB_STATUS_COMPLETED)
+        )
+    )
+    ack = await worker.next_ack()
+    assert not ack.accepted
+    assert "not held by worker" in ack.reason
+
+    await worker.send(pb.ConnectRequest(job_update=pb.JobUpdate(job_id=UNKNOWN_ID, attempt=1, progress=5)))
+    assert (await worker.next_refusal()).code == grpc.StatusCode.NOT_FOUND.value[0]
+    await worker.send(pb.ConnectRequest(job_update=pb.JobUpdate(job_id="garbage", attempt=1)))
+    assert (await worker.next_refusal()).code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    await worker.send(pb.ConnectRequest())
+    assert "empty message" in (await worker.next_refusal()).message
+    await worker.update(a, completed_step=job_pb2.CompletedStep(name="s1"))
+    await worker.update(a, completed_step=job_pb2.CompletedStep(name="s1"))
+    assert "already finished" in (await worker.next_refusal()).message
+    await worker.send(pb.ConnectRequest(cancel_ack=pb.CancelAck(job_id=a.job_id, attempt=a.attempt)))
+    assert "no cancel was requested" in (await worker.next_refusal()).message
+
+    after = await get(stubs, job.id)
+    assert (after.status, after.progress, after.attempt) == (before.status, before.progress, before.attempt)
+    assert [s.name for s in after.checkpoint.completed_steps] == ["s1"]
+    assert (await get(stubs, other_job.id)).status == JobStatus.RUNNING
+
+    # A second register ends this stream, and only this one.
+    await worker.send(
+        pb.ConnectRequest(
+            register=pb.Register(worker_name="again", executors=[pb.ExecutorSpec(action="work")], capacity=1)
+        )
+    )
+    await wait_for(lambda: worker.error is not None, message="the stream to be aborted")
+    assert worker.error is not None
+    assert worker.error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "already registered" in (worker.error.details() or "")
+    await bystander.complete(b, {"fine": True})
+    assert (await bystander.next_ack()).accepted
+    assert watcher.error is None
+    watcher.cancel()
+    await bystander.close()
+
+
+@pytest.mark.parametrize(
+    ("register", "words"),
+    [
+        (None, "first message must be register"),
+        (pb.Register(worker_name="w", capacity=1), "at least one action"),
+        (pb.Register(worker_name="w", executors=[pb.ExecutorSpec(action="a")], capacity=0), "capacity"),
+        (
+            pb.Register(worker_name="w", executors=[pb.ExecutorSpec(action="a")] * 2, capacity=1),
+            "listed twice",
+        ),
+        (
+            pb.Register(worker_name="w", executors=[pb.ExecutorSpec(action="no spaces")], capacity=1),
+            "valid action",
+        ),
+    ],
+)
+async def test_bad_registration_is_refused(
+    engine: EngineHandle, register: pb.Register | None, words: str
+) -> None:
+    worker = RawWorker(engine.address, [])
+    await worker.connect(register=False)
+    if register is None:
+        await worker.send(pb.ConnectRequest(heartbeat=pb.Heartbeat()))
+    else:
+        await worker.send(pb.ConnectRequest(register=register))
+    await wait_for(lambda: worker.error is not None)
+    assert worker.error is not None
+    assert worker.error.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT)
+    assert words in (worker.error.details() or "")
+    assert not engine.core.sessions
+    await worker.drop()
+
+
+async def test_watch_bad_requests(stubs: Stubs) -> None:
+    await submit(stubs)
+    call = stubs.jobs.WatchJobs(js.WatchJobsRequest(after_sequence=10_000))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in call:
+            pass
+    assert info.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    call = stubs.jobs.WatchJobs(js.WatchJobsRequest(job_ids=["not-an-id"]))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in call:
+            pass
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await asyncio.sleep(0)
