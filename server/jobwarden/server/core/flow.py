@@ -241,6 +241,10 @@ class EngineBase:
         error: JobError | None = None,
     ) -> None:
         """Finish the job for good (a terminal status): its locks go, its timers go."""
+        if status is JobStatus.COMPLETED and job.status is JobStatus.TIMED_OUT:
+            # A result is an update that came before the second deadline: back to RUNNING first, since
+            # the state machine has no TIMED_OUT -> COMPLETED (checked before anything else changes).
+            self._back_to_running(job, reason="its result arrived before the takeover deadline", actor=actor)
         if job.status in ACTIVE_STATUSES:
             self._finish_attempt(job, status, error=error)
         self.queues.remove(job.id)
