@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -178,3 +179,29 @@ async def test_a_result_lost_on_the_way_is_sent_again_after_the_reconnect(
     assert done.attempt == 1
     assert struct_to_dict(done.result)["three"] == f"{worker.pid}-2"
     assert read_trace(trace).count("step three attempt=1 mode=EXECUTE") == 1
+
+
+async def test_a_worker_rides_out_an_engine_restart_keeping_its_job(tmp_path: Path) -> None:
+    from tests.support import EngineProcess
+
+    engine = EngineProcess(f"sqlite:///{tmp_path / 'jw.db'}", log_path=tmp_path / "engine.log").start()
+    worker = WorkerProcess(engine.address, tmp_path / "worker.log")
+    try:
+        async with JobClient(engine.address) as client:
+            await worker.connected(client)
+            trace, gate = tmp_path / "trace", tmp_path / "gate"
+            job = await client.submit("sdk-steps", {"trace": str(trace), "gate": str(gate)})
+            await wait_until(lambda: _at_step_two(client, job.id), what="step one to be checkpointed")
+        engine.kill()
+        await asyncio.to_thread(engine.start)
+        async with JobClient(engine.address) as client:
+            await worker.connected(client)
+            gate.touch()
+            done = await wait_status(client, job.id)
+        assert JobStatus(done.status) is JobStatus.COMPLETED, done
+        assert done.attempt == 1
+        assert read_trace(trace).count("step one attempt=1 mode=EXECUTE") == 1
+        assert "lost the engine" in worker.output()
+    finally:
+        worker.close()
+        engine.kill()

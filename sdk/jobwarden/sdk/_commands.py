@@ -8,6 +8,7 @@ import asyncio
 import importlib
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Coroutine
@@ -183,6 +184,10 @@ def _runner(
         except JobwardenError as error:
             print(f"jobwarden {args.command}: {error}", file=sys.stderr)
             return ENGINE_ERROR
+        except BrokenPipeError:
+            # The reader went away (`jobwarden jobs | head`): not an error; keep Python quiet about it.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return OK
 
     return main
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from jobwarden.contract import ErrorKind, ExecutionMode, JobEventType, JobStatus, LockMode
+from jobwarden.contract import TERMINAL_STATUSES, ErrorKind, ExecutionMode, JobEventType, JobStatus, LockMode
 from jobwarden.sdk._convert import from_timestamp, struct_to_dict
 from jobwarden.v1 import job_pb2
 
@@ -81,16 +81,14 @@ def job_detail(job: job_pb2.Job) -> str:
     lines = [
         f"id:          {job.id}",
         f"action:      {job.action}",
-        f"status:      {status_name(job.status)}"
-        + (f" ({job.status_reason})" if job.status_reason else "")
-        + (" (cancel requested)" if job.cancel_requested else ""),
+        f"status:      {status_name(job.status)}" + _status_note(job),
         f"progress:    {job.progress}%" + (f"  {job.message}" if job.message else ""),
         f"attempt:     {job.attempt}" + (f" ({_name(ExecutionMode, job.mode)})" if job.mode else ""),
         f"priority:    {job.priority}",
     ]
     if job.worker_id:
         lines.append(f"worker:      {job.worker_id}")
-    if job.step:
+    if job.step and JobStatus(job.status) not in TERMINAL_STATUSES:
         lines.append(f"step:        {job.step}")
     if job.labels:
         lines.append("labels:      " + ", ".join(f"{k}={v}" for k, v in sorted(job.labels.items())))
@@ -145,6 +143,16 @@ def job_detail(job: job_pb2.Job) -> str:
     return "\n".join(lines)
 
 
+def _status_note(job: job_pb2.Job) -> str:
+    note = ""
+    # A failure's reason is printed with the error below; say it once.
+    if job.status_reason and not (job.error.message and job.error.message in job.status_reason):
+        note += f" ({job.status_reason})"
+    if job.cancel_requested and JobStatus(job.status) not in TERMINAL_STATUSES:
+        note += " (cancel requested)"
+    return note
+
+
 def event_line(event: job_pb2.JobEvent) -> str:
     job = event.job
     moment = from_timestamp(event.time)
@@ -154,6 +162,8 @@ def event_line(event: job_pb2.JobEvent) -> str:
     if JobEventType(event.type) is JobEventType.STATUS_CHANGED and event.previous_status:
         change = f"{status_name(event.previous_status)}->{change}"
     detail = f"{job.progress}%"
+    if job.step and JobStatus(job.status) is JobStatus.RUNNING:
+        detail += f" [{job.step}]"
     if job.message:
         detail += f" {job.message}"
     if event.reason:

@@ -180,6 +180,7 @@ class Worker:
         self._pool: ThreadPoolExecutor | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._locks_declared = False
+        self._session_registered = False
         #: the number of jobs finished by this worker (completed, failed or cancelled)
         self.finished_jobs = 0
 
@@ -259,18 +260,20 @@ class Worker:
         first_try = time.monotonic()
         ever_connected = False
         while not self._stop.is_set():
-            registered = False
+            self._session_registered = False
+            problem: str = "the stream ended"
             try:
-                registered = await self._session()
+                await self._session()
             except _Fatal:
                 raise
             except grpc.RpcError as error:
-                problem = from_rpc_error(error, address=self.address)
-                if problem.code in _FATAL_CODES and not registered:
-                    raise problem from None
-                logger.warning("worker %s: %s", self.name, problem)
+                refused = from_rpc_error(error, address=self.address)
+                if refused.code in _FATAL_CODES and not self._session_registered:
+                    raise refused from None
+                problem = str(refused)
             except (OSError, EngineUnavailable) as error:
-                logger.warning("worker %s: %s", self.name, error)
+                problem = str(error)
+            registered = self._session_registered
             self._connected.clear()
             ever_connected = ever_connected or registered
             if self._stop.is_set():
@@ -287,18 +290,17 @@ class Worker:
             delay = min(self.reconnect_max, self.reconnect_initial * 2 ** (failures - 1))
             delay *= random.uniform(0.5, 1.0)
             logger.warning(
-                "worker %s: %s engine at %s; reconnecting in %.1fs",
+                "worker %s: %s (%s); reconnecting in %.1fs",
                 self.name,
-                "lost the" if registered else "cannot reach the",
-                self.address,
+                "lost the engine" if registered else f"no session with the engine at {self.address}",
+                problem,
                 delay,
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
 
-    async def _session(self) -> bool:
-        """One ``Connect`` stream, until it ends. Returns whether the engine registered us."""
-        registered = False
+    async def _session(self) -> None:
+        """One ``Connect`` stream, until it ends (``_session_registered`` says if it got that far)."""
         async with grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS) as channel:
             stub = executor_service_pb2_grpc.ExecutorServiceStub(channel)
             call = stub.Connect(wait_for_ready=False)
@@ -314,7 +316,7 @@ class Worker:
                 if first.WhichOneof("message") != "registered":
                     raise _Fatal(f"the engine answered Register with {first.WhichOneof('message')!r}")
                 self._on_registered(first.registered)
-                registered = True
+                self._session_registered = True
                 if not self._locks_declared:
                     self._locks_declared = True
                     self._spawn(self._declare_locks())
@@ -339,7 +341,6 @@ class Worker:
                 for task in tasks:
                     task.cancel()
                 call.cancel()
-        return registered
 
     def _register_message(self) -> pb.Register:
         running = [pb.RunningJob(job_id=job.key[0], attempt=job.key[1]) for job in self._jobs.values()]
