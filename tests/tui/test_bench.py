@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from jobwarden.tui.bench import generate_load, measure_console_cpu
+
 from tests.conftest import EngineHandle
 
 
