@@ -211,6 +211,19 @@ class Silent(Executor):
         return "late"
 
 
+class Extender(Executor):
+    """Runs past its execution timeout, pushing the deadline with heartbeats when ``input.extend``."""
+
+    action = "sdk-extend"
+
+    async def execute(self, ctx: JobContext) -> str:
+        for _ in range(int(ctx.input.get("rounds", 6))):
+            if ctx.input.get("extend"):
+                ctx.heartbeat(extend_execution=2.0)
+            await asyncio.sleep(0.25)
+        return "outlived the first deadline"
+
+
 class Noop(Executor):
     action = "sdk-noop"
 
@@ -231,6 +244,7 @@ ALL = [
     Stubborn,
     Sleeper,
     Silent,
+    Extender,
     Noop,
 ]
 

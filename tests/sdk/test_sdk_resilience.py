@@ -7,7 +7,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from jobwarden.contract import ExecutionMode, JobStatus
+from jobwarden.contract import ErrorKind, ExecutionMode, JobStatus
 from jobwarden.sdk import JobClient
 from jobwarden.sdk._convert import struct_to_dict
 
@@ -205,3 +205,17 @@ async def test_a_worker_rides_out_an_engine_restart_keeping_its_job(tmp_path: Pa
     finally:
         worker.close()
         engine.kill()
+
+
+async def test_heartbeat_extends_the_execution_deadline(client: JobClient, workers: Workers) -> None:
+    worker = workers()
+    await worker.connected(client)
+    timeouts = {"execution": 1.0}
+    extended = await client.submit("sdk-extend", {"extend": True}, timeouts=timeouts)
+    killed = await client.submit("sdk-extend", {"extend": False}, timeouts=timeouts)
+    done = await wait_status(client, extended.id)
+    assert JobStatus(done.status) is JobStatus.COMPLETED, done
+    assert struct_to_dict(done.result) == {"value": "outlived the first deadline"}
+    failed = await wait_status(client, killed.id)
+    assert JobStatus(failed.status) is JobStatus.FAILED, failed
+    assert ErrorKind(failed.error.kind) is ErrorKind.KILLED
