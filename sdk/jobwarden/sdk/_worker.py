@@ -53,6 +53,8 @@ _FATAL_CODES = frozenset(
         grpc.StatusCode.UNIMPLEMENTED,
     }
 )
+#: the checkpoint of a job that has none (shared: a Checkpoint is immutable)
+_NO_CHECKPOINT = Checkpoint()
 _NOT_HELD_CODES = frozenset(
     {grpc.StatusCode.NOT_FOUND.value[0], grpc.StatusCode.FAILED_PRECONDITION.value[0]}
 )
@@ -66,6 +68,7 @@ class _Hosted:
     action: str
     is_async: dict[str, bool]
     running: int = 0
+    methods: dict[ExecutionMode, tuple[Callable[[JobContext], Any], bool]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, executor: Executor) -> _Hosted:
@@ -77,6 +80,14 @@ class _Hosted:
 
     def overrides(self, name: str) -> bool:
         return overrides(type(self.executor), name)
+
+    def method(self, mode: ExecutionMode) -> tuple[Callable[[JobContext], Any], bool]:
+        """The method that runs an attempt in ``mode``, and whether it is async (cached per mode)."""
+        found = self.methods.get(mode)
+        if found is None:
+            method = method_for(self.executor, mode)
+            found = self.methods[mode] = (method, inspect.iscoroutinefunction(method))
+        return found
 
 
 @dataclass(slots=True, eq=False)
@@ -506,12 +517,14 @@ class Worker:
                 )
             )
             return
-        method = method_for(hosted.executor, mode)
-        is_async = inspect.iscoroutinefunction(method)
+        method, is_async = hosted.method(mode)
+        proto_checkpoint = (
+            assignment.checkpoint if assignment.HasField("checkpoint") else assignment.job.checkpoint
+        )
         checkpoint = (
-            Checkpoint.from_proto(assignment.checkpoint)
-            if assignment.HasField("checkpoint")
-            else Checkpoint.from_proto(assignment.job.checkpoint)
+            Checkpoint.from_proto(proto_checkpoint)
+            if proto_checkpoint.step or proto_checkpoint.completed_steps
+            else _NO_CHECKPOINT
         )
         ctx = JobContext(
             job=assignment.job,
