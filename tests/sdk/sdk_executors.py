@@ -224,6 +224,17 @@ class Extender(Executor):
         return "outlived the first deadline"
 
 
+class OneAtATime(Executor):
+    """``max_concurrency = 1``: the worker never runs two of these at once, whatever its capacity."""
+
+    action = "sdk-one-at-a-time"
+    max_concurrency = 1
+
+    async def execute(self, ctx: JobContext) -> None:
+        trace(ctx, "start")
+        await wait_gate(ctx)
+
+
 class Noop(Executor):
     action = "sdk-noop"
 
@@ -245,6 +256,7 @@ ALL = [
     Sleeper,
     Silent,
     Extender,
+    OneAtATime,
     Noop,
 ]
 

@@ -76,6 +76,23 @@ async def test_submit_wait_get_jobs_events_and_logs(
     assert "waiting for the gate" in out
 
 
+async def test_logs_follow_until_the_job_ends(
+    engine: object, client: JobClient, workers: Workers, tmp_path: Path
+) -> None:
+    address = engine.address  # type: ignore[attr-defined]
+    worker = workers()
+    await worker.connected(client)
+    gate = tmp_path / "gate"
+    job = await client.submit("sdk-sync", {"gate": str(gate)})
+    follow = asyncio.create_task(jobwarden("logs", job.id, "--follow", "--engine", address))
+    await wait_until(lambda: client.logs(job.id), what="the first log line")
+    assert not follow.done()
+    gate.touch()
+    code, out, _ = await asyncio.wait_for(follow, 60)
+    assert code == 0
+    assert "waiting for the gate" in out
+
+
 async def test_cancel_retry_and_the_engines_refusals(engine: object, client: JobClient) -> None:
     address = engine.address  # type: ignore[attr-defined]
     code, out, _ = await jobwarden("submit", "nobody-serves-this", "--engine", address, "--json")

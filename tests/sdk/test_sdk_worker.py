@@ -197,6 +197,26 @@ async def test_operator_retry_from_a_named_step_runs_it_again(
     ]
 
 
+async def test_max_concurrency_bounds_an_action_below_the_workers_capacity(
+    client: JobClient, workers: Workers, tmp_path: Path
+) -> None:
+    worker = workers("--capacity", "4")
+    await worker.connected(client)
+    gate, trace = tmp_path / "gate", tmp_path / "trace"
+    jobs = [
+        await client.submit("sdk-one-at-a-time", {"gate": str(gate), "trace": str(trace)}) for _ in range(3)
+    ]
+    await wait_until(lambda: trace.exists(), what="the first job to start")
+    other = await client.submit("sdk-noop")
+    assert JobStatus((await wait_status(client, other.id)).status) is JobStatus.COMPLETED
+    statuses = [JobStatus((await client.get(job.id)).status) for job in jobs]
+    assert sorted(statuses) == [JobStatus.QUEUED, JobStatus.QUEUED, JobStatus.RUNNING]
+    gate.touch()
+    for job in jobs:
+        assert JobStatus((await wait_status(client, job.id)).status) is JobStatus.COMPLETED
+    assert len(read_trace(trace)) == 3
+
+
 async def _progress_is(client: JobClient, job_id: str, progress: int) -> bool:
     job = await client.get(job_id)
     return job.progress == progress and JobStatus(job.status) is JobStatus.RUNNING
