@@ -1,4 +1,4 @@
-"""The job registry over the API: submit, read, list, cancel, retry, history, stats (SQLite and PostgreSQL)."""
+"""The job registry over the API: submit, read, list, cancel, retry, history, stats (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 

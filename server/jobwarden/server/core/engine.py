@@ -70,11 +70,11 @@ from .writer import Writer
 JobSnapshot = dict[str, Any]
 
 __all__ = [
-    "JobSnapshot",
     "ActionStatsView",
     "Engine",
     "EngineConfig",
     "JobResultIn",
+    "JobSnapshot",
     "JobUpdateIn",
     "Registration",
     "StatsView",
