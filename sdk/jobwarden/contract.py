@@ -131,9 +131,7 @@ TRANSITIONS: Mapping[JobStatus | None, frozenset[JobStatus]] = {
     # QUEUED: its locks were granted and it waits for a worker, ahead of jobs without locks.
     _S.WAITING_FOR_LOCK: frozenset({_S.QUEUED, _S.RUNNING, _S.CANCELLED, _S.DELAYED, _S.FAILED}),
     # DELAYED: the attempt failed with retries left. QUEUED: a draining worker handed the job back.
-    _S.RUNNING: frozenset(
-        {_S.COMPLETED, _S.FAILED, _S.CANCELLED, _S.TIMED_OUT, _S.DELAYED, _S.QUEUED}
-    ),
+    _S.RUNNING: frozenset({_S.COMPLETED, _S.FAILED, _S.CANCELLED, _S.TIMED_OUT, _S.DELAYED, _S.QUEUED}),
     # RUNNING: an update arrived in time, or another worker took it over.
     # DELAYED: LOST with retries left by the retry policy.
     _S.TIMED_OUT: frozenset({_S.RUNNING, _S.FAILED, _S.CANCELLED, _S.DELAYED, _S.QUEUED}),
