@@ -359,3 +359,25 @@ def test_outbox_heartbeat_lists_vouched_jobs_with_extensions() -> None:
     beat = message.heartbeat
     assert beat.draining
     assert [(job.job_id, job.extend_execution.seconds) for job in beat.jobs] == [("w", 0), ("x", 9)]
+
+
+def test_outbox_splits_what_would_not_fit_in_one_message() -> None:
+    from jobwarden.contract import Limits
+    from jobwarden.v1 import executor_service_pb2 as pb
+
+    outbox = Outbox()
+    for n in range(2500):
+        outbox.log(("chatty", 1), "INFO", f"line {n}", datetime.now(UTC))
+    big = "x" * 900_000
+    for n in range(9):
+        result = pb.JobResult(job_id=f"j{n}", attempt=1, status=6)
+        result.result.update({"blob": big})
+        outbox.result(result)
+    messages = outbox.take(vouched=[])
+    logs = [m.job_log for m in messages if m.WhichOneof("message") == "job_log"]
+    assert [len(log.lines) for log in logs] == [1000, 1000, 500]
+    batches = [m for m in messages if m.WhichOneof("message") in ("job_results", "job_result")]
+    assert len(batches) > 1
+    assert all(m.ByteSize() < Limits.MAX_MESSAGE_BYTES for m in batches)
+    ids = [r.job_id for m in batches for r in (m.job_results.results or [m.job_result])]
+    assert ids == [f"j{n}" for n in range(9)]

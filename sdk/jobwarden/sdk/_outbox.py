@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+from jobwarden.contract import Limits
 from jobwarden.sdk._convert import dict_to_struct, duration, timestamp
 from jobwarden.v1 import executor_service_pb2 as pb
 
@@ -129,12 +130,19 @@ class Outbox:
         """
         messages: list[pb.ConnectRequest] = []
         for (job_id, attempt), lines in self._logs.items():
-            messages.append(pb.ConnectRequest(job_log=pb.JobLog(job_id=job_id, attempt=attempt, lines=lines)))
+            # The engine takes at most MAX_LOG_LINES_PER_MESSAGE lines per JobLog.
+            step = Limits.MAX_LOG_LINES_PER_MESSAGE
+            for start in range(0, len(lines), step):
+                chunk = lines[start : start + step]
+                messages.append(
+                    pb.ConnectRequest(job_log=pb.JobLog(job_id=job_id, attempt=attempt, lines=chunk))
+                )
         self._logs = {}
-        if len(self._updates) == 1:
-            messages.append(pb.ConnectRequest(job_update=self._updates[0]))
-        elif self._updates:
-            messages.append(pb.ConnectRequest(job_updates=pb.JobUpdates(updates=self._updates)))
+        for updates in _chunks(self._updates):
+            if len(updates) == 1:
+                messages.append(pb.ConnectRequest(job_update=updates[0]))
+            else:
+                messages.append(pb.ConnectRequest(job_updates=pb.JobUpdates(updates=updates)))
         self._updates = []
         self._open_update = {}
         if self._heartbeat_due:
@@ -148,10 +156,11 @@ class Outbox:
             messages.append(pb.ConnectRequest(heartbeat=pb.Heartbeat(jobs=jobs, draining=self._draining)))
             self._beats = {}
             self._heartbeat_due = False
-        if len(self._results) == 1:
-            messages.append(pb.ConnectRequest(job_result=self._results[0]))
-        elif self._results:
-            messages.append(pb.ConnectRequest(job_results=pb.JobResults(results=self._results)))
+        for results in _chunks(self._results):
+            if len(results) == 1:
+                messages.append(pb.ConnectRequest(job_result=results[0]))
+            else:
+                messages.append(pb.ConnectRequest(job_results=pb.JobResults(results=results)))
         self._results = []
         messages.extend(pb.ConnectRequest(cancel_ack=ack) for ack in self._cancel_acks)
         self._cancel_acks = []
@@ -160,3 +169,25 @@ class Outbox:
             messages.append(pb.ConnectRequest(release_jobs=release))
             self._releases = []
         return messages
+
+
+#: a batch message stays under this many bytes (a gRPC message may be MAX_MESSAGE_BYTES whole)
+_BATCH_BYTES = Limits.MAX_MESSAGE_BYTES // 2
+
+Item = TypeVar("Item", pb.JobUpdate, pb.JobResult)
+
+
+def _chunks(items: list[Item]) -> list[list[Item]]:
+    """``items`` in order, cut into batches that each fit in one stream message."""
+    if not items:
+        return []
+    batches: list[list[Item]] = [[]]
+    size = 0
+    for item in items:
+        item_size = item.ByteSize() + 8
+        if batches[-1] and size + item_size > _BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(item)
+        size += item_size
+    return batches
