@@ -14,6 +14,7 @@ from jobwarden.sdk import (
     InvalidTransition,
     JobClient,
     JobNotFound,
+    LockConflict,
     SyncJobClient,
 )
 from jobwarden.sdk._convert import struct_to_dict
@@ -146,3 +147,21 @@ async def test_retrying_a_running_job_is_refused(client: JobClient, workers: Wor
         await client.retry(job.id)
     gate.touch()
     assert JobStatus((await wait_status(client, job.id)).status) is JobStatus.COMPLETED
+
+
+async def test_actions_and_external_locks(client: JobClient) -> None:
+    assert (await client.pause_action("paused-action")).paused
+    assert "paused-action" in [config.action for config in (await client.list_actions()).configs]
+    assert not (await client.resume_action("paused-action")).paused
+    config = await client.get_action_config("paused-action")
+    config.max_running = 3
+    assert (await client.set_action_config(config)).max_running == 3
+
+    held = await client.acquire_lock("mam-sync", ["asset:9:SHARED", "asset:10"], ttl=60)
+    assert sorted(lock.resource for lock in held) == ["asset:10", "asset:9"]
+    listed = {resource.resource: resource for resource in await client.locks("asset:")}
+    assert [holder.holder for holder in listed["asset:10"].holders] == ["mam-sync"]
+    with pytest.raises(LockConflict, match="asset:10"):
+        await client.acquire_lock("someone-else", ["asset:10"], ttl=60)
+    assert await client.release_lock("mam-sync") == 2
+    assert await client.locks("asset:") == []

@@ -16,7 +16,13 @@ import grpc.aio
 from jobwarden.contract import TERMINAL_STATUSES, JobStatus
 from jobwarden.sdk._address import CHANNEL_OPTIONS, engine_address
 from jobwarden.sdk._convert import duration
-from jobwarden.sdk._exceptions import EngineUnavailable, JobwardenError, from_rpc_error
+from jobwarden.sdk._exceptions import (
+    EngineUnavailable,
+    InvalidTransition,
+    JobwardenError,
+    LockConflict,
+    from_rpc_error,
+)
 from jobwarden.sdk._requests import LockSpec, lock_request, statuses, submit_request
 from jobwarden.v1 import (
     executor_service_pb2,
@@ -321,9 +327,14 @@ class JobClient:
         if wait is not None:
             request.wait.CopyFrom(duration(wait))
         call_timeout = None if self.timeout is None else self.timeout + _total_seconds(wait)
-        response = await self._call(
-            lock_service_pb2.AcquireLockResponse, self._locks.AcquireLock(request, timeout=call_timeout)
-        )
+        try:
+            response = await self._call(
+                lock_service_pb2.AcquireLockResponse, self._locks.AcquireLock(request, timeout=call_timeout)
+            )
+        except InvalidTransition as refused:
+            conflict = LockConflict(refused.message)
+            conflict.code = refused.code
+            raise conflict from None
         return list(response.held)
 
     async def release_lock(self, holder: str, resources: Iterable[str] = ()) -> int:

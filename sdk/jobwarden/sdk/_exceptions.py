@@ -6,7 +6,7 @@
     │   ├── InvalidRequest           INVALID_ARGUMENT: the request is malformed or out of limits
     │   ├── JobNotFound              NOT_FOUND: no such job (or action, lock holder)
     │   ├── InvalidTransition        FAILED_PRECONDITION: the state machine refused the change
-    │   ├── LockConflict             ABORTED / ALREADY_EXISTS: the locks are held by someone else
+    │   │   └── LockConflict         the locks asked for are held by someone else (also ABORTED)
     │   ├── Rejected                 RESOURCE_EXHAUSTED: an admission limit was reached
     │   └── PermissionDenied         UNAUTHENTICATED, PERMISSION_DENIED
     ├── ExecutorDefinitionError      an executor or a worker is set up wrongly (found before any job runs)
@@ -86,7 +86,7 @@ class InvalidTransition(EngineError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
-class LockConflict(EngineError):
+class LockConflict(InvalidTransition):
     """The requested locks are held by someone else."""
 
     code = grpc.StatusCode.ABORTED
