@@ -260,9 +260,9 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
                 # Memory first: a concurrent submit with this key may have registered it while we read.
                 existing = self.registry.by_key(key) or stored.get(key)
                 if existing is not None:
-                    results.append((existing.to_dict(), True))
+                    results.append((existing.snapshot(), True))
                     continue
-            results.append((self._create(spec, locks, actor).to_dict(), False))
+            results.append((self._create(spec, locks, actor).snapshot(), False))
         await self.writer.flush()
         return results
 
@@ -412,14 +412,14 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
             self._end(job, JobStatus.CANCELLED, reason=reason, actor=actor)
         elif not job.cancel_requested:
             job.cancel_requested = True
-            self.registry.record(job, JobEventType.CANCEL_REQUESTED, actor=actor, reason=reason)
             job.status_reason = reason
+            self.registry.record(job, JobEventType.CANCEL_REQUESTED, actor=actor, reason=reason)
             session = self._holder(job)
             if session is not None:
                 attempt = job.attempt
                 self.writer.after_commit(lambda: session.send(CancelOut(job.id, attempt, reason)))
             self.timers.arm(TimerKind.CANCEL, job.id, self.clock() + self.config.cancel_grace)
-        snapshot = job.to_dict()
+        snapshot = job.snapshot()
         await self.writer.flush()
         return snapshot
 
@@ -458,7 +458,7 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
         )
         self._arm_start(job)
         self._enqueue(job)
-        snapshot = job.to_dict()
+        snapshot = job.snapshot()
         await self.writer.flush()
         return snapshot
 

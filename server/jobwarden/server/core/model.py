@@ -375,6 +375,10 @@ class Job:
     sequence: int = 0
     #: FIFO order among jobs of equal priority (set each time the job is queued)
     queue_order: int = 0
+    #: the last event about this job; its snapshot is the job's state until something changes again
+    last_event: Event | None = field(default=None, repr=False)
+    #: changed since ``last_event`` without an event of its own (so that snapshot is stale)
+    touched: bool = False
 
     @property
     def failures(self) -> int:
@@ -384,6 +388,23 @@ class Job:
     @property
     def live_attempt(self) -> Attempt | None:
         return self.attempts[-1] if self.attempts and self.attempts[-1].number == self.attempt else None
+
+    def snapshot(self, *, payloads: bool = True) -> JSONDict:
+        """``to_dict``, reusing the snapshot the last event took when nothing changed since (the
+        common case: it saves building the dict again). Callers must not change what they get."""
+        event = self.last_event
+        if event is None or event.sequence != self.sequence or self.touched:
+            return self.to_dict(payloads=payloads)
+        if not payloads:
+            return event.snapshot
+        return {**event.snapshot, "input": self.input, "result": self.result}
+
+    def snapshot_json(self) -> str | None:
+        """The snapshot without payloads as JSON, when the last event's is still current."""
+        event = self.last_event
+        if event is None or event.sequence != self.sequence or self.touched:
+            return None
+        return event.snapshot_json
 
     def to_dict(self, *, payloads: bool = True) -> JSONDict:
         """Every field; without ``input`` and ``result`` when ``payloads`` is false (event snapshots)."""
@@ -525,6 +546,10 @@ class Event:
     previous_status: JobStatus | None = None
     actor: str = "engine"
     reason: str = ""
+    #: ``snapshot`` as JSON, made once when first needed (the event row and the job row share it)
+    snapshot_json: str | None = None
+    #: the event in the API layer's wire form, cached there so a watched event is encoded only once
+    encoded: bytes | None = None
 
     @property
     def status(self) -> JobStatus:

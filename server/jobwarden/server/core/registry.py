@@ -150,6 +150,7 @@ class Registry:
 
     def touch(self, job: Job) -> None:
         """Persist a change that is not worth an event (deadlines moved, heartbeat time)."""
+        job.touched = True
         self.writer.job_changed(job)
 
     # -- internals --------------------------------------------------------------------------------
@@ -169,6 +170,8 @@ class Registry:
             actor=actor,
             reason=reason,
         )
+        job.last_event = ev
+        job.touched = False
         self.writer.event(ev)
         return ev
 

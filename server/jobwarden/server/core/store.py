@@ -201,7 +201,7 @@ def job_row(job: Job, *, with_input: bool) -> dict[str, Any]:
         "correlation_id": job.correlation_id,
         "labels": encode_labels(job.labels),
         "search": " ".join((job.id, job.action, job.message, job.correlation_id, error_message)).lower(),
-        "doc": dumps(job.to_dict(payloads=False)),
+        "doc": job.snapshot_json() or dumps(job.to_dict(payloads=False)),
         "result": dumps(job.result) if job.result is not None else None,
     }
     if with_input:
@@ -210,6 +210,8 @@ def job_row(job: Job, *, with_input: bool) -> dict[str, Any]:
 
 
 def event_row(ev: Event) -> dict[str, Any]:
+    if ev.snapshot_json is None:
+        ev.snapshot_json = dumps(ev.snapshot)
     return {
         "sequence": ev.sequence,
         "job_id": ev.job_id,
@@ -218,7 +220,7 @@ def event_row(ev: Event) -> dict[str, Any]:
         "previous_status": int(ev.previous_status) if ev.previous_status is not None else None,
         "actor": ev.actor,
         "reason": ev.reason,
-        "snapshot": dumps(ev.snapshot),
+        "snapshot": ev.snapshot_json,
     }
 
 

@@ -459,4 +459,4 @@ class WorkerProtocol(EngineBase):
         # The job may have been cancelled, taken over or finished while the commit ran.
         if job.attempt != attempt or session.jobs.get(job.id) != attempt or job.status not in ACTIVE_STATUSES:
             return
-        session.send(AssignmentOut(job.to_dict(payloads=True), attempt, job.mode, job.deadlines))
+        session.send(AssignmentOut(job.snapshot(), attempt, job.mode, job.deadlines))

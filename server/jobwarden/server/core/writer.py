@@ -60,13 +60,14 @@ class _Batch:
 
     def rows(self) -> WriteSet:
         ws = self.other
+        # Events first: a job row reuses the JSON of its last event's snapshot when it is current.
+        ws.events = [event_row(ev) for ev in self.events]
         ws.new_jobs = [job_row(job, with_input=True) for job in self.new_jobs.values()]
         ws.changed_jobs = [
             job_row(job, with_input=False)
             for job_id, job in self.changed_jobs.items()
             if job_id not in self.new_jobs
         ]
-        ws.events = [event_row(ev) for ev in self.events]
         ws.logs = [
             {
                 "job_id": line.job_id,
