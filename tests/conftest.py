@@ -16,6 +16,8 @@ from jobwarden.server.api import EngineServer, ServerOptions
 from jobwarden.server.core import Engine, EngineConfig
 from jobwarden.v1 import executor_service_pb2_grpc, job_service_pb2_grpc, lock_service_pb2_grpc
 
+from tests.support import EngineProcess
+
 POSTGRES_URL = os.environ.get("JOBWARDEN_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 _postgres_state: dict[str, str | None] = {}
 
@@ -32,6 +34,14 @@ def postgres_unavailable() -> str | None:
         except Exception as error:  # any failure means: skip, and say why
             _postgres_state["reason"] = f"PostgreSQL not reachable at {POSTGRES_URL}: {error}"
     return _postgres_state["reason"]
+
+
+@pytest.fixture(autouse=True)
+def _no_engine_process_left_behind() -> Iterator[None]:
+    """Whatever a test does (or fails to do), the engine processes it started end with it."""
+    yield
+    for process in list(EngineProcess.live):
+        process.kill()
 
 
 @pytest.fixture

@@ -13,6 +13,9 @@ from .net import free_port
 
 
 class EngineProcess:
+    #: every engine process started and not yet stopped: the test fixtures kill what a test leaves behind
+    live: set[EngineProcess] = set()
+
     def __init__(
         self,
         db_url: str,
@@ -49,6 +52,7 @@ class EngineProcess:
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=log, env={**os.environ, **(self.env or {})}
         )
+        EngineProcess.live.add(self)
         assert self.process.stdout is not None
         deadline = time.monotonic() + timeout
         line = b""
@@ -66,6 +70,7 @@ class EngineProcess:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
+        EngineProcess.live.discard(self)
 
     def terminate(self) -> None:
         if self.process and self.process.poll() is None:
@@ -74,6 +79,7 @@ class EngineProcess:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+        EngineProcess.live.discard(self)
 
     def restart(self) -> EngineProcess:
         self.kill()
