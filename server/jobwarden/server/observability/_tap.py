@@ -1,0 +1,106 @@
+"""Following a running engine without changing it: its committed events and its store writes.
+
+The engine hands each committed batch of events to its event bus through the group-commit writer,
+and writes through ``engine.store.write``. ``observe`` wraps both, in the event loop and the writer
+thread respectively, so metrics and job log lines see exactly what was committed, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from jobwarden.contract import JobEventType, JobStatus
+from jobwarden.server.core import Engine, Event
+
+from ._metrics import EngineMetrics
+
+__all__ = ["observe"]
+
+log = logging.getLogger("jobwarden.observability")
+#: one line per job status change: job_id, attempt, action, status, previous status and actor as fields
+jobs_log = logging.getLogger("jobwarden.jobs")
+
+#: statuses worth a line at INFO; the others are logged at DEBUG
+_NOTABLE = frozenset({JobStatus.TIMED_OUT, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.REJECTED})
+
+
+def observe(engine: Engine, metrics: EngineMetrics | None = None) -> None:
+    """Feed ``metrics`` (if any) and the ``jobwarden.jobs`` log from a started engine."""
+    writer: Any = engine.writer
+    publish: Callable[[list[Event]], None] | None = getattr(writer, "_publish", None)
+    if publish is None:
+        log.warning("this engine's writer has no publish hook: job metrics and job log lines are off")
+    else:
+
+        def tapped(events: list[Event]) -> None:
+            publish(events)
+            if metrics is not None:
+                metrics.on_events(events)
+            _log_events(events)
+
+        # The writer calls this attribute after each commit (see jobwarden.server.core.writer).
+        writer._publish = tapped
+    if metrics is not None:
+        store: Any = engine.store
+        write = store.write
+
+        def timed_write(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                result = write(*args, **kwargs)
+            except BaseException:
+                metrics.on_commit(time.perf_counter() - started, ok=False)
+                raise
+            metrics.on_commit(time.perf_counter() - started, ok=True)
+            return result
+
+        store.write = timed_write
+
+
+def _log_events(events: list[Event]) -> None:
+    info = jobs_log.isEnabledFor(logging.INFO)
+    debug = jobs_log.isEnabledFor(logging.DEBUG)
+    if not info:
+        return
+    for ev in events:
+        if ev.type not in (
+            JobEventType.SUBMITTED,
+            JobEventType.STATUS_CHANGED,
+            JobEventType.CANCEL_REQUESTED,
+        ):
+            continue
+        snapshot = ev.snapshot
+        status = JobStatus(snapshot["status"])
+        level = (
+            logging.INFO if status in _NOTABLE or ev.type is JobEventType.CANCEL_REQUESTED else logging.DEBUG
+        )
+        if level == logging.DEBUG and not debug:
+            continue
+        previous = ev.previous_status.name if ev.previous_status is not None else ""
+        what = (
+            "cancel requested"
+            if ev.type is JobEventType.CANCEL_REQUESTED
+            else (f"{previous} -> {status.name}" if previous else f"submitted {status.name}")
+        )
+        jobs_log.log(
+            level,
+            "job %s attempt %d %s %s by %s%s",
+            ev.job_id,
+            snapshot.get("attempt", 0),
+            snapshot["action"],
+            what,
+            ev.actor,
+            f": {ev.reason}" if ev.reason else "",
+            extra={
+                "job_id": ev.job_id,
+                "attempt": snapshot.get("attempt", 0),
+                "action": snapshot["action"],
+                "status": status.name,
+                "previous_status": previous,
+                "actor": ev.actor,
+                "sequence": ev.sequence,
+            },
+        )
