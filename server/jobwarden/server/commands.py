@@ -25,17 +25,67 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--port", type=int, help="port to listen on (default 50051; 0 picks a free one)")
     serve.add_argument("--config", help="a TOML config file ([engine] and [actions.NAME] sections)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="log lines as text or JSON objects"
+    )
+    serve.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate chain (PEM)")
+    serve.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
+    serve.add_argument(
+        "--tls-client-ca",
+        metavar="FILE",
+        help="mutual TLS: every client must present a certificate signed by this CA (PEM)",
+    )
+    serve.add_argument(
+        "--tokens-file",
+        metavar="FILE",
+        help="token authentication with roles, from this TOML file (or $JOBWARDEN_TOKENS_FILE, "
+        "$JOBWARDEN_TOKENS); tokens are never taken on the command line",
+    )
+    serve.add_argument(
+        "--max-watchers-per-client",
+        type=int,
+        metavar="N",
+        help="WatchJobs streams one client may hold open at once (default 256)",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics",
+    )
+    serve.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics port")
     serve.set_defaults(func=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .api import EngineServer, ServerOptions
+    from .api.auth import TokenError, tokens_from_environment
+    from .api.tls import TlsError, TlsFiles
     from .config import FileConfig, load_config
     from .core import EngineConfig, JobwardenError
+    from .observability import configure_logging
 
-    logging.basicConfig(
-        level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    configure_logging(args.log_level, args.log_format)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("jobwarden serve: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    if args.tls_client_ca and not args.tls_cert:
+        print("jobwarden serve: --tls-client-ca needs --tls-cert and --tls-key", file=sys.stderr)
+        return 2
+    tls = (
+        TlsFiles(
+            Path(args.tls_cert), Path(args.tls_key), Path(args.tls_client_ca) if args.tls_client_ca else None
+        )
+        if args.tls_cert
+        else None
     )
+    try:
+        tokens = tokens_from_environment(args.tokens_file)
+    except TokenError as error:
+        print(f"jobwarden serve: {error}", file=sys.stderr)
+        return 2
     try:
         file_config = load_config(args.config) if args.config else FileConfig(engine=EngineConfig())
     except JobwardenError as error:
@@ -47,7 +97,16 @@ def _serve(args: argparse.Namespace) -> int:
     options = ServerOptions(
         host=args.host or file_config.host,
         port=args.port if args.port is not None else file_config.port,
+        tls=tls,
+        tokens=tokens,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
+    if args.max_watchers_per_client is not None:
+        if args.max_watchers_per_client < 1:
+            print("jobwarden serve: --max-watchers-per-client must be at least 1", file=sys.stderr)
+            return 2
+        options.max_watchers_per_client = args.max_watchers_per_client
 
     async def run() -> int:
         server = EngineServer(config, options)
@@ -56,10 +115,15 @@ def _serve(args: argparse.Namespace) -> int:
         except JobwardenError as error:
             print(f"jobwarden serve: {error.message}", file=sys.stderr)
             return 2
+        except TlsError as error:
+            print(f"jobwarden serve: {error}", file=sys.stderr)
+            return 2
         except OSError as error:
             print(f"jobwarden serve: {error}", file=sys.stderr)
             return 1
         print(f"jobwarden engine listening on {server.address}", flush=True)
+        if server.metrics_server is not None:
+            print(f"jobwarden metrics on {server.metrics_server.url}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

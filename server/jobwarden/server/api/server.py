@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,9 +20,13 @@ from jobwarden.v1 import (
     lock_service_pb2_grpc,
 )
 
+from .auth import AuthInterceptor, Tokens, lock_templates_only
 from .executor_service import ExecutorService
+from .handlers import job_service_handler
 from .job_service import JobService
+from .limits import DEFAULT_MAX_WATCHERS_PER_CLIENT, LimitsInterceptor
 from .lock_service import LockService
+from .tls import TlsFiles, server_credentials
 
 __all__ = ["EngineServer", "ServerOptions"]
 
@@ -40,6 +45,14 @@ class ServerOptions:
     port: int = 50051
     #: WatchJobs sends an empty batch this often, so a silent stream means a dead one
     watch_keepalive: float = 5.0
+    #: TLS on the port (and mutual TLS when ``tls.client_ca`` is set); None: plaintext
+    tls: TlsFiles | None = None
+    #: token authentication with roles; None: anyone who reaches the port may do anything
+    tokens: Tokens | None = None
+    max_watchers_per_client: int = DEFAULT_MAX_WATCHERS_PER_CLIENT
+    #: serve Prometheus metrics on this port (0 picks a free one); None: no metrics
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
 
 class EngineServer:
@@ -51,6 +64,11 @@ class EngineServer:
         self.engine = Engine(config)
         self.port = 0
         self._server: aio.Server | None = None
+        self.auth: AuthInterceptor | None = None
+        self.limits: LimitsInterceptor | None = None
+        #: the metrics and their HTTP server, when ``metrics_port`` is set
+        self.metrics: Any = None
+        self.metrics_server: Any = None
         self._health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
 
     @property
@@ -58,8 +76,19 @@ class EngineServer:
         return f"{self.options.host}:{self.port}"
 
     async def start(self) -> None:
+        options = self.options
+        # Bad TLS files are refused before anything starts.
+        credentials = server_credentials(options.tls) if options.tls is not None else None
         await self.engine.start()
+        interceptors: list[aio.ServerInterceptor] = []
+        if options.tokens is not None or (options.tls is not None and options.tls.client_ca is not None):
+            self.auth = AuthInterceptor(options.tokens, worker_config_check=lock_templates_only(self.engine))
+            interceptors.append(self.auth)
+        self.limits = LimitsInterceptor(max_watchers_per_client=options.max_watchers_per_client)
+        interceptors.append(self.limits)
+        await self._start_observability()
         server = aio.server(
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", Limits.MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", Limits.MAX_MESSAGE_BYTES),
@@ -68,10 +97,10 @@ class EngineServer:
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
-        job_service_pb2_grpc.add_JobServiceServicer_to_server(
-            JobService(self.engine, keepalive_seconds=self.options.watch_keepalive), server
+        server.add_generic_rpc_handlers(
+            (job_service_handler(JobService(self.engine, keepalive_seconds=self.options.watch_keepalive)),)
         )
         executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(ExecutorService(self.engine), server)
         lock_service_pb2_grpc.add_LockServiceServicer_to_server(LockService(self.engine), server)
@@ -84,16 +113,46 @@ class EngineServer:
             ),
             server,
         )
-        self.port = server.add_insecure_port(f"{self.options.host}:{self.options.port}")
+        listen = f"{self.options.host}:{self.options.port}"
+        if credentials is not None:
+            self.port = server.add_secure_port(listen, credentials)
+        else:
+            self.port = server.add_insecure_port(listen)
         if not self.port:
             raise OSError(f"cannot listen on {self.options.host}:{self.options.port}")
         await server.start()
         self._server = server
         for name in ("", *SERVICE_NAMES):
             await _set_health(self._health, name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("jobwarden engine listening on %s (store %s)", self.address, _redact(self.config.db_url))
+        log.info(
+            "jobwarden engine listening on %s (store %s%s%s)",
+            self.address,
+            _redact(self.config.db_url),
+            ", TLS" + (" with client certificates" if options.tls and options.tls.client_ca else "")
+            if options.tls
+            else ", plaintext",
+            f", {len(options.tokens)} tokens" if options.tokens is not None else ", no authentication",
+        )
+
+    async def _start_observability(self) -> None:
+        from jobwarden.server.observability import EngineMetrics, MetricsServer, observe
+
+        if self.options.metrics_port is None:
+            observe(self.engine)
+            return
+        refusals = {"limits": lambda: self.limits.refusals if self.limits else {}}
+        refusals["auth"] = lambda: self.auth.refusals if self.auth else {}
+        self.metrics = EngineMetrics(self.engine, refusals=refusals)
+        observe(self.engine, self.metrics)
+        self.metrics_server = MetricsServer(
+            self.metrics.registry, self.options.metrics_host, self.options.metrics_port
+        )
+        await self.metrics_server.start()
 
     async def stop(self, grace: float = 1.0) -> None:
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+            self.metrics_server = None
         for name in ("", *SERVICE_NAMES):
             await _set_health(self._health, name, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self._server is not None:
