@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,6 +27,7 @@ from .convert import (
 )
 from .errors import grpc_errors, grpc_stream_errors
 from .identity import actor_of
+from .wire import frame_batch, frame_events, head_field
 
 __all__ = ["JobService"]
 
@@ -45,10 +47,18 @@ def _statuses(values: Any, what: str = "statuses") -> list[JobStatus]:
 
 
 class JobService(job_service_pb2_grpc.JobServiceServicer):
-    def __init__(self, engine: Engine, *, keepalive_seconds: float = 5.0, replay_page: int = 500) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        keepalive_seconds: float = 5.0,
+        replay_page: int = 500,
+        linger_seconds: float = 0.01,
+    ) -> None:
         self.engine = engine
         self.keepalive_seconds = keepalive_seconds
         self.replay_page = replay_page
+        self.linger_seconds = linger_seconds
 
     @grpc_errors
     async def SubmitJob(
@@ -130,7 +140,9 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     @grpc_stream_errors
     async def WatchJobs(
         self, request: job_service_pb2.WatchJobsRequest, context: Context
-    ) -> AsyncIterator[job_service_pb2.WatchJobsResponse]:
+    ) -> AsyncIterator[bytes]:
+        """Yields ``WatchJobsResponse`` messages already encoded (see ``wire``): the server registers
+        this method with a pass-through serializer."""
         job_ids = frozenset(parse_job_id(job_id) for job_id in request.job_ids)
         event_filter = EventFilter(
             statuses=frozenset(_statuses(request.statuses)),
@@ -159,14 +171,13 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                     cursor = events[-1].sequence
                     matching = [ev for ev in events if event_filter.matches(ev)]
                     if matching:
-                        yield job_service_pb2.WatchJobsResponse(
-                            events=[event_to_proto(ev) for ev in matching], head_sequence=engine.bus.head
-                        )
+                        yield frame_events(matching) + head_field(engine.bus.head)
             while not subscription.closed:
-                batch = await subscription.next_batch(timeout=self.keepalive_seconds)
-                yield job_service_pb2.WatchJobsResponse(
-                    events=[event_to_proto(ev) for ev in batch], head_sequence=engine.bus.head
-                )
+                batches = await subscription.next_batches(timeout=self.keepalive_seconds)
+                yield b"".join(frame_batch(batch) for batch in batches) + head_field(engine.bus.head)
+                if batches and self.linger_seconds:
+                    # Let the next commits gather: fewer, larger messages for a busy stream.
+                    await asyncio.sleep(self.linger_seconds)
         except Overflowed as error:
             log.warning("watcher %s cut: %s", context.peer(), error.message)
             raise

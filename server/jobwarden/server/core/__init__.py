@@ -25,7 +25,7 @@ from .errors import (
     StaleAttempt,
     StoreUnavailable,
 )
-from .events import EventBus, EventFilter, Overflowed, Subscription
+from .events import EventBatch, EventBus, EventFilter, Overflowed, Subscription
 from .locks import LockHolding, LockTable, ResourceView
 from .model import (
     ActionConfig,
@@ -69,6 +69,7 @@ __all__ = [
     "EngineConfig",
     "EngineStopping",
     "Event",
+    "EventBatch",
     "EventBus",
     "EventFilter",
     "ExecutorSpec",

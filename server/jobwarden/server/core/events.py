@@ -19,7 +19,7 @@ from jobwarden.contract import JobStatus
 from .errors import ResourceExhausted
 from .model import Event
 
-__all__ = ["EventBus", "EventFilter", "Overflowed", "Subscription"]
+__all__ = ["EventBatch", "EventBus", "EventFilter", "Overflowed", "Subscription"]
 
 
 class Overflowed(ResourceExhausted):
@@ -43,6 +43,17 @@ class EventFilter:
         return not self.statuses or ev.status in self.statuses
 
 
+class EventBatch:
+    """Events committed together. Unfiltered subscribers share one batch object, so whatever the API
+    layer makes of it (``encoded``) is made once for all of them."""
+
+    __slots__ = ("encoded", "events")
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+        self.encoded: bytes | None = None
+
+
 class Subscription:
     def __init__(self, bus: EventBus, event_filter: EventFilter, max_pending: int, peer: str) -> None:
         self._bus = bus
@@ -51,29 +62,30 @@ class Subscription:
         self.peer = peer
         #: the newest sequence published when the subscription started: replay up to here from the store
         self.start_head = bus.head
-        self._batches: deque[list[Event]] = deque()
+        self._batches: deque[EventBatch] = deque()
         self._pending = 0
         self._ready = asyncio.Event()
         self.overflowed = False
         self.closed = False
 
-    def push(self, events: list[Event]) -> None:
+    def push(self, batch: EventBatch) -> None:
         if self.overflowed or self.closed:
             return
         if not self.filter.is_empty():
-            events = [ev for ev in events if self.filter.matches(ev)]
+            events = [ev for ev in batch.events if self.filter.matches(ev)]
             if not events:
                 return
-        self._pending += len(events)
+            batch = EventBatch(events)
+        self._pending += len(batch.events)
         if self._pending > self.max_pending:
             self.overflowed = True
             self._batches.clear()
         else:
-            self._batches.append(events)
+            self._batches.append(batch)
         self._ready.set()
 
-    async def next_batch(self, timeout: float | None = None) -> list[Event]:
-        """The events published since the last call (all of them, in order); [] after ``timeout``."""
+    async def next_batches(self, timeout: float | None = None) -> list[EventBatch]:
+        """The batches published since the last call, in order; [] after ``timeout``."""
         if not self._batches and not self.overflowed and not self.closed:
             self._ready.clear()
             try:
@@ -84,11 +96,14 @@ class Subscription:
             raise Overflowed(
                 f"watcher fell more than {self.max_pending} events behind; reconnect with after_sequence"
             )
-        batch: list[Event] = []
-        while self._batches:
-            batch.extend(self._batches.popleft())
+        batches = list(self._batches)
+        self._batches.clear()
         self._pending = 0
-        return batch
+        return batches
+
+    async def next_batch(self, timeout: float | None = None) -> list[Event]:
+        """The events published since the last call (all of them, in order); [] after ``timeout``."""
+        return [ev for batch in await self.next_batches(timeout) for ev in batch.events]
 
     def close(self) -> None:
         self.closed = True
@@ -123,8 +138,9 @@ class EventBus:
 
     def publish(self, events: list[Event]) -> None:
         self.head = events[-1].sequence
+        batch = EventBatch(events)
         for sub in tuple(self._subscribers):
-            sub.push(events)
+            sub.push(batch)
 
     def subscribers(self) -> Collection[Subscription]:
         return self._subscribers
