@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from jobwarden.contract import ErrorKind, JobStatus
 from jobwarden.sdk import JobClient
@@ -228,3 +230,26 @@ async def test_the_overhead_bench_runs_through_a_worker_process() -> None:
 
     rate = await bench_null(jobs=300, capacity=20, target="bench_sdk:Noop")
     assert rate > 0
+
+
+async def test_a_worker_in_the_callers_event_loop(engine: Any, client: JobClient) -> None:
+    """The library form: ``await Worker([...]).run()``, stopped with ``drain()``."""
+    from jobwarden.sdk import Worker
+
+    from .sdk_executors import AsyncSteps, SyncSteps
+
+    worker = Worker([AsyncSteps(), SyncSteps], engine=engine.address, capacity=2, name="in-process")
+    running = asyncio.create_task(worker.run())
+    await asyncio.wait_for(worker.wait_connected(), 30)
+    assert worker.actions == ["sdk-steps", "sdk-sync"]
+    job = await client.submit("sdk-steps")
+    done = await wait_status(client, job.id)
+    assert JobStatus(done.status) is JobStatus.COMPLETED, done.error
+    worker.drain()
+    await asyncio.wait_for(running, 30)
+    assert worker.finished_jobs == 1
+
+    async def gone() -> bool:
+        return not [w for w in await client.workers() if w.name == "in-process"]
+
+    await wait_until(gone, what="the engine to see the worker leave")
