@@ -35,6 +35,7 @@ Durations are numbers of seconds or strings such as ``250ms``, ``30s``, ``5m``, 
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ from .core import (
     StartTimeout,
     Timeouts,
 )
+from .core.validation import check_duration
 
 __all__ = ["FileConfig", "load_config", "parse_duration"]
 
@@ -77,6 +79,8 @@ def parse_duration(value: Any, what: str) -> float:
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     else:
         raise InvalidArgument(f'{what}: {value!r} is not a duration (e.g. 30, "250ms", "5m", "2h")')
+    if not math.isfinite(seconds):
+        raise InvalidArgument(f"{what} must be a finite duration")
     if seconds < 0:
         raise InvalidArgument(f"{what} must not be negative")
     return seconds
@@ -96,8 +100,55 @@ def _check_keys(table: dict[str, Any], allowed: set[str], what: str) -> None:
         raise InvalidArgument(f"{what}: unknown setting(s) {', '.join(sorted(unknown))}")
 
 
+# TOML gives typed values; a value of the wrong type is named here rather than coerced
+# (bool("false") is True, int(2.7) is 2) or left to fail later with a bare KeyError or TypeError.
+
+
+def _table(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{what} must be a table, got {value!r}")
+    return value
+
+
+def _required(table: dict[str, Any], key: str, what: str) -> Any:
+    if key not in table:
+        raise InvalidArgument(f"{what}.{key} is required")
+    return table[key]
+
+
+def _int(table: dict[str, Any], key: str, what: str, default: int, high: int = 10_000_000) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{what}.{key}: expected a whole number, got {value!r}")
+    if not 0 <= value <= high:
+        raise InvalidArgument(f"{what}.{key} must be between 0 and {high}, got {value}")
+    return value
+
+
+def _bool(table: dict[str, Any], key: str, what: str) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{what}.{key}: expected true or false, got {value!r}")
+    return value
+
+
+def _str(table: dict[str, Any], key: str, what: str, default: str | None = None) -> str:
+    value = table.get(key, default) if default is not None else _required(table, key, what)
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{what}.{key}: expected a string, got {value!r}")
+    return value
+
+
+def _list(table: dict[str, Any], key: str, what: str) -> list[Any]:
+    value = table.get(key, [])
+    if not isinstance(value, list):
+        raise InvalidArgument(f"{what}.{key} must be a list, got {value!r}")
+    return value
+
+
 def action_from_table(action: str, table: dict[str, Any]) -> ActionConfig:
     what = f"actions.{action}"
+    table = _table(table, what)
     _check_keys(
         table,
         {
@@ -115,7 +166,8 @@ def action_from_table(action: str, table: dict[str, Any]) -> ActionConfig:
     )
     start = None
     if "start_timeout" in table:
-        st = table["start_timeout"]
+        where = f"{what}.start_timeout"
+        st = _table(table["start_timeout"], where)
         _check_keys(
             st,
             {
@@ -126,27 +178,29 @@ def action_from_table(action: str, table: dict[str, Any]) -> ActionConfig:
                 "retry_count",
                 "run_request",
             },
-            f"{what}.start_timeout",
+            where,
         )
         run_request = None
         if "run_request" in st:
-            rr = st["run_request"]
+            rr = _table(st["run_request"], f"{where}.run_request")
+            _check_keys(rr, {"action", "input", "correlation_id"}, f"{where}.run_request")
             run_request = RunRequest(
-                action=rr["action"], input=rr.get("input", {}), correlation_id=rr.get("correlation_id", "")
+                action=_str(rr, "action", f"{where}.run_request"),
+                input=_table(rr.get("input", {}), f"{where}.run_request.input"),
+                correlation_id=_str(rr, "correlation_id", f"{where}.run_request", ""),
             )
         start = StartTimeout(
-            duration=parse_duration(st["duration"], f"{what}.start_timeout.duration"),
-            action=_enum(StartTimeoutAction, st.get("action", "FAIL"), f"{what}.start_timeout.action"),
-            retry_interval=parse_duration(
-                st.get("retry_interval", 0), f"{what}.start_timeout.retry_interval"
-            ),
-            retry_backoff_exponential=bool(st.get("retry_backoff_exponential", False)),
-            retry_count=int(st.get("retry_count", 0)),
+            duration=parse_duration(_required(st, "duration", where), f"{where}.duration"),
+            action=_enum(StartTimeoutAction, st.get("action", "FAIL"), f"{where}.action"),
+            retry_interval=parse_duration(st.get("retry_interval", 0), f"{where}.retry_interval"),
+            retry_backoff_exponential=_bool(st, "retry_backoff_exponential", where),
+            retry_count=_int(st, "retry_count", where, 0),
             run_request=run_request,
         )
     retry_policy = None
     if "retry_policy" in table:
-        rp = table["retry_policy"]
+        where = f"{what}.retry_policy"
+        rp = _table(table["retry_policy"], where)
         _check_keys(
             rp,
             {
@@ -156,24 +210,35 @@ def action_from_table(action: str, table: dict[str, Any]) -> ActionConfig:
                 "max_interval",
                 "non_retryable_kinds",
             },
-            f"{what}.retry_policy",
+            where,
         )
+        coefficient = rp.get("backoff_coefficient", 2.0)
+        if isinstance(coefficient, bool) or not isinstance(coefficient, int | float):
+            raise InvalidArgument(f"{where}.backoff_coefficient: expected a number, got {coefficient!r}")
         retry_policy = RetryPolicy(
-            max_attempts=int(rp.get("max_attempts", 1)),
-            initial_interval=parse_duration(
-                rp.get("initial_interval", 1), f"{what}.retry_policy.initial_interval"
-            ),
-            backoff_coefficient=float(rp.get("backoff_coefficient", 2.0)),
-            max_interval=parse_duration(rp.get("max_interval", 0), f"{what}.retry_policy.max_interval"),
+            max_attempts=_int(rp, "max_attempts", where, 1),
+            initial_interval=parse_duration(rp.get("initial_interval", 1), f"{where}.initial_interval"),
+            backoff_coefficient=float(coefficient),
+            max_interval=parse_duration(rp.get("max_interval", 0), f"{where}.max_interval"),
             non_retryable_kinds=frozenset(
-                _enum(ErrorKind, k, f"{what}.retry_policy.non_retryable_kinds")
-                for k in rp.get("non_retryable_kinds", [])
+                _enum(ErrorKind, k, f"{where}.non_retryable_kinds")
+                for k in _list(rp, "non_retryable_kinds", where)
             ),
         )
 
     def optional(name: str) -> float | None:
         return parse_duration(table[name], f"{what}.{name}") if name in table else None
 
+    locks = []
+    for index, item in enumerate(_list(table, "locks", what)):
+        where = f"{what}.locks[{index}]"
+        entry = _table(item, where)
+        _check_keys(entry, {"resource", "mode"}, where)
+        locks.append(
+            LockRequest(
+                _str(entry, "resource", where), _enum(LockMode, entry.get("mode", "EXCLUSIVE"), where)
+            )
+        )
     return ActionConfig(
         action=action,
         timeouts=Timeouts(
@@ -183,15 +248,10 @@ def action_from_table(action: str, table: dict[str, Any]) -> ActionConfig:
             execution=optional("execution_timeout"),
         ),
         retry_policy=retry_policy,
-        max_running=int(table.get("max_running", 0)),
-        max_queued=int(table.get("max_queued", 0)),
-        lock_templates=[
-            LockRequest(
-                lock["resource"], _enum(LockMode, lock.get("mode", "EXCLUSIVE"), f"{what}.locks.mode")
-            )
-            for lock in table.get("locks", [])
-        ],
-        paused=bool(table.get("paused", False)),
+        max_running=_int(table, "max_running", what, 0),
+        max_queued=_int(table, "max_queued", what, 0),
+        lock_templates=locks,
+        paused=_bool(table, "paused", what),
     )
 
 
@@ -202,10 +262,19 @@ def load_config(path: str | Path) -> FileConfig:
             data = tomllib.load(f)
     except FileNotFoundError:
         raise InvalidArgument(f"config file {path} does not exist") from None
+    except OSError as error:
+        raise InvalidArgument(f"config file {path} cannot be read: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise InvalidArgument(f"config file {path} is not valid TOML: {error}") from None
-    _check_keys(data, {"engine", "actions"}, str(path))
-    engine_table = data.get("engine", {})
+    try:
+        return _from_data(data)
+    except InvalidArgument as error:
+        raise InvalidArgument(f"config file {path}: {error.message}") from None
+
+
+def _from_data(data: dict[str, Any]) -> FileConfig:
+    _check_keys(data, {"engine", "actions"}, "the top level")
+    engine_table = _table(data.get("engine", {}), "engine")
     _check_keys(
         engine_table,
         {
@@ -221,16 +290,19 @@ def load_config(path: str | Path) -> FileConfig:
     )
     config = EngineConfig()
     if "db" in engine_table:
-        config.db_url = str(engine_table["db"])
+        config.db_url = _str(engine_table, "db", "engine")
     for name in ("heartbeat_interval", "default_takeover_timeout", "cancel_grace", "commit_timeout"):
         if name in engine_table:
-            setattr(config, name, parse_duration(engine_table[name], f"engine.{name}"))
-    try:
-        config.actions = [action_from_table(name, table) for name, table in data.get("actions", {}).items()]
-    except (KeyError, TypeError, ValueError) as error:
-        raise InvalidArgument(f"config file {path}: {type(error).__name__}: {error}") from None
+            seconds = parse_duration(engine_table[name], f"engine.{name}")
+            # A zero heartbeat interval would declare every worker dead at once.
+            check_duration(
+                seconds, f"engine.{name}", allow_zero=name in ("default_takeover_timeout", "cancel_grace")
+            )
+            setattr(config, name, seconds)
+    actions = _table(data.get("actions", {}), "actions")
+    config.actions = [action_from_table(name, table) for name, table in actions.items()]
     return FileConfig(
         engine=config,
-        host=str(engine_table.get("host", "127.0.0.1")),
-        port=int(engine_table.get("port", 50051)),
+        host=_str(engine_table, "host", "engine", "127.0.0.1"),
+        port=_int(engine_table, "port", "engine", 50051, high=65535),
     )
