@@ -16,6 +16,7 @@ import grpc.aio
 from jobwarden.contract import TERMINAL_STATUSES, JobStatus
 from jobwarden.sdk._address import CHANNEL_OPTIONS, engine_address
 from jobwarden.sdk._convert import duration
+from jobwarden.sdk._credentials import aio_channel
 from jobwarden.sdk._exceptions import (
     EngineUnavailable,
     InvalidTransition,
@@ -69,7 +70,7 @@ class JobClient:
     def __init__(self, engine: str | None = None, *, timeout: float | None = 30.0) -> None:
         self.address = engine_address(engine)
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+        self._channel = aio_channel(self.address, options=CHANNEL_OPTIONS)
         self._jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
         self._executors = executor_service_pb2_grpc.ExecutorServiceStub(self._channel)
         self._locks = lock_service_pb2_grpc.LockServiceStub(self._channel)

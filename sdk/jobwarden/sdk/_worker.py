@@ -24,6 +24,7 @@ from jobwarden.contract import ErrorKind, ExecutionMode, Limits
 from jobwarden.sdk._address import CHANNEL_OPTIONS, engine_address
 from jobwarden.sdk._context import Checkpoint, JobContext
 from jobwarden.sdk._convert import dict_to_struct, normalize_object
+from jobwarden.sdk._credentials import aio_channel
 from jobwarden.sdk._exceptions import (
     EngineUnavailable,
     ExecutorDefinitionError,
@@ -312,7 +313,7 @@ class Worker:
 
     async def _session(self) -> None:
         """One ``Connect`` stream, until it ends (``_session_registered`` says if it got that far)."""
-        async with grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS) as channel:
+        async with aio_channel(self.address, options=CHANNEL_OPTIONS) as channel:
             stub = executor_service_pb2_grpc.ExecutorServiceStub(channel)
             call = stub.Connect(wait_for_ready=False)
             self._call = call
@@ -379,8 +380,14 @@ class Worker:
             self._wake.clear()
             # One more turn of the loop lets reports made together leave together.
             await asyncio.sleep(0)
-            for message in self._outbox.take(self._vouched()):
-                await call.write(message)
+            try:
+                for message in self._outbox.take(self._vouched()):
+                    await call.write(message)
+            except (grpc.RpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as error:
+                # The stream broke: the reader sees it and reconnects; unacknowledged results are
+                # sent again on the next session.
+                logger.debug("worker %s: write failed: %r", self.name, error)
+                return
             if not self._outbox:
                 self._flushed.set()
 
