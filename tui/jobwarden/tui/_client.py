@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 from jobwarden.contract import JobStatus, Limits
+from jobwarden.sdk._credentials import aio_channel
 from jobwarden.v1 import (
     executor_service_pb2,
     executor_service_pb2_grpc,
@@ -68,7 +69,8 @@ class EngineClient:
 
     def __init__(self, address: str) -> None:
         self.address = address
-        self._channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        # TLS and the token come from the environment (JOBWARDEN_TOKEN_FILE, JOBWARDEN_TLS_CA, ...).
+        self._channel = aio_channel(address, options=_CHANNEL_OPTIONS)
         self.jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
         self.executors = executor_service_pb2_grpc.ExecutorServiceStub(self._channel)
         self.locks = lock_service_pb2_grpc.LockServiceStub(self._channel)

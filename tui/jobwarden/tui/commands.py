@@ -69,7 +69,16 @@ def _console(args: argparse.Namespace) -> int:
     if ":" not in address:
         print(f"jobwarden console: --engine must be HOST:PORT, got {address!r}")
         return 2
-    ConsoleApp(address, read_only=args.read_only, keep_finished=args.keep_finished).run()
+    from jobwarden.sdk._credentials import caller_role
+
+    try:
+        role = caller_role(address)
+    except ValueError as error:  # JOBWARDEN_TOKEN_FILE or JOBWARDEN_TLS_* unusable
+        print(f"jobwarden console: {error}")
+        return 2
+    # A viewer's token may change nothing: the console hides those actions, as with --read-only.
+    read_only = args.read_only or role in ("viewer", "worker")
+    ConsoleApp(address, read_only=read_only, keep_finished=args.keep_finished).run()
     return 0
 
 
