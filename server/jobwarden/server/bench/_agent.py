@@ -1,0 +1,422 @@
+"""The benchmark's client processes: ``python -m jobwarden.server.bench._agent ROLE SPEC_JSON``.
+
+Clients run apart from the engine so that the engine's process is measured alone. Each role prints
+``ready`` once connected, then one JSON line with what it measured (wall-clock ``time.time()`` stamps,
+comparable across the processes of one machine):
+
+- ``submit``: submits ``jobs`` jobs in ``SubmitJobs`` batches of ``batch``, ``inflight`` batches at
+  once, optionally with lock requests or deadlines (start timeout, ``run_at``, heartbeat timeout).
+- ``steady``: submits one job per ``SubmitJob`` at a steady ``rate`` for ``seconds`` and follows
+  their COMPLETED events; writes one record per job to ``out``.
+- ``watch``: opens ``streams`` ``WatchJobs`` streams from ``after``; on the stdin line ``stop HEAD``
+  it waits until every stream has seen HEAD and reports, per stream, what arrived and how late.
+
+Only the SDK's stubs are imported here: no engine code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import threading
+import time
+from array import array
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import grpc
+import grpc.aio
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+from jobwarden.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
+
+__all__ = ["main"]
+
+_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+]
+_EXCLUSIVE = job_pb2.LOCK_MODE_EXCLUSIVE
+_SHARED = job_pb2.LOCK_MODE_SHARED
+
+
+def _seconds(ts: Timestamp) -> float:
+    return ts.seconds + ts.nanos * 1e-9
+
+
+def _duration(seconds: float) -> Duration:
+    d = Duration()
+    d.FromNanoseconds(int(max(seconds, 0.001) * 1e9))
+    return d
+
+
+def _percentiles(values: list[float] | array[float]) -> dict[str, float]:
+    if not values:
+        return {"count": 0}
+    ordered = sorted(values)
+    n = len(ordered)
+
+    def at(q: float) -> float:
+        return ordered[min(n - 1, int(q * n))]
+
+    return {"count": n, "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": ordered[-1]}
+
+
+def _write_json(path: str, value: Any) -> None:
+    with open(path, "w") as file:
+        json.dump(value, file)
+
+
+def _emit(result: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+def _ready() -> None:
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+
+
+# -- submit ----------------------------------------------------------------------------------------
+
+
+class _JobMaker:
+    """Builds each job's SubmitJobRequest from the spec (plain, with locks, or with a deadline)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.action: str = spec["action"]
+        self.locks: dict[str, Any] | None = spec.get("locks")
+        self.timers: dict[str, Any] | None = spec.get("timers")
+        self.random = random.Random(spec.get("seed", 1))
+
+    def make(self, index: int, total: int) -> job_service_pb2.SubmitJobRequest:
+        request = job_service_pb2.SubmitJobRequest(action=self.action)
+        if self.locks:
+            self._add_locks(request)
+        if self.timers:
+            self._add_deadline(request, index, total)
+        return request
+
+    def _add_locks(self, request: job_service_pb2.SubmitJobRequest) -> None:
+        assert self.locks is not None
+        rnd = self.random
+        count = self.locks["resources"]
+        first = rnd.randrange(count)
+        chosen = [first]
+        if count > 1 and rnd.random() < self.locks.get("second", 0.0):
+            chosen.append((first + 1 + rnd.randrange(count - 1)) % count)
+        for resource in chosen:
+            mode = _EXCLUSIVE if rnd.random() < self.locks["exclusive"] else _SHARED
+            request.locks.add(resource=f"bench-resource:{resource}", mode=mode)
+
+    def _add_deadline(self, request: job_service_pb2.SubmitJobRequest, index: int, total: int) -> None:
+        # Deadlines spread evenly over [from, to] (wall clock), each kind taking its share of jobs.
+        assert self.timers is not None
+        t = self.timers
+        start, end = t["from"], t["to"]
+        deadline = start + (end - start) * self.random.random()
+        share = index / max(total, 1)
+        now = time.time()
+        if share < t["start_share"]:
+            request.timeouts.start.duration.CopyFrom(_duration(deadline - now))
+            request.timeouts.start.action = job_pb2.START_TIMEOUT_ACTION_FAIL
+        elif share < t["start_share"] + t["wake_share"]:
+            request.run_at.FromNanoseconds(int(deadline * 1e9))
+        else:
+            request.action = t["heartbeat_action"]
+            request.timeouts.heartbeat.CopyFrom(_duration(deadline - now))
+
+
+async def _submit(spec: dict[str, Any]) -> dict[str, Any]:
+    total: int = spec["jobs"]
+    batch_size: int = spec.get("batch", 1000)
+    inflight: int = spec.get("inflight", 2)
+    sample_size: int = spec.get("sample", 0)
+    maker = _JobMaker(spec)
+    async with grpc.aio.insecure_channel(spec["engine"], options=_OPTIONS) as channel:
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        await stub.GetStats(job_service_pb2.GetStatsRequest(), timeout=30)
+        prebuilt = None
+        if not maker.timers:
+            # Built before the clock starts: the client's own cost is not the engine's.
+            prebuilt = [maker.make(i, total) for i in range(total)]
+        _ready()
+        starts = list(range(0, total, batch_size))
+        next_batch = 0
+        latencies: list[float] = []
+        sample: list[str] = []
+        rnd = random.Random(7)
+        accepted = 0
+        first_send = time.time()
+
+        async def sender() -> None:
+            nonlocal next_batch, accepted
+            while next_batch < len(starts):
+                begin = starts[next_batch]
+                next_batch += 1
+                end = min(total, begin + batch_size)
+                jobs = (
+                    prebuilt[begin:end]
+                    if prebuilt is not None
+                    else [maker.make(i, total) for i in range(begin, end)]
+                )
+                sent = time.time()
+                response = await stub.SubmitJobs(job_service_pb2.SubmitJobsRequest(jobs=jobs), timeout=120)
+                latencies.append(time.time() - sent)
+                accepted += len(response.jobs)
+                if sample_size:
+                    for item in response.jobs:
+                        # Reservoir sampling: every job equally likely to be in the sample.
+                        if len(sample) < sample_size:
+                            sample.append(item.job.id)
+                        else:
+                            slot = rnd.randrange(accepted)
+                            if slot < sample_size:
+                                sample[slot] = item.job.id
+
+        await asyncio.gather(*(sender() for _ in range(max(1, inflight))))
+        last_ack = time.time()
+    return {
+        "jobs": accepted,
+        "first_send": first_send,
+        "last_ack": last_ack,
+        "rate": accepted / max(last_ack - first_send, 1e-9),
+        "batch_seconds": _percentiles(latencies),
+        "sample": sample,
+    }
+
+
+# -- steady ----------------------------------------------------------------------------------------
+
+
+async def _steady(spec: dict[str, Any]) -> dict[str, Any]:
+    rate: float = spec["rate"]
+    seconds: float = spec["seconds"]
+    action: str = spec["action"]
+    total = max(1, int(rate * seconds))
+    sent_at: dict[str, float] = {}
+    acked_at: dict[str, float] = {}
+    done: dict[str, tuple[float, float, float, float]] = {}
+    errors: list[str] = []
+    async with grpc.aio.insecure_channel(spec["engine"], options=_OPTIONS) as channel:
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        head = (await stub.GetStats(job_service_pb2.GetStatsRequest(), timeout=30)).head_sequence
+        all_done = asyncio.Event()
+        submitted_all = False
+
+        async def follow() -> None:
+            request = job_service_pb2.WatchJobsRequest(
+                after_sequence=head, actions=[action], statuses=[job_pb2.JOB_STATUS_COMPLETED]
+            )
+            async for response in stub.WatchJobs(request):
+                now = time.time()
+                for ev in response.events:
+                    job = ev.job
+                    done[job.id] = (
+                        now,
+                        _seconds(job.created_at),
+                        _seconds(job.started_at),
+                        _seconds(job.finished_at),
+                    )
+                if submitted_all and len(done) >= len(sent_at):
+                    all_done.set()
+                    return
+
+        follower = asyncio.create_task(follow())
+        _ready()
+
+        async def submit_one(request: job_service_pb2.SubmitJobRequest) -> None:
+            sent = time.time()
+            try:
+                response = await stub.SubmitJob(request, timeout=30)
+            except grpc.aio.AioRpcError as error:
+                errors.append(f"{error.code().name}: {error.details()}")
+                return
+            job_id = response.job.id
+            sent_at[job_id] = sent
+            acked_at[job_id] = time.time()
+
+        requests = [job_service_pb2.SubmitJobRequest(action=action) for _ in range(total)]
+        tasks: list[asyncio.Task[None]] = []
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        first_send = time.time()
+        for index, request in enumerate(requests):
+            # Open loop: each submit leaves at its time whether or not the previous one was answered.
+            delay = start + index / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(submit_one(request)))
+        await asyncio.gather(*tasks)
+        last_send = time.time()
+        submitted_all = True
+        if len(done) >= len(sent_at):
+            all_done.set()
+        try:
+            await asyncio.wait_for(all_done.wait(), spec.get("drain_timeout", 60))
+        except TimeoutError:
+            errors.append(f"only {len(done)} of {len(sent_at)} jobs completed within the drain timeout")
+        follower.cancel()
+    records = [
+        [job_id, sent, acked_at[job_id], *done.get(job_id, (0.0, 0.0, 0.0, 0.0))]
+        for job_id, sent in sent_at.items()
+    ]
+    _write_json(spec["out"], records)
+    return {
+        "submitted": len(sent_at),
+        "completed": len(done),
+        "first_send": first_send,
+        "last_send": last_send,
+        "offered_rate": len(sent_at) / max(last_send - first_send, 1e-9),
+        "errors": errors[:10],
+        "error_count": len(errors),
+    }
+
+
+# -- watch -----------------------------------------------------------------------------------------
+
+
+class _Stream:
+    def __init__(self, after: int) -> None:
+        self.last = after
+        self.count = 0
+        self.gaps = 0
+        self.duplicates = 0
+        self.cuts = 0
+        self.first_receipt = 0.0
+        self.last_receipt = 0.0
+        self.lags: array[float] = array("d")
+        self.error = ""
+
+
+async def _watch(spec: dict[str, Any]) -> dict[str, Any]:
+    address: str = spec["engine"]
+    after: int = spec["after"]
+    stop_head: list[int] = []
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def _stop(head: int) -> None:
+        stop_head.append(head)
+        stopped.set()
+
+    def read_stdin() -> None:
+        for line in sys.stdin:
+            if line.startswith("stop"):
+                loop.call_soon_threadsafe(_stop, int(line.split()[1]))
+                return
+
+    threading.Thread(target=read_stdin, daemon=True).start()
+    streams = [_Stream(after) for _ in range(spec["streams"])]
+    channels = [
+        # Each stream on a connection of its own, as separate watchers would be.
+        grpc.aio.insecure_channel(address, options=[*_OPTIONS, ("grpc.use_local_subchannel_pool", 1)])
+        for _ in streams
+    ]
+
+    async def follow(stream: _Stream, channel: grpc.aio.Channel) -> None:
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        while True:
+            call = stub.WatchJobs(job_service_pb2.WatchJobsRequest(after_sequence=stream.last))
+            try:
+                async for response in call:
+                    now = time.time()
+                    events = response.events
+                    if events:
+                        if not stream.first_receipt:
+                            stream.first_receipt = now
+                        stream.last_receipt = now
+                    lags = stream.lags
+                    last = stream.last
+                    for ev in events:
+                        seq = ev.sequence
+                        if seq <= last:
+                            stream.duplicates += 1
+                            continue
+                        if seq != last + 1:
+                            stream.gaps += seq - last - 1
+                        last = seq
+                        t = ev.time
+                        lags.append(now - (t.seconds + t.nanos * 1e-9))
+                    stream.count += len(events)
+                    stream.last = last
+                    if stop_head and last >= stop_head[0]:
+                        return
+                return
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    stream.cuts += 1  # cut for falling behind: reconnect from the last sequence
+                    continue
+                stream.error = f"{error.code().name}: {error.details()}"
+                return
+            finally:
+                call.cancel()
+
+    tasks = [asyncio.create_task(follow(s, c)) for s, c in zip(streams, channels, strict=True)]
+    _ready()
+    await stopped.wait()
+    target = stop_head[0]
+    waiting = [t for s, t in zip(streams, tasks, strict=True) if s.last < target and not t.done()]
+    for stream, task in zip(streams, tasks, strict=True):
+        if stream.last >= target:
+            task.cancel()
+    if waiting:
+        await asyncio.wait(waiting, timeout=spec.get("drain_timeout", 60))
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for channel in channels:
+        await channel.close()
+    pooled: array[float] = array("d")
+    per_stream = []
+    for stream in streams:
+        pooled.extend(stream.lags)
+        span = stream.last_receipt - stream.first_receipt
+        lag = _percentiles(stream.lags)
+        per_stream.append(
+            {
+                "events": stream.count - stream.duplicates,
+                "last": stream.last,
+                "complete": stream.last >= target and stream.gaps == 0,
+                "gaps": stream.gaps,
+                "duplicates": stream.duplicates,
+                "cuts": stream.cuts,
+                "events_per_second": (stream.count / span) if span > 0 else 0.0,
+                "lag_p50": lag.get("p50", 0.0),
+                "lag_p99": lag.get("p99", 0.0),
+                "lag_max": lag.get("max", 0.0),
+                "first_receipt": stream.first_receipt,
+                "last_receipt": stream.last_receipt,
+                "error": stream.error,
+            }
+        )
+    return {"target": target, "streams": per_stream, "lag": _percentiles(pooled)}
+
+
+_ROLES: dict[str, Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]] = {
+    "submit": _submit,
+    "steady": _steady,
+    "watch": _watch,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobwarden.server.bench._agent")
+    parser.add_argument("role", choices=sorted(_ROLES))
+    parser.add_argument("spec", help="the role's settings as a JSON object")
+    args = parser.parse_args(argv)
+    spec = json.loads(args.spec)
+    try:
+        result = asyncio.run(_ROLES[args.role](spec))
+    except grpc.aio.AioRpcError as error:
+        print(f"bench agent {args.role}: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 1
+    _emit(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

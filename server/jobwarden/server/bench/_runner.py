@@ -1,0 +1,169 @@
+"""Running scenarios: a fresh engine for each (unless one is given), the machine's conditions noted,
+py-spy attached when asked."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import SCENARIOS
+from ._conditions import machine_conditions
+from ._console import run_console
+from ._depth import run_depth
+from ._fanout import run_fanout
+from ._latency import run_latency
+from ._locks import run_locks
+from ._procs import Profiler
+from ._progress import NullProgress, Progress
+from ._results import ScenarioResult, ScenarioUnavailable
+from ._sizes import (
+    ConsoleSizes,
+    DepthSizes,
+    FanoutSizes,
+    LatencySizes,
+    LocksSizes,
+    ThroughputSizes,
+    TimersSizes,
+)
+from ._target import BenchSetup, EngineUnderTest, engine_under_test
+from ._throughput import run_throughput
+from ._timers import run_timers
+
+__all__ = ["SCENARIOS", "AllSizes", "run_all", "run_scenario"]
+
+Sizes = ThroughputSizes | LatencySizes | FanoutSizes | LocksSizes | TimersSizes | DepthSizes | ConsoleSizes
+_Runner = Callable[[EngineUnderTest, Any, Progress, Profiler | None], Awaitable[ScenarioResult]]
+
+_ENGINE_SCENARIOS: dict[str, tuple[type[Any], _Runner]] = {
+    "throughput": (ThroughputSizes, run_throughput),
+    "latency": (LatencySizes, run_latency),
+    "fanout": (FanoutSizes, run_fanout),
+    "locks": (LocksSizes, run_locks),
+    "timers": (TimersSizes, run_timers),
+    "console": (ConsoleSizes, run_console),
+}
+
+
+@dataclass(slots=True)
+class AllSizes:
+    """The sizes ``all`` runs each scenario with (chosen to fit in under ten minutes here)."""
+
+    throughput: ThroughputSizes = field(default_factory=ThroughputSizes)
+    latency: LatencySizes = field(default_factory=LatencySizes)
+    fanout: FanoutSizes = field(default_factory=lambda: FanoutSizes(jobs=5_000))
+    locks: LocksSizes = field(default_factory=LocksSizes)
+    timers: TimersSizes = field(default_factory=TimersSizes)
+    depth: DepthSizes = field(default_factory=DepthSizes)
+    console: ConsoleSizes = field(default_factory=ConsoleSizes)
+
+    def of(self, scenario: str) -> Sizes:
+        value: Sizes = getattr(self, scenario)
+        return value
+
+
+def default_sizes(scenario: str) -> Sizes:
+    if scenario == "depth":
+        return DepthSizes()
+    sizes: Sizes = _ENGINE_SCENARIOS[scenario][0]()
+    return sizes
+
+
+def _profile_path(setup: BenchSetup, scenario: str, several: bool) -> Path | None:
+    if setup.profile is None:
+        return None
+    if not several:
+        return setup.profile
+    return setup.profile.with_name(f"{setup.profile.stem}-{scenario}{setup.profile.suffix}")
+
+
+async def run_scenario(
+    scenario: str,
+    sizes: Sizes | None = None,
+    setup: BenchSetup | None = None,
+    progress: Progress | None = None,
+    *,
+    several: bool = False,
+) -> ScenarioResult:
+    """Run one scenario and return what it measured. ``ScenarioUnavailable`` when it cannot run
+    here (e.g. ``timers`` against an engine it did not start, ``console`` without the console)."""
+    setup = setup or BenchSetup()
+    progress = progress or NullProgress()
+    sizes = sizes if sizes is not None else default_sizes(scenario)
+    profile = _profile_path(setup, scenario, several)
+    profiler = Profiler(profile) if profile is not None else None
+    conditions = machine_conditions()
+    started = time.perf_counter()
+    if scenario == "depth":
+        assert isinstance(sizes, DepthSizes)
+        result = await _run_depth(sizes, setup, progress, profiler, conditions)
+    else:
+        if scenario not in _ENGINE_SCENARIOS:
+            raise ValueError(f"unknown scenario {scenario!r} (one of {', '.join(SCENARIOS)})")
+        _, runner = _ENGINE_SCENARIOS[scenario]
+        async with engine_under_test(setup, scenario) as target:
+            conditions["engine"] = target.describe()
+            result = await runner(target, sizes, progress, profiler)
+    conditions["load_average_after"] = machine_conditions()["load_average"]
+    result.conditions = conditions
+    result.seconds = time.perf_counter() - started
+    if profile is not None:
+        result.details["profile"] = str(profile)
+    return result
+
+
+async def _run_depth(
+    sizes: DepthSizes,
+    setup: BenchSetup,
+    progress: Progress,
+    profiler: Profiler | None,
+    conditions: dict[str, Any],
+) -> ScenarioResult:
+    if setup.engine:
+        raise ScenarioUnavailable(
+            "depth seeds the store and restarts the engine on it: run it without --engine "
+            "(with --db it grows that database)"
+        )
+    workdir = Path(tempfile.mkdtemp(prefix="jobwarden-bench-depth-", dir=setup.workdir))
+    try:
+        db_url = setup.db or f"sqlite:///{workdir / 'bench.db'}"
+        if db_url.startswith("sqlite"):
+            conditions["engine"] = (
+                "engine in the bench's process; SQLite (WAL, synchronous=FULL) in a temp dir"
+            )
+        else:
+            conditions["engine"] = "engine in the bench's process; the --db database (grown by the seed)"
+        return await run_depth(db_url, workdir, sizes, progress, profiler)
+    finally:
+        if not setup.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def run_all(
+    sizes: AllSizes | None = None,
+    setup: BenchSetup | None = None,
+    progress: Progress | None = None,
+    *,
+    skip: frozenset[str] = frozenset(),
+    on_result: Callable[[ScenarioResult], None] | None = None,
+) -> list[ScenarioResult]:
+    """Every scenario in turn; one that cannot run here is recorded as skipped, with why."""
+    sizes = sizes or AllSizes()
+    results = []
+    for scenario in SCENARIOS:
+        if scenario in skip:
+            continue
+        try:
+            result = await run_scenario(scenario, sizes.of(scenario), setup, progress, several=True)
+        except ScenarioUnavailable as error:
+            result = ScenarioResult(scenario, {}, details={"skipped": str(error)})
+            if progress is not None:
+                progress.note(f"{scenario}: skipped: {error}")
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return results

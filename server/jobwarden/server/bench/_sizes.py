@@ -1,0 +1,102 @@
+"""Each scenario's sizes, with the defaults of a single run and the smaller ones ``all`` uses to fit
+every scenario in under ten minutes on two cores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "ConsoleSizes",
+    "DepthSizes",
+    "FanoutSizes",
+    "LatencySizes",
+    "LocksSizes",
+    "ThroughputSizes",
+    "TimersSizes",
+]
+
+
+@dataclass(slots=True)
+class ThroughputSizes:
+    #: no-op jobs submitted
+    jobs: int = 20_000
+    #: worker processes
+    workers: int = 2
+    #: jobs each worker runs at once
+    capacity: int = 100
+    #: jobs per SubmitJobs call
+    batch: int = 1000
+    #: SubmitJobs calls in flight at once
+    inflight: int = 2
+
+
+@dataclass(slots=True)
+class LatencySizes:
+    #: jobs submitted per second, one SubmitJob call each
+    rate: float = 500.0
+    seconds: float = 10.0
+    workers: int = 1
+    capacity: int = 100
+    #: the first seconds are not counted (connections and caches warming up)
+    warmup: float = 1.0
+
+
+@dataclass(slots=True)
+class FanoutSizes:
+    #: WatchJobs streams, each on its own connection
+    watchers: int = 100
+    #: processes the watchers are spread over
+    watcher_processes: int = 4
+    jobs: int = 10_000
+    workers: int = 2
+    capacity: int = 100
+    batch: int = 1000
+
+
+@dataclass(slots=True)
+class LocksSizes:
+    jobs: int = 5_000
+    #: distinct resources the jobs contend on
+    resources: int = 4
+    #: share of lock requests that are EXCLUSIVE (the rest SHARED)
+    exclusive: float = 0.3
+    #: share of jobs that ask for a second resource
+    second: float = 0.3
+    workers: int = 2
+    capacity: int = 50
+    #: jobs whose history is read afterwards for their waiting time
+    sample: int = 300
+
+
+@dataclass(slots=True)
+class TimersSizes:
+    #: pending deadlines armed before any fires
+    timers: int = 100_000
+    #: the deadlines are spread evenly over this many seconds
+    window: float = 20.0
+    #: shares of start timeouts and of run_at/backoff wake-ups; heartbeat deadlines take the rest
+    start_share: float = 0.6
+    wake_share: float = 0.3
+    batch: int = 1000
+
+
+@dataclass(slots=True)
+class DepthSizes:
+    #: jobs already stored before each measure (finished ones, seeded straight into the tables)
+    stored: list[int] = field(default_factory=lambda: [0, 100_000, 1_000_000])
+    #: jobs submitted (then dispatched) at each depth
+    jobs: int = 10_000
+    workers: int = 2
+    capacity: int = 100
+    batch: int = 1000
+
+
+@dataclass(slots=True)
+class ConsoleSizes:
+    #: running jobs the console follows
+    jobs: int = 10_000
+    #: job updates per second
+    rate: float = 1000.0
+    #: seconds measured, after ``warmup`` seconds of settling
+    seconds: float = 20.0
+    warmup: float = 5.0

@@ -1,0 +1,61 @@
+"""``throughput``: N no-op jobs through W worker processes; jobs/s from the first submit to the last
+COMPLETED, and the rate the submits alone were accepted at."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from ._procs import Profiler
+from ._progress import Progress
+from ._results import ScenarioResult, Target
+from ._sizes import ThroughputSizes
+from ._target import EngineUnderTest
+from ._workload import new_action, run_workload, start_workers
+
+__all__ = ["THROUGHPUT_TARGET", "run_throughput"]
+
+#: the issue's target: jobs/s end to end on this machine, SQLite, every acknowledged job durable
+THROUGHPUT_TARGET = 3000.0
+
+
+async def run_throughput(
+    target: EngineUnderTest,
+    sizes: ThroughputSizes,
+    progress: Progress,
+    profiler: Profiler | None = None,
+) -> ScenarioResult:
+    result = ScenarioResult("throughput", asdict(sizes))
+    action = new_action("throughput")
+    workers = await start_workers(
+        target, action, count=sizes.workers, capacity=sizes.capacity, progress=progress
+    )
+    try:
+        figures = await run_workload(
+            target,
+            action,
+            jobs=sizes.jobs,
+            batch=sizes.batch,
+            inflight=sizes.inflight,
+            progress=progress,
+            profiler=profiler,
+        )
+    finally:
+        await workers.stop()
+    result.add(
+        "end to end",
+        figures.rate,
+        "jobs/s",
+        target=Target(THROUGHPUT_TARGET),
+        note="first submit sent -> last job COMPLETED",
+    )
+    result.add(
+        "submits accepted",
+        figures.submit_rate,
+        "jobs/s",
+        note=f"SubmitJobs of {sizes.batch}, {sizes.inflight} in flight, while workers drain",
+    )
+    result.add("completed", figures.completed, "jobs", note=f"of {figures.jobs} submitted")
+    if figures.cpu is not None:
+        result.add("engine CPU", figures.cpu.percent, "%", note="the engine's process; 100% = one core")
+    result.details.update(figures.details())
+    return result

@@ -1,0 +1,148 @@
+"""``timers``: T deadlines pending at once (start timeouts, run_at/backoff wake-ups and heartbeat
+deadlines of running jobs), armed through the API; the memory they take, how fast they are armed,
+and how late they fire (the engine's own record of each fire, so it needs an engine the bench
+started)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict
+
+from ._procs import Agent, Profiler
+from ._progress import Progress
+from ._results import ScenarioResult, ScenarioUnavailable, Target
+from ._sizes import TimersSizes
+from ._stats import percentiles, rss_bytes
+from ._target import EngineUnderTest
+from ._workload import new_action, start_workers
+
+__all__ = ["LATENESS_P99_TARGET_MS", "run_timers"]
+
+#: the issue's target: p99 firing lateness with 100,000 timers pending
+LATENESS_P99_TARGET_MS = 50.0
+
+
+async def run_timers(
+    target: EngineUnderTest,
+    sizes: TimersSizes,
+    progress: Progress,
+    profiler: Profiler | None = None,
+) -> ScenarioResult:
+    engine = target.engine
+    if engine is None:
+        raise ScenarioUnavailable(
+            "timers reads the engine's timer records in process: run it without --engine"
+        )
+    timers = engine.timers
+    result = ScenarioResult("timers", asdict(sizes))
+    action = new_action("timers")
+    heartbeat_action = f"{action}-hb"
+    starts = int(sizes.timers * sizes.start_share)
+    wakes = int(sizes.timers * sizes.wake_share)
+    heartbeats = sizes.timers - starts - wakes
+    hang = None
+    if heartbeats:
+        hang = await start_workers(
+            target, heartbeat_action, count=1, capacity=heartbeats, executor="Hang", progress=progress
+        )
+    try:
+        base_pending = timers.pending
+        base_fired = timers.fired
+        rss_before = rss_bytes()
+        # Arming must be over before the first deadline: budget for a slow submit path.
+        arm_budget = 5.0 + sizes.timers / 2500.0
+        fire_from = time.time() + arm_budget
+        fire_to = fire_from + sizes.window
+        spec = {
+            "engine": target.address,
+            "action": action,
+            "jobs": sizes.timers,
+            "batch": sizes.batch,
+            "inflight": 2,
+            "timers": {
+                "from": fire_from,
+                "to": fire_to,
+                "start_share": starts / sizes.timers,
+                "wake_share": wakes / sizes.timers,
+                "heartbeat_action": heartbeat_action,
+            },
+        }
+        progress.phase("starting the client process")
+        agent = await Agent("submit", spec).start()
+        progress.phase(f"arming {sizes.timers:,} deadlines", total=sizes.timers)
+        peak = 0
+
+        async def all_armed() -> bool:
+            nonlocal peak
+            pending = timers.pending - base_pending
+            peak = max(peak, pending)
+            progress.update(pending)
+            return pending >= sizes.timers or time.time() >= fire_from
+
+        all_armed_at = await target.wait_until(all_armed, timeout=arm_budget + 60, what="the deadlines")
+        submitted = await agent.result()
+        rss_armed = rss_bytes()
+        arm_seconds = all_armed_at - submitted["first_send"]
+        timers.lateness.clear()
+        timers.record_lateness = True
+        if profiler is not None:
+            await profiler.start()
+        meter = target.cpu_meter()
+        if meter is not None:
+            meter.start()
+        progress.phase(f"waiting for the first deadline ({max(0.0, fire_from - time.time()):.0f}s)")
+        await asyncio.sleep(max(0.0, fire_from - time.time()))
+        progress.phase(f"firing over {sizes.window:g}s", total=sizes.timers)
+
+        async def all_fired() -> bool:
+            fired = timers.fired - base_fired
+            progress.update(fired)
+            return fired >= sizes.timers
+
+        try:
+            await target.wait_until(all_fired, timeout=sizes.window + 120, what="every deadline to fire")
+        finally:
+            timers.record_lateness = False
+            if profiler is not None:
+                await profiler.stop()
+        cpu = meter.stop() if meter is not None else None
+        lateness = percentiles(timers.lateness, 1000)
+    finally:
+        if hang is not None:
+            await hang.stop()
+    kinds = f"{starts:,} start timeouts, {wakes:,} run_at/backoff, {heartbeats:,} heartbeat"
+    result.add("pending at once", peak, "deadlines", note=kinds)
+    result.add(
+        "arming rate",
+        sizes.timers / arm_seconds if arm_seconds > 0 else 0.0,
+        "deadlines/s",
+        note="first submit -> all armed; each is a job submitted through SubmitJobs",
+    )
+    result.add(
+        "memory per pending deadline",
+        (rss_armed - rss_before) / max(peak, 1),
+        "bytes",
+        note="engine process RSS growth / deadlines; includes each deadline's job",
+    )
+    result.add(
+        "firing rate", sizes.timers / sizes.window, "fires/s", note=f"deadlines spread over {sizes.window:g}s"
+    )
+    result.add("lateness p50", lateness["p50"], "ms", note="fire time - deadline, engine's record")
+    result.add("lateness p99", lateness["p99"], "ms", target=Target(LATENESS_P99_TARGET_MS, at_most=True))
+    result.add("lateness max", lateness["max"], "ms")
+    if cpu is not None:
+        result.add("engine CPU while firing", cpu.percent, "%", note="100% = one core")
+    result.details.update(
+        {
+            "lateness_ms": lateness,
+            "fired": len(timers.lateness),
+            "rss_before_mb": round(rss_before / 2**20, 1),
+            "rss_armed_mb": round(rss_armed / 2**20, 1),
+            "arm_seconds": round(arm_seconds, 2),
+            "submit_rate": submitted["rate"],
+        }
+    )
+    if cpu is not None:
+        result.details["engine_threads_cpu_percent"] = cpu.thread_percent()
+    return result

@@ -1,0 +1,183 @@
+"""The no-op workload the throughput-like scenarios share: worker processes connect, a client
+process submits N jobs in batches, and the bench waits for the last one to finish."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobwarden.contract import TERMINAL_STATUSES, JobStatus
+
+from ._procs import Agent, Profiler, WorkerGroup
+from ._progress import NullProgress, Progress
+from ._stats import CpuUse
+from ._target import EngineUnderTest
+
+__all__ = ["WorkloadFigures", "new_action", "run_workload", "start_workers"]
+
+
+def new_action(scenario: str) -> str:
+    """An action of this run's own, so that counts on a shared engine are this run's alone."""
+    return f"bench-{scenario}-{secrets.token_hex(3)}"
+
+
+@dataclass(slots=True)
+class WorkloadFigures:
+    jobs: int
+    first_send: float
+    last_ack: float
+    last_done: float
+    completed: int
+    submit: dict[str, Any]
+    cpu: CpuUse | None = None
+    commits: int = 0
+    committed_rows: int = 0
+    commit_seconds: float = 0.0
+    sample: list[str] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return self.last_done - self.first_send
+
+    @property
+    def rate(self) -> float:
+        """Jobs per second from the first submit to the last job finished."""
+        return self.jobs / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def submit_rate(self) -> float:
+        return self.jobs / (self.last_ack - self.first_send) if self.last_ack > self.first_send else 0.0
+
+    def details(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "jobs": self.jobs,
+            "completed": self.completed,
+            "seconds": round(self.seconds, 3),
+            "submit_seconds": round(self.last_ack - self.first_send, 3),
+            "submit_batch_seconds": self.submit.get("batch_seconds"),
+        }
+        if self.cpu is not None:
+            out["engine_cpu_percent"] = round(self.cpu.percent, 1)
+            out["engine_threads_cpu_percent"] = self.cpu.thread_percent()
+        if self.commits:
+            out["commits"] = self.commits
+            out["rows_per_commit"] = round(self.committed_rows / self.commits, 1)
+            out["commit_ms_mean"] = round(1000 * self.commit_seconds / self.commits, 2)
+            out["store_busy_percent"] = round(100 * self.commit_seconds / max(self.seconds, 1e-9), 1)
+        return out
+
+
+async def start_workers(
+    target: EngineUnderTest,
+    action: str,
+    *,
+    count: int,
+    capacity: int,
+    executor: str = "Noop",
+    stamps: Any = None,
+    progress: Progress | None = None,
+) -> WorkerGroup:
+    """Start ``count`` worker processes and wait until all of them have registered for ``action``."""
+    progress = progress or NullProgress()
+    group = WorkerGroup(
+        target.address,
+        action,
+        count=count,
+        capacity=capacity,
+        workdir=target.workdir,
+        executor=executor,
+        stamps=stamps,
+    )
+    progress.phase(f"starting {count} worker process(es)", total=count)
+    await group.start()
+
+    async def registered() -> bool:
+        if (failure := group.failed()) is not None:
+            raise RuntimeError(failure)
+        connected = await target.workers_for(action)
+        progress.update(connected)
+        return connected >= count
+
+    try:
+        await target.wait_until(registered, timeout=90, interval=0.05, what=f"{count} workers to register")
+    except BaseException:
+        await group.stop()
+        raise
+    return group
+
+
+async def run_workload(
+    target: EngineUnderTest,
+    action: str,
+    *,
+    jobs: int,
+    batch: int = 1000,
+    inflight: int = 2,
+    locks: dict[str, Any] | None = None,
+    sample: int = 0,
+    progress: Progress | None = None,
+    profiler: Profiler | None = None,
+    timeout: float = 600.0,
+) -> WorkloadFigures:
+    """Submit ``jobs`` jobs of ``action`` from a client process (workers must be connected already)
+    and wait until every one has finished. Measures the engine's CPU when it runs in this process."""
+    progress = progress or NullProgress()
+    spec = {
+        "engine": target.address,
+        "action": action,
+        "jobs": jobs,
+        "batch": batch,
+        "inflight": inflight,
+        "locks": locks,
+        "sample": sample,
+    }
+    progress.phase(f"starting the client process ({jobs:,} jobs)")
+    agent = Agent("submit", spec)
+    await agent.start()
+    if profiler is not None:
+        await profiler.start()
+    meter = target.cpu_meter()
+    before = target.writer_stats()
+    if meter is not None:
+        meter.start()
+    progress.phase(f"{jobs:,} jobs: submitted -> finished", total=jobs)
+    terminal = tuple(TERMINAL_STATUSES)
+
+    async def finished() -> bool:
+        done = await target.count(action, *terminal)
+        progress.update(done)
+        return done >= jobs
+
+    try:
+        last_done = await target.wait_until(finished, timeout=timeout, what=f"{jobs} jobs to finish")
+    except BaseException:
+        await agent.kill()
+        raise
+    finally:
+        if profiler is not None:
+            await profiler.stop()
+    cpu = meter.stop() if meter is not None else None
+    after = target.writer_stats()
+    submitted = await agent.result()
+    completed = await target.count(action, JobStatus.COMPLETED)
+    figures = WorkloadFigures(
+        jobs=submitted["jobs"],
+        first_send=submitted["first_send"],
+        last_ack=submitted["last_ack"],
+        last_done=last_done,
+        completed=completed,
+        submit=submitted,
+        cpu=cpu,
+        sample=submitted.get("sample", []),
+    )
+    if before is not None and after is not None:
+        figures.commits = after[0] - before[0]
+        figures.committed_rows = after[1] - before[1]
+        figures.commit_seconds = after[2] - before[2]
+    return figures
+
+
+def elapsed(since: float) -> float:
+    return time.time() - since
