@@ -179,9 +179,23 @@ async def test_usage_errors_exit_2_with_a_clear_message(args: list[str], fragmen
 
 
 async def test_help_on_every_command() -> None:
-    for command in ("submit", "jobs", "get", "cancel", "retry", "events", "logs", "watch", "worker"):
-        code, out, _ = await jobwarden(command, "--help")
-        assert code == 0
+    commands = (
+        "submit",
+        "jobs",
+        "get",
+        "cancel",
+        "retry",
+        "events",
+        "logs",
+        "watch",
+        "worker",
+        "workers",
+        "stats",
+    )
+    answers = await asyncio.gather(*(jobwarden(command, "--help") for command in commands))
+    for command, (code, out, _) in zip(commands, answers, strict=True):
+        assert code == 0, command
+        assert f"usage: jobwarden {command}" in out
         assert "--engine" in out
 
 
