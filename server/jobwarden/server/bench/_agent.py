@@ -91,6 +91,8 @@ class _JobMaker:
         self.locks: dict[str, Any] | None = spec.get("locks")
         self.timers: dict[str, Any] | None = spec.get("timers")
         self.random = random.Random(spec.get("seed", 1))
+        #: when the first submit left (set by the submitter)
+        self.origin = time.time()
 
     def make(self, index: int, total: int) -> job_service_pb2.SubmitJobRequest:
         request = job_service_pb2.SubmitJobRequest(action=self.action)
@@ -116,7 +118,8 @@ class _JobMaker:
         # Deadlines spread evenly over [from, to] (wall clock), each kind taking its share of jobs.
         assert self.timers is not None
         t = self.timers
-        start, end = t["from"], t["to"]
+        # Deadlines are counted from the first submit, so arming never eats into the window.
+        start, end = self.origin + t["from"], self.origin + t["to"]
         deadline = start + (end - start) * self.random.random()
         share = index / max(total, 1)
         now = time.time()
@@ -150,7 +153,7 @@ async def _submit(spec: dict[str, Any]) -> dict[str, Any]:
         sample: list[str] = []
         rnd = random.Random(7)
         accepted = 0
-        first_send = time.time()
+        first_send = maker.origin = time.time()
 
         async def sender() -> None:
             nonlocal next_batch, accepted

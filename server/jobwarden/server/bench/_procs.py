@@ -67,10 +67,12 @@ class WorkerGroup:
             self.processes.append(process)
 
     async def stop(self) -> None:
+        """SIGTERM (the worker drains), or SIGKILL for ``Hang`` workers, whose jobs never end."""
+        stop = signal.SIGKILL if self.executor == "Hang" else signal.SIGTERM
         for process in self.processes:
             if process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGTERM)
+                    process.send_signal(stop)
         for process in self.processes:
             try:
                 await asyncio.wait_for(process.wait(), 10)

@@ -22,6 +22,7 @@ from ._procs import Profiler
 from ._progress import NullProgress, Progress
 from ._results import ScenarioResult, ScenarioUnavailable
 from ._sizes import (
+    SIZES,
     ConsoleSizes,
     DepthSizes,
     FanoutSizes,
@@ -39,13 +40,14 @@ __all__ = ["SCENARIOS", "AllSizes", "run_all", "run_scenario"]
 Sizes = ThroughputSizes | LatencySizes | FanoutSizes | LocksSizes | TimersSizes | DepthSizes | ConsoleSizes
 _Runner = Callable[[EngineUnderTest, Any, Progress, Profiler | None], Awaitable[ScenarioResult]]
 
-_ENGINE_SCENARIOS: dict[str, tuple[type[Any], _Runner]] = {
-    "throughput": (ThroughputSizes, run_throughput),
-    "latency": (LatencySizes, run_latency),
-    "fanout": (FanoutSizes, run_fanout),
-    "locks": (LocksSizes, run_locks),
-    "timers": (TimersSizes, run_timers),
-    "console": (ConsoleSizes, run_console),
+#: the scenarios that run against one engine (depth restarts its own)
+_ENGINE_SCENARIOS: dict[str, _Runner] = {
+    "throughput": run_throughput,
+    "latency": run_latency,
+    "fanout": run_fanout,
+    "locks": run_locks,
+    "timers": run_timers,
+    "console": run_console,
 }
 
 
@@ -67,9 +69,9 @@ class AllSizes:
 
 
 def default_sizes(scenario: str) -> Sizes:
-    if scenario == "depth":
-        return DepthSizes()
-    sizes: Sizes = _ENGINE_SCENARIOS[scenario][0]()
+    if scenario not in SIZES:
+        raise ValueError(f"unknown scenario {scenario!r} (one of {', '.join(SCENARIOS)})")
+    sizes: Sizes = SIZES[scenario]()
     return sizes
 
 
@@ -104,7 +106,7 @@ async def run_scenario(
     else:
         if scenario not in _ENGINE_SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r} (one of {', '.join(SCENARIOS)})")
-        _, runner = _ENGINE_SCENARIOS[scenario]
+        runner = _ENGINE_SCENARIOS[scenario]
         async with engine_under_test(setup, scenario) as target:
             conditions["engine"] = target.describe()
             result = await runner(target, sizes, progress, profiler)

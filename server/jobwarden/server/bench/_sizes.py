@@ -4,8 +4,10 @@ every scenario in under ten minutes on two cores."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = [
+    "SIZES",
     "ConsoleSizes",
     "DepthSizes",
     "FanoutSizes",
@@ -100,3 +102,15 @@ class ConsoleSizes:
     #: seconds measured, after ``warmup`` seconds of settling
     seconds: float = 20.0
     warmup: float = 5.0
+
+
+#: each scenario's sizes
+SIZES: dict[str, type[Any]] = {
+    "throughput": ThroughputSizes,
+    "latency": LatencySizes,
+    "fanout": FanoutSizes,
+    "locks": LocksSizes,
+    "timers": TimersSizes,
+    "depth": DepthSizes,
+    "console": ConsoleSizes,
+}

@@ -50,10 +50,9 @@ async def run_timers(
         base_pending = timers.pending
         base_fired = timers.fired
         rss_before = rss_bytes()
-        # Arming must be over before the first deadline: budget for a slow submit path.
-        arm_budget = 5.0 + sizes.timers / 2500.0
-        fire_from = time.time() + arm_budget
-        fire_to = fire_from + sizes.window
+        # Arming must be over before the first deadline: budget for a slow submit path. Deadlines
+        # are counted from the client's first submit, which follows its "ready" at once.
+        arm_budget = 1.0 + sizes.timers / 2500.0
         spec = {
             "engine": target.address,
             "action": action,
@@ -61,8 +60,8 @@ async def run_timers(
             "batch": sizes.batch,
             "inflight": 2,
             "timers": {
-                "from": fire_from,
-                "to": fire_to,
+                "from": arm_budget,
+                "to": arm_budget + sizes.window,
                 "start_share": starts / sizes.timers,
                 "wake_share": wakes / sizes.timers,
                 "heartbeat_action": heartbeat_action,
@@ -70,6 +69,7 @@ async def run_timers(
         }
         progress.phase("starting the client process")
         agent = await Agent("submit", spec).start()
+        fire_from = time.time() + arm_budget
         progress.phase(f"arming {sizes.timers:,} deadlines", total=sizes.timers)
         peak = 0
 
@@ -82,17 +82,18 @@ async def run_timers(
 
         all_armed_at = await target.wait_until(all_armed, timeout=arm_budget + 60, what="the deadlines")
         submitted = await agent.result()
+        fire_from = submitted["first_send"] + arm_budget
         rss_armed = rss_bytes()
         arm_seconds = all_armed_at - submitted["first_send"]
         timers.lateness.clear()
         timers.record_lateness = True
         if profiler is not None:
             await profiler.start()
+        progress.phase(f"waiting for the first deadline ({max(0.0, fire_from - time.time()):.0f}s)")
+        await asyncio.sleep(max(0.0, fire_from - time.time()))
         meter = target.cpu_meter()
         if meter is not None:
             meter.start()
-        progress.phase(f"waiting for the first deadline ({max(0.0, fire_from - time.time()):.0f}s)")
-        await asyncio.sleep(max(0.0, fire_from - time.time()))
         progress.phase(f"firing over {sizes.window:g}s", total=sizes.timers)
 
         async def all_fired() -> bool:

@@ -6,12 +6,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import importlib.util
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 __all__ = ["register"]
+
+# The `jobwarden` command reports an ImportError here as "install the server extra"; nothing heavy
+# is imported until a scenario runs, so other commands start as fast as without the bench.
+for _needed in ("sqlalchemy", "rich", "grpc_health"):
+    if importlib.util.find_spec(_needed) is None:
+        raise ImportError(f"jobwarden bench needs {_needed} (the server extra)")
 
 _SCENARIO_HELP = {
     "throughput": "N no-op jobs through W worker processes: jobs/s from first submit to last COMPLETED",
@@ -47,7 +54,8 @@ _SIZE_HELP = {
 
 
 def register(subparsers: Any) -> None:
-    from ._runner import SCENARIOS, default_sizes
+    from . import SCENARIOS
+    from ._sizes import SIZES
 
     common = argparse.ArgumentParser(add_help=False)
     where = common.add_argument_group("where")
@@ -85,8 +93,9 @@ def register(subparsers: Any) -> None:
             name, parents=[common], help=_SCENARIO_HELP[name], description=_SCENARIO_HELP[name]
         )
         group = parser.add_argument_group("sizes")
-        for size in dataclasses.fields(default_sizes(name)):
-            default = getattr(default_sizes(name), size.name)
+        defaults = SIZES[name]()
+        for size in dataclasses.fields(defaults):
+            default = getattr(defaults, size.name)
             flag = "--" + size.name.replace("_", "-")
             text = f"{_SIZE_HELP.get(size.name, size.name)} (default {_show(default)})"
             if isinstance(default, list):
