@@ -134,3 +134,20 @@ async def test_a_slow_watcher_is_cut_and_the_others_keep_up(engine: EngineHandle
             break
     assert got[:200] == list(range(1, 201))
     call.cancel()
+
+
+async def test_watch_from_a_job_read_sequence_before_its_commit(engine: EngineHandle, stubs: Stubs) -> None:
+    """A job read from memory may carry a sequence not yet committed: watching from it is allowed, and
+    events up to it are not sent again."""
+    job = await submit(stubs)
+    worker = await RawWorker(engine.address, ["work"]).connect()
+    a = await worker.next_assignment()
+    got = await stubs.jobs.GetJob(js.GetJobRequest(job_id=job.id))
+    watcher = Watcher(stubs, after_sequence=got.job.sequence, job_ids=[job.id])
+    await worker.complete(a)
+    await wait_for(lambda: watcher.events)
+    assert watcher.events[0].sequence > got.job.sequence
+    assert watcher.events[-1].job.status == JobStatus.COMPLETED
+    assert watcher.error is None
+    watcher.cancel()
+    await worker.close()

@@ -152,15 +152,19 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         engine = self.engine
         subscription = engine.subscribe(event_filter, peer=context.peer())
         try:
+            #: live events up to here were sent by the replay (or asked to be skipped)
+            skip_through = subscription.start_head
             if request.HasField("after_sequence"):
                 cursor = request.after_sequence
                 if cursor < 0:
                     raise InvalidArgument("after_sequence must not be negative")
-                if cursor > subscription.start_head:
+                if cursor > engine.registry.sequence:
                     await context.abort(
                         grpc.StatusCode.OUT_OF_RANGE,
-                        f"after_sequence {cursor} is beyond the newest event {subscription.start_head}",
+                        f"after_sequence {cursor} is beyond the newest event {engine.registry.sequence}",
                     )
+                # A job read may be newer than what is committed: its events come live, and are skipped.
+                skip_through = max(skip_through, cursor)
                 # Replay from the store up to where the live subscription starts: no gap, no duplicate.
                 while cursor < subscription.start_head:
                     events = await engine.events_between(
@@ -174,7 +178,13 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                         yield frame_events(matching) + head_field(engine.bus.head)
             while not subscription.closed:
                 batches = await subscription.next_batches(timeout=self.keepalive_seconds)
-                yield b"".join(frame_batch(batch) for batch in batches) + head_field(engine.bus.head)
+                if batches and batches[0].events[0].sequence <= skip_through:
+                    events = [ev for batch in batches for ev in batch.events if ev.sequence > skip_through]
+                    payload = frame_events(events)
+                else:
+                    payload = b"".join(frame_batch(batch) for batch in batches)
+                    skip_through = 0
+                yield payload + head_field(engine.bus.head)
                 if batches and self.linger_seconds:
                     # Let the next commits gather: fewer, larger messages for a busy stream.
                     await asyncio.sleep(self.linger_seconds)
