@@ -18,6 +18,19 @@ __all__ = ["build_parser", "main"]
 
 #: the extra that provides each command group, for the message when it is missing
 _EXTRA_OF_GROUP = {"server": "server", "bench": "server", "console": "tui", "demo": "all"}
+#: the extra that installs each third-party package a command may need
+_EXTRA_OF_PACKAGE = {
+    "grpc_health": "server",
+    "grpc_reflection": "server",
+    "sqlalchemy": "server",
+    "sqlmodel": "server",
+    "apscheduler": "server",
+    "orjson": "server",
+    "psycopg": "server",
+    "prometheus_client": "server",
+    "textual": "tui",
+    "rich": "tui",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +72,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as error:
+        package = (error.name or "").split(".")[0]
+        extra = _EXTRA_OF_PACKAGE.get(package)
+        if extra is None:
+            raise
+        print(
+            f"jobwarden {args.command}: needs the '{extra}' extra, which is not installed "
+            f"(pip install 'jobwarden[{extra}]'): no module named {package}",
+            file=sys.stderr,
+        )
+        return 2
     return code
 
 
