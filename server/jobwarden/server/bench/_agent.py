@@ -180,14 +180,17 @@ async def _submit(spec: dict[str, Any]) -> dict[str, Any]:
                             if slot < sample_size:
                                 sample[slot] = item.job.id
 
+        cpu_before = time.process_time()
         await asyncio.gather(*(sender() for _ in range(max(1, inflight))))
         last_ack = time.time()
+        cpu_seconds = time.process_time() - cpu_before
     return {
         "jobs": accepted,
         "first_send": first_send,
         "last_ack": last_ack,
         "rate": accepted / max(last_ack - first_send, 1e-9),
         "batch_seconds": _percentiles(latencies),
+        "cpu_seconds": cpu_seconds,
         "sample": sample,
     }
 

@@ -54,7 +54,13 @@ async def run_fanout(
 
         await target.wait_until(subscribed, timeout=120, interval=0.05, what=f"{sizes.watchers} watchers")
         figures = await run_workload(
-            target, action, jobs=sizes.jobs, batch=sizes.batch, progress=progress, profiler=profiler
+            target,
+            action,
+            jobs=sizes.jobs,
+            batch=sizes.batch,
+            progress=progress,
+            profiler=profiler,
+            workers=workers,
         )
         final = await target.head()
         progress.phase("waiting for every watcher to reach the last event")

@@ -71,6 +71,7 @@ async def run_locks(
             sample=sizes.sample,
             progress=progress,
             profiler=profiler,
+            workers=workers,
         )
     finally:
         await workers.stop()

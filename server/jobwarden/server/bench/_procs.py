@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ._stats import process_cpu_seconds
+
 __all__ = ["Agent", "Profiler", "WorkerGroup", "open_log", "run_json_command"]
 
 _EXECUTORS = "jobwarden.server.bench._executors"
@@ -81,6 +83,10 @@ class WorkerGroup:
                     process.kill()
                 await process.wait()
         self.processes.clear()
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds the worker processes have used so far."""
+        return sum(process_cpu_seconds(p.pid) for p in self.processes if p.returncode is None)
 
     def failed(self) -> str | None:
         """A line about a worker process that already exited, if one did."""
@@ -182,9 +188,11 @@ async def run_json_command(
 class Profiler:
     """py-spy sampling this process while a scenario measures (``--profile FILE``)."""
 
-    def __init__(self, output: Path, *, rate: int = 100) -> None:
+    def __init__(self, output: Path, *, rate: int = 100, gil: bool = False) -> None:
         self.output = output
         self.rate = rate
+        #: sample only the thread holding the GIL: where the engine's one usable core goes
+        self.gil = gil
         self.process: asyncio.subprocess.Process | None = None
 
     @staticmethod
@@ -200,7 +208,7 @@ class Profiler:
         fmt = {".svg": "flamegraph", ".json": "speedscope"}.get(self.output.suffix, "raw")
         self.process = await asyncio.create_subprocess_exec(
             binary, "record", "--pid", str(os.getpid()), "--rate", str(self.rate), "--format", fmt,
-            "--output", str(self.output), "--threads", "--nonblocking",
+            "--output", str(self.output), "--threads", "--nonblocking", *(["--gil"] if self.gil else []),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip

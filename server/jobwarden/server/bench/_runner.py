@@ -97,7 +97,7 @@ async def run_scenario(
     progress = progress or NullProgress()
     sizes = sizes if sizes is not None else default_sizes(scenario)
     profile = _profile_path(setup, scenario, several)
-    profiler = Profiler(profile) if profile is not None else None
+    profiler = Profiler(profile, gil=setup.profile_gil) if profile is not None else None
     conditions = machine_conditions()
     started = time.perf_counter()
     if scenario == "depth":

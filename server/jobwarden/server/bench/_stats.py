@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["CpuMeter", "percentiles", "rss_bytes"]
+__all__ = ["CpuMeter", "MachineMeter", "percentiles", "process_cpu_seconds", "rss_bytes"]
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -37,6 +37,43 @@ def rss_bytes(pid: int | None = None) -> int:
     except OSError:
         pass
     return 0
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used so far; 0.0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            fields = file.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all cores since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat") as file:
+            values = [int(v) for v in file.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return sum(values) - idle, sum(values)
+
+
+class MachineMeter:
+    """How busy the whole machine was (every process, other users' too) between start and stop."""
+
+    def __init__(self) -> None:
+        self._start = (0, 0)
+
+    def start(self) -> None:
+        self._start = _machine_ticks()
+
+    def stop(self) -> float:
+        """Busy share of all cores, in percent (100 = every core busy the whole time)."""
+        busy, total = _machine_ticks()
+        spent = total - self._start[1]
+        return 100.0 * (busy - self._start[0]) / spent if spent > 0 else float("nan")
 
 
 def _thread_ticks() -> dict[int, int]:

@@ -49,6 +49,8 @@ class BenchSetup:
     progress: bool = True
     #: a py-spy output file: the engine's process is sampled while each scenario measures
     profile: Path | None = None
+    #: profile only the thread holding the GIL (py-spy --gil)
+    profile_gil: bool = False
     keep: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 

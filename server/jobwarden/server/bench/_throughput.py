@@ -3,6 +3,7 @@ COMPLETED, and the rate the submits alone were accepted at."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 
 from ._procs import Profiler
@@ -38,6 +39,7 @@ async def run_throughput(
             inflight=sizes.inflight,
             progress=progress,
             profiler=profiler,
+            workers=workers,
         )
     finally:
         await workers.stop()
@@ -56,6 +58,20 @@ async def run_throughput(
     )
     result.add("completed", figures.completed, "jobs", note=f"of {figures.jobs} submitted")
     if figures.cpu is not None:
-        result.add("engine CPU", figures.cpu.percent, "%", note="the engine's process; 100% = one core")
+        threads = ", ".join(f"{name} {share:g}%" for name, share in figures.cpu.thread_percent().items())
+        result.add("engine CPU", figures.cpu.percent, "%", note=f"100% = one core: {threads}")
+    per_job = figures.cpu_per_job()
+    result.add(
+        "CPU per job",
+        sum(per_job.values()),
+        "µs",
+        note=", ".join(f"{kind} {us:,.0f}" for kind, us in per_job.items()),
+    )
+    result.add(
+        "machine busy",
+        figures.machine_busy,
+        "%",
+        note=f"all {os.cpu_count()} cores, every process (other users' too)",
+    )
     result.details.update(figures.details())
     return result

@@ -12,7 +12,7 @@ from jobwarden.contract import TERMINAL_STATUSES, JobStatus
 
 from ._procs import Agent, Profiler, WorkerGroup
 from ._progress import NullProgress, Progress
-from ._stats import CpuUse
+from ._stats import CpuUse, MachineMeter
 from ._target import EngineUnderTest
 
 __all__ = ["WorkloadFigures", "new_action", "run_workload", "start_workers"]
@@ -32,6 +32,11 @@ class WorkloadFigures:
     completed: int
     submit: dict[str, Any]
     cpu: CpuUse | None = None
+    #: CPU seconds the worker processes and the client process spent during the run
+    workers_cpu: float = 0.0
+    client_cpu: float = 0.0
+    #: how busy the whole machine was (all processes, other users' too), percent of all cores
+    machine_busy: float = float("nan")
     commits: int = 0
     committed_rows: int = 0
     commit_seconds: float = 0.0
@@ -45,6 +50,17 @@ class WorkloadFigures:
     def rate(self) -> float:
         """Jobs per second from the first submit to the last job finished."""
         return self.jobs / self.seconds if self.seconds > 0 else 0.0
+
+    def cpu_per_job(self) -> dict[str, float]:
+        """CPU microseconds per job in each process kind (the engine only when it runs here)."""
+        jobs = max(self.jobs, 1)
+        out = {
+            "workers": round(1e6 * self.workers_cpu / jobs, 1),
+            "client": round(1e6 * self.client_cpu / jobs, 1),
+        }
+        if self.cpu is not None:
+            out["engine"] = round(1e6 * self.cpu.cpu_seconds / jobs, 1)
+        return out
 
     @property
     def submit_rate(self) -> float:
@@ -61,6 +77,8 @@ class WorkloadFigures:
         if self.cpu is not None:
             out["engine_cpu_percent"] = round(self.cpu.percent, 1)
             out["engine_threads_cpu_percent"] = self.cpu.thread_percent()
+        out["cpu_us_per_job"] = self.cpu_per_job()
+        out["machine_busy_percent"] = round(self.machine_busy, 1)
         if self.commits:
             out["commits"] = self.commits
             out["rows_per_commit"] = round(self.committed_rows / self.commits, 1)
@@ -119,6 +137,7 @@ async def run_workload(
     sample: int = 0,
     progress: Progress | None = None,
     profiler: Profiler | None = None,
+    workers: WorkerGroup | None = None,
     timeout: float = 600.0,
 ) -> WorkloadFigures:
     """Submit ``jobs`` jobs of ``action`` from a client process (workers must be connected already)
@@ -140,6 +159,9 @@ async def run_workload(
         await profiler.start()
     meter = target.cpu_meter()
     before = target.writer_stats()
+    machine = MachineMeter()
+    machine.start()
+    workers_before = workers.cpu_seconds() if workers is not None else 0.0
     if meter is not None:
         meter.start()
     progress.phase(f"{jobs:,} jobs: submitted -> finished", total=jobs)
@@ -159,6 +181,8 @@ async def run_workload(
         if profiler is not None:
             await profiler.stop()
     cpu = meter.stop() if meter is not None else None
+    machine_busy = machine.stop()
+    workers_cpu = workers.cpu_seconds() - workers_before if workers is not None else 0.0
     after = target.writer_stats()
     submitted = await agent.result()
     completed = await target.count(action, JobStatus.COMPLETED)
@@ -170,6 +194,9 @@ async def run_workload(
         completed=completed,
         submit=submitted,
         cpu=cpu,
+        workers_cpu=workers_cpu,
+        client_cpu=submitted.get("cpu_seconds", 0.0),
+        machine_busy=machine_busy,
         sample=submitted.get("sample", []),
     )
     if before is not None and after is not None:

@@ -78,6 +78,9 @@ def register(subparsers: Any) -> None:
         help="sample the engine's process with py-spy while measuring (.svg flamegraph, "
         ".json speedscope, anything else raw collapsed stacks)",
     )
+    output.add_argument(
+        "--profile-gil", action="store_true", help="with --profile: sample only the thread holding the GIL"
+    )
     output.add_argument("--workdir", type=Path, help="where temp dirs go (default: the system's)")
     output.add_argument("--keep", action="store_true", help="keep the temp dirs (databases, worker logs)")
 
@@ -141,6 +144,7 @@ def _setup(args: argparse.Namespace) -> Any:
         workdir=args.workdir,
         progress=not args.no_progress,
         profile=args.profile,
+        profile_gil=args.profile_gil,
         keep=args.keep,
     )
 
