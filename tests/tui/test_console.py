@@ -366,3 +366,28 @@ async def test_console_keeps_the_live_link_and_its_sequence(engine: EngineHandle
         await until(pilot, lambda: app.store.sequence == head, what="the feed at the engine's head")
         assert app.feed.status().state.value == "live"
     await channel.close()
+
+
+async def test_the_table_keeps_recent_finished_jobs_and_pages_older_ones(engine: EngineHandle) -> None:
+    channel = engine.channel()
+    stub = job_service_pb2_grpc.JobServiceStub(channel)
+    finished = []
+    for n in range(12):
+        job = await submit(channel, "nobody-serves-this", n=n)
+        await stub.CancelJob(job_service_pb2.CancelJobRequest(job_id=job.id, reason="history"))
+        finished.append(job.id)
+    active = await submit(channel, "nobody-serves-this", n=99)
+    app = console(engine, keep_finished=4)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.jobs_screen.table
+        # Every unfinished job and the 4 most recent finished ones.
+        await until(pilot, lambda: table.row_count == 5, what="the first page")
+        assert active.id in table.order
+        assert set(table.order) - {active.id} == set(finished[-4:])
+        # Reaching the end of the table pages older history in from the engine.
+        await pilot.press("end")
+        await until(pilot, lambda: table.row_count == 13, what="the older jobs")
+        assert set(finished) <= set(table.order)
+        await pilot.press("o")
+        await until(pilot, lambda: app.noted("No older jobs"), what="the end of the history")
+    await channel.close()

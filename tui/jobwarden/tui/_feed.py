@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -21,6 +22,8 @@ from jobwarden.v1 import job_pb2
 
 from ._client import EngineClient, EngineError
 from ._model import Clock, JobStore
+
+log = logging.getLogger("jobwarden.console")
 
 #: statuses of the jobs the console always keeps
 _UNFINISHED = frozenset(JobStatus) - TERMINAL_STATUSES
@@ -110,6 +113,12 @@ class JobFeed:
                     self._need_snapshot = True
                     self.reconnects += 1
                     continue
+            except Exception as error:
+                # A bug here must not freeze the view silently: say so, and start over clean.
+                log.exception("the job feed failed; reloading")
+                self._error = f"the feed failed ({error!r}); reloading"
+                self._set_state(LinkState.RECONNECTING)
+                self._need_snapshot = True
             finally:
                 self._cancel_call()
             self.reconnects += 1
@@ -118,6 +127,8 @@ class JobFeed:
 
     def has_older(self, statuses: frozenset[JobStatus], text: str) -> bool:
         """Whether finished jobs older than those kept may remain on the server for this filter."""
+        if not self._history:
+            return False  # no snapshot yet
         key = self._history_key(statuses, text)
         return bool(key[0]) and self._history.get(key, "-") != ""
 
@@ -127,6 +138,8 @@ class JobFeed:
         A listing under a new filter starts from the newest job; pages whose jobs are all kept
         already are skipped, up to ``max_pages``.
         """
+        if not self.has_older(statuses, text):
+            return 0
         key = self._history_key(statuses, text)
         added = 0
         for _ in range(max_pages):

@@ -114,7 +114,7 @@ class JobDetailScreen(ConsoleScreen):
         """The feed saw a change of this job: reload it soon."""
         self._stale = True
 
-    @work(group="detail-reload", exclusive=True)
+    @work(group="detail-reload", exclusive=True, exit_on_error=False)
     async def _reload_loop(self) -> None:
         while True:
             if self._stale:
@@ -142,7 +142,7 @@ class JobDetailScreen(ConsoleScreen):
             self._show_locks(job, locks)
         self._loaded.set()
 
-    @work(group="detail-log", exclusive=True)
+    @work(group="detail-log", exclusive=True, exit_on_error=False)
     async def _follow_log(self) -> None:
         log = self.query_one("#detail-log", Log)
         while True:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jobwarden.tui._client import EngineError
 from rich.text import Text
 from textual import work
+from textual.css.query import NoMatches
 from textual.widgets import DataTable
 
 from ._base import ConsoleScreen
@@ -62,7 +64,7 @@ class PolledScreen(ConsoleScreen):
     def on_screen_suspend(self) -> None:
         self.workers.cancel_group(self, "poll")
 
-    @work(group="poll", exclusive=True)
+    @work(group="poll", exclusive=True, exit_on_error=False)
     async def _poll(self) -> None:
         while True:
             try:
@@ -71,7 +73,7 @@ class PolledScreen(ConsoleScreen):
             except EngineError as error:
                 self.error = str(error)
             self.polls += 1
-            self.show()
+            self._show()
             await asyncio.sleep(self.POLL_EVERY)
 
     async def load(self) -> None:
@@ -81,4 +83,9 @@ class PolledScreen(ConsoleScreen):
         """Draw what ``load`` fetched, through the app's filter."""
 
     def filter_changed(self) -> None:
-        self.show()
+        self._show()
+
+    def _show(self) -> None:
+        # Not composed yet (or going away): the next poll draws it.
+        with contextlib.suppress(NoMatches):
+            self.show()

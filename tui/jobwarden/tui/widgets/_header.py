@@ -76,18 +76,25 @@ class StatusHeader(Widget):
     def __init__(self, title: str) -> None:
         super().__init__()
         self._title = title
+        # Kept rather than queried: a flush may come while the screen is being built or torn down.
+        self._engine = Static("", id="header-engine")
+        self._link = LinkIndicator("", id="header-link")
+        self._counts = [StatusCount(status) for status in JobStatus]
+        self._spark = Sparkline([0.0], id="header-spark")
+        self._spark.tooltip = "jobs finished per second, over the last minute"
+        self._rate = Static("", id="header-rate")
+        self._filter = Static("", id="header-filter")
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="header-top"):
             yield Static(Content(self._title), id="header-title")
-            yield Static("", id="header-engine")
-            yield LinkIndicator("", id="header-link")
+            yield self._engine
+            yield self._link
         with Horizontal(id="header-counts"):
-            for status in JobStatus:
-                yield StatusCount(status)
-            yield Sparkline([0.0], id="header-spark")
-            yield Static("", id="header-rate")
-        yield Static("", id="header-filter")
+            yield from self._counts
+            yield self._spark
+            yield self._rate
+        yield self._filter
 
     def show(
         self,
@@ -101,24 +108,21 @@ class StatusHeader(Widget):
         notes: Sequence[str] = (),
     ) -> None:
         """Show the latest state; parts that did not change are not redrawn."""
-        _update(self.query_one("#header-engine", Static), engine)
-        self.query_one(LinkIndicator).show(link, frozen_pending)
-        for widget in self.query(StatusCount):
+        _update(self._engine, engine)
+        self._link.show(link, frozen_pending)
+        for widget in self._counts:
             count = None if counts is None else counts.get(widget.status, 0)
             widget.show(count, widget.status in job_filter.statuses)
-        spark = self.query_one(Sparkline)
         data = [float(value) for value in throughput] or [0.0]
-        if list(spark.data or []) != data:
-            spark.data = data
-        per_minute = sum(throughput)
-        _update(self.query_one("#header-rate", Static), f"{per_minute:,} done/min")
+        if list(self._spark.data or []) != data:
+            self._spark.data = data
+        _update(self._rate, f"{sum(throughput):,}/min")
         parts = []
         if job_filter.active:
             parts.append(f"filter: {job_filter.describe()}")
         parts.extend(notes)
-        filter_line = self.query_one("#header-filter", Static)
-        _update(filter_line, "  ·  ".join(parts))
-        filter_line.display = bool(parts)
+        _update(self._filter, "  ·  ".join(parts))
+        self._filter.display = bool(parts)
 
 
 def _update(widget: Static, text: str) -> None:

@@ -61,7 +61,7 @@ _COLUMNS: tuple[_Column, ...] = (
     _Column("progress", "Progress", _BAR_WIDTH + 5, drop=4),
     _Column("message", "Message", 0),
     _Column("attempt", "Att", 3, drop=5, right=True),
-    _Column("worker", "Worker", 12, drop=2),
+    _Column("worker", "Worker", 14, drop=2),
     _Column("age", "Age", 7, right=True),
     _Column("locks", "Locks", 16, drop=1),
 )
@@ -97,7 +97,7 @@ class JobTable(ScrollView, can_focus=True):
         Binding("enter", "open", "Detail", id="table.open"),
     ]
 
-    cursor: reactive[int] = reactive(0, always_update=True, repaint=False)
+    cursor: reactive[int] = reactive(0, always_update=True, repaint=False, init=False)
 
     class Opened(Message):
         """Enter (or a double click) on a job."""
@@ -279,14 +279,14 @@ class JobTable(ScrollView, can_focus=True):
     def watch_cursor(self, old: int, new: int) -> None:
         self.refresh_lines(old + 1)
         self.refresh_lines(new + 1)
-        if new >= len(self._order) - _NEAR_END:
-            self.post_message(self.NearEnd())
 
     def _move(self, delta: int) -> None:
         if not self._order:
             return
         self.cursor = max(0, min(len(self._order) - 1, self.cursor + delta))
         self._scroll_to_cursor()
+        if delta > 0 and self.cursor >= len(self._order) - _NEAR_END:
+            self.post_message(self.NearEnd())
 
     def action_cursor_up(self) -> None:
         self._move(-1)
