@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 __all__ = ["machine_conditions"]
@@ -26,6 +28,42 @@ def _version(name: str) -> str:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return "not installed"
+
+
+def source_revision() -> str:
+    """The git commit the engine's code comes from (with "+changes" when its files are modified),
+    or "" outside a git checkout."""
+    root = Path(__file__).resolve().parents[4]
+    if not (root / ".git").exists():
+        return ""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(root),
+                "status",
+                "--porcelain",
+                "--",
+                "server",
+                "sdk",
+                ":!server/jobwarden/server/bench",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f"{head}+changes" if changed else head
 
 
 def machine_conditions() -> dict[str, Any]:
@@ -55,4 +93,5 @@ def machine_conditions() -> dict[str, Any]:
         "sqlalchemy": _version("SQLAlchemy"),
         "apscheduler": _version("APScheduler"),
         "jobwarden": _version("jobwarden"),
+        "revision": source_revision(),
     }

@@ -20,6 +20,8 @@ def conditions_line(conditions: dict[str, Any], sizes: dict[str, Any] | None = N
         f"Python {conditions.get('python', '?')}",
         f"grpcio {conditions.get('grpcio', '?')}",
     ]
+    if conditions.get("revision"):
+        parts.append(f"revision {conditions['revision']}")
     if conditions.get("engine"):
         parts.append(str(conditions["engine"]))
     if sizes:
