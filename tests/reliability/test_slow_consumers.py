@@ -1,0 +1,137 @@
+"""100 watchers, 10 of which never read: the engine and the 90 others keep their pace; the 10 are
+cut (RESOURCE_EXHAUSTED) instead of holding events in memory, and may reconnect from their last
+sequence. The engine runs in its own process, so the watchers' work does not slow it artificially."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from jobwarden.v1 import job_service_pb2 as js
+from jobwarden.v1 import job_service_pb2_grpc
+
+from tests.engine.helpers import request
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST, SLOW = 90, 10
+JOBS = 400
+MAX_PENDING = 200
+
+
+@pytest.fixture
+def engine_address(tmp_path: Path) -> Iterator[str]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.reliability._engine_main",
+            f"sqlite:///{tmp_path / 'slow.db'}",
+            json.dumps({"watch_max_pending": MAX_PENDING}),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=(tmp_path / "engine.log").open("wb"),
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().decode()
+        assert "listening on" in line, line
+        yield line.split("listening on", 1)[1].strip()
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+class FastWatcher:
+    def __init__(self, stub: job_service_pb2_grpc.JobServiceStub, sent: dict[int, float]) -> None:
+        self.sequences: list[int] = []
+        self.lags: list[float] = []
+        self.sent = sent
+        self.call = stub.WatchJobs(js.WatchJobsRequest(after_sequence=0))
+        self.task = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        async for response in self.call:
+            now = time.monotonic()
+            for ev in response.events:
+                self.sequences.append(ev.sequence)
+                if ev.sequence in self.sent:
+                    self.lags.append(now - self.sent[ev.sequence])
+
+
+async def test_slow_watchers_are_cut_and_the_rest_keep_pace(engine_address: str) -> None:
+    fast_channels = [grpc.aio.insecure_channel(engine_address) for _ in range(9)]
+    # Without BDP probing a connection keeps HTTP/2's default 64 KiB window: a reader that never reads
+    # stops the engine's writes after that much (with it, gRPC would buffer megabytes first).
+    slow_channels = [
+        grpc.aio.insecure_channel(engine_address, options=[("grpc.http2.bdp_probe", 0)]) for _ in range(SLOW)
+    ]
+    control = grpc.aio.insecure_channel(engine_address)
+    jobs = job_service_pb2_grpc.JobServiceStub(control)
+    #: event sequence -> when the call that made it was answered
+    sent: dict[int, float] = {}
+    try:
+        fast = [
+            FastWatcher(job_service_pb2_grpc.JobServiceStub(fast_channels[i % 9]), sent) for i in range(FAST)
+        ]
+        # Started and never read: their messages pile up in gRPC until flow control stops the engine's
+        # writes, and then in the engine's per-watcher buffer until it overflows.
+        slow = [
+            job_service_pb2_grpc.JobServiceStub(channel).WatchJobs(js.WatchJobsRequest(after_sequence=0))
+            for channel in slow_channels
+        ]
+        for _ in range(200):
+            if (await jobs.GetStats(js.GetStatsRequest())).watchers >= FAST + SLOW:
+                break
+            await asyncio.sleep(0.05)
+        assert (await jobs.GetStats(js.GetStatsRequest())).watchers == FAST + SLOW
+        started = time.monotonic()
+        ids = []
+        for n in range(JOBS):
+            job = (await jobs.SubmitJob(request("slow-consumers", {"n": n, "pad": "x" * 512}))).job
+            sent[job.sequence] = time.monotonic()
+            ids.append(job.id)
+        for job_id in ids:
+            job = (await jobs.CancelJob(js.CancelJobRequest(job_id=job_id))).job
+            sent[job.sequence] = time.monotonic()
+        load_seconds = time.monotonic() - started
+        head = (await jobs.GetStats(js.GetStatsRequest())).head_sequence
+        assert head == 2 * JOBS
+        deadline = time.monotonic() + 120
+        while any(len(w.sequences) < head for w in fast) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        caught_up = time.monotonic() - started
+        for watcher in fast:
+            assert watcher.sequences == list(range(1, head + 1)), "a fast watcher missed or repeated events"
+        # The slow ones, reading at last: what gRPC had buffered, then the cut.
+        cut = 0
+        for call in slow:
+            received = 0
+            try:
+                async for response in call:
+                    received += len(response.events)
+                    if received >= head:
+                        break
+            except grpc.aio.AioRpcError as error:
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+                assert "after_sequence" in (error.details() or "")
+                cut += 1
+        assert cut == SLOW, f"only {cut} of {SLOW} slow watchers were cut"
+        lags = sorted(lag for w in fast for lag in w.lags)
+        print(
+            f"slow consumers: {FAST} fast watchers got all {head} events gap-free, {SLOW} never-reading "
+            f"ones cut; {2 * JOBS} calls in {load_seconds:.1f}s ({2 * JOBS / load_seconds:.0f}/s), fast "
+            f"watchers caught up {caught_up - load_seconds:.2f}s after the last call; delivery lag p50 "
+            f"{statistics.median(lags) * 1000:.0f} ms, p99 {lags[int(len(lags) * 0.99)] * 1000:.0f} ms"
+        )
+    finally:
+        for channel in [*fast_channels, *slow_channels, control]:
+            await channel.close(grace=None)
