@@ -298,13 +298,14 @@ class ConsoleApp(App[None]):
         seen: set[str] = set()
         for active in self.screen.active_bindings.values():
             binding = active.binding
-            if not active.enabled or not binding.description or binding.action in seen:
+            # Only the console's own keys (they all have ids), not Textual's generic ones.
+            if not binding.id or not active.enabled or not binding.description or binding.action in seen:
                 continue
             if binding.action.startswith("toggle_status"):
                 continue
             seen.add(binding.action)
             keys.append((self.get_key_display(binding), binding.description))
-        keys.append(("1-9 / 0", "toggle a status in the filter / all statuses"))
+        keys.append(("1-9", "toggle a status in the filter (the numbers in the header)"))
         keys.append(("ctrl+p", "command palette"))
         self.push_screen(HelpScreen(keys))
 
