@@ -39,6 +39,10 @@ _OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.max_send_message_length", 64 << 20),
 ]
+_EVENT_TYPES = {
+    v.number: v.name.removeprefix("JOB_EVENT_TYPE_") for v in job_pb2.JobEventType.DESCRIPTOR.values
+}
+_STATUSES = {v.number: v.name.removeprefix("JOB_STATUS_") for v in job_pb2.JobStatus.DESCRIPTOR.values}
 _EXCLUSIVE = job_pb2.LOCK_MODE_EXCLUSIVE
 _SHARED = job_pb2.LOCK_MODE_SHARED
 
@@ -289,12 +293,15 @@ class _Stream:
     def __init__(self, after: int) -> None:
         self.last = after
         self.count = 0
+        self.messages = 0
         self.gaps = 0
         self.duplicates = 0
         self.cuts = 0
         self.first_receipt = 0.0
         self.last_receipt = 0.0
         self.lags: array[float] = array("d")
+        #: the lags of the first stream of a process, by event type and job status
+        self.kinds: dict[str, array[float]] | None = None
         self.error = ""
 
 
@@ -317,6 +324,7 @@ async def _watch(spec: dict[str, Any]) -> dict[str, Any]:
 
     threading.Thread(target=read_stdin, daemon=True).start()
     streams = [_Stream(after) for _ in range(spec["streams"])]
+    streams[0].kinds = {}
     channels = [
         # Each stream on a connection of its own, as separate watchers would be.
         grpc.aio.insecure_channel(address, options=[*_OPTIONS, ("grpc.use_local_subchannel_pool", 1)])
@@ -330,6 +338,7 @@ async def _watch(spec: dict[str, Any]) -> dict[str, Any]:
             try:
                 async for response in call:
                     now = time.time()
+                    stream.messages += 1
                     events = response.events
                     if events:
                         if not stream.first_receipt:
@@ -337,6 +346,7 @@ async def _watch(spec: dict[str, Any]) -> dict[str, Any]:
                         stream.last_receipt = now
                     lags = stream.lags
                     last = stream.last
+                    kinds = stream.kinds
                     for ev in events:
                         seq = ev.sequence
                         if seq <= last:
@@ -346,7 +356,11 @@ async def _watch(spec: dict[str, Any]) -> dict[str, Any]:
                             stream.gaps += seq - last - 1
                         last = seq
                         t = ev.time
-                        lags.append(now - (t.seconds + t.nanos * 1e-9))
+                        lag = now - (t.seconds + t.nanos * 1e-9)
+                        lags.append(lag)
+                        if kinds is not None:
+                            kind = f"{_EVENT_TYPES[ev.type]}:{_STATUSES[ev.job.status]}"
+                            kinds.setdefault(kind, array("d")).append(lag)
                     stream.count += len(events)
                     stream.last = last
                     if stop_head and last >= stop_head[0]:
@@ -385,6 +399,7 @@ async def _watch(spec: dict[str, Any]) -> dict[str, Any]:
         per_stream.append(
             {
                 "events": stream.count - stream.duplicates,
+                "messages": stream.messages,
                 "last": stream.last,
                 "complete": stream.last >= target and stream.gaps == 0,
                 "gaps": stream.gaps,
@@ -399,7 +414,13 @@ async def _watch(spec: dict[str, Any]) -> dict[str, Any]:
                 "error": stream.error,
             }
         )
-    return {"target": target, "streams": per_stream, "lag": _percentiles(pooled)}
+    return {
+        "target": target,
+        "streams": per_stream,
+        "lag": _percentiles(pooled),
+        "lag_by_kind": {kind: _percentiles(values) for kind, values in (streams[0].kinds or {}).items()},
+        "cpu_seconds": time.process_time(),
+    }
 
 
 _ROLES: dict[str, Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]] = {

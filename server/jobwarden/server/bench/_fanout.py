@@ -100,6 +100,14 @@ async def run_fanout(
     )
     result.add("streams cut (slow reader)", sum(s["cuts"] for s in streams), "", note="each reconnected")
     result.add("throughput meanwhile", figures.rate, "jobs/s", note="end to end, as in `throughput`")
+    if figures.gc:
+        result.add(
+            "longest GC pause",
+            figures.gc["gen2_ms_max"],
+            "ms",
+            note=f"engine process: {figures.gc['gen2_count']:g} full collections",
+        )
+    result.add("machine busy", figures.machine_busy, "%", note="every process, other users' too")
     if figures.cpu is not None:
         result.add("engine CPU", figures.cpu.percent, "%", note="100% = one core")
     errors = [s["error"] for s in streams if s["error"]]
@@ -111,6 +119,12 @@ async def run_fanout(
                 {k: (v * 1000 if k != "count" else v) for k, v in r["lag"].items()} for r in reports
             ],
             "stream_errors": errors[:10],
+            "messages_per_watcher": statistics.median(s["messages"] for s in streams) if streams else 0,
+            "watcher_processes_cpu_seconds": [round(r["cpu_seconds"], 2) for r in reports],
+            "lag_ms_by_event_kind": {
+                kind: {k: round(v * 1000, 1) if k != "count" else v for k, v in values.items()}
+                for kind, values in reports[0]["lag_by_kind"].items()
+            },
             **figures.details(),
         }
     )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["CpuMeter", "MachineMeter", "percentiles", "process_cpu_seconds", "rss_bytes"]
+__all__ = ["CpuMeter", "GcMeter", "MachineMeter", "percentiles", "process_cpu_seconds", "rss_bytes"]
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -47,6 +48,37 @@ def process_cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+class GcMeter:
+    """The garbage collector's pauses in this process between ``start()`` and ``stop()``: how many
+    collections of each generation, their total and their longest pause."""
+
+    def __init__(self) -> None:
+        self._began = 0.0
+        self._generation = 0
+        self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            self._generation = info.get("generation", 0)
+        elif self._began:
+            self.pauses[self._generation].append(time.perf_counter() - self._began)
+            self._began = 0.0
+
+    def start(self) -> None:
+        gc.callbacks.append(self._callback)
+
+    def stop(self) -> dict[str, float]:
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+        out: dict[str, float] = {}
+        for generation, pauses in self.pauses.items():
+            out[f"gen{generation}_count"] = len(pauses)
+            out[f"gen{generation}_ms_total"] = round(1000 * sum(pauses), 1)
+            out[f"gen{generation}_ms_max"] = round(1000 * max(pauses, default=0.0), 1)
+        return out
 
 
 def _machine_ticks() -> tuple[int, int]:

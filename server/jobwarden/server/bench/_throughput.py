@@ -67,6 +67,14 @@ async def run_throughput(
         "µs",
         note=", ".join(f"{kind} {us:,.0f}" for kind, us in per_job.items()),
     )
+    if figures.gc:
+        result.add(
+            "longest GC pause",
+            figures.gc["gen2_ms_max"],
+            "ms",
+            note=f"engine process: {figures.gc['gen2_count']:g} full collections, "
+            f"{figures.gc['gen2_ms_total']:g} ms in all; {figures.gc['gen0_count']:g} young ones",
+        )
     result.add(
         "machine busy",
         figures.machine_busy,

@@ -12,7 +12,7 @@ from jobwarden.contract import TERMINAL_STATUSES, JobStatus
 
 from ._procs import Agent, Profiler, WorkerGroup
 from ._progress import NullProgress, Progress
-from ._stats import CpuUse, MachineMeter
+from ._stats import CpuUse, GcMeter, MachineMeter
 from ._target import EngineUnderTest
 
 __all__ = ["WorkloadFigures", "new_action", "run_workload", "start_workers"]
@@ -37,6 +37,8 @@ class WorkloadFigures:
     client_cpu: float = 0.0
     #: how busy the whole machine was (all processes, other users' too), percent of all cores
     machine_busy: float = float("nan")
+    #: the engine process's garbage collections during the run (when the engine runs here)
+    gc: dict[str, float] = field(default_factory=dict)
     commits: int = 0
     committed_rows: int = 0
     commit_seconds: float = 0.0
@@ -78,6 +80,8 @@ class WorkloadFigures:
             out["engine_cpu_percent"] = round(self.cpu.percent, 1)
             out["engine_threads_cpu_percent"] = self.cpu.thread_percent()
         out["cpu_us_per_job"] = self.cpu_per_job()
+        if self.gc:
+            out["engine_gc"] = self.gc
         out["machine_busy_percent"] = round(self.machine_busy, 1)
         if self.commits:
             out["commits"] = self.commits
@@ -162,6 +166,9 @@ async def run_workload(
     machine = MachineMeter()
     machine.start()
     workers_before = workers.cpu_seconds() if workers is not None else 0.0
+    collector = GcMeter() if target.in_process else None
+    if collector is not None:
+        collector.start()
     if meter is not None:
         meter.start()
     progress.phase(f"{jobs:,} jobs: submitted -> finished", total=jobs)
@@ -182,6 +189,7 @@ async def run_workload(
             await profiler.stop()
     cpu = meter.stop() if meter is not None else None
     machine_busy = machine.stop()
+    gc_figures = collector.stop() if collector is not None else {}
     workers_cpu = workers.cpu_seconds() - workers_before if workers is not None else 0.0
     after = target.writer_stats()
     submitted = await agent.result()
@@ -197,6 +205,7 @@ async def run_workload(
         workers_cpu=workers_cpu,
         client_cpu=submitted.get("cpu_seconds", 0.0),
         machine_busy=machine_busy,
+        gc=gc_figures,
         sample=submitted.get("sample", []),
     )
     if before is not None and after is not None:
