@@ -205,12 +205,12 @@ async def test_start_timeout_while_waiting_for_a_lock_withdraws(engine: EngineHa
         timeouts=timeouts(start=start_timeout(0.05, StartTimeoutAction.FAIL)),
     )
     patient = await submit(stubs, "edit", locks=[lock("file:2")])
-    await wait_status(stubs, patient.id, S.WAITING_FOR_LOCK)
     failed = await wait_status(stubs, impatient.id, S.FAILED)
     assert failed.error.kind == ErrorKind.START_TIMEOUT
     assert await status_path(stubs, impatient.id) == [S.QUEUED, S.WAITING_FOR_LOCK, S.FAILED]
     # Its place in the queue is given up: the job behind it on file:2 runs.
     assert (await worker.next_assignment()).job_id == patient.id
+    assert await status_path(stubs, patient.id) == [S.QUEUED, S.WAITING_FOR_LOCK, S.QUEUED, S.RUNNING]
     _, waiters = await locks_of(stubs, "file:1")
     assert waiters == []
     await worker.complete(held)

@@ -212,3 +212,21 @@ async def max_concurrent(stubs: Stubs, job_ids: Iterable[str], statuses: frozens
         current[event.job_id] = event.job.status
         most = max(most, sum(1 for s in current.values() if s in statuses))
     return most
+
+
+async def wait_path(stubs: Stubs, job_id: str, *prefix: JobStatus, timeout: float = 15.0) -> list[JobStatus]:
+    """Wait until the job's stored history starts with ``prefix`` (no window to miss, unlike polling
+    for a status that lasts only a few milliseconds)."""
+    found: list[JobStatus] = []
+
+    async def reached() -> bool:
+        found[:] = await status_path(stubs, job_id)
+        return found[: len(prefix)] == list(prefix)
+
+    try:
+        await wait_for_async(reached, timeout=timeout)
+    except AssertionError:
+        raise AssertionError(
+            f"job {job_id} went {[s.name for s in found]}, not {[s.name for s in prefix]}"
+        ) from None
+    return found

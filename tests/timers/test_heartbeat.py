@@ -28,6 +28,7 @@ from tests.timers.helpers import (
     struct,
     submit,
     timeouts,
+    wait_path,
     wait_status,
 )
 
@@ -68,16 +69,26 @@ async def test_timed_out_job_resumes_on_the_same_worker(engine: EngineHandle, st
         await worker.update(assignment, progress=40, message="still here")
     else:
         await worker.heartbeat(assignment)
-    back = await wait_status(stubs, job.id, S.RUNNING)
-    assert back.attempt == 1
-    assert back.worker_id == worker.worker_id
-    assert engine.core.timers.due("takeover", job.id) is None
+    await wait_path(stubs, job.id, S.QUEUED, S.RUNNING, S.TIMED_OUT, S.RUNNING)
+    # The first deadline is armed again: silent once more, it times out once more.
+    again = await wait_status(stubs, job.id, S.TIMED_OUT)
+    assert again.attempt == 1
+    assert again.worker_id == worker.worker_id
+    # A result before the second deadline finishes it (back to RUNNING first).
     await worker.complete(assignment, {"done": True})
     assert (await worker.next_ack()).accepted
     done = await get(stubs, job.id)
     assert done.status == S.COMPLETED
     assert [a.number for a in done.attempts] == [1]
-    assert await status_path(stubs, job.id) == [S.QUEUED, S.RUNNING, S.TIMED_OUT, S.RUNNING, S.COMPLETED]
+    assert await status_path(stubs, job.id) == [
+        S.QUEUED,
+        S.RUNNING,
+        S.TIMED_OUT,
+        S.RUNNING,
+        S.TIMED_OUT,
+        S.RUNNING,
+        S.COMPLETED,
+    ]
     await worker.close()
 
 
@@ -251,7 +262,8 @@ async def test_cancel_while_timed_out_ends_cancelled_at_the_second_deadline(
     engine: EngineHandle, stubs: Stubs
 ) -> None:
     worker = await RawWorker(engine.address, [("ingest", True, 0)]).connect()
-    job = await submit(stubs, "ingest", timeouts=timeouts(heartbeat=0.05, takeover=0.1))
+    # The takeover deadline is long enough for the cancel to come while the job is TIMED_OUT.
+    job = await submit(stubs, "ingest", timeouts=timeouts(heartbeat=0.05, takeover=1.0))
     await worker.next_assignment()
     await wait_status(stubs, job.id, S.TIMED_OUT)
     await stubs.jobs.CancelJob(js.CancelJobRequest(job_id=job.id, reason="operator"))

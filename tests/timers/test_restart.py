@@ -28,6 +28,7 @@ from tests.timers.helpers import (
     status_path,
     submit,
     timeouts,
+    wait_path,
     wait_status,
 )
 
@@ -90,7 +91,7 @@ async def test_timers_and_locks_survive_a_restart(engine_factory: EngineFactory,
                 start=start_timeout(0.05, StartTimeoutAction.RETRY, retry_interval=0.3, retry_count=1)
             ),
         )
-        await wait_status(stubs, retrying.id, S.DELAYED)
+        await wait_path(stubs, retrying.id, S.QUEUED, S.DELAYED)
         locks_before = lock_table(await stubs.locks.ListLocks(ls.ListLocksRequest()))
         far_start_at = seconds((await get(stubs, far_start.id)).deadlines.start)
 

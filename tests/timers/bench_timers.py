@@ -1,0 +1,220 @@
+"""How many pending deadlines the engine holds, how fast it arms them, and how late they fire.
+
+Not a test (pytest does not collect it): run it by hand and read the figures.
+
+    .venv/bin/python -m tests.timers.bench_timers                # both parts, 100,000 each
+    .venv/bin/python -m tests.timers.bench_timers --timers 20000 --jobs 0
+
+Part 1 arms ``--timers`` deadlines on ``jobwarden.server.core.timers.Timers`` directly (APScheduler 3,
+one date-trigger timer each, async callbacks), in deadline order and in random order, then lets them
+fire; it also measures disarming. Part 2 submits ``--jobs`` jobs with a start timeout (action FAIL)
+to a real engine core over a SQLite file, so each fire is a full state change (event, write), and
+measures the same while the engine holds them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import platform
+import random
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import apscheduler
+from jobwarden.contract import JobStatus, StartTimeoutAction
+from jobwarden.server.core import Engine, EngineConfig, StartTimeout, Timeouts
+from jobwarden.server.core.timers import Timers
+from jobwarden.server.core.validation import SubmitSpec
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def percentiles(values: list[float]) -> str:
+    if not values:
+        return "no fires"
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    return (
+        f"lateness p50 {at(0.50):.1f} ms, p99 {at(0.99):.1f} ms, max {ordered[-1] * 1000:.1f} ms, "
+        f"mean {statistics.fmean(ordered) * 1000:.1f} ms"
+    )
+
+
+@dataclass
+class FireLog:
+    count: int = 0
+    first: float = 0.0
+    last: float = 0.0
+
+    async def on_fire(self, kind: str, key: str) -> None:
+        now = time.perf_counter()
+        if not self.count:
+            self.first = now
+        self.last = now
+        self.count += 1
+
+
+async def raw_timers(n: int, order: str, spread: float) -> None:
+    log = FireLog()
+    timers = Timers(log.on_fire)
+    timers.record_lateness = True
+    timers.start()
+    gc.collect()
+    before = rss_mb()
+    # Deadlines start after the arming is expected to end, so lateness measures firing, not arming.
+    lead = 2.0 + n / 5_000
+    t0 = time.time() + lead
+    deadlines = [t0 + spread * i / n for i in range(n)]
+    if order == "random":
+        random.Random(1).shuffle(deadlines)
+    began = time.perf_counter()
+    for i, at in enumerate(deadlines):
+        timers.arm("start", f"job-{i}", at)
+    armed_in = time.perf_counter() - began
+    # APScheduler queues one wakeup per add_job: let them drain before measuring what is held.
+    await asyncio.sleep(0)
+    drained_in = time.perf_counter() - began
+    held = timers.pending
+    memory = rss_mb() - before
+    late_start = time.time() > t0
+    while log.count < n:
+        await asyncio.sleep(0.05)
+        if time.time() > t0 + spread + 120:
+            break
+    fire_span = log.last - log.first
+    print(
+        f"  timers, {order} order: armed {n:,} in {armed_in:.2f}s ({n / armed_in:,.0f}/s; "
+        f"{drained_in:.2f}s with the scheduler's wakeups), held {held:,} pending, "
+        f"+{memory:.0f} MB RSS ({memory * 1e6 / n:,.0f} B each)"
+        + ("  [arming overran the first deadline]" if late_start else "")
+    )
+    print(
+        f"    fired {log.count:,} over {fire_span:.2f}s ({log.count / max(fire_span, 1e-9):,.0f}/s, "
+        f"deadlines spread over {spread:g}s): {percentiles(timers.lateness)}"
+    )
+    timers.stop()
+
+
+async def disarm_rate(n: int) -> None:
+    timers = Timers(FireLog().on_fire)
+    timers.start()
+    far = time.time() + 3600
+    for i in range(n):
+        timers.arm("start", f"job-{i}", far + i / 1000)
+    await asyncio.sleep(0)
+    order = list(range(n))
+    random.Random(2).shuffle(order)
+    sample = order[: min(n, 20_000)]
+    began = time.perf_counter()
+    for i in sample:
+        timers.disarm("start", f"job-{i}")
+    took = time.perf_counter() - began
+    await asyncio.sleep(0)
+    print(
+        f"  disarm (a job starts) with {n:,} pending: {len(sample):,} in {took:.2f}s "
+        f"({len(sample) / took:,.0f}/s, {took / len(sample) * 1e6:.0f} µs each)"
+    )
+    timers.stop()
+
+
+async def through_the_engine(n: int, duration: float, workdir: Path) -> None:
+    engine = Engine(EngineConfig(db_url=f"sqlite:///{workdir / 'bench.db'}"))
+    await engine.start()
+    batch = 5_000
+    # The same submits without a timeout, for what arming a deadline adds to a submit.
+    plain = min(n, 20_000)
+    began = time.perf_counter()
+    for offset in range(0, plain, batch):
+        await engine.submit([SubmitSpec(action="plain", input={"i": offset + i}) for i in range(batch)])
+    plain_in = time.perf_counter() - began
+    print(f"  engine: {plain:,} jobs without a timeout submitted at {plain / plain_in:,.0f}/s (baseline)")
+    gc.collect()
+    before = rss_mb()
+    timeouts = Timeouts(start=StartTimeout(duration=duration, action=StartTimeoutAction.FAIL))
+    began = time.perf_counter()
+    first_deadline = time.time() + duration
+    for offset in range(0, n, batch):
+        specs = [
+            SubmitSpec(action="bench", input={"i": offset + i}, timeouts=timeouts)
+            for i in range(min(batch, n - offset))
+        ]
+        await engine.submit(specs)
+    submitted_in = time.perf_counter() - began
+    held = engine.timers.pending
+    memory = rss_mb() - before
+    engine.timers.record_lateness = True
+    print(
+        f"  engine: submitted {n:,} jobs with a {duration:g}s start timeout in {submitted_in:.2f}s "
+        f"({n / submitted_in:,.0f}/s, batches of {batch:,}, each committed), held {held:,} pending "
+        f"timers, +{memory:.0f} MB RSS for jobs and timers ({memory * 1e6 / n:,.0f} B each)"
+        + ("  [submitting overran the first deadline]" if time.time() > first_deadline else "")
+    )
+    fire_began = time.perf_counter()
+    queued = frozenset({JobStatus.QUEUED})
+    # Polling a counter on purpose: an Event set from the engine would change what is measured.
+    while engine.registry.count("bench", queued) and time.perf_counter() - fire_began < 600:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    await engine.writer.flush()
+    fire_span = time.perf_counter() - fire_began
+    failed = engine.registry.count("bench", frozenset({JobStatus.FAILED}))
+    print(
+        f"    {failed:,} jobs FAILED(START_TIMEOUT), written, {fire_span:.2f}s after the last submit "
+        f"(deadlines arrive at the submit rate): {percentiles(engine.timers.lateness)}"
+    )
+    await engine.stop()
+
+
+def machine() -> str:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"{os.cpu_count()} CPUs ({model}), load average {load}; Python {platform.python_version()}, "
+        f"APScheduler {apscheduler.__version__}, {platform.system()} {platform.release()}"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--timers", type=int, default=100_000, help="deadlines armed on Timers directly (0: skip)"
+    )
+    parser.add_argument("--jobs", type=int, default=100_000, help="jobs with start timeouts (0: skip)")
+    parser.add_argument("--spread", type=float, default=5.0, help="seconds the raw deadlines are spread over")
+    parser.add_argument("--duration", type=float, default=0.0, help="start timeout (default: from --jobs)")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    if args.timers:
+        await raw_timers(args.timers, "deadline", args.spread)
+        await raw_timers(args.timers, "random", args.spread)
+        await disarm_rate(args.timers)
+    if args.jobs:
+        with tempfile.TemporaryDirectory() as tmp:
+            duration = args.duration or 5.0 + args.jobs / 3_000
+            await through_the_engine(args.jobs, duration, Path(tmp))
+    print(f"machine after: {machine()}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
