@@ -15,7 +15,6 @@ from jobwarden.v1 import (
     executor_service_pb2,
     executor_service_pb2_grpc,
     job_service_pb2,
-    job_service_pb2_grpc,
     lock_service_pb2,
     lock_service_pb2_grpc,
 )
