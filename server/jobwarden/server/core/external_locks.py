@@ -57,6 +57,14 @@ class ExternalLocks(EngineBase):
                     raise FailedPrecondition(
                         f"the locks were not granted within {wait:g}s: {self._describe_busy(locks)}"
                     ) from None
+            except asyncio.CancelledError:
+                # The caller gave up (deadline, cancel, disconnect): leave the queue, or give back
+                # locks granted just now, before their TTL was armed; either would otherwise linger.
+                if self.locks.is_waiting(holder):
+                    self._handle_grants(self.locks.withdraw(holder))
+                elif self.locks.holds(holder):
+                    self._release_locks_of(holder)
+                raise
             finally:
                 self._lock_waiters.pop(holder, None)
         expires_at = self.clock() + ttl
