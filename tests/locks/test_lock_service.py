@@ -4,6 +4,7 @@ ListLocks shows holders and waiters per resource. Bad requests are refused and c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import grpc
@@ -12,7 +13,7 @@ from jobwarden.contract import JobStatus, LockMode
 from jobwarden.v1 import lock_service_pb2 as ls
 
 from tests.conftest import EngineHandle, Stubs
-from tests.support import RawWorker, wait_for_async
+from tests.support import RawWorker, wait_for, wait_for_async
 from tests.timers.helpers import dur, get, lock, seconds, submit, wait_status
 
 S = JobStatus
@@ -237,3 +238,50 @@ async def test_releasing_a_jobs_lock_is_refused(engine: EngineHandle, stubs: Stu
     await worker.complete(assignment)
     await worker.next_ack()
     await worker.close()
+
+
+async def test_a_waiter_whose_caller_gives_up_leaves_the_queue(engine: EngineHandle, stubs: Stubs) -> None:
+    """A client deadline (or cancel) ends the wait: no phantom waiter is left to block later requests.
+    (It used to stay queued until granted, holding up everyone behind it.)"""
+    await acquire(stubs, "reader", ("tape", SH))
+    request = ls.AcquireLockRequest(holder="writer", locks=[lock("tape", X)], ttl=dur(30), wait=dur(30))
+    with pytest.raises(grpc.aio.AioRpcError) as gave_up:
+        await stubs.locks.AcquireLock(request, timeout=0.2)
+    assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+    async def gone() -> bool:
+        [tape] = (await listing(stubs, "tape")).resources
+        return not tape.waiters
+
+    await wait_for_async(gone, message="the abandoned waiter to leave the queue")
+    assert not engine.core.locks.is_waiting("writer")
+    # A later reader is no longer held up behind the writer that left.
+    await acquire(stubs, "reader-2", ("tape", SH))
+    # And the writer may ask again.
+    again = asyncio.ensure_future(acquire(stubs, "writer", ("tape", X), wait=30))
+    await stubs.locks.ReleaseLock(ls.ReleaseLockRequest(holder="reader"))
+    await stubs.locks.ReleaseLock(ls.ReleaseLockRequest(holder="reader-2"))
+    assert [h.holder for h in (await again).held] == ["writer"]
+
+
+async def test_locks_granted_to_a_caller_that_is_gone_are_given_back(
+    engine: EngineHandle, stubs: Stubs
+) -> None:
+    """The grant and the caller's cancel in the same instant: the locks go back rather than being held
+    with no TTL by nobody."""
+    core = engine.core
+    await acquire(stubs, "first", ("tape", X))
+    task = asyncio.ensure_future(core.acquire_locks("second", [("tape", int(X))], 30.0, 30.0))
+    await wait_for(lambda: core.locks.is_waiting("second"))
+    core._release_locks_of("first")  # grants "second" now, synchronously
+    assert core.locks.holds("second")
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    if task.cancelled():
+        assert not core.locks.holds("second"), "granted to a caller that never learned it: given back"
+    else:
+        # The wait finished first and swallowed the cancel (asyncio.wait_for in Python 3.11): the locks
+        # are held with their TTL, as if the caller had received the answer.
+        assert core.timers.due("lock_ttl", "second") is not None
+    await stubs.locks.ListLocks(ls.ListLocksRequest())
