@@ -14,6 +14,7 @@ from jobwarden.tui.screens import (
     FilterScreen,
     JobDetailScreen,
     LocksScreen,
+    StepPickerScreen,
     WorkersScreen,
 )
 from jobwarden.v1 import executor_service_pb2 as pb
@@ -394,4 +395,35 @@ async def test_the_table_keeps_recent_finished_jobs_and_pages_older_ones(engine:
         assert set(finished) <= set(table.order)
         await pilot.press("o")
         await until(pilot, lambda: app.noted("No older jobs"), what="the end of the history")
+    await channel.close()
+
+
+async def test_retry_from_a_chosen_step(engine: EngineHandle) -> None:
+    channel = engine.channel()
+    app = console(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        job = await submit(channel, "pipeline")
+        worker = await RawWorker(engine.address, ["pipeline"]).connect()
+        assignment = await worker.next_assignment()
+        for step in ("download", "encode", "package"):
+            await worker.update(assignment, step=step)
+            await worker.update(assignment, completed_step=job_pb2.CompletedStep(name=step))
+        await worker.fail(assignment, "upload refused", retryable=False)
+        await worker.next_ack()
+        await until(pilot, lambda: "FAILED" in row_text(app, job.id), what="the failed row")
+        app.jobs_screen.table.move_to(job.id)
+        await pilot.press("R")
+        await until(pilot, lambda: isinstance(app.screen, StepPickerScreen), what="the step picker")
+        await pilot.press("down", "enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        body = str(app.screen.query_one("#dialog-body", Static).content)
+        assert "encode, package" in body
+        await pilot.press("right", "enter")
+        await until(pilot, lambda: app.noted("from step encode"), what="the notification")
+        stored = await engine_job(channel, job.id)
+        assert stored.status != JobStatus.FAILED
+        assert [step.name for step in stored.checkpoint.completed_steps] == ["download"]
+        retried = await worker.next_assignment()
+        assert retried.attempt == 2
+        await worker.close()
     await channel.close()

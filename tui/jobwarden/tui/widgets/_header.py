@@ -16,6 +16,18 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Sparkline, Static
 
+_SHORT_LABEL = {
+    JobStatus.QUEUED: "QUE",
+    JobStatus.DELAYED: "DLY",
+    JobStatus.WAITING_FOR_LOCK: "LCK",
+    JobStatus.RUNNING: "RUN",
+    JobStatus.TIMED_OUT: "T/O",
+    JobStatus.COMPLETED: "DONE",
+    JobStatus.FAILED: "FAIL",
+    JobStatus.CANCELLED: "CNCL",
+    JobStatus.REJECTED: "REJ",
+}
+
 
 class StatusCount(Static):
     """One status and how many jobs have it; a click toggles the status in the filter."""
@@ -28,15 +40,18 @@ class StatusCount(Static):
     def __init__(self, status: JobStatus) -> None:
         super().__init__(classes=f"status-count status--{STATUS_CLASS[status]}")
         self.status = status
-        self._shown: tuple[int | None, bool] | None = None
+        self._shown: tuple[int | None, bool, bool] | None = None
+        #: short labels, for narrow terminals
+        self.compact = False
         self.tooltip = f"Press {int(status)} or click to filter by {STATUS_LABEL[status]}"
 
     def show(self, count: int | None, selected: bool) -> None:
-        if self._shown == (count, selected):
+        if self._shown == (count, selected, self.compact):
             return
-        self._shown = (count, selected)
+        self._shown = (count, selected, self.compact)
         number = "-" if count is None else f"{count:,}"
-        self.update(Content(f"{int(self.status)} {STATUS_LABEL[self.status]} {number}"))
+        label = _SHORT_LABEL[self.status] if self.compact else STATUS_LABEL[self.status]
+        self.update(Content(f"{int(self.status)} {label} {number}"))
         self.set_class(selected, "-selected")
         self.set_class(count == 0, "-zero")
 
@@ -88,13 +103,20 @@ class StatusHeader(Widget):
     def compose(self) -> ComposeResult:
         with Horizontal(id="header-top"):
             yield Static(Content(self._title), id="header-title")
+            yield self._spark
+            yield self._rate
             yield self._engine
             yield self._link
         with Horizontal(id="header-counts"):
             yield from self._counts
-            yield self._spark
-            yield self._rate
         yield self._filter
+
+    def on_resize(self, event: events.Resize) -> None:
+        # Full labels need about 130 columns; below, short ones, and no sparkline under 120.
+        compact = event.size.width < 135
+        for widget in self._counts:
+            widget.compact = compact
+        self._spark.display = event.size.width >= 120
 
     def show(
         self,
