@@ -134,7 +134,13 @@ async def test_takeover_resumes_on_another_worker_with_the_checkpoint(
     engine: EngineHandle, stubs: Stubs
 ) -> None:
     old = await RawWorker(engine.address, [("ingest", True, 0)], name="old").connect()
-    job = await submit(stubs, "ingest", {"asset": 7}, timeouts=timeouts(heartbeat=0.05, takeover=0.05))
+    job = await submit(
+        stubs,
+        "ingest",
+        {"asset": 7},
+        locks=[lock("asset:7")],
+        timeouts=timeouts(heartbeat=0.05, takeover=0.05),
+    )
     first = await old.next_assignment()
     assert first.mode == ExecutionMode.EXECUTE
     async with kept_alive(old, first):
@@ -157,6 +163,7 @@ async def test_takeover_resumes_on_another_worker_with_the_checkpoint(
     assert second.checkpoint.step == "download"
     assert second.checkpoint.data["path"] == "/tmp/a7"
     assert second.job.input["asset"] == 7
+    assert engine.core.locks.holds(job.id), "the job kept its locks through the timeout and the takeover"
 
     cancel = await old.next_cancel()
     assert (cancel.job_id, cancel.attempt) == (job.id, 1)
@@ -186,7 +193,15 @@ async def test_takeover_resumes_on_another_worker_with_the_checkpoint(
         (2, S.COMPLETED, new.worker_id, ExecutionMode.RESUME),
     ]
     assert await status_path(stubs, job.id) == [S.QUEUED, S.RUNNING, S.TIMED_OUT, S.RUNNING, S.COMPLETED]
-    await old.close()
+    assert not engine.core.locks.holds(job.id)
+    # The old worker coming back and claiming the job is told to drop it.
+    await old.drop()
+    claimant = await RawWorker(
+        engine.address, [("ingest", True, 0)], name="old", worker_id=old.worker_id, running_jobs=[(job.id, 1)]
+    ).connect()
+    assert claimant.registered is not None
+    assert [(j.job_id, j.attempt) for j in claimant.registered.rejected_jobs] == [(job.id, 1)]
+    await claimant.close()
     await new.close()
 
 

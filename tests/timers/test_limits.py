@@ -133,7 +133,12 @@ async def test_max_queued_rejects_with_the_reason_and_never_runs(engine: EngineH
     stats = await stubs.jobs.GetStats(js.GetStatsRequest())
     [limited] = [a for a in stats.actions if a.action == "limited"]
     assert limited.rejected == 2
+    # Within one batch the limit counts the batch's own jobs.
     await worker.close()
+    batch = await stubs.jobs.SubmitJobs(
+        js.SubmitJobsRequest(jobs=[submit_request("limited", {"b": i}) for i in range(4)])
+    )
+    assert [r.job.status for r in batch.jobs] == [S.QUEUED, S.QUEUED, S.REJECTED, S.REJECTED]
 
 
 async def test_pause_and_resume_dispatch(engine: EngineHandle, stubs: Stubs) -> None:
