@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from google.protobuf import struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from jobwarden.contract import ErrorKind, JobStatus, LockMode
 from jobwarden.tui._filter import FilterError, JobFilter, SortOrder
-from jobwarden.tui._format import format_duration, progress_bar, short_id, truncate
+from jobwarden.tui._format import format_duration, progress_bar, short_id, struct_to_text, truncate
 from jobwarden.tui._model import JobRow, JobStore
 from jobwarden.v1 import job_pb2
 
@@ -176,3 +177,14 @@ def test_formatting() -> None:
     assert short_id("0193a2b4-aaaa-7bbb-8ccc-1234567890ab") == "567890ab"
     assert truncate("a long message", 6) == "a lon…"
     assert truncate("two\nlines", 20) == "two lines"
+
+
+def test_struct_text_shows_whole_numbers_as_written() -> None:
+    value = struct_pb2.Struct()
+    value.update({"asset_id": 42, "ratio": 0.5, "nested": {"frames": [1, 2.5]}})
+    text = struct_to_text(value)
+    assert '"asset_id": 42,' in text
+    assert '"ratio": 0.5' in text
+    assert "2.5" in text
+    assert "1.0" not in text
+    assert struct_to_text(struct_pb2.Struct()) == "(none)"

@@ -107,8 +107,19 @@ def struct_to_text(value: struct_pb2.Struct, *, present: bool = True) -> str:
     """A Struct as indented JSON, or "(none)"."""
     if not present or not value.fields:
         return "(none)"
-    data: Any = json_format.MessageToDict(value)
+    data: Any = _integral(json_format.MessageToDict(value))
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+def _integral(value: Any) -> Any:
+    """Struct numbers are doubles: show 42.0 as 42, as the submitter wrote it."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    return value
 
 
 def truncate(text: str, width: int) -> str:
