@@ -38,6 +38,12 @@ __all__ = [
 
 JSONDict = dict[str, Any]
 
+def _compact(d: JSONDict) -> JSONDict:
+    """Without the entries that hold their default: snapshots are written three or more times per job,
+    and ``from_dict`` restores the defaults. Only for objects whose every default is a false value
+    (None, "", 0, False, empty) and whose false values are all defaults."""
+    return {k: v for k, v in d.items() if v}
+
 
 @dataclass(slots=True)
 class JobError:
@@ -206,12 +212,14 @@ class Timeouts:
         )
 
     def to_dict(self) -> JSONDict:
-        return {
-            "start": self.start.to_dict() if self.start else None,
-            "heartbeat": self.heartbeat,
-            "takeover": self.takeover,
-            "execution": self.execution,
-        }
+        return _compact(
+            {
+                "start": self.start.to_dict() if self.start else None,
+                "heartbeat": self.heartbeat,
+                "takeover": self.takeover,
+                "execution": self.execution,
+            }
+        )
 
     @classmethod
     def from_dict(cls, d: JSONDict | None) -> Timeouts:
@@ -276,15 +284,17 @@ class Attempt:
     error: JobError | None = None
 
     def to_dict(self) -> JSONDict:
-        return {
-            "number": self.number,
-            "status": int(self.status),
-            "worker_id": self.worker_id,
-            "mode": int(self.mode),
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "error": self.error.to_dict() if self.error else None,
-        }
+        return _compact(
+            {
+                "number": self.number,
+                "status": int(self.status),
+                "worker_id": self.worker_id,
+                "mode": int(self.mode),
+                "started_at": self.started_at,
+                "finished_at": self.finished_at,
+                "error": self.error.to_dict() if self.error else None,
+            }
+        )
 
     @classmethod
     def from_dict(cls, d: JSONDict) -> Attempt:
@@ -312,13 +322,15 @@ class Deadlines:
     wake: float | None = None
 
     def to_dict(self) -> JSONDict:
-        return {
-            "start": self.start,
-            "heartbeat": self.heartbeat,
-            "takeover": self.takeover,
-            "execution": self.execution,
-            "wake": self.wake,
-        }
+        return _compact(
+            {
+                "start": self.start,
+                "heartbeat": self.heartbeat,
+                "takeover": self.takeover,
+                "execution": self.execution,
+                "wake": self.wake,
+            }
+        )
 
     @classmethod
     def from_dict(cls, d: JSONDict | None) -> Deadlines:
@@ -408,43 +420,45 @@ class Job:
 
     def to_dict(self, *, payloads: bool = True) -> JSONDict:
         """Every field; without ``input`` and ``result`` when ``payloads`` is false (event snapshots)."""
-        d: JSONDict = {
-            "id": self.id,
-            "action": self.action,
-            "status": int(self.status),
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "priority": self.priority,
-            "labels": self.labels,
-            "locks": [lock.to_dict() for lock in self.locks],
-            "correlation_id": self.correlation_id,
-            "idempotency_key": self.idempotency_key,
-            "run_at": self.run_at,
-            "timeouts": self.timeouts.to_dict(),
-            "retry_policy": self.retry_policy.to_dict() if self.retry_policy else None,
-            "error": self.error.to_dict() if self.error else None,
-            "progress": self.progress,
-            "message": self.message,
-            "step": self.step,
-            "attempt": self.attempt,
-            "attempts": [a.to_dict() for a in self.attempts],
-            "job_variables": self.job_variables,
-            "workflow_variables": self.workflow_variables,
-            "worker_id": self.worker_id,
-            "cancel_requested": self.cancel_requested,
-            "checkpoint": self.checkpoint.to_dict(),
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "heartbeat_at": self.heartbeat_at,
-            "mode": int(self.mode),
-            "next_mode": int(self.next_mode),
-            "status_reason": self.status_reason,
-            "locks_held": self.locks_held,
-            "deadlines": self.deadlines.to_dict(),
-            "start_retries": self.start_retries,
-            "sequence": self.sequence,
-            "queue_order": self.queue_order,
-        }
+        d: JSONDict = _compact(
+            {
+                "id": self.id,
+                "action": self.action,
+                "status": int(self.status),
+                "created_at": self.created_at,
+                "updated_at": self.updated_at,
+                "priority": self.priority,
+                "labels": self.labels,
+                "locks": [lock.to_dict() for lock in self.locks],
+                "correlation_id": self.correlation_id,
+                "idempotency_key": self.idempotency_key,
+                "run_at": self.run_at,
+                "timeouts": self.timeouts.to_dict(),
+                "retry_policy": self.retry_policy.to_dict() if self.retry_policy else None,
+                "error": self.error.to_dict() if self.error else None,
+                "progress": self.progress,
+                "message": self.message,
+                "step": self.step,
+                "attempt": self.attempt,
+                "attempts": [a.to_dict() for a in self.attempts],
+                "job_variables": self.job_variables,
+                "workflow_variables": self.workflow_variables,
+                "worker_id": self.worker_id,
+                "cancel_requested": self.cancel_requested,
+                "checkpoint": self.checkpoint.to_dict(),
+                "started_at": self.started_at,
+                "finished_at": self.finished_at,
+                "heartbeat_at": self.heartbeat_at,
+                "mode": int(self.mode),
+                "next_mode": int(self.next_mode),
+                "status_reason": self.status_reason,
+                "locks_held": self.locks_held,
+                "deadlines": self.deadlines.to_dict(),
+                "start_retries": self.start_retries,
+                "sequence": self.sequence,
+                "queue_order": self.queue_order,
+            }
+        )
         if payloads:
             d["input"] = self.input
             d["result"] = self.result

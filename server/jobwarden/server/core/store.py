@@ -23,7 +23,6 @@ from sqlalchemy import (
     Index,
     Text,
     and_,
-    bindparam,
     create_engine,
     delete,
     event,
@@ -271,6 +270,7 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+        self._hot = _HotStatements(self.engine.dialect.paramstyle)
 
     def create_schema(self) -> None:
         SQLModel.metadata.create_all(
@@ -288,13 +288,16 @@ class Store:
 
     def write(self, ws: WriteSet) -> None:
         """Write one batch in one transaction: all of it, or (on an exception) none of it."""
+        hot = self._hot
         with self.engine.begin() as conn:
+            # The hot path goes straight to the driver's executemany: SQLAlchemy's per-row parameter
+            # handling would hold the GIL (against the event loop) for as long as the database works.
             if ws.new_jobs:
-                conn.execute(insert(jobs_t), ws.new_jobs)
+                conn.exec_driver_sql(hot.insert_job, hot.rows(ws.new_jobs, hot.insert_job_columns))
             if ws.changed_jobs:
-                conn.execute(_UPDATE_JOB, [{"_id": r["id"], **r} for r in ws.changed_jobs])
+                conn.exec_driver_sql(hot.update_job, hot.rows(ws.changed_jobs, hot.update_job_columns))
             if ws.events:
-                conn.execute(insert(events_t), ws.events)
+                conn.exec_driver_sql(hot.insert_event, hot.rows(ws.events, hot.event_columns))
             if ws.logs:
                 conn.execute(insert(logs_t), ws.logs)
             for resource, holder in ws.locks_removed:
@@ -465,20 +468,28 @@ class Store:
         return True
 
 
-_UPDATE_JOB = (
-    update(jobs_t)
-    .where(jobs_t.c.id == bindparam("_id"))
-    .values(
-        status=bindparam("status"),
-        priority=bindparam("priority"),
-        updated_at=bindparam("updated_at"),
-        correlation_id=bindparam("correlation_id"),
-        labels=bindparam("labels"),
-        search=bindparam("search"),
-        doc=bindparam("doc"),
-        result=bindparam("result"),
-    )
-)
+class _HotStatements:
+    """The statements of the hot path in the driver's own parameter style, with their column order."""
+
+    def __init__(self, paramstyle: str) -> None:
+        mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(paramstyle)
+        if mark is None:
+            raise ValueError(f"unsupported DB-API paramstyle {paramstyle!r}")
+        self.insert_job_columns = tuple(c.name for c in jobs_t.columns)
+        self.insert_job = _insert_sql("jobs", self.insert_job_columns, mark)
+        changing = ("status", "priority", "updated_at", "correlation_id", "labels", "search", "doc", "result")
+        self.update_job_columns = (*changing, "id")
+        self.update_job = f"UPDATE jobs SET {', '.join(f'{c} = {mark}' for c in changing)} WHERE id = {mark}"
+        self.event_columns = tuple(c.name for c in events_t.columns)
+        self.insert_event = _insert_sql("events", self.event_columns, mark)
+
+    @staticmethod
+    def rows(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
+        return [tuple([row[c] for c in columns]) for row in rows]
+
+
+def _insert_sql(table: str, columns: tuple[str, ...], mark: str) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
