@@ -17,6 +17,8 @@ def register(subparsers: Any) -> None:
         "serve",
         help="run the engine (gRPC server)",
         description="Run the jobwarden engine: JobService, ExecutorService, LockService, health, reflection.",
+        # No abbreviations: "--token SECRET" must be an error, not a prefix of --tokens-file.
+        allow_abbrev=False,
     )
     serve.add_argument(
         "--db", help="database URL (default sqlite:///jobwarden.db; postgresql+psycopg://... too)"
