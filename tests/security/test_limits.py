@@ -1,0 +1,279 @@
+"""A limit on every input. Over it, INVALID_ARGUMENT (a malformed request) or RESOURCE_EXHAUSTED (too
+much: a message over the size limit, too many watchers), and nothing changes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import pytest
+from jobwarden.contract import Limits
+from jobwarden.v1 import executor_service_pb2 as ep
+from jobwarden.v1 import job_pb2, lock_service_pb2
+from jobwarden.v1 import job_service_pb2 as js
+
+from tests.conftest import EngineHandle, Stubs
+from tests.engine.helpers import request
+from tests.security.conftest import SecureEngineFactory
+from tests.security.test_auth import fingerprint
+from tests.support import RawWorker
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
+WATCHERS_PER_CLIENT = 3
+
+
+def big(n: int) -> str:
+    return "x" * n
+
+
+@pytest.fixture
+async def limited(secure_engine_factory: SecureEngineFactory) -> EngineHandle:
+    return await secure_engine_factory(max_watchers_per_client=WATCHERS_PER_CLIENT)
+
+
+@pytest.fixture
+async def stubs(limited: EngineHandle) -> AsyncIterator[Stubs]:
+    from jobwarden.v1 import executor_service_pb2_grpc, job_service_pb2_grpc, lock_service_pb2_grpc
+
+    channel = grpc.aio.insecure_channel(
+        limited.address, options=[("grpc.max_send_message_length", 4 * Limits.MAX_MESSAGE_BYTES)]
+    )
+    stubs = Stubs(
+        job_service_pb2_grpc.JobServiceStub(channel),
+        executor_service_pb2_grpc.ExecutorServiceStub(channel),
+        lock_service_pb2_grpc.LockServiceStub(channel),
+        channel,
+    )
+    # A job the cases may name, so that a refusal is about the limit and not an unknown id.
+    stubs.target = (await stubs.jobs.SubmitJob(request("target"))).job.id  # type: ignore[attr-defined]
+    yield stubs
+    await channel.close()
+
+
+CASES: list[tuple[str, grpc.StatusCode, Callable[[Stubs], Any]]] = [
+    (
+        "a message over the size limit",
+        EXHAUSTED,
+        lambda s: s.jobs.SubmitJob(request("a", {"blob": big(Limits.MAX_MESSAGE_BYTES + 1)})),
+    ),
+    (
+        "an input over the payload limit",
+        INVALID,
+        lambda s: s.jobs.SubmitJob(request("a", {"b": big(Limits.MAX_PAYLOAD_BYTES)})),
+    ),
+    (
+        "too many labels",
+        INVALID,
+        lambda s: s.jobs.SubmitJob(request("a", labels={f"k{i}": "v" for i in range(Limits.MAX_LABELS + 1)})),
+    ),
+    (
+        "a long label key",
+        INVALID,
+        lambda s: s.jobs.SubmitJob(request("a", labels={big(Limits.MAX_LABEL_KEY_LENGTH + 1): "v"})),
+    ),
+    (
+        "a long label value",
+        INVALID,
+        lambda s: s.jobs.SubmitJob(request("a", labels={"k": big(Limits.MAX_LABEL_VALUE_LENGTH + 1)})),
+    ),
+    (
+        "too many variables",
+        INVALID,
+        lambda s: s.jobs.SubmitJob(
+            request("a", workflow_variables={f"v{i}": "1" for i in range(Limits.MAX_VARIABLES + 1)})
+        ),
+    ),
+    (
+        "a long variable",
+        INVALID,
+        lambda s: s.jobs.SubmitJob(
+            request("a", workflow_variables={"v": big(Limits.MAX_VARIABLE_VALUE_LENGTH + 1)})
+        ),
+    ),
+    ("a long action", INVALID, lambda s: s.jobs.SubmitJob(request(big(Limits.MAX_ACTION_LENGTH + 1)))),
+    (
+        "a long correlation id",
+        INVALID,
+        lambda s: s.jobs.SubmitJob(request("a", correlation_id=big(Limits.MAX_STRING_LENGTH + 1))),
+    ),
+    (
+        "a long idempotency key",
+        INVALID,
+        lambda s: s.jobs.SubmitJob(request("a", idempotency_key=big(Limits.MAX_STRING_LENGTH + 1))),
+    ),
+    (
+        "too many locks",
+        INVALID,
+        lambda s: s.jobs.SubmitJob(
+            request(
+                "a",
+                locks=[
+                    job_pb2.LockRequest(resource=f"r{i}", mode=1) for i in range(Limits.MAX_LOCKS_PER_JOB + 1)
+                ],
+            )
+        ),
+    ),
+    (
+        "a long resource",
+        INVALID,
+        lambda s: s.jobs.SubmitJob(
+            request("a", locks=[job_pb2.LockRequest(resource=big(Limits.MAX_RESOURCE_LENGTH + 1), mode=1)])
+        ),
+    ),
+    (
+        "too big a batch",
+        INVALID,
+        lambda s: s.jobs.SubmitJobs(
+            js.SubmitJobsRequest(jobs=[request("a")] * (Limits.MAX_BATCH_SUBMIT + 1))
+        ),
+    ),
+    (
+        "a priority out of range",
+        INVALID,
+        lambda s: s.jobs.SubmitJob(request("a", priority=Limits.MAX_PRIORITY + 1)),
+    ),
+    (
+        "a page too large",
+        INVALID,
+        lambda s: s.jobs.ListJobs(js.ListJobsRequest(page_size=Limits.MAX_PAGE_SIZE + 1)),
+    ),
+    (
+        "a long search text",
+        INVALID,
+        lambda s: s.jobs.ListJobs(js.ListJobsRequest(text=big(Limits.MAX_STRING_LENGTH + 1))),
+    ),
+    (
+        "too many statuses in a filter",
+        INVALID,
+        lambda s: s.jobs.ListJobs(js.ListJobsRequest(statuses=[1] * 1001)),
+    ),
+    (
+        "a long cancel reason",
+        INVALID,
+        lambda s: s.jobs.CancelJob(
+            js.CancelJobRequest(job_id=s.target, reason=big(Limits.MAX_MESSAGE_LENGTH + 1))
+        ),
+    ),
+    (
+        "too many log lines asked for",
+        INVALID,
+        lambda s: s.jobs.GetJobLogs(js.GetJobLogsRequest(job_id=s.target, limit=10_001)),
+    ),
+    (
+        "too many external locks",
+        INVALID,
+        lambda s: s.locks.AcquireLock(
+            lock_service_pb2.AcquireLockRequest(
+                holder="h",
+                locks=[
+                    job_pb2.LockRequest(resource=f"r{i}", mode=1) for i in range(Limits.MAX_LOCKS_PER_JOB + 1)
+                ],
+                ttl={"seconds": 5},
+            )
+        ),
+    ),
+    (
+        "a long lock holder",
+        INVALID,
+        lambda s: s.locks.AcquireLock(
+            lock_service_pb2.AcquireLockRequest(
+                holder=big(257), locks=[job_pb2.LockRequest(resource="r", mode=1)], ttl={"seconds": 5}
+            )
+        ),
+    ),
+    (
+        "too many resources to release",
+        INVALID,
+        lambda s: s.locks.ReleaseLock(lock_service_pb2.ReleaseLockRequest(holder="h", resources=["r"] * 33)),
+    ),
+    (
+        "a long lock prefix",
+        INVALID,
+        lambda s: s.locks.ListLocks(
+            lock_service_pb2.ListLocksRequest(prefix=big(Limits.MAX_RESOURCE_LENGTH + 1))
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "code", "make"), CASES, ids=[c[0] for c in CASES])
+async def test_over_the_limit_is_refused_and_changes_nothing(
+    limited: EngineHandle, stubs: Stubs, what: str, code: grpc.StatusCode, make: Callable[[Stubs], Any]
+) -> None:
+    await limited.core.writer.flush()
+    before = fingerprint(limited)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await make(stubs)
+    assert refused.value.code() == code, (what, refused.value.details())
+    assert refused.value.details(), "a refusal says why"
+    await limited.core.writer.flush()
+    assert fingerprint(limited) == before, f"{what} changed the engine"
+
+
+async def test_watchers_per_client(limited: EngineHandle, stubs: Stubs) -> None:
+    watches = [stubs.jobs.WatchJobs(js.WatchJobsRequest()) for _ in range(WATCHERS_PER_CLIENT)]
+    for watch in watches:
+        await watch.read()  # each one is open (a keep-alive arrives)
+    extra = stubs.jobs.WatchJobs(js.WatchJobsRequest())
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await extra.read()
+    assert refused.value.code() == EXHAUSTED
+    assert "watchers" in (refused.value.details() or "")
+    # A closed watcher frees its place.
+    watches[0].cancel()
+    for _ in range(100):
+        again = stubs.jobs.WatchJobs(js.WatchJobsRequest())
+        try:
+            await again.read()
+            break
+        except grpc.aio.AioRpcError:
+            continue
+    else:
+        raise AssertionError("a freed watcher place was not given back")
+    for watch in [*watches, again]:
+        watch.cancel()
+    with pytest.raises(grpc.aio.AioRpcError) as too_many_ids:
+        await stubs.jobs.WatchJobs(js.WatchJobsRequest(job_ids=["x"] * 1001)).read()
+    assert too_many_ids.value.code() == INVALID
+
+
+async def test_worker_messages_over_the_limit_are_refused_on_the_stream(
+    limited: EngineHandle, stubs: Stubs
+) -> None:
+    job = (await stubs.jobs.SubmitJob(request("w"))).job
+    worker = await RawWorker(limited.address, ["w"]).connect()
+    try:
+        a = await worker.next_assignment()
+        await limited.core.writer.flush()
+        before = (await stubs.jobs.GetJob(js.GetJobRequest(job_id=job.id))).job
+        refusals = [
+            ep.JobUpdate(job_id=a.job_id, attempt=a.attempt, progress=101),
+            ep.JobUpdate(job_id=a.job_id, attempt=a.attempt, message=big(Limits.MAX_MESSAGE_LENGTH + 1)),
+            ep.JobUpdate(job_id=a.job_id, attempt=a.attempt, step=big(Limits.MAX_STEP_NAME_LENGTH + 1)),
+            ep.JobUpdate(
+                job_id=a.job_id,
+                attempt=a.attempt,
+                job_variables={f"v{i}": "1" for i in range(Limits.MAX_VARIABLES + 1)},
+            ),
+        ]
+        for update in refusals:
+            await worker.send(ep.ConnectRequest(job_update=update))
+            refusal = await worker.next_refusal()
+            assert refusal.code == INVALID.value[0], refusal
+        too_many_lines = ep.JobLog(
+            job_id=a.job_id,
+            attempt=a.attempt,
+            lines=[ep.JobLogLine(message="l")] * (Limits.MAX_LOG_LINES_PER_MESSAGE + 1),
+        )
+        await worker.send(ep.ConnectRequest(job_log=too_many_lines))
+        assert (await worker.next_refusal()).code == INVALID.value[0]
+        after = (await stubs.jobs.GetJob(js.GetJobRequest(job_id=job.id))).job
+        assert after == before, "a refused worker message changed the job"
+        # The stream goes on: a good update still lands.
+        await worker.update(a, progress=40)
+        await worker.complete(a, {"ok": True})
+        assert (await worker.next_ack()).accepted
+    finally:
+        await worker.close()
