@@ -9,7 +9,9 @@ Part 1 arms ``--timers`` deadlines on ``jobwarden.server.core.timers.Timers`` di
 one date-trigger timer each, async callbacks), in deadline order and in random order, then lets them
 fire; it also measures disarming. Part 2 submits ``--jobs`` jobs with a start timeout (action FAIL)
 to a real engine core over a SQLite file, so each fire is a full state change (event, write), and
-measures the same while the engine holds them all.
+measures the same while the engine holds them all: their deadlines come due at the submit rate, a
+burst. Part 3 holds ``--paced`` DELAYED jobs and lets ``--paced-fires`` of them come due at ``--rate``
+per second, for the lateness at a pace the engine keeps up with.
 """
 
 from __future__ import annotations
@@ -203,6 +205,49 @@ async def through_the_engine(n: int, duration: float, workdir: Path) -> None:
     await engine.stop()
 
 
+async def paced_wakes(n: int, fires: int, rate: float, workdir: Path) -> None:
+    """``n`` DELAYED jobs held at once; ``fires`` of them due at ``rate`` per second (the rest far in the
+    future, as ballast), so lateness is measured at a pace the engine keeps up with."""
+    engine = Engine(EngineConfig(db_url=f"sqlite:///{workdir / 'paced.db'}"))
+    await engine.start()
+    t0 = time.time() + 5.0 + n / 2_500
+    far = time.time() + 3600
+    run_ats = [t0 + i / rate if i < fires else far + i for i in range(n)]
+    random.Random(3).shuffle(run_ats)
+    began = time.perf_counter()
+    for offset in range(0, n, 5_000):
+        await engine.submit(
+            [SubmitSpec(action="paced", run_at=at) for at in run_ats[offset : offset + 5_000]]
+        )
+    submitted_in = time.perf_counter() - began
+    submitted_at = time.time()
+    held = engine.timers.pending
+    log = FireLog()
+    handler = engine.timers._on_fire
+
+    async def on_fire(kind: str, key: str) -> None:
+        job = engine.registry.jobs.get(key)
+        if job is not None and job.deadlines.wake is not None:
+            log.lateness.append((job.deadlines.wake, time.time() - job.deadlines.wake))
+        await handler(kind, key)
+
+    engine.timers._on_fire = on_fire
+    print(
+        f"  engine, paced: {n:,} DELAYED jobs (run_at) submitted in {submitted_in:.2f}s, held {held:,} "
+        f"pending timers; {fires:,} of them due at {rate:,.0f}/s"
+        + ("  [submitting overran the first run_at]" if submitted_at > t0 else "")
+    )
+    queued = frozenset({JobStatus.QUEUED})
+    deadline = time.perf_counter() + fires / rate + 600
+    while engine.registry.count("paced", queued) < fires and time.perf_counter() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    await engine.writer.flush()
+    print(
+        f"    {len(log.lateness):,} woke DELAYED -> QUEUED, written; lateness of {log.report(submitted_at)}"
+    )
+    await engine.stop()
+
+
 def machine() -> str:
     model = "?"
     try:
@@ -229,6 +274,11 @@ async def main() -> None:
     parser.add_argument("--jobs", type=int, default=100_000, help="jobs with start timeouts (0: skip)")
     parser.add_argument("--spread", type=float, default=5.0, help="seconds the raw deadlines are spread over")
     parser.add_argument("--duration", type=float, default=0.0, help="start timeout (default: from --jobs)")
+    parser.add_argument(
+        "--paced", type=int, default=100_000, help="DELAYED jobs held for the paced part (0: skip)"
+    )
+    parser.add_argument("--paced-fires", type=int, default=20_000, help="how many of them come due")
+    parser.add_argument("--rate", type=float, default=1_000.0, help="fires per second in the paced part")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     if args.timers:
@@ -239,6 +289,9 @@ async def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             duration = args.duration or 5.0 + args.jobs / 3_000
             await through_the_engine(args.jobs, duration, Path(tmp))
+    if args.paced:
+        with tempfile.TemporaryDirectory() as tmp:
+            await paced_wakes(args.paced, min(args.paced_fires, args.paced), args.rate, Path(tmp))
     print(f"machine after: {machine()}")
 
 
