@@ -95,8 +95,8 @@ class _JobMaker:
         self.locks: dict[str, Any] | None = spec.get("locks")
         self.timers: dict[str, Any] | None = spec.get("timers")
         self.random = random.Random(spec.get("seed", 1))
-        #: when the first submit left (set by the submitter)
-        self.origin = time.time()
+        #: when the first job whose deadline fires was made (timers)
+        self.fire_origin = 0.0
 
     def make(self, index: int, total: int) -> job_service_pb2.SubmitJobRequest:
         request = job_service_pb2.SubmitJobRequest(action=self.action)
@@ -119,14 +119,24 @@ class _JobMaker:
             request.locks.add(resource=f"bench-resource:{resource}", mode=mode)
 
     def _add_deadline(self, request: job_service_pb2.SubmitJobRequest, index: int, total: int) -> None:
-        # Deadlines spread evenly over [from, to] (wall clock), each kind taking its share of jobs.
+        # The jobs are sent in two groups, each split among the kinds by its shares: first those
+        # whose deadline lies ``far`` ahead (they stay pending), then the ``fire`` ones, whose
+        # deadlines are spread over ``window`` seconds starting ``lead`` seconds after the first of
+        # them is sent, so that the window opens only once every deadline is armed.
         assert self.timers is not None
         t = self.timers
-        # Deadlines are counted from the first submit, so arming never eats into the window.
-        start, end = self.origin + t["from"], self.origin + t["to"]
-        deadline = start + (end - start) * self.random.random()
-        share = index / max(total, 1)
+        fire = min(t.get("fire", total), total)
+        pending = total - fire
         now = time.time()
+        if index < pending:
+            deadline = now + t.get("far", 3600.0)
+            share = index / pending
+        else:
+            if self.fire_origin == 0.0:
+                self.fire_origin = now
+            start = self.fire_origin + t["lead"]
+            deadline = start + t["window"] * self.random.random()
+            share = (index - pending) / max(fire, 1)
         if share < t["start_share"]:
             request.timeouts.start.duration.CopyFrom(_duration(deadline - now))
             request.timeouts.start.action = job_pb2.START_TIMEOUT_ACTION_FAIL
@@ -157,7 +167,7 @@ async def _submit(spec: dict[str, Any]) -> dict[str, Any]:
         sample: list[str] = []
         rnd = random.Random(7)
         accepted = 0
-        first_send = maker.origin = time.time()
+        first_send = time.time()
 
         async def sender() -> None:
             nonlocal next_batch, accepted
@@ -195,6 +205,7 @@ async def _submit(spec: dict[str, Any]) -> dict[str, Any]:
         "rate": accepted / max(last_ack - first_send, 1e-9),
         "batch_seconds": _percentiles(latencies),
         "cpu_seconds": cpu_seconds,
+        "fire_origin": maker.fire_origin,
         "sample": sample,
     }
 

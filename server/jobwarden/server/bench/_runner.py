@@ -168,6 +168,12 @@ async def run_all(
             result = ScenarioResult(scenario, {}, details={"skipped": str(error)})
             if progress is not None:
                 progress.note(f"{scenario}: skipped: {error}")
+        except (RuntimeError, TimeoutError, OSError) as error:
+            # One scenario failing (e.g. the engine refusing work under load) is a finding; the
+            # others still run.
+            result = ScenarioResult(scenario, {}, details={"failed": f"{type(error).__name__}: {error}"})
+            if progress is not None:
+                progress.note(f"{scenario}: failed: {error}")
         results.append(result)
         if on_result is not None:
             on_result(result)

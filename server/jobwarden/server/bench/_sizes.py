@@ -74,8 +74,9 @@ class LocksSizes:
 class TimersSizes:
     #: pending deadlines armed before any fires
     timers: int = 100_000
-    #: the deadlines are spread evenly over this many seconds
-    window: float = 20.0
+    #: how many of them fire, spread evenly over ``window`` seconds (the rest stay pending)
+    fire: int = 10_000
+    window: float = 10.0
     #: shares of start timeouts and of run_at/backoff wake-ups; heartbeat deadlines take the rest
     start_share: float = 0.6
     wake_share: float = 0.3

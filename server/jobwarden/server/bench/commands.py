@@ -46,7 +46,8 @@ _SIZE_HELP = {
     "second": "share of jobs asking for a second resource",
     "sample": "jobs whose history is read for their lock wait",
     "timers": "deadlines pending at once",
-    "window": "seconds the deadlines are spread over",
+    "fire": "deadlines that fire during the window (the others stay pending)",
+    "window": "seconds the firing deadlines are spread over",
     "start_share": "share of start-timeout deadlines",
     "wake_share": "share of run_at/backoff wake-ups (heartbeat deadlines take the rest)",
     "stored": "comma-separated numbers of jobs already stored",
@@ -217,7 +218,7 @@ def _run_all(args: argparse.Namespace) -> int:
     console = Console()
 
     def show(result: Any) -> None:
-        if not args.json and "skipped" not in result.details:
+        if not args.json and not ({"skipped", "failed"} & set(result.details)):
             # Through the bar's own console, so the table lands above the bar.
             print_results([result], progress.console if progress is not None else console)
 
@@ -240,6 +241,7 @@ def _run_all(args: argparse.Namespace) -> int:
     else:
         print_summary(results, console)
         for result in results:
-            if "skipped" in result.details:
-                console.print(f"{result.scenario}: skipped: {result.details['skipped']}")
+            for outcome in ("skipped", "failed"):
+                if outcome in result.details:
+                    console.print(f"{result.scenario}: {outcome}: {result.details[outcome]}")
     return 0
