@@ -31,11 +31,12 @@ def _version(name: str) -> str:
 
 
 def source_revision() -> str:
-    """The git commit the engine's code comes from (with "+changes" when its files are modified),
-    or "" outside a git checkout."""
+    """The git commit the engine's code comes from (with "+changes" when its files are modified);
+    outside a git checkout, ``$JOBWARDEN_REVISION`` or ""."""
     root = Path(__file__).resolve().parents[4]
     if not (root / ".git").exists():
-        return ""
+        # A copy of the code (e.g. from git archive) can say where it came from.
+        return os.environ.get("JOBWARDEN_REVISION", "")
     try:
         head = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
