@@ -72,6 +72,7 @@ def register(subparsers: Any) -> None:
     output = common.add_argument_group("output")
     output.add_argument("--json", action="store_true", help="print the results as JSON")
     output.add_argument("--no-progress", action="store_true", help="no progress bar")
+    output.add_argument("--save", metavar="FILE", type=Path, help="also write the results as JSON to FILE")
     output.add_argument(
         "--profile",
         metavar="FILE",
@@ -197,8 +198,11 @@ def _run(args: argparse.Namespace) -> int:
     except (RuntimeError, TimeoutError, OSError) as error:
         print(f"jobwarden bench {args.sizes_of}: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
+    document = result.to_json()
+    if args.save:
+        args.save.write_text(json.dumps(document, indent=2) + "\n")
     if args.json:
-        print(json.dumps(result.to_json(), indent=2))
+        print(json.dumps(document, indent=2))
     else:
         from ._render import print_results
 
@@ -236,8 +240,11 @@ def _run_all(args: argparse.Namespace) -> int:
     except (RuntimeError, TimeoutError, OSError) as error:
         print(f"jobwarden bench all: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
+    document = {"results": [r.to_json() for r in results]}
+    if args.save:
+        args.save.write_text(json.dumps(document, indent=2) + "\n")
     if args.json:
-        print(json.dumps({"results": [r.to_json() for r in results]}, indent=2))
+        print(json.dumps(document, indent=2))
     else:
         print_summary(results, console)
         for result in results:
