@@ -65,8 +65,9 @@ async def test_killed_runs_again_when_the_policy_allows(engine: EngineHandle, st
 
 
 async def test_exponential_backoff_reaches_completed_on_attempt_three(
-    engine: EngineHandle, stubs: Stubs
+    any_engine: EngineHandle, any_stubs: Stubs
 ) -> None:
+    engine, stubs = any_engine, any_stubs  # on SQLite and on PostgreSQL
     worker = await RawWorker(engine.address, ["flaky"]).connect()
     job = await submit(stubs, "flaky", {"n": 1}, retry_policy=retry_policy(5, 0.03, 2.0, maximum=1.0))
     modes = []

@@ -37,7 +37,8 @@ async def alert_jobs(stubs: Stubs, job_id: str) -> list[job_pb2.Job]:
     return list(response.jobs)
 
 
-async def test_fail_ends_the_job_with_start_timeout(engine: EngineHandle, stubs: Stubs) -> None:
+async def test_fail_ends_the_job_with_start_timeout(any_engine: EngineHandle, any_stubs: Stubs) -> None:
+    engine, stubs = any_engine, any_stubs  # on SQLite and on PostgreSQL
     job = await submit(
         stubs,
         "nobody-serves-this",
@@ -57,7 +58,8 @@ async def test_fail_ends_the_job_with_start_timeout(engine: EngineHandle, stubs:
     assert engine.core.timers.due("start", job.id) is None
 
 
-async def test_retry_backs_off_exponentially_then_fails(engine: EngineHandle, stubs: Stubs) -> None:
+async def test_retry_backs_off_exponentially_then_fails(any_engine: EngineHandle, any_stubs: Stubs) -> None:
+    stubs = any_stubs  # on SQLite and on PostgreSQL
     job = await submit(
         stubs,
         "nobody-serves-this",
