@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,13 +34,17 @@ class DemoError(RuntimeError):
 
 
 class Demo:
-    """The demo's processes. ``with Demo() as demo:`` starts them all; leaving stops them all."""
+    """The demo's processes. ``with Demo() as demo:`` starts them all; leaving stops them all.
+
+    On Linux the processes also get SIGTERM if the thread that started them ends, so that a demo
+    killed outright leaves nothing behind: start it from a thread that lives as long as the demo.
+    """
 
     def __init__(self, *, port: int = 0, rate: float = 1.5, directory: Path | None = None) -> None:
         self.port = port or _free_port()
         self.rate = rate
         self._own_directory = directory is None
-        self._tempdir: tempfile.TemporaryDirectory[str] | None = None
+        self._made_directory = False
         self.directory = directory or Path()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: list[IO[bytes]] = []
@@ -63,8 +68,8 @@ class Demo:
 
     def start(self) -> None:
         if self._own_directory:
-            self._tempdir = tempfile.TemporaryDirectory(prefix="jobwarden-demo-")
-            self.directory = Path(self._tempdir.name)
+            self.directory = Path(tempfile.mkdtemp(prefix="jobwarden-demo-"))
+            self._made_directory = True
         try:
             self._start_engine()
             for name, attribute, capacity in _WORKERS:
@@ -94,22 +99,22 @@ class Demo:
                 module=True,
             )
         except BaseException:
-            self.stop()
+            # Keep the directory: its logs say why a part did not start.
+            self.stop(keep_directory=True)
             raise
 
-    def stop(self) -> None:
+    def stop(self, *, keep_directory: bool = False) -> None:
         """Stop the trickle and the workers, then the engine (so the workers can say goodbye to it);
-        remove the directory."""
+        remove the directory unless told to keep it."""
         clients = ["trickle", *(name for name, _, _ in _WORKERS)]
         self._terminate(clients, wait=5.0)
         self._terminate(["engine"], wait=10.0)
         for log in self._logs:
             log.close()
         self._logs.clear()
-        if self._tempdir is not None:
-            with contextlib.suppress(OSError):
-                self._tempdir.cleanup()
-            self._tempdir = None
+        if self._made_directory and not keep_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        self._made_directory = False
 
     def _terminate(self, names: list[str], *, wait: float) -> None:
         running = [self.processes[name] for name in names if name in self.processes]
