@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 __all__ = ["register"]
@@ -67,7 +68,7 @@ def _console(args: argparse.Namespace) -> int:
 
     address = args.engine.strip()
     if ":" not in address:
-        print(f"jobwarden console: --engine must be HOST:PORT, got {address!r}")
+        print(f"jobwarden console: --engine must be HOST:PORT, got {address!r}", file=sys.stderr)
         return 2
     from jobwarden.sdk._credentials import caller_role
 
