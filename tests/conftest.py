@@ -129,8 +129,9 @@ async def engine(engine_factory: EngineFactory) -> EngineHandle:
 
 
 @pytest.fixture
-async def any_engine(engine_factory: EngineFactory, db_url: str) -> EngineHandle:
-    """``engine``, once on SQLite and once on PostgreSQL."""
+async def any_engine(db_url: str, engine_factory: EngineFactory) -> EngineHandle:
+    """``engine``, once on SQLite and once on PostgreSQL. (``db_url`` first: fixtures end in reverse
+    order, so the engine stops before its PostgreSQL schema is dropped.)"""
     return await engine_factory(db_url=db_url)
 
 

@@ -261,3 +261,35 @@ async def test_locks_are_released_on_every_way_out(engine: EngineHandle, stubs: 
     holders, _ = await locks_of(stubs, "file:9")
     assert holders == [(waiter.id, X)]
     await worker.close()
+
+
+async def test_a_lock_handed_on_is_freed_before_it_is_granted_in_the_event_order(
+    engine: EngineHandle, stubs: Stubs
+) -> None:
+    """Replaying the events never shows two EXCLUSIVE holders: the holder's end comes first."""
+    exclusive = [job_pb2.LockRequest(resource="asset:1", mode=job_pb2.LOCK_MODE_EXCLUSIVE)]
+    first = (await stubs.jobs.SubmitJob(js.SubmitJobRequest(action="edit", locks=exclusive))).job
+    second = (await stubs.jobs.SubmitJob(js.SubmitJobRequest(action="edit", locks=exclusive))).job
+    worker = await RawWorker(engine.address, ["edit"], capacity=2).connect()
+    a = await worker.next_assignment()
+    assert a.job_id == first.id
+
+    async def waiting() -> bool:
+        got = await stubs.jobs.GetJob(js.GetJobRequest(job_id=second.id))
+        return got.job.status == JobStatus.WAITING_FOR_LOCK
+
+    await wait_for_async(waiting)
+    await worker.complete(a)
+    b = await worker.next_assignment()
+    assert b.job_id == second.id
+    events = []
+    for job_id in (first.id, second.id):
+        events += (await stubs.jobs.GetJobEvents(js.GetJobEventsRequest(job_id=job_id))).events
+    holders: set[str] = set()
+    for event in sorted(events, key=lambda e: e.sequence):
+        if event.job.locks_held:
+            holders.add(event.job_id)
+        else:
+            holders.discard(event.job_id)
+        assert len(holders) <= 1, f"two holders of an EXCLUSIVE lock at event {event.sequence}"
+    await worker.close()

@@ -163,10 +163,23 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                     lambda u=update: engine.worker_update(session, _update(u)),
                 )
         elif kind == "job_result":
-            engine.worker_result(session, _result(message.job_result))
+            result = message.job_result
+            self._guard(
+                session,
+                kind,
+                result.job_id,
+                result.attempt,
+                lambda: engine.worker_result(session, _result(result)),
+            )
         elif kind == "job_results":
-            for result in message.job_results.results:
-                engine.worker_result(session, _result(result))
+            for item in message.job_results.results:
+                self._guard(
+                    session,
+                    kind,
+                    item.job_id,
+                    item.attempt,
+                    lambda r=item: engine.worker_result(session, _result(r)),
+                )
         elif kind == "heartbeat":
             beats = [
                 (
@@ -221,10 +234,16 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
 
     @staticmethod
     def _guard(session: WorkerSession, kind: str, job_id: str, attempt: int, action: Any) -> None:
+        """Run one message's handling; a refusal, or even an engine fault, answers that message only."""
         try:
             action()
         except JobwardenError as error:
             session.send(RefusalOut(job_id, attempt, error.code, error.message, kind))
+        except Exception as error:
+            log.exception("engine fault handling %s of job %s from worker %s", kind, job_id, session.id)
+            session.send(
+                RefusalOut(job_id, attempt, "INTERNAL", f"engine fault: {type(error).__name__}", kind)
+            )
 
     @grpc_errors
     async def ListWorkers(self, request: pb.ListWorkersRequest, context: Context) -> pb.ListWorkersResponse:

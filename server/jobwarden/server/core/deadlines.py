@@ -101,7 +101,7 @@ class DeadlineHandlers(EngineBase):
             delay = start.retry_delay(job.start_retries)
             job.start_retries += 1
             self.queues.remove(job.id)
-            self._release_job_locks(job)
+            give_back_locks = self._let_go_of_locks(job)
             job.deadlines.wake = now + delay
             self.registry.transition(
                 job,
@@ -109,6 +109,7 @@ class DeadlineHandlers(EngineBase):
                 reason=f"{waited}: re-queued in {delay:g}s "
                 f"(start retry {job.start_retries} of {start.retry_count})",
             )
+            give_back_locks()
             self.timers.arm(TimerKind.WAKE, job.id, job.deadlines.wake)
             return
         spent = f" and {start.retry_count} start retries" if start.action is StartTimeoutAction.RETRY else ""

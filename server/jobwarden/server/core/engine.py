@@ -348,10 +348,14 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
         return job
 
     async def get_job(self, job_id: str) -> Job:
+        """The job as committed: a change still on its way to the store is waited for (one group
+        commit at most), so a reader never sees a state that a crash could take back."""
         job_id = parse_job_id(job_id)
         job = self.registry.get(job_id)
         if job is None:
             job = await self._read(self.store.get_job, job_id)
+        elif job.sequence > self.bus.head:
+            await self.writer.flush()
         if job is None:
             raise JobNotFound(job_id)
         return job

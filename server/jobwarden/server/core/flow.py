@@ -180,12 +180,19 @@ class EngineBase:
                 }
             )
 
-    def _release_job_locks(self, job: Job) -> None:
+    def _let_go_of_locks(self, job: Job) -> Callable[[], None]:
+        """Mark the job as holding (and awaiting) no lock, and return the step that gives them back.
+        Call that step after the job's own status change: the event that hands a lock on to a waiter
+        must come after the one that freed it, or a reader of the events sees two holders at once."""
         if job.locks_held:
             job.locks_held = False
-            self._release_locks_of(job.id)
-        elif self.locks.is_waiting(job.id):
-            self._handle_grants(self.locks.withdraw(job.id))
+            return lambda: self._release_locks_of_job(job.id)
+        if self.locks.is_waiting(job.id):
+            return lambda: self._handle_grants(self.locks.withdraw(job.id))
+        return _nothing
+
+    def _release_locks_of_job(self, job_id: str) -> None:
+        self._release_locks_of(job_id)
 
     def _release_locks_of(self, holder: str, resources: Iterable[str] | None = None) -> int:
         released, grants = self.locks.release(holder, resources)
@@ -245,6 +252,7 @@ class EngineBase:
             # A result is an update that came before the second deadline: back to RUNNING first, since
             # the state machine has no TIMED_OUT -> COMPLETED (checked before anything else changes).
             self._back_to_running(job, reason="its result arrived before the takeover deadline", actor=actor)
+        self.registry.check(job, status)
         if job.status in ACTIVE_STATUSES:
             self._finish_attempt(job, status, error=error)
         self.queues.remove(job.id)
@@ -253,18 +261,20 @@ class EngineBase:
         job.deadlines.start = job.deadlines.wake = None
         if error is not None:
             job.error = error
-        self._release_job_locks(job)
+        give_back_locks = self._let_go_of_locks(job)
         self._log_index.pop(job.id, None)
         self.registry.transition(job, status, actor=actor, reason=reason)
+        give_back_locks()
 
     def _fail(self, job: Job, error: JobError, *, actor: str = "engine") -> None:
         """A failed attempt: DELAYED for another attempt if the retry policy allows, else FAILED."""
         policy = self._retry_policy(job)
         failures = job.failures + 1
         if policy is not None and not job.cancel_requested and policy.allows_retry(failures, error):
+            self.registry.check(job, JobStatus.DELAYED)
             delay = policy.delay_before(failures)
             self._finish_attempt(job, JobStatus.FAILED, error=error)
-            self._release_job_locks(job)
+            give_back_locks = self._let_go_of_locks(job)
             job.error = error
             job.next_mode = ExecutionMode.RETRY
             job.deadlines.wake = self.clock() + delay
@@ -275,6 +285,7 @@ class EngineBase:
                 reason=f"attempt {job.attempt} failed ({error.kind.name}: {error.message[:200]}); "
                 f"attempt {failures + 1} of {policy.max_attempts} in {delay:g}s",
             )
+            give_back_locks()
             self.timers.arm(TimerKind.WAKE, job.id, job.deadlines.wake)
             return
         self._end(
@@ -344,3 +355,7 @@ def _status_name(value: int) -> str:
         return JobStatus(value).name
     except ValueError:
         return f"unknown status {value}"
+
+
+def _nothing() -> None:
+    return None

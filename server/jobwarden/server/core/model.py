@@ -38,6 +38,7 @@ __all__ = [
 
 JSONDict = dict[str, Any]
 
+
 def _compact(d: JSONDict) -> JSONDict:
     """Without the entries that hold their default: snapshots are written three or more times per job,
     and ``from_dict`` restores the defaults. Only for objects whose every default is a false value

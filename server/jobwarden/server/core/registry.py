@@ -107,13 +107,18 @@ class Registry:
         self.writer.job_added(job)
         return self._event(job, JobEventType.SUBMITTED, None, actor, reason)
 
+    def check(self, job: Job, target: JobStatus) -> None:
+        """InvalidTransition unless the state machine allows ``job`` to become ``target``: callers that
+        change several things check first, so a refusal leaves the job as it was."""
+        if not can_transition(job.status, target):
+            raise InvalidTransition(
+                f"job {job.id} is {job.status.name}; it cannot become {target.name}", job_id=job.id
+            )
+
     def transition(self, job: Job, target: JobStatus, *, actor: str = "engine", reason: str = "") -> Event:
         """Move ``job`` to ``target``; InvalidTransition (and no change at all) if it is not allowed."""
         current = job.status
-        if not can_transition(current, target):
-            raise InvalidTransition(
-                f"job {job.id} is {current.name}; it cannot become {target.name}", job_id=job.id
-            )
+        self.check(job, target)
         now = self.clock()
         job.status = target
         job.updated_at = now

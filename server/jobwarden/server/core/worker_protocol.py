@@ -372,12 +372,13 @@ class WorkerProtocol(EngineBase):
         for job_id, attempt, extend in jobs:
             try:
                 job = self._held_job(session, job_id, attempt)
+                if extend is not None:
+                    check_duration(extend, "extend_execution")
             except (StaleAttempt, JobNotFound, InvalidArgument) as error:
                 refusals.append(RefusalOut(job_id, attempt, error.code, error.message, "heartbeat"))
                 continue
             self._heard_from(job)
             if extend is not None:
-                check_duration(extend, "extend_execution")
                 job.deadlines.execution = self.clock() + extend
                 self.timers.arm(TimerKind.EXECUTION, job.id, job.deadlines.execution)
                 self.registry.touch(job)
@@ -404,12 +405,14 @@ class WorkerProtocol(EngineBase):
             spec = session.executors.get(job.action)
             self._finish_attempt(job, JobStatus.QUEUED, session)
             job.next_mode = ExecutionMode.RESUME if spec and spec.supports_resume else ExecutionMode.RETRY
+            self._set_start_deadline(job, self.clock())
             self.registry.transition(
                 job,
                 JobStatus.QUEUED,
                 actor=f"worker:{session.id}",
                 reason=f"handed back by worker {session.name}" + (f": {reason}" if reason else ""),
             )
+            self._arm_start(job)
             self.queues.push(job, urgent=True)
         self._schedule_dispatch()
 
