@@ -179,9 +179,6 @@ class ConsoleApp(App[None]):
         if self.jobs_screen.ready and not self.frozen:
             self.jobs_screen.table.tick()
 
-    def link_status(self) -> LinkStatus:
-        return self.feed.status()
-
     def refresh_header(self) -> None:
         screen = self._console_screen()
         if screen is None or not screen.is_mounted or self._feed is None:
