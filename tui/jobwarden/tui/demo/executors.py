@@ -108,7 +108,7 @@ class Publish(Executor):
 
     async def execute(self, ctx: JobContext) -> dict[str, Any]:
         for percent in range(0, 101, 20):
-            ctx.progress(percent, f"publishing asset {ctx.input.get('asset_id')}")
+            ctx.progress(percent, f"publishing {ctx.input.get('asset')}")
             await _tick(ctx, 0.8)
         return {"published": True}
 
