@@ -143,25 +143,27 @@ class Stubs:
     channel: grpc.aio.Channel
 
 
-@pytest.fixture
-async def stubs(engine: EngineHandle) -> AsyncIterator[Stubs]:
-    channel = engine.channel()
-    yield Stubs(
+def _stubs(handle: EngineHandle) -> Stubs:
+    channel = handle.channel()
+    return Stubs(
         job_service_pb2_grpc.JobServiceStub(channel),
         executor_service_pb2_grpc.ExecutorServiceStub(channel),
         lock_service_pb2_grpc.LockServiceStub(channel),
         channel,
     )
-    await channel.close()
+
+
+@pytest.fixture
+async def stubs(engine: EngineHandle) -> AsyncIterator[Stubs]:
+    """Stubs of every jobwarden service over one real channel to ``engine``."""
+    made = _stubs(engine)
+    yield made
+    await made.channel.close()
 
 
 @pytest.fixture
 async def any_stubs(any_engine: EngineHandle) -> AsyncIterator[Stubs]:
-    channel = any_engine.channel()
-    yield Stubs(
-        job_service_pb2_grpc.JobServiceStub(channel),
-        executor_service_pb2_grpc.ExecutorServiceStub(channel),
-        lock_service_pb2_grpc.LockServiceStub(channel),
-        channel,
-    )
-    await channel.close()
+    """``stubs`` for ``any_engine``."""
+    made = _stubs(any_engine)
+    yield made
+    await made.channel.close()
