@@ -148,23 +148,28 @@ def sync_channel(address: str, options: Options = (), security: ClientSecurity |
     return grpc.secure_channel(address, credentials, options=security.options(options))
 
 
-def caller_role(address: str, *, timeout: float = 5.0, security: ClientSecurity | None = None) -> str | None:
+def caller_role(address: str, *, timeout: float = 3.0, security: ClientSecurity | None = None) -> str | None:
     """The role the engine gives this client's token ("viewer", "operator", "worker", "admin"), or
-    None when there is no token or the engine does not say (authentication off, engine unreachable).
-    ``ValueError`` when the environment's TLS or token settings cannot be used."""
+    None when the engine does not say (authentication off, engine unreachable). ``ValueError`` when
+    the engine refuses the client (no token, an unknown one) or the environment's TLS or token
+    settings cannot be used; the message says what to do."""
     from jobwarden.v1 import job_service_pb2, job_service_pb2_grpc
 
     security = security or ClientSecurity.from_environment()
-    if security.token is None:
-        return None  # without a token, an engine with authentication refuses everything anyway
     try:
         with sync_channel(address, security=security) as channel:
             stub = job_service_pb2_grpc.JobServiceStub(channel)
             _, call = stub.GetStats.with_call(job_service_pb2.GetStatsRequest(), timeout=timeout)
             metadata = call.initial_metadata() or ()
     except grpc.RpcError as error:
+        code = error.code()
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            raise ValueError(
+                f"the engine at {address} refused this client ({error.details()}): "
+                f"set ${TOKEN_FILE_ENV} (or ${TOKEN_ENV}) to a token it knows"
+            ) from None
         # A worker's token may not read stats, and says so with its refusal.
-        return "worker" if error.code() == grpc.StatusCode.PERMISSION_DENIED else None
+        return "worker" if code == grpc.StatusCode.PERMISSION_DENIED else None
     for key, value in metadata:
         if key == ROLE_HEADER:
             return value.decode() if isinstance(value, bytes) else str(value)
