@@ -204,3 +204,8 @@ async def test_the_console_opens_read_only_for_a_viewer(
         args = argparse.Namespace(engine=tls_engine.address, read_only=False, keep_finished=10)
         assert await asyncio.to_thread(commands._console, args) == 0
         assert opened.pop() is read_only, name
+    # Without a token it says so and stops, rather than showing an engine that cannot be reached.
+    monkeypatch.delenv("JOBWARDEN_TOKEN")
+    args = argparse.Namespace(engine=tls_engine.address, read_only=False, keep_finished=10)
+    assert await asyncio.to_thread(commands._console, args) == 2
+    assert not opened
