@@ -88,7 +88,7 @@ class DepthSizes:
     #: jobs already stored before each measure (finished ones, seeded straight into the tables)
     stored: list[int] = field(default_factory=lambda: [0, 100_000, 1_000_000])
     #: jobs submitted (then dispatched) at each depth
-    jobs: int = 10_000
+    jobs: int = 20_000
     workers: int = 2
     capacity: int = 100
     batch: int = 1000
