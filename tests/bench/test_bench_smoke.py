@@ -9,6 +9,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from jobwarden.sdk.cli import main
@@ -54,12 +55,15 @@ def run_cli(*args: str, timeout: float = 100) -> subprocess.CompletedProcess[str
     )
 
 
-def test_throughput_from_the_command_line_as_json() -> None:
+def test_throughput_from_the_command_line_as_json(tmp_path: Path) -> None:
+    saved = tmp_path / "throughput.json"
     done = run_cli(
-        "throughput", "--jobs", "150", "--workers", "1", "--capacity", "20", "--batch", "50", "--json"
-    )
+        "throughput", "--jobs", "150", "--workers", "1", "--capacity", "20", "--batch", "50", "--json",
+        "--save", str(saved),
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
+    assert json.loads(saved.read_text()) == document
     assert document["scenario"] == "throughput"
     assert document["sizes"] == {"jobs": 150, "workers": 1, "capacity": 20, "batch": 50, "inflight": 2}
     measures = {m["name"]: m for m in document["measures"]}

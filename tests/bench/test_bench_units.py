@@ -8,7 +8,7 @@ from pathlib import Path
 
 from jobwarden.server.bench import SCENARIOS, Measure, ScenarioResult, Target
 from jobwarden.server.bench._fanout import _split
-from jobwarden.server.bench._render import print_results, print_summary
+from jobwarden.server.bench._render import markdown, print_results, print_summary
 from jobwarden.server.bench._runner import AllSizes
 from jobwarden.server.bench._seed import seed_finished_jobs, stored_jobs
 from jobwarden.server.bench._stats import CpuMeter, percentiles
@@ -52,6 +52,19 @@ def test_rendering_shows_values_targets_and_conditions() -> None:
     assert "n/a" in text
     assert "2 cores (Xeon)" in text
     assert "jobs=20_000" in text
+
+
+def test_markdown_has_a_table_per_scenario_and_the_targets() -> None:
+    ok = ScenarioResult("throughput", {"jobs": 100})
+    ok.add("end to end", 3500.0, "jobs/s", target=Target(3000), note="first submit -> last COMPLETED")
+    ok.add("engine CPU", 90.0, "%")
+    ok.conditions = {"cores": 2, "cpu": "Xeon", "python": "3.11.7", "load_average": [1.0, 1.0, 1.0]}
+    failed = ScenarioResult("locks", {}, details={"failed": "RuntimeError: the store did not commit"})
+    text = markdown([ok, failed])
+    assert "| end to end | 3,500 jobs/s | ≥ 3,000 jobs/s | yes | first submit -> last COMPLETED |" in text
+    assert "| engine CPU | 90 % |  |  |  |" in text
+    assert "**locks**: failed: RuntimeError: the store did not commit" in text
+    assert "| throughput | end to end | 3,500 jobs/s | ≥ 3,000 jobs/s | yes |" in text
 
 
 def test_split_spreads_watchers_over_processes() -> None:

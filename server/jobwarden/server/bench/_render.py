@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ._results import ScenarioResult
 
-__all__ = ["conditions_line", "print_results", "print_summary"]
+__all__ = ["conditions_line", "markdown", "print_results", "print_summary"]
 
 
 def conditions_line(conditions: dict[str, Any], sizes: dict[str, Any] | None = None) -> str:
@@ -86,3 +86,29 @@ def print_summary(results: Sequence[ScenarioResult], console: Console | None = N
             if m.target is not None:
                 table.add_row(result.scenario, m.name, m.formatted(), m.target.describe(m.unit), _met(m.met))
     console.print(table)
+
+
+def markdown(results: Sequence[ScenarioResult]) -> str:
+    """Every scenario as a Markdown table (figure, value, target, met, how), conditions beneath,
+    then the targets in one table: what a README's Performance section shows."""
+    lines: list[str] = []
+    for result in results:
+        if {"skipped", "failed"} & set(result.details):
+            outcome = "skipped" if "skipped" in result.details else "failed"
+            lines += [f"**{result.scenario}**: {outcome}: {result.details[outcome]}".rstrip(), ""]
+            continue
+        lines += [f"**{result.scenario}**", "", "| measure | value | target | met | how it was taken |"]
+        lines.append("|---|--:|--:|:-:|---|")
+        for m in result.measures:
+            target = m.target.describe(m.unit) if m.target else ""
+            met = "" if m.met is None else ("yes" if m.met else "**no**")
+            lines.append(f"| {m.name} | {m.formatted()} | {target} | {met} | {m.note} |")
+        lines += ["", f"<sub>{conditions_line(result.conditions, result.sizes)}</sub>", ""]
+    goals = [(r, m, m.target) for r in results for m in r.measures if m.target is not None]
+    if goals:
+        lines += ["**targets**", "", "| scenario | measure | value | target | met |", "|---|---|--:|--:|:-:|"]
+        for r, m, goal in goals:
+            met = "yes" if m.met else "**no**"
+            lines.append(f"| {r.scenario} | {m.name} | {m.formatted()} | {goal.describe(m.unit)} | {met} |")
+        lines.append("")
+    return "\n".join(lines)

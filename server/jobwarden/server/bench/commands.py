@@ -71,6 +71,7 @@ def register(subparsers: Any) -> None:
     )
     output = common.add_argument_group("output")
     output.add_argument("--json", action="store_true", help="print the results as JSON")
+    output.add_argument("--markdown", action="store_true", help="print the results as Markdown tables")
     output.add_argument("--no-progress", action="store_true", help="no progress bar")
     output.add_argument("--save", metavar="FILE", type=Path, help="also write the results as JSON to FILE")
     output.add_argument(
@@ -203,6 +204,10 @@ def _run(args: argparse.Namespace) -> int:
         args.save.write_text(json.dumps(document, indent=2) + "\n")
     if args.json:
         print(json.dumps(document, indent=2))
+    elif args.markdown:
+        from ._render import markdown
+
+        print(markdown([result]))
     else:
         from ._render import print_results
 
@@ -214,7 +219,7 @@ def _run_all(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ._progress import make_progress
-    from ._render import print_results, print_summary
+    from ._render import markdown, print_results, print_summary
     from ._runner import run_all
 
     setup = _setup(args)
@@ -222,7 +227,7 @@ def _run_all(args: argparse.Namespace) -> int:
     console = Console()
 
     def show(result: Any) -> None:
-        if not args.json and not ({"skipped", "failed"} & set(result.details)):
+        if not (args.json or args.markdown) and not ({"skipped", "failed"} & set(result.details)):
             # Through the bar's own console, so the table lands above the bar.
             print_results([result], progress.console if progress is not None else console)
 
@@ -245,6 +250,8 @@ def _run_all(args: argparse.Namespace) -> int:
         args.save.write_text(json.dumps(document, indent=2) + "\n")
     if args.json:
         print(json.dumps(document, indent=2))
+    elif args.markdown:
+        print(markdown(results))
     else:
         print_summary(results, console)
         for result in results:
