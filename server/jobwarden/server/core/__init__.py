@@ -55,6 +55,7 @@ from .sessions import (
 )
 from .store import JobQuery, Store
 from .validation import SubmitSpec
+from .writer import CommitReport
 
 __all__ = [
     "ActionConfig",
@@ -63,6 +64,7 @@ __all__ = [
     "Attempt",
     "CancelOut",
     "Checkpoint",
+    "CommitReport",
     "CompletedStep",
     "Deadlines",
     "Engine",

@@ -24,7 +24,7 @@ from .errors import StoreUnavailable
 from .model import Event, Job, LogLine
 from .store import Store, WriteSet, event_row, job_row
 
-__all__ = ["CommitStats", "Writer"]
+__all__ = ["CommitReport", "CommitStats", "Writer"]
 
 log = logging.getLogger("jobwarden.store")
 
@@ -36,6 +36,18 @@ class CommitStats:
     failures: int = 0
     last_commit_seconds: float = 0.0
     total_commit_seconds: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class CommitReport:
+    """One attempt to write a batch, for whoever watches the store (metrics, logs)."""
+
+    #: the events the batch committed ([] when it failed: it will be tried again)
+    events: list[Event]
+    rows: int
+    seconds: float
+    ok: bool
+    error: str = ""
 
 
 @dataclass(slots=True)
@@ -103,6 +115,18 @@ class Writer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobwarden-writer")
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._observers: list[Callable[[CommitReport], None]] = []
+
+    def observe(self, observer: Callable[[CommitReport], None]) -> None:
+        """Call ``observer`` in the event loop after each write attempt, committed or failed."""
+        self._observers.append(observer)
+
+    def _report(self, report: CommitReport) -> None:
+        for observer in self._observers:
+            try:
+                observer(report)
+            except Exception:
+                log.exception("commit observer failed")
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="jobwarden-writer")
@@ -194,6 +218,9 @@ class Writer:
                     self.stats.failures += 1
                     self.healthy = False
                     self.last_error = f"{type(error).__name__}: {error}"
+                    self._report(
+                        CommitReport([], size, time.perf_counter() - started, False, self.last_error)
+                    )
                     log.error("store write of %d rows failed, retrying: %s", size, self.last_error)
                     await asyncio.sleep(self.retry_delay)
                     self.retry_delay = min(self.retry_delay * 2, 2.0)
@@ -210,6 +237,7 @@ class Writer:
             self.stats.total_commit_seconds += elapsed
             if batch.events:
                 self._publish(batch.events)
+            self._report(CommitReport(batch.events, size, elapsed, True))
             for callback in batch.callbacks:
                 try:
                     callback()

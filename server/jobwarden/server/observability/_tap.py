@@ -1,19 +1,15 @@
 """Following a running engine without changing it: its committed events and its store writes.
 
-The engine hands each committed batch of events to its event bus through the group-commit writer,
-and writes through ``engine.store.write``. ``observe`` wraps both, in the event loop and the writer
-thread respectively, so metrics and job log lines see exactly what was committed, once.
+The group-commit writer reports every write attempt (``Writer.observe``) with the events it
+committed, so metrics and job log lines see exactly what was committed, once.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
-from typing import Any
 
 from jobwarden.contract import JobEventType, JobStatus
-from jobwarden.server.core import Engine, Event
+from jobwarden.server.core import CommitReport, Engine, Event
 
 from ._metrics import EngineMetrics
 
@@ -28,36 +24,17 @@ _NOTABLE = frozenset({JobStatus.TIMED_OUT, JobStatus.FAILED, JobStatus.CANCELLED
 
 
 def observe(engine: Engine, metrics: EngineMetrics | None = None) -> None:
-    """Feed ``metrics`` (if any) and the ``jobwarden.jobs`` log from a started engine."""
-    writer: Any = engine.writer
-    publish: Callable[[list[Event]], None] | None = getattr(writer, "_publish", None)
-    if publish is None:
-        log.warning("this engine's writer has no publish hook: job metrics and job log lines are off")
-    else:
+    """Feed ``metrics`` (if any) and the ``jobwarden.jobs`` log from a started engine's commits."""
 
-        def tapped(events: list[Event]) -> None:
-            publish(events)
-            if metrics is not None:
-                metrics.on_events(events)
-            _log_events(events)
+    def committed(report: CommitReport) -> None:
+        if metrics is not None:
+            metrics.on_commit(report.seconds, ok=report.ok)
+            if report.events:
+                metrics.on_events(report.events)
+        if report.events:
+            _log_events(report.events)
 
-        # The writer calls this attribute after each commit (see jobwarden.server.core.writer).
-        writer._publish = tapped
-    if metrics is not None:
-        store: Any = engine.store
-        write = store.write
-
-        def timed_write(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                result = write(*args, **kwargs)
-            except BaseException:
-                metrics.on_commit(time.perf_counter() - started, ok=False)
-                raise
-            metrics.on_commit(time.perf_counter() - started, ok=True)
-            return result
-
-        store.write = timed_write
+    engine.writer.observe(committed)
 
 
 def _log_events(events: list[Event]) -> None:
