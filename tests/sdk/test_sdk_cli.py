@@ -101,6 +101,8 @@ async def test_cancel_retry_and_the_engines_refusals(engine: object, client: Job
 
     code, out, _ = await jobwarden("cancel", job_id, "--reason", "test", "--engine", address)
     assert (code, out.split()) == (0, [job_id, "CANCELLED"])
+    code, out, _ = await jobwarden("events", job_id, "--engine", address)
+    assert "(test)  by anonymous@" in out.splitlines()[-1], "the audit trail names who cancelled"
     code, _, err = await jobwarden("cancel", job_id, "--engine", address)
     assert code == 1
     assert err.startswith("jobwarden cancel: ")

@@ -18,6 +18,11 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
     # Reconnect quickly when the engine comes back: workers and watchers have their own backoff.
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 5000),
+    # A connection dropped without a FIN (a dead NAT, a pulled cable) is noticed within ~15 s rather than
+    # at the next write: a worker would otherwise hold its capacity for a session the engine gave up on.
+    # The engine accepts pings every 5 s or more.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
 ]
 
 

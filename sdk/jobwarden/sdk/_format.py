@@ -170,4 +170,7 @@ def event_line(event: job_pb2.JobEvent) -> str:
         detail += f" ({event.reason})"
     if JobStatus(job.status) is JobStatus.FAILED and job.error.message:
         detail += f" {_name(ErrorKind, job.error.kind)}: {job.error.message}"
+    if event.actor and event.actor != "engine":
+        # Who did it: the audit trail of cancels and retries (and which worker reported what).
+        detail += f"  by {event.actor}"
     return f"{event.sequence:>8}  {when}  {event.job_id}  {job.action:<16} {kind:<16} {change:<24} {detail}"
