@@ -98,7 +98,12 @@ async def run_fanout(
         delivered / (last - first) if last > first else 0.0,
         "events/s",
     )
-    result.add("streams cut (slow reader)", sum(s["cuts"] for s in streams), "", note="each reconnected")
+    result.add(
+        "streams cut (slow reader)",
+        sum(s["cuts"] for s in streams),
+        "",
+        note="a cut stream reconnects from its last sequence",
+    )
     result.add("throughput meanwhile", figures.rate, "jobs/s", note="end to end, as in `throughput`")
     if figures.gc:
         result.add(
