@@ -103,7 +103,7 @@ async def run_depth(
             seeded = await asyncio.to_thread(seed_finished_jobs, db_url, depth - have, on_progress=advance)
             have = depth
         figures = await _one_depth(db_url, workdir, sizes, progress, profiler)
-        levels.append({"stored": have, "seed_seconds": round(seeded, 1), **figures})
+        levels.append({"stored": have, "seed_seconds": round(seeded, 3), **figures})
     base = levels[0]["dispatch_rate"] if levels else 0.0
     for level in levels:
         label = f"{level['stored']:,} stored"
