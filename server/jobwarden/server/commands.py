@@ -68,6 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .config import FileConfig, load_config
     from .core import EngineConfig, JobwardenError
     from .observability import configure_logging
+    from .runtime import collect_when_idle, tune_gc
 
     configure_logging(args.log_level, args.log_format)
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -126,11 +127,14 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"jobwarden engine listening on {server.address}", flush=True)
         if server.metrics_server is not None:
             print(f"jobwarden metrics on {server.metrics_server.url}", flush=True)
+        tune_gc()
+        collector = asyncio.get_running_loop().create_task(collect_when_idle(server.engine))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        collector.cancel()
         await server.stop()
         return 0
 

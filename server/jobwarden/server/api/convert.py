@@ -233,8 +233,10 @@ def _timeouts_to_proto(t: Mapping[str, Any] | None) -> job_pb2.JobTimeouts:
 
 
 def _retry_policy_to_proto(p: Mapping[str, Any] | None) -> job_pb2.RetryPolicy | None:
-    if not p:
-        return None
+    return _retry_policy(p) if p else None
+
+
+def _retry_policy(p: Mapping[str, Any]) -> job_pb2.RetryPolicy:
     return job_pb2.RetryPolicy(
         max_attempts=p.get("max_attempts", 1),
         initial_interval=_duration(p.get("initial_interval", 1.0)),
@@ -245,8 +247,10 @@ def _retry_policy_to_proto(p: Mapping[str, Any] | None) -> job_pb2.RetryPolicy |
 
 
 def _error_to_proto(e: Mapping[str, Any] | None) -> job_pb2.JobError | None:
-    if not e:
-        return None
+    return _job_error(e) if e else None
+
+
+def _job_error(e: Mapping[str, Any]) -> job_pb2.JobError:
     return job_pb2.JobError(
         kind=e["kind"],
         message=e.get("message", ""),
@@ -282,61 +286,74 @@ def _checkpoint_to_proto(steps: Iterable[Mapping[str, Any]] | None) -> job_pb2.C
     )
 
 
+#: fields copied as they are from a job's dict form to its proto
+_JOB_PLAIN = frozenset(
+    {
+        "id", "action", "status", "progress", "message", "attempt", "priority", "correlation_id",
+        "idempotency_key", "worker_id", "cancel_requested", "step", "status_reason", "locks_held", "sequence",
+        "labels", "job_variables", "workflow_variables",
+    }
+)  # fmt: skip
+_JOB_TIMES = frozenset({"created_at", "updated_at", "started_at", "finished_at", "run_at", "heartbeat_at"})
+_DEADLINES = ("start", "heartbeat", "takeover", "execution")
+
+
+def _set_time(ts: timestamp_pb2.Timestamp, seconds: float) -> None:
+    whole = int(seconds // 1)
+    ts.seconds = whole
+    ts.nanos = int((seconds - whole) * 1e9)
+
+
 def job_to_proto(d: Mapping[str, Any]) -> job_pb2.Job:
-    """A job from its dict form (``Job.to_dict``); input and result only when the dict has them."""
-    deadlines = d.get("deadlines") or {}
-    job = job_pb2.Job(
-        id=d["id"],
-        action=d["action"],
-        status=d["status"],
-        error=_error_to_proto(d.get("error")),
-        progress=d.get("progress", 0),
-        message=d.get("message", ""),
-        attempt=d.get("attempt", 0),
-        attempts=[
-            job_pb2.Attempt(
+    """A job from its dict form (``Job.to_dict``, which leaves defaults out); input and result only
+    when the dict has them. Only what is there is set: this runs for every answer and assignment."""
+    plain = {k: v for k, v in d.items() if k in _JOB_PLAIN}
+    job = job_pb2.Job(**plain)
+    for key in _JOB_TIMES.intersection(d):
+        value = d[key]
+        if value is not None:
+            _set_time(getattr(job, key), value)
+    if d.get("attempt"):
+        job.mode = d.get("mode", 0)
+    error = d.get("error")
+    if error:
+        job.error.CopyFrom(_job_error(error))
+    attempts = d.get("attempts")
+    if attempts:
+        for a in attempts:
+            attempt = job.attempts.add(
                 number=a["number"],
                 status=a["status"],
                 worker_id=a.get("worker_id", ""),
-                started_at=timestamp(a.get("started_at")),
-                finished_at=timestamp(a.get("finished_at")),
-                error=_error_to_proto(a.get("error")),
                 mode=a.get("mode", 0),
             )
-            for a in d.get("attempts") or ()
-        ],
-        priority=d.get("priority", 0),
-        labels=d.get("labels") or {},
-        locks=[job_pb2.LockRequest(resource=x["resource"], mode=x["mode"]) for x in d.get("locks") or ()],
-        job_variables=d.get("job_variables") or {},
-        workflow_variables=d.get("workflow_variables") or {},
-        correlation_id=d.get("correlation_id", ""),
-        idempotency_key=d.get("idempotency_key", ""),
-        worker_id=d.get("worker_id", ""),
-        cancel_requested=d.get("cancel_requested", False),
-        checkpoint=_checkpoint_to_proto(d.get("checkpoint")),
-        created_at=timestamp(d.get("created_at")),
-        updated_at=timestamp(d.get("updated_at")),
-        started_at=timestamp(d.get("started_at")),
-        finished_at=timestamp(d.get("finished_at")),
-        run_at=timestamp(d.get("run_at")),
-        timeouts=_timeouts_to_proto(d.get("timeouts")),
-        retry_policy=_retry_policy_to_proto(d.get("retry_policy")),
-        step=d.get("step", ""),
-        mode=wire_enum(d.get("mode", 0) if d.get("attempt") else 0),
-        status_reason=d.get("status_reason", ""),
-        locks_held=d.get("locks_held", False),
-        deadlines=job_pb2.Deadlines(
-            start=timestamp(deadlines.get("start")),
-            heartbeat=timestamp(deadlines.get("heartbeat")),
-            takeover=timestamp(deadlines.get("takeover")),
-            execution=timestamp(deadlines.get("execution")),
-        ),
-        heartbeat_at=timestamp(d.get("heartbeat_at")),
-        sequence=d.get("sequence", 0),
-    )
-    if "input" in d:
-        job.input.update(d["input"] or {})
+            if a.get("started_at") is not None:
+                _set_time(attempt.started_at, a["started_at"])
+            if a.get("finished_at") is not None:
+                _set_time(attempt.finished_at, a["finished_at"])
+            if a.get("error"):
+                attempt.error.CopyFrom(_job_error(a["error"]))
+    locks = d.get("locks")
+    if locks:
+        job.locks.extend(job_pb2.LockRequest(resource=x["resource"], mode=x["mode"]) for x in locks)
+    checkpoint = d.get("checkpoint")
+    if checkpoint:
+        job.checkpoint.CopyFrom(_checkpoint_to_proto(checkpoint))
+    timeouts = d.get("timeouts")
+    if timeouts:
+        job.timeouts.CopyFrom(_timeouts_to_proto(timeouts))
+    retry_policy = d.get("retry_policy")
+    if retry_policy:
+        job.retry_policy.CopyFrom(_retry_policy(retry_policy))
+    deadlines = d.get("deadlines")
+    if deadlines:
+        for name in _DEADLINES:
+            value = deadlines.get(name)
+            if value is not None:
+                _set_time(getattr(job.deadlines, name), value)
+    job_input = d.get("input")
+    if job_input:
+        job.input.update(job_input)
     if d.get("result") is not None:
         job.result.update(d["result"])
     return job

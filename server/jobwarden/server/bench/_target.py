@@ -65,6 +65,8 @@ class EngineUnderTest:
         self.server = server
         self._channel = grpc.aio.insecure_channel(address)
         self._stub = job_service_pb2_grpc.JobServiceStub(self._channel)
+        #: the idle collector `jobwarden serve` runs, when the engine runs here
+        self.collector: asyncio.Task[None] | None = None
 
     @property
     def engine(self) -> Engine | None:
@@ -212,10 +214,18 @@ async def start_engine(db_url: str, workdir: Path) -> EngineUnderTest:
         logging.getLogger(logger).setLevel(logging.WARNING)
     server = EngineServer(EngineConfig(db_url=db_url), ServerOptions(port=0))
     await server.start()
-    return EngineUnderTest(server.address, db_url, workdir, server)
+    target = EngineUnderTest(server.address, db_url, workdir, server)
+    # The same garbage-collector settings as `jobwarden serve`: measure what is deployed.
+    from jobwarden.server.runtime import collect_when_idle, tune_gc
+
+    tune_gc()
+    target.collector = asyncio.get_running_loop().create_task(collect_when_idle(server.engine))
+    return target
 
 
 async def stop_engine(target: EngineUnderTest) -> None:
+    if target.collector is not None:
+        target.collector.cancel()
     await target.close()
     if target.server is not None:
         await target.server.stop(grace=0.5)

@@ -64,6 +64,7 @@ class EngineBase:
         self.timers = Timers(self._on_timer)
         self.sessions: dict[str, WorkerSession] = {}
         self._configs: dict[str, ActionConfig] = {}
+        self._default_configs: dict[str, ActionConfig] = {}
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jobwarden-reader")
         self._dispatch_scheduled = False
         self._log_index: dict[str, int] = {}
@@ -88,7 +89,13 @@ class EngineBase:
         return await loop.run_in_executor(self._readers, lambda: fn(*args, **kwargs))
 
     def action_config(self, action: str) -> ActionConfig:
-        return self._configs.get(action) or ActionConfig(action=action)
+        """The action's configuration, or its defaults (made once: this is on every job's path)."""
+        config = self._configs.get(action)
+        if config is None:
+            config = self._default_configs.get(action)
+            if config is None:
+                config = self._default_configs[action] = ActionConfig(action=action)
+        return config
 
     def _timeouts(self, job: Job) -> Timeouts:
         return job.timeouts.over(self.action_config(job.action).timeouts)

@@ -200,6 +200,10 @@ class Timeouts:
 
     def over(self, base: Timeouts) -> Timeouts:
         """These timeouts, with every unset field taken from ``base``."""
+        if base.is_empty():
+            return self
+        if self.is_empty():
+            return base
         return Timeouts(
             start=self.start if self.start is not None else base.start,
             heartbeat=self.heartbeat if self.heartbeat is not None else base.heartbeat,
