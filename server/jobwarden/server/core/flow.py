@@ -165,9 +165,10 @@ class EngineBase:
 
     def _blocking_reason(self, job: Job) -> str:
         busy = []
-        for view in self.locks.view():
-            if view.resource in _lock_map(job.locks) and view.holders:
-                busy.append(f"{view.resource} ({', '.join(h.holder for h in view.holders[:3])})")
+        for lock in job.locks:
+            holders = self.locks.holders_of(lock.resource)
+            if holders:
+                busy.append(f"{lock.resource} ({', '.join(h.holder for h in holders[:3])})")
         return "waiting for " + (", ".join(busy[:5]) if busy else "earlier waiters")
 
     def _locks_taken(self, job: Job) -> None:

@@ -82,6 +82,9 @@ class LockTable:
     def held_by(self, holder: str) -> Mapping[str, LockHolding]:
         return self._by_holder.get(holder, {})
 
+    def holders_of(self, resource: str) -> list[LockHolding]:
+        return list(self._held.get(resource, {}).values())
+
     def waiter_count(self) -> int:
         return len(self._waiting)
 
@@ -204,10 +207,18 @@ class LockTable:
             mine[resource] = holding
 
     def _admit(self, resources: list[str]) -> list[Grant]:
+        """Grant, in arrival order, every waiter on ``resources`` that can now have all its locks."""
         candidates: dict[str, _Waiter] = {}
         for resource in resources:
+            holders = self._held.get(resource, {})
+            exclusive_held = any(h.mode is LockMode.EXCLUSIVE for h in holders.values())
             for waiter in self._queues.get(resource, ()):
                 candidates[waiter.holder] = waiter
+                mode = waiter.requests[resource]
+                # Nobody behind this waiter on this resource can go before it: an EXCLUSIVE waiter
+                # conflicts with all of them, and a waiter the holders block blocks those behind it.
+                if mode is LockMode.EXCLUSIVE or exclusive_held:
+                    break
         grants = []
         for waiter in sorted(candidates.values(), key=lambda w: w.order):
             if self._grantable(waiter.requests, before=waiter.order):
