@@ -197,6 +197,9 @@ class Writer:
         loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
+            # One turn of the loop first: work scheduled by the change that woke us (a dispatch after a
+            # submit, say) joins this batch instead of waiting for the next commit.
+            await asyncio.sleep(0)
             self._wake.clear()
             batch = self._open
             if batch.is_empty():
