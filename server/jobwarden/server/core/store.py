@@ -11,6 +11,7 @@ loss. PostgreSQL (``postgresql+psycopg://...``) runs the same statements.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,6 @@ from sqlalchemy import (
     Text,
     and_,
     create_engine,
-    delete,
     event,
     func,
     insert,
@@ -287,31 +287,44 @@ class Store:
     # -- writes -----------------------------------------------------------------------------------
 
     def write(self, ws: WriteSet) -> None:
-        """Write one batch in one transaction: all of it, or (on an exception) none of it."""
+        """Write one batch in one transaction: all of it, or (on an exception) none of it.
+
+        Each table's rows go to the driver's ``executemany`` on a connection from the pool:
+        SQLAlchemy's transaction objects and per-row parameter processing would hold the GIL against
+        the event loop, commit after commit."""
         hot = self._hot
-        with self.engine.begin() as conn:
-            # The hot path goes straight to the driver's executemany: SQLAlchemy's per-row parameter
-            # handling would hold the GIL (against the event loop) for as long as the database works.
-            if ws.new_jobs:
-                conn.exec_driver_sql(hot.insert_job, hot.rows(ws.new_jobs, hot.insert_job_columns))
-            if ws.changed_jobs:
-                conn.exec_driver_sql(hot.update_job, hot.rows(ws.changed_jobs, hot.update_job_columns))
-            if ws.events:
-                conn.exec_driver_sql(hot.insert_event, hot.rows(ws.events, hot.event_columns))
-            if ws.logs:
-                conn.execute(insert(logs_t), ws.logs)
-            for resource, holder in ws.locks_removed:
-                conn.execute(
-                    delete(locks_t).where(locks_t.c.resource == resource, locks_t.c.holder == holder)
-                )
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            for sql, columns, rows in (
+                (hot.insert_job, hot.insert_job_columns, ws.new_jobs),
+                (hot.update_job, hot.update_job_columns, ws.changed_jobs),
+                (hot.insert_event, hot.event_columns, ws.events),
+                (hot.insert_log, hot.log_columns, ws.logs),
+            ):
+                if rows:
+                    cursor.executemany(sql, hot.rows(rows, columns))
+            if ws.locks_removed:
+                cursor.executemany(hot.delete_lock, ws.locks_removed)
             if ws.locks_added:
-                conn.execute(insert(locks_t), ws.locks_added)
-            for config in ws.action_configs:
-                conn.execute(delete(configs_t).where(configs_t.c.action == config["action"]))
-                conn.execute(insert(configs_t), [config])
-            for worker in ws.workers:
-                conn.execute(delete(workers_t).where(workers_t.c.id == worker["id"]))
-                conn.execute(insert(workers_t), [worker])
+                cursor.executemany(hot.insert_lock, hot.rows(ws.locks_added, hot.lock_columns))
+            if ws.action_configs:
+                cursor.executemany(hot.delete_config, [(c["action"],) for c in ws.action_configs])
+                cursor.executemany(hot.insert_config, hot.rows(ws.action_configs, hot.config_columns))
+            if ws.workers:
+                cursor.executemany(hot.delete_worker, [(w["id"],) for w in ws.workers])
+                cursor.executemany(hot.insert_worker, hot.rows(ws.workers, hot.worker_columns))
+            cursor.close()
+            connection.commit()
+        except BaseException:
+            # Roll back, and let the pool replace the connection: after a failed write it may be broken.
+            with contextlib.suppress(Exception):
+                connection.rollback()
+            with contextlib.suppress(Exception):
+                connection.invalidate()
+            raise
+        finally:
+            connection.close()
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -482,6 +495,17 @@ class _HotStatements:
         self.update_job = f"UPDATE jobs SET {', '.join(f'{c} = {mark}' for c in changing)} WHERE id = {mark}"
         self.event_columns = tuple(c.name for c in events_t.columns)
         self.insert_event = _insert_sql("events", self.event_columns, mark)
+        self.log_columns = tuple(c.name for c in logs_t.columns)
+        self.insert_log = _insert_sql("job_logs", self.log_columns, mark)
+        self.lock_columns = tuple(c.name for c in locks_t.columns)
+        self.insert_lock = _insert_sql("locks", self.lock_columns, mark)
+        self.delete_lock = f"DELETE FROM locks WHERE resource = {mark} AND holder = {mark}"
+        self.config_columns = tuple(c.name for c in configs_t.columns)
+        self.insert_config = _insert_sql("action_configs", self.config_columns, mark)
+        self.delete_config = f"DELETE FROM action_configs WHERE action = {mark}"
+        self.worker_columns = tuple(c.name for c in workers_t.columns)
+        self.insert_worker = _insert_sql("workers", self.worker_columns, mark)
+        self.delete_worker = f"DELETE FROM workers WHERE id = {mark}"
 
     @staticmethod
     def rows(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
