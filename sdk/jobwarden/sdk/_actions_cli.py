@@ -8,9 +8,7 @@ Exit codes: 0 done, 1 the engine refused or could not be reached, 2 the command 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
 import re
 import sys
 from collections.abc import Callable, Coroutine
@@ -20,25 +18,18 @@ from typing import Any
 from google.protobuf import json_format
 from jobwarden.contract import ErrorKind, LockMode, StartTimeoutAction
 from jobwarden.sdk import _format as fmt
-from jobwarden.sdk._address import DEFAULT_ENGINE, ENGINE_ENV, engine_address
-from jobwarden.sdk._client import JobClient
+from jobwarden.sdk._address import DEFAULT_ENGINE, ENGINE_ENV
+from jobwarden.sdk._cli_support import OK, UsageError, client_for, runner
 from jobwarden.sdk._convert import dict_to_struct, duration, struct_to_dict
-from jobwarden.sdk._exceptions import JobwardenError
 from jobwarden.sdk._requests import lock_request
 from jobwarden.v1 import job_pb2
 
 __all__ = ["register"]
 
-OK, ENGINE_ERROR, USAGE = 0, 1, 2
-
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 #: a duration flag given this value clears the setting
 CLEAR = "none"
-
-
-class UsageError(Exception):
-    """A command line that cannot be run as given (exit code 2)."""
 
 
 def register(subparsers: Any) -> None:
@@ -59,7 +50,7 @@ def register(subparsers: Any) -> None:
 
     def add(name: str, run: Callable[[argparse.Namespace], Coroutine[Any, Any, int]], text: str) -> Any:
         parser = commands.add_parser(name, help=text, description=text, parents=[common])
-        parser.set_defaults(func=_runner(run))
+        parser.set_defaults(func=runner(run, lambda args: f"jobwarden actions {args.actions_command}"))
         return parser
 
     add("list", _list, "Every action the engine knows of, with its limits and counts.")
@@ -137,34 +128,6 @@ def register(subparsers: Any) -> None:
     locks.add_argument("--no-locks", action="store_true", help="remove every lock template")
 
 
-def _runner(
-    run: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
-) -> Callable[[argparse.Namespace], int]:
-    def main(args: argparse.Namespace) -> int:
-        name = f"jobwarden actions {args.actions_command}"
-        try:
-            return asyncio.run(run(args))
-        except UsageError as error:
-            print(f"{name}: {error}", file=sys.stderr)
-            return USAGE
-        except JobwardenError as error:
-            print(f"{name}: {error}", file=sys.stderr)
-            return ENGINE_ERROR
-        except BrokenPipeError:
-            # The reader went away (``| head``): not an error of ours; keep Python from complaining.
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-            return OK
-
-    return main
-
-
-def _client(args: argparse.Namespace) -> JobClient:
-    try:
-        return JobClient(engine_address(args.engine))
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-
-
 # -- argument types (argparse turns their ValueError into a usage error, exit 2) ---------------------
 def _count(text: str) -> int:
     value = int(text)
@@ -219,7 +182,7 @@ def _seconds(message: Any) -> float:
 
 # -- commands ----------------------------------------------------------------------------------------
 async def _list(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with client_for(args) as client:
         response = await client.list_actions()
     if args.json:
         print(json.dumps(fmt.message_json(response), indent=2, sort_keys=True))
@@ -249,14 +212,14 @@ async def _list(args: argparse.Namespace) -> int:
 
 
 async def _get(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with client_for(args) as client:
         config = await client.get_action_config(args.action)
     _show(config, args.json)
     return OK
 
 
 async def _pause(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with client_for(args) as client:
         config = await client.pause_action(args.action)
     if args.json:
         _show(config, True)
@@ -266,7 +229,7 @@ async def _pause(args: argparse.Namespace) -> int:
 
 
 async def _resume(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with client_for(args) as client:
         config = await client.resume_action(args.action)
     if args.json:
         _show(config, True)
@@ -279,7 +242,7 @@ async def _set(args: argparse.Namespace) -> int:
     base = _read_config_file(args.from_file, args.action) if args.from_file else None
     # Check the whole command line before talking to the engine.
     apply = _changes(args)
-    async with _client(args) as client:
+    async with client_for(args) as client:
         config = base if base is not None else await client.get_action_config(args.action)
         config.action = args.action
         apply(config)

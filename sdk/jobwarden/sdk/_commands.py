@@ -8,7 +8,6 @@ import asyncio
 import importlib
 import json
 import logging
-import os
 import re
 import sys
 from collections.abc import Callable, Coroutine
@@ -19,20 +18,13 @@ from typing import Any
 from jobwarden.contract import TERMINAL_STATUSES, JobStatus
 from jobwarden.sdk import _format as fmt
 from jobwarden.sdk._address import DEFAULT_ENGINE, ENGINE_ENV, engine_address
-from jobwarden.sdk._client import JobClient
-from jobwarden.sdk._exceptions import ExecutorDefinitionError, JobwardenError
+from jobwarden.sdk._cli_support import ENGINE_ERROR, OK, UsageError, client_for, runner
+from jobwarden.sdk._exceptions import ExecutorDefinitionError
 from jobwarden.sdk._executor import Executor
 from jobwarden.sdk._requests import lock_request, statuses
 from jobwarden.v1 import job_pb2
 
 __all__ = ["load_executors", "register"]
-
-#: exit codes
-OK, ENGINE_ERROR, USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """A command line that cannot be run as given (exit code 2)."""
 
 
 def register(subparsers: Any) -> None:
@@ -52,7 +44,7 @@ def register(subparsers: Any) -> None:
         parser = subparsers.add_parser(
             name, help=help, description=help, parents=[common, *parents], formatter_class=_Formatter
         )
-        parser.set_defaults(func=_runner(run))
+        parser.set_defaults(func=runner(run))
         return parser
 
     submit = add("submit", _submit, "Submit a job.", as_json)
@@ -172,33 +164,6 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
 
-def _runner(
-    run: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
-) -> Callable[[argparse.Namespace], int]:
-    def main(args: argparse.Namespace) -> int:
-        try:
-            return asyncio.run(run(args))
-        except UsageError as error:
-            print(f"jobwarden {args.command}: {error}", file=sys.stderr)
-            return USAGE
-        except JobwardenError as error:
-            print(f"jobwarden {args.command}: {error}", file=sys.stderr)
-            return ENGINE_ERROR
-        except BrokenPipeError:
-            # The reader went away (`jobwarden jobs | head`): not an error; keep Python quiet about it.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return OK
-
-    return main
-
-
-def _client(args: argparse.Namespace) -> JobClient:
-    try:
-        return JobClient(engine_address(args.engine))
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-
-
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=True))
 
@@ -259,7 +224,7 @@ async def _submit(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     run_at = _parse_time(args.run_at) if args.run_at else None
     policy = {"max_attempts": args.max_attempts} if args.max_attempts is not None else None
-    async with _client(args) as client:
+    async with client_for(args) as client:
         job = await client.submit(
             args.action,
             payload,
@@ -297,7 +262,7 @@ async def _jobs(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise UsageError("--limit must be at least 1")
     found: list[job_pb2.Job] = []
-    async with _client(args) as client:
+    async with client_for(args) as client:
         token = ""
         while len(found) < args.limit:
             page = await client.list(
@@ -323,7 +288,7 @@ async def _jobs(args: argparse.Namespace) -> int:
 
 
 async def _get(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with client_for(args) as client:
         job = await client.get(args.job_id)
     if args.json:
         _print_json(fmt.message_json(job))
@@ -333,7 +298,7 @@ async def _get(args: argparse.Namespace) -> int:
 
 
 async def _cancel(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with client_for(args) as client:
         job = await client.cancel(args.job_id, args.reason)
     if args.json:
         _print_json(fmt.message_json(job))
@@ -345,7 +310,7 @@ async def _cancel(args: argparse.Namespace) -> int:
 
 
 async def _retry(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with client_for(args) as client:
         job = await client.retry(args.job_id, from_step=args.from_step, reason=args.reason)
     if args.json:
         _print_json(fmt.message_json(job))
@@ -355,7 +320,7 @@ async def _retry(args: argparse.Namespace) -> int:
 
 
 async def _events(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with client_for(args) as client:
         history = await client.events(args.job_id)
     if args.json:
         _print_json([fmt.message_json(event) for event in history])
@@ -366,7 +331,7 @@ async def _events(args: argparse.Namespace) -> int:
 
 
 async def _logs(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with client_for(args) as client:
         index = 0
         while True:
             lines = await client.logs(args.job_id, after_index=index)
@@ -397,7 +362,7 @@ async def _watch(args: argparse.Namespace) -> int:
         status_filter = statuses(wanted)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    async with _client(args) as client:
+    async with client_for(args) as client:
         async for event in client.watch(
             after_sequence=args.after, statuses=status_filter, actions=args.action, job_ids=args.job
         ):
@@ -410,7 +375,7 @@ async def _watch(args: argparse.Namespace) -> int:
 
 
 async def _workers(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with client_for(args) as client:
         workers = await client.workers()
     if args.json:
         _print_json([fmt.message_json(worker) for worker in workers])
@@ -434,7 +399,7 @@ async def _workers(args: argparse.Namespace) -> int:
 
 
 async def _stats(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with client_for(args) as client:
         stats = await client.stats()
     if args.json:
         _print_json(fmt.message_json(stats))
