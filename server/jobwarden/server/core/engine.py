@@ -137,7 +137,8 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
 
     async def _recover(self) -> None:
         now = self.clock()
-        for row in await self._read(self.store.load_locks):
+        lock_rows = await self._read(self.store.load_locks)
+        for row in lock_rows:
             self.locks.restore(
                 row.holder,
                 row.resource,
@@ -149,7 +150,7 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
         jobs = await self._read(self.store.load_unfinished_jobs)
         for job in jobs:
             self.registry.load(job)
-        for row in await self._read(self.store.load_locks):
+        for row in lock_rows:
             if row.job_id is not None and row.job_id not in self.registry.jobs:
                 # A finished job's lock can only be left by a bug; never let it block others.
                 log.warning("releasing lock %s left by finished job %s", row.resource, row.job_id)
