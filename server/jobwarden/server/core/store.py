@@ -309,11 +309,15 @@ class Store:
             if ws.locks_added:
                 cursor.executemany(hot.insert_lock, hot.rows(ws.locks_added, hot.lock_columns))
             if ws.action_configs:
-                cursor.executemany(hot.delete_config, [(c["action"],) for c in ws.action_configs])
-                cursor.executemany(hot.insert_config, hot.rows(ws.action_configs, hot.config_columns))
+                # One row per key, the last state: a batch may hold several changes of one action (or
+                # a worker that connected and left), and the deletes all run before the inserts.
+                configs = list({c["action"]: c for c in ws.action_configs}.values())
+                cursor.executemany(hot.delete_config, [(c["action"],) for c in configs])
+                cursor.executemany(hot.insert_config, hot.rows(configs, hot.config_columns))
             if ws.workers:
-                cursor.executemany(hot.delete_worker, [(w["id"],) for w in ws.workers])
-                cursor.executemany(hot.insert_worker, hot.rows(ws.workers, hot.worker_columns))
+                workers = list({w["id"]: w for w in ws.workers}.values())
+                cursor.executemany(hot.delete_worker, [(w["id"],) for w in workers])
+                cursor.executemany(hot.insert_worker, hot.rows(workers, hot.worker_columns))
             cursor.close()
             connection.commit()
         except BaseException:
