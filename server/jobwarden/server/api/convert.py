@@ -13,7 +13,6 @@ from jobwarden.server.core import (
     Event,
     JobError,
     LockHolding,
-    LockRequest,
     LogLine,
     RetryPolicy,
     RunRequest,
@@ -426,7 +425,3 @@ def lock_holding_to_proto(resource: str, holding: LockHolding) -> lock_service_p
         since=timestamp(holding.since),
         expires_at=timestamp(holding.expires_at),
     )
-
-
-def lock_request_to_proto(lock: LockRequest) -> job_pb2.LockRequest:
-    return job_pb2.LockRequest(resource=lock.resource, mode=wire_enum(lock.mode))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from jobwarden.contract import JobStatus
@@ -109,10 +109,6 @@ class Subscription:
         self.closed = True
         self._ready.set()
         self._bus.unsubscribe(self)
-
-    async def __aiter__(self) -> AsyncIterator[list[Event]]:
-        while not self.closed:
-            yield await self.next_batch()
 
 
 class EventBus:

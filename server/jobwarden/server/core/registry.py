@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from jobwarden.contract import (
     ACTIVE_STATUSES,
@@ -65,9 +65,6 @@ class Registry:
     def by_key(self, key: str) -> Job | None:
         job_id = self.keys.get(key)
         return self.get(job_id) if job_id else None
-
-    def unfinished(self) -> Iterator[Job]:
-        return iter(self.jobs.values())
 
     def count(self, action: str, statuses: frozenset[JobStatus]) -> int:
         return sum(self.counts[(action, s)] for s in statuses)

@@ -476,14 +476,6 @@ class Store:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(jobs_t)).scalar() or 0)
 
-    def healthy(self) -> bool:
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(select(1))
-        except Exception:
-            return False
-        return True
-
 
 class _HotStatements:
     """The statements of the hot path in the driver's own parameter style, with their column order."""
