@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import time
 from pathlib import Path
 
 from jobwarden.server.bench import SCENARIOS, Measure, ScenarioResult, Target
@@ -113,7 +115,12 @@ def _ids(store: Store) -> list[str]:
 def test_cpu_meter_counts_this_process() -> None:
     meter = CpuMeter()
     meter.start()
-    sum(i * i for i in range(200_000))
+    # /proc charges threads in whole clock ticks: burn several ticks' worth of this thread's own CPU
+    # time (not a fixed amount of work, which a fast or lucky run finishes inside one tick).
+    tick = 1 / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
+    spent_from = time.thread_time()
+    while time.thread_time() - spent_from < 5 * tick:
+        sum(i * i for i in range(10_000))
     use = meter.stop()
     assert use.cpu_seconds > 0
     assert use.wall_seconds > 0
