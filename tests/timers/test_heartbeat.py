@@ -227,7 +227,13 @@ async def test_lost_when_nobody_can_take_it_over(engine: EngineHandle, stubs: St
     failed = await wait_status(stubs, job.id, S.FAILED)
     assert failed.error.kind == ErrorKind.LOST
     assert "nobody took it over within 0.05s" in failed.error.message
-    assert await status_path(stubs, job.id) == [S.QUEUED, S.RUNNING, S.TIMED_OUT, S.FAILED]
+    path = await status_path(stubs, job.id)
+    # On a loaded machine the 0.05 s deadline can pass while the helpers connect, before the heartbeat
+    # above: the job then times out, comes back with that heartbeat and times out again. Either way
+    # nobody takes it over and it is lost after its last TIMED_OUT.
+    assert path[:2] == [S.QUEUED, S.RUNNING]
+    assert path[2:-2] == [S.TIMED_OUT, S.RUNNING] * ((len(path) - 4) // 2)
+    assert path[-2:] == [S.TIMED_OUT, S.FAILED]
     cancel = await worker.next_cancel()
     assert cancel.job_id == job.id
     await worker.update(assignment, progress=10)
