@@ -77,6 +77,9 @@ async def test_set_get_pause_resume_list(engine: EngineHandle, stubs: Stubs) -> 
     assert (await get_config(stubs, "transcode")).paused
     await submit(stubs, "transcode", {"asset_id": 1})
     worker = await RawWorker(engine.address, ["transcode"]).connect()
+    # Each CLI call is a new Python process (seconds on a loaded machine): without heartbeats the engine
+    # would rightly take the silent raw worker for dead before the resume below.
+    beating = asyncio.get_running_loop().create_task(_heartbeats(worker))
     code, out, _ = await cli("list", *at)
     assert code == 0
     header, row = out.strip().splitlines()
@@ -104,7 +107,14 @@ async def test_set_get_pause_resume_list(engine: EngineHandle, stubs: Stubs) -> 
     code, out, _ = await cli("resume", "transcode", *at)
     assert (code, out.strip()) == (0, "transcode: dispatching again")
     assert (await worker.next_assignment()).job.action == "transcode"
+    beating.cancel()
     await worker.close()
+
+
+async def _heartbeats(worker: RawWorker) -> None:
+    while True:
+        await worker.heartbeat()
+        await asyncio.sleep(0.2)
 
 
 async def test_clearing_settings(engine: EngineHandle, stubs: Stubs) -> None:
