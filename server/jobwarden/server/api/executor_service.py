@@ -369,7 +369,13 @@ def _assignment(item: AssignmentOut) -> pb.Assignment:
 
 
 def _ack(item: ResultAckOut) -> pb.ResultAck:
-    return pb.ResultAck(job_id=item.job_id, attempt=item.attempt, accepted=item.accepted, reason=item.reason)
+    return pb.ResultAck(
+        job_id=item.job_id,
+        attempt=item.attempt,
+        accepted=item.accepted,
+        reason=item.reason,
+        code=status_code(item.code).value[0] if item.code else 0,
+    )
 
 
 def _pack(items: list[OutMessage]) -> list[pb.ConnectResponse]:

@@ -57,6 +57,8 @@ class ResultAckOut:
     attempt: int
     accepted: bool
     reason: str = ""
+    #: why a refused result was refused, as an error code (FAILED_PRECONDITION, INVALID_ARGUMENT, ...)
+    code: str = ""
 
 
 @dataclass(slots=True)

@@ -274,22 +274,20 @@ class WorkerProtocol(EngineBase):
                 )
 
     def worker_result(self, session: WorkerSession, result: JobResultIn) -> None:
-        """A finished attempt. Acknowledged (ResultAck) only once committed; a stale one is refused."""
+        """A finished attempt. Acknowledged (ResultAck) only once committed; a stale or malformed one is
+        refused (``accepted`` false, with the code and the reason) and changes nothing."""
         try:
             job = self._held_job(session, result.job_id, result.attempt)
         except (StaleAttempt, JobNotFound) as error:
-            session.send(ResultAckOut(result.job_id, result.attempt, False, error.message))
+            session.send(ResultAckOut(result.job_id, result.attempt, False, error.message, error.code))
+            return
+        problem = self._result_problem(result, job)
+        if problem:
+            # Refused before anything changed: the job is still this worker's, which may report it again.
+            session.send(ResultAckOut(job.id, result.attempt, False, problem, InvalidArgument.code))
             return
         actor = f"worker:{session.id}"
         status = result.status
-        problem = self._result_problem(result, job)
-        if problem:
-            # The worker cannot fix a result after the fact; failing the job with the reason beats a hung job.
-            status = int(JobStatus.FAILED)
-            result.error = JobError(ErrorKind.CRASHED, f"the engine refused the result: {problem}")
-            result.result = None
-            result.job_variables = {}
-            result.workflow_variables = {}
         if result.job_variables:
             job.job_variables = {**job.job_variables, **result.job_variables}
         if result.workflow_variables:
@@ -318,7 +316,8 @@ class WorkerProtocol(EngineBase):
 
     def _result_problem(self, result: JobResultIn, job: Job) -> str:
         if result.status not in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
-            return f"status must be COMPLETED, FAILED or CANCELLED, not {_status_name(result.status)}"
+            given = "UNSPECIFIED" if result.status == 0 else _status_name(result.status)
+            return f"status must be COMPLETED, FAILED or CANCELLED, not {given}"
         try:
             if result.result is not None:
                 check_payload(result.result, "result")
@@ -332,9 +331,9 @@ class WorkerProtocol(EngineBase):
             try:
                 kind = ErrorKind(result.error_kind or ErrorKind.JOB_ERROR)
             except ValueError:
-                return f"unknown error kind {result.error_kind}"
+                return f"error.kind: unknown error kind {result.error_kind}"
             if kind not in WORKER_ERROR_KINDS:
-                return f"a worker reports JOB_ERROR or CRASHED, not {kind.name}"
+                return f"error.kind: a worker reports JOB_ERROR or CRASHED, not {kind.name}"
             if result.error is not None:
                 result.error.kind = kind
         return ""
