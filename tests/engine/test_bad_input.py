@@ -166,20 +166,28 @@ async def test_bad_worker_messages_are_refused_on_that_stream_only(
     assert [s.name for s in after.checkpoint.completed_steps] == ["s1"]
     assert (await get(stubs, other_job.id)).status == JobStatus.RUNNING
 
-    # A second register ends this stream, and only this one.
+    # A second register is refused like any bad message: the session, its jobs and the stream go on.
+    session = engine.core.sessions[worker.worker_id]
     await worker.send(
         pb.ConnectRequest(
             register=pb.Register(worker_name="again", executors=[pb.ExecutorSpec(action="work")], capacity=1)
         )
     )
-    await wait_for(lambda: worker.error is not None, message="the stream to be aborted")
-    assert worker.error is not None
-    assert worker.error.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "already registered" in (worker.error.details() or "")
+    refusal = await worker.next_refusal()
+    assert refusal.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert refusal.refused == "register"
+    assert f"this stream is already registered as worker {worker.worker_id}" in refusal.message
+    assert engine.core.sessions[worker.worker_id] is session
+    assert session.jobs == {a.job_id: a.attempt} and not session.closed
+    assert (await get(stubs, job.id)).status == JobStatus.RUNNING
+    await worker.complete(a, {"after": "the refused register"})
+    assert (await worker.next_ack()).accepted
+    assert worker.error is None
     await bystander.complete(b, {"fine": True})
     assert (await bystander.next_ack()).accepted
     assert watcher.error is None
     watcher.cancel()
+    await worker.close()
     await bystander.close()
 
 

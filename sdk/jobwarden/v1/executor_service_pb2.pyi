@@ -107,7 +107,7 @@ class ConnectResponse(_message.Message):
     def cancel_request(self) -> Global___CancelRequest: ...
     @_builtins.property
     def refusal(self) -> Global___Refusal:
-        """A message about one job was refused; the stream goes on."""
+        """A message was refused (one about a job, or a second register) and changed nothing; the stream goes on."""
 
     @_builtins.property
     def assignments(self) -> Global___Assignments:

@@ -2,9 +2,9 @@
 
 One task reads the worker's messages and hands them to the engine; the handler itself writes the
 session's outbox to the stream, packing messages that are ready together (several assignments or
-acks in one ``ConnectResponse``). A refused message about one job becomes a ``Refusal`` on this
-stream and changes nothing; only a protocol violation (no ``register`` first, a second ``register``)
-ends the stream, and never another worker's.
+acks in one ``ConnectResponse``). A refused message (about one job, or a second ``register``)
+becomes a ``Refusal`` on this stream and changes nothing; only a stream that does not start with
+``register`` is ended, and never another worker's.
 """
 
 from __future__ import annotations
@@ -55,13 +55,6 @@ log = logging.getLogger("jobwarden.api")
 Context = aio.ServicerContext[Any, Any]
 
 
-class _ProtocolViolation(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
     def __init__(self, engine: Engine, *, register_timeout: float = 30.0) -> None:
         self.engine = engine
@@ -87,8 +80,7 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
         except JobwardenError as error:
             await context.abort(status_code(error.code), error.message)
             return
-        violation: list[_ProtocolViolation] = []
-        reader = asyncio.get_running_loop().create_task(self._read(session, request_iterator, violation))
+        reader = asyncio.get_running_loop().create_task(self._read(session, request_iterator))
         reason = "the stream ended"
         try:
             while True:
@@ -104,9 +96,6 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                     items.append(more)
                 for response in _pack(items):
                     yield response
-            if violation:
-                reason = violation[0].message
-                await context.abort(violation[0].code, violation[0].message)
         except asyncio.CancelledError:
             reason = "the worker went away"
             raise
@@ -121,20 +110,12 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
         self,
         session: WorkerSession,
         request_iterator: AsyncIterator[pb.ConnectRequest],
-        violation: list[_ProtocolViolation],
     ) -> None:
         engine = self.engine
         try:
             async for message in request_iterator:
                 session.last_seen = engine.clock()
                 kind = message.WhichOneof("message")
-                if kind == "register":
-                    violation.append(
-                        _ProtocolViolation(
-                            grpc.StatusCode.FAILED_PRECONDITION, "this stream is already registered"
-                        )
-                    )
-                    break
                 await self._handle(session, kind, message)
         except asyncio.CancelledError:
             raise
@@ -215,6 +196,17 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                 ack.job_id,
                 ack.attempt,
                 lambda: engine.worker_cancel_ack(session, ack.job_id, ack.attempt),
+            )
+        elif kind == "register":
+            session.send(
+                RefusalOut(
+                    "",
+                    0,
+                    "FAILED_PRECONDITION",
+                    f"this stream is already registered as worker {session.id}; the session goes on "
+                    "unchanged (open a new stream to register again)",
+                    kind,
+                )
             )
         elif kind == "release_jobs":
             jobs = [(j.job_id, j.attempt) for j in message.release_jobs.jobs]
