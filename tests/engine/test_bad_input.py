@@ -178,7 +178,8 @@ async def test_bad_worker_messages_are_refused_on_that_stream_only(
     assert refusal.refused == "register"
     assert f"this stream is already registered as worker {worker.worker_id}" in refusal.message
     assert engine.core.sessions[worker.worker_id] is session
-    assert session.jobs == {a.job_id: a.attempt} and not session.closed
+    assert session.jobs == {a.job_id: a.attempt}
+    assert not session.closed
     assert (await get(stubs, job.id)).status == JobStatus.RUNNING
     await worker.complete(a, {"after": "the refused register"})
     assert (await worker.next_ack()).accepted

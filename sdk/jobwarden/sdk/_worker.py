@@ -175,6 +175,9 @@ class Worker:
 
         #: the id the engine gave this worker (kept across reconnects)
         self.worker_id = ""
+        # The secret of the session: a reconnect presents it to replace a session the engine still
+        # thinks alive (a cut it has not noticed yet); without it that worker id is refused.
+        self._session_token = ""
         self._jobs: dict[str, _Job] = {}
         self._unacked: dict[JobKey, pb.JobResult] = {}
         #: jobs whose result the engine refused as malformed, now reported as a failure instead
@@ -374,6 +377,7 @@ class Worker:
             labels=self.labels,
             running_jobs=running,
             worker_id=self.worker_id,
+            session_token=self._session_token,
         )
 
     async def _write_loop(self, call: Any) -> None:
@@ -460,6 +464,7 @@ class Worker:
     # -- engine messages -----------------------------------------------------------------------
     def _on_registered(self, registered: pb.Registered) -> None:
         self.worker_id = registered.worker_id
+        self._session_token = registered.session_token
         if registered.HasField("heartbeat_interval"):
             interval = registered.heartbeat_interval.ToTimedelta().total_seconds()
             if interval > 0:

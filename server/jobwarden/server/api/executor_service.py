@@ -282,6 +282,7 @@ def _registration(message: pb.Register, peer: str) -> Registration:
         running_jobs=[(j.job_id, j.attempt) for j in message.running_jobs],
         worker_id=message.worker_id,
         peer=peer,
+        session_token=message.session_token,
     )
 
 
@@ -322,6 +323,7 @@ def _out(item: OutMessage) -> pb.ConnectResponse:
                 heartbeat_interval=_duration(item.heartbeat_interval),
                 resumed_jobs=[pb.RunningJob(job_id=j, attempt=a) for j, a in item.resumed],
                 rejected_jobs=[pb.RunningJob(job_id=j, attempt=a) for j, a in item.rejected],
+                session_token=item.session_token,
             )
         )
     if isinstance(item, AssignmentOut):
