@@ -12,10 +12,18 @@ from jobwarden.v1 import job_pb2
 from jobwarden.v1 import job_service_pb2 as js
 
 from tests.conftest import EngineHandle, Stubs
-from tests.engine.helpers import Watcher, get, request, rpc_error, struct, submit
+from tests.engine.helpers import Watcher, get, nested, request, rpc_error, struct, submit
 from tests.support import RawWorker, wait_for
 
 UNKNOWN_ID = "01a20000-0000-7000-8000-000000000000"
+
+
+def deep_request(levels: int) -> js.SubmitJobRequest:
+    """A submit whose input nests beyond what a protobuf decoder takes (built in place: copying a
+    message that deep would decode it)."""
+    built = js.SubmitJobRequest(action="work")
+    built.input.update(nested(levels))
+    return built
 
 
 async def snapshot(stubs: Stubs) -> tuple[list[tuple[str, int, int]], int]:
@@ -47,6 +55,17 @@ async def snapshot(stubs: Stubs) -> tuple[list[tuple[str, int, int]], int]:
             lambda s: s.jobs.SubmitJob(request("work", {"blob": "x" * (Limits.MAX_MESSAGE_BYTES + 10)})),
             "RESOURCE_EXHAUSTED",
             "",
+        ),
+        (
+            lambda s: s.jobs.SubmitJob(request("work", nested(Limits.MAX_PAYLOAD_DEPTH + 1))),
+            "INVALID_ARGUMENT",
+            "input nests objects and lists deeper than 20 levels (at input.a[0].a[0]",
+        ),
+        (
+            lambda s: s.jobs.SubmitJob(deep_request(60)),
+            "INVALID_ARGUMENT",
+            "the request body is not a valid jobwarden.v1.SubmitJobRequest: its messages nest deeper than "
+            "the decoder allows (a JSON payload may nest at most 20 levels)",
         ),
         (
             lambda s: s.jobs.SubmitJob(request("work", locks=[job_pb2.LockRequest(resource="r", mode=7)])),
@@ -284,6 +303,13 @@ MALFORMED_RESULTS = [
             a, job_pb2.JOB_STATUS_COMPLETED, result=struct({"blob": "x" * Limits.MAX_PAYLOAD_BYTES})
         ),
         "result is",
+    ),
+    (
+        "a result nested too deep",
+        lambda a: _result(
+            a, job_pb2.JOB_STATUS_COMPLETED, result=struct(nested(Limits.MAX_PAYLOAD_DEPTH + 1))
+        ),
+        "result nests objects and lists deeper than 20 levels (at result.a[0]",
     ),
     (
         "too many job variables",

@@ -13,9 +13,8 @@ Roles, from least to most:
     admin      everything, configuration included
 
 Health checks need no token. Every refusal is UNAUTHENTICATED (no token, an unknown one, or a header
-not exactly ``Bearer <token>``) or
-PERMISSION_DENIED (the role may not), is logged without the token, and happens before the servicer
-runs: a refused call changes nothing.
+not exactly ``Bearer <token>``) or PERMISSION_DENIED (the role may not), is logged without the token,
+and happens before the servicer runs: a refused call changes nothing.
 
 Tokens come from a file (``--tokens-file`` or ``$JOBWARDEN_TOKENS_FILE``) or from the environment
 (``$JOBWARDEN_TOKENS``), never from a command-line argument. The file is TOML::
@@ -55,6 +54,7 @@ import grpc
 from grpc import aio
 from jobwarden.server.core import Engine, InvalidArgument
 from jobwarden.server.core.validation import check_action
+from jobwarden.v1 import executor_service_pb2 as ep
 
 from ._intercept import guard
 from .convert import action_config_from_proto
@@ -407,7 +407,9 @@ class AuthInterceptor(aio.ServerInterceptor):
 
         async def first_message(message: Any, context: aio.ServicerContext[Any, Any]) -> None:
             principal = _principal.get()
-            if principal is None or message is None or message.WhichOneof("message") != "register":
+            if principal is None or not isinstance(message, ep.ConnectRequest):
+                return  # the servicer refuses a stream that ends at once or whose message does not decode
+            if message.WhichOneof("message") != "register":
                 return  # the servicer refuses a stream that does not start with register
             register = message.register
             refused = sorted({e.action for e in register.executors if not principal.may_serve(e.action)})

@@ -2,9 +2,9 @@
 
 One task reads the worker's messages and hands them to the engine; the handler itself writes the
 session's outbox to the stream, packing messages that are ready together (several assignments or
-acks in one ``ConnectResponse``). A refused message (about one job, or a second ``register``)
-becomes a ``Refusal`` on this stream and changes nothing; only a stream that does not start with
-``register`` is ended, and never another worker's.
+acks in one ``ConnectResponse``). A refused message (about one job, a second ``register``, or one
+that does not decode) becomes a ``Refusal`` on this stream and changes nothing; only a stream that
+does not start with ``register`` is ended, and never another worker's.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from .convert import (
     timestamp_seconds,
     wire_enum,
 )
+from .decoding import Undecodable
 from .errors import grpc_errors, status_code
 
 __all__ = ["ExecutorService"]
@@ -61,12 +62,16 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
         self.register_timeout = register_timeout
 
     async def Connect(
-        self, request_iterator: AsyncIterator[pb.ConnectRequest], context: Context
+        self, request_iterator: AsyncIterator[pb.ConnectRequest | Undecodable], context: Context
     ) -> AsyncIterator[pb.ConnectResponse]:
         try:
             first = await asyncio.wait_for(anext(request_iterator), self.register_timeout)
         except (StopAsyncIteration, TimeoutError):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the first message must be register")
+            return
+        if isinstance(first, Undecodable):
+            log.warning("refused Connect from %s: INVALID_ARGUMENT %s", context.peer(), first.message)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, first.message)
             return
         if first.WhichOneof("message") != "register":
             await context.abort(
@@ -109,12 +114,15 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
     async def _read(
         self,
         session: WorkerSession,
-        request_iterator: AsyncIterator[pb.ConnectRequest],
+        request_iterator: AsyncIterator[pb.ConnectRequest | Undecodable],
     ) -> None:
         engine = self.engine
         try:
             async for message in request_iterator:
                 session.last_seen = engine.clock()
+                if isinstance(message, Undecodable):
+                    self._refuse_undecodable(session, message)
+                    continue
                 kind = message.WhichOneof("message")
                 await self._handle(session, kind, message)
         except asyncio.CancelledError:
@@ -223,6 +231,11 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                     "", 0, "INVALID_ARGUMENT", "empty message: set one field of ConnectRequest", "none"
                 )
             )
+
+    @staticmethod
+    def _refuse_undecodable(session: WorkerSession, message: Undecodable) -> None:
+        log.warning("refused a message from worker %s: INVALID_ARGUMENT %s", session.id, message.message)
+        session.send(RefusalOut("", 0, "INVALID_ARGUMENT", message.message, "undecodable"))
 
     @staticmethod
     def _guard(session: WorkerSession, kind: str, job_id: str, attempt: int, action: Any) -> None:
