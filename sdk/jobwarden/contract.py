@@ -152,6 +152,9 @@ class Limits:
 
     #: encoded size of a job's input, or of a result
     MAX_PAYLOAD_BYTES = 1 << 20
+    #: levels of objects and lists in a JSON payload (input, result, step data): ``{"a": 1}`` is 1,
+    #: ``{"a": [1]}`` 2. Well within the 100 levels of message nesting protobuf decoders accept.
+    MAX_PAYLOAD_DEPTH = 20
     #: a gRPC message, whole
     MAX_MESSAGE_BYTES = 8 << 20
     MAX_ACTION_LENGTH = 200

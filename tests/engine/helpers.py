@@ -19,6 +19,14 @@ def struct(data: dict[str, Any] | None = None) -> struct_pb2.Struct:
     return s
 
 
+def nested(levels: int) -> dict[str, Any]:
+    """A JSON object that nests ``levels`` levels of objects and lists: ``{"a": [{"a": ...}]}``."""
+    value: Any = 1
+    for level in range(levels - 1):
+        value = [value] if level % 2 else {"a": value}
+    return {"a": value}
+
+
 def request(action: str = "work", data: dict[str, Any] | None = None, **fields: Any) -> js.SubmitJobRequest:
     return js.SubmitJobRequest(action=action, input=struct(data), **fields)
 

@@ -12,10 +12,18 @@ from jobwarden.v1 import job_pb2
 from jobwarden.v1 import job_service_pb2 as js
 
 from tests.conftest import EngineHandle, Stubs
-from tests.engine.helpers import Watcher, get, request, rpc_error, submit
+from tests.engine.helpers import Watcher, get, nested, request, rpc_error, struct, submit
 from tests.support import RawWorker, wait_for
 
 UNKNOWN_ID = "01a20000-0000-7000-8000-000000000000"
+
+
+def deep_request(levels: int) -> js.SubmitJobRequest:
+    """A submit whose input nests beyond what a protobuf decoder takes (built in place: copying a
+    message that deep would decode it)."""
+    built = js.SubmitJobRequest(action="work")
+    built.input.update(nested(levels))
+    return built
 
 
 async def snapshot(stubs: Stubs) -> tuple[list[tuple[str, int, int]], int]:
@@ -47,6 +55,17 @@ async def snapshot(stubs: Stubs) -> tuple[list[tuple[str, int, int]], int]:
             lambda s: s.jobs.SubmitJob(request("work", {"blob": "x" * (Limits.MAX_MESSAGE_BYTES + 10)})),
             "RESOURCE_EXHAUSTED",
             "",
+        ),
+        (
+            lambda s: s.jobs.SubmitJob(request("work", nested(Limits.MAX_PAYLOAD_DEPTH + 1))),
+            "INVALID_ARGUMENT",
+            "input nests objects and lists deeper than 20 levels (at input.a[0].a[0]",
+        ),
+        (
+            lambda s: s.jobs.SubmitJob(deep_request(60)),
+            "INVALID_ARGUMENT",
+            "the request body is not a valid jobwarden.v1.SubmitJobRequest: its messages nest deeper than "
+            "the decoder allows (a JSON payload may nest at most 20 levels)",
         ),
         (
             lambda s: s.jobs.SubmitJob(request("work", locks=[job_pb2.LockRequest(resource="r", mode=7)])),
@@ -166,20 +185,29 @@ async def test_bad_worker_messages_are_refused_on_that_stream_only(
     assert [s.name for s in after.checkpoint.completed_steps] == ["s1"]
     assert (await get(stubs, other_job.id)).status == JobStatus.RUNNING
 
-    # A second register ends this stream, and only this one.
+    # A second register is refused like any bad message: the session, its jobs and the stream go on.
+    session = engine.core.sessions[worker.worker_id]
     await worker.send(
         pb.ConnectRequest(
             register=pb.Register(worker_name="again", executors=[pb.ExecutorSpec(action="work")], capacity=1)
         )
     )
-    await wait_for(lambda: worker.error is not None, message="the stream to be aborted")
-    assert worker.error is not None
-    assert worker.error.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "already registered" in (worker.error.details() or "")
+    refusal = await worker.next_refusal()
+    assert refusal.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert refusal.refused == "register"
+    assert f"this stream is already registered as worker {worker.worker_id}" in refusal.message
+    assert engine.core.sessions[worker.worker_id] is session
+    assert session.jobs == {a.job_id: a.attempt}
+    assert not session.closed
+    assert (await get(stubs, job.id)).status == JobStatus.RUNNING
+    await worker.complete(a, {"after": "the refused register"})
+    assert (await worker.next_ack()).accepted
+    assert worker.error is None
     await bystander.complete(b, {"fine": True})
     assert (await bystander.next_ack()).accepted
     assert watcher.error is None
     watcher.cancel()
+    await worker.close()
     await bystander.close()
 
 
@@ -229,3 +257,140 @@ async def test_watch_bad_requests(stubs: Stubs) -> None:
             pass
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     await asyncio.sleep(0)
+
+
+def _result(a: pb.Assignment, status: int, **fields: object) -> pb.JobResult:
+    return pb.JobResult(job_id=a.job_id, attempt=a.attempt, status=status, **fields)  # type: ignore[arg-type]
+
+
+def _failed(a: pb.Assignment, kind: int, message: str = "boom") -> pb.JobResult:
+    return _result(a, job_pb2.JOB_STATUS_FAILED, error=job_pb2.JobError(kind=kind, message=message))
+
+
+MALFORMED_RESULTS = [
+    *(
+        (
+            f"status {name}",
+            lambda a, s=status: _result(a, s),
+            f"status must be COMPLETED, FAILED or CANCELLED, not {name}",
+        )
+        for name, status in [
+            ("RUNNING", job_pb2.JOB_STATUS_RUNNING),
+            ("QUEUED", job_pb2.JOB_STATUS_QUEUED),
+            ("UNSPECIFIED", job_pb2.JOB_STATUS_UNSPECIFIED),
+            ("REJECTED", job_pb2.JOB_STATUS_REJECTED),
+            ("TIMED_OUT", job_pb2.JOB_STATUS_TIMED_OUT),
+        ]
+    ),
+    ("an unknown status", lambda a: _result(a, 42), "not unknown status 42"),
+    *(
+        (
+            f"FAILED {name}",
+            lambda a, k=kind: _failed(a, k),
+            f"error.kind: a worker reports JOB_ERROR or CRASHED, not {name}",
+        )
+        for name, kind in [
+            ("KILLED", job_pb2.ERROR_KIND_KILLED),
+            ("LOST", job_pb2.ERROR_KIND_LOST),
+            ("START_TIMEOUT", job_pb2.ERROR_KIND_START_TIMEOUT),
+            ("ENGINE", job_pb2.ERROR_KIND_ENGINE),
+        ]
+    ),
+    ("FAILED with an unknown kind", lambda a: _failed(a, 99), "error.kind: unknown error kind 99"),
+    (
+        "a result over the payload limit",
+        lambda a: _result(
+            a, job_pb2.JOB_STATUS_COMPLETED, result=struct({"blob": "x" * Limits.MAX_PAYLOAD_BYTES})
+        ),
+        "result is",
+    ),
+    (
+        "a result nested too deep",
+        lambda a: _result(
+            a, job_pb2.JOB_STATUS_COMPLETED, result=struct(nested(Limits.MAX_PAYLOAD_DEPTH + 1))
+        ),
+        "result nests objects and lists deeper than 20 levels (at result.a[0]",
+    ),
+    (
+        "too many job variables",
+        lambda a: _result(
+            a,
+            job_pb2.JOB_STATUS_COMPLETED,
+            job_variables={f"v{i}": "1" for i in range(Limits.MAX_VARIABLES + 1)},
+        ),
+        "job_variables:",
+    ),
+    (
+        "a workflow variable with an empty key",
+        lambda a: _result(a, job_pb2.JOB_STATUS_COMPLETED, workflow_variables={"": "1"}),
+        "workflow_variables: empty key",
+    ),
+    (
+        "an error message over the limit",
+        lambda a: _failed(a, job_pb2.ERROR_KIND_JOB_ERROR, "m" * (Limits.MAX_MESSAGE_LENGTH + 1)),
+        "error.message is longer than",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "words"), [(m, w) for _, m, w in MALFORMED_RESULTS], ids=[c[0] for c in MALFORMED_RESULTS]
+)
+async def test_a_malformed_result_is_refused_and_changes_nothing(
+    engine: EngineHandle, stubs: Stubs, make: object, words: str
+) -> None:
+    job = await submit(stubs, "work")
+    worker = await RawWorker(engine.address, ["work"]).connect()
+    a = await worker.next_assignment()
+    await worker.update(a, progress=30, job_variables={"kept": "yes"})
+    await wait_for(lambda: engine.core.registry.jobs[job.id].progress == 30, message="the update")
+    await engine.core.writer.flush()
+    before = await get(stubs, job.id)
+    events = await stubs.jobs.GetJobEvents(js.GetJobEventsRequest(job_id=job.id))
+    head = engine.core.bus.head
+
+    await worker.send(pb.ConnectRequest(job_result=make(a)))  # type: ignore[operator]
+    ack = await worker.next_ack()
+    assert (ack.job_id, ack.attempt, ack.accepted) == (a.job_id, a.attempt, False)
+    assert ack.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert words in ack.reason, ack.reason
+
+    await engine.core.writer.flush()
+    assert await get(stubs, job.id) == before
+    assert await stubs.jobs.GetJobEvents(js.GetJobEventsRequest(job_id=job.id)) == events
+    assert engine.core.bus.head == head
+    assert engine.core.sessions[worker.worker_id].jobs == {a.job_id: a.attempt}
+    # Still this worker's: a corrected result is accepted.
+    await worker.complete(a, {"fixed": True})
+    assert (await worker.next_ack()).accepted
+    done = await get(stubs, job.id)
+    assert done.status == JobStatus.COMPLETED
+    assert dict(done.job_variables) == {"kept": "yes"}
+    await worker.close()
+
+
+async def test_a_malformed_result_in_a_batch_is_refused_alone(engine: EngineHandle, stubs: Stubs) -> None:
+    first = await submit(stubs, "work")
+    second = await submit(stubs, "work")
+    worker = await RawWorker(engine.address, ["work"], capacity=2).connect()
+    assignments = {a.job_id: a for a in [await worker.next_assignment(), await worker.next_assignment()]}
+    a, b = assignments[first.id], assignments[second.id]
+    await engine.core.writer.flush()
+    before = await get(stubs, second.id)
+    await worker.send(
+        pb.ConnectRequest(
+            job_results=pb.JobResults(
+                results=[
+                    _result(a, job_pb2.JOB_STATUS_COMPLETED, result=struct({"ok": True})),
+                    _result(b, job_pb2.JOB_STATUS_RUNNING),
+                ]
+            )
+        )
+    )
+    acks = {ack.job_id: ack for ack in [await worker.next_ack(), await worker.next_ack()]}
+    assert acks[first.id].accepted
+    assert not acks[second.id].accepted
+    assert "status must be COMPLETED, FAILED or CANCELLED, not RUNNING" in acks[second.id].reason
+    assert (await get(stubs, first.id)).status == JobStatus.COMPLETED
+    assert await get(stubs, second.id) == before
+    await worker.close()

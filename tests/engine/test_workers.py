@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import pytest
 from jobwarden.contract import JobStatus
 from jobwarden.v1 import executor_service_pb2 as pb
 from jobwarden.v1 import job_pb2
@@ -217,3 +218,89 @@ async def test_list_workers_shows_actions_capacity_and_jobs(engine: EngineHandle
     assert [j.job_id for j in w.jobs] == [job.id]
     await worker.close()
     await wait_for(lambda: not engine.core.sessions, message="the session to close")
+
+
+async def test_a_live_worker_id_cannot_be_taken_over(
+    engine: EngineHandle, stubs: Stubs, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without tokens anyone may connect, but not as a worker whose session is alive: the newcomer is
+    refused, and the worker keeps its session, its jobs and its stream."""
+    job = await submit(stubs, "work")
+    victim = await RawWorker(engine.address, ["work"], name="victim").connect()
+    a = await victim.next_assignment()
+    session = engine.core.sessions[victim.worker_id]
+    await engine.core.writer.flush()
+    before = await get(stubs, job.id)
+    events = await stubs.jobs.GetJobEvents(js.GetJobEventsRequest(job_id=job.id))
+
+    for token in ("", "guessed-" + "x" * 40):
+        thief = RawWorker(
+            engine.address,
+            ["work"],
+            name="thief",
+            worker_id=victim.worker_id,
+            running_jobs=[(a.job_id, a.attempt)],
+            session_token=token,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await thief.connect()
+        assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        details = refused.value.details() or ""
+        assert f"worker id {victim.worker_id} has a live session" in details, details
+        assert "a new worker leaves worker_id empty, or picks another id" in details, details
+        await thief.drop()
+
+    assert engine.core.sessions[victim.worker_id] is session
+    assert not session.closed
+    assert session.jobs == {a.job_id: a.attempt}
+    await engine.core.writer.flush()
+    assert await get(stubs, job.id) == before
+    assert await stubs.jobs.GetJobEvents(js.GetJobEventsRequest(job_id=job.id)) == events
+    assert victim.session_token not in caplog.text
+    assert [r for r in caplog.records if "refused a register as worker" in r.getMessage()]
+    # The victim's stream goes on and its result is accepted.
+    await victim.update(a, progress=60)
+    await victim.complete(a, {"by": "victim"})
+    assert (await victim.next_ack()).accepted
+    assert victim.error is None
+    done = await get(stubs, job.id)
+    assert (done.status, done.result["by"], done.worker_id) == (
+        JobStatus.COMPLETED,
+        "victim",
+        victim.worker_id,
+    )
+    await victim.close()
+
+
+async def test_a_reconnect_with_the_session_token_replaces_the_live_session_at_once(
+    engine: EngineHandle, stubs: Stubs
+) -> None:
+    """A worker whose connection broke before the engine noticed comes back on a new stream, presents
+    its session's token and gets its jobs back without waiting for the old session to time out."""
+    job = await submit(stubs, "work")
+    first = await RawWorker(engine.address, ["work"], name="w").connect()
+    a = await first.next_assignment()
+    old = engine.core.sessions[first.worker_id]
+    again = await RawWorker(
+        engine.address,
+        ["work"],
+        name="w",
+        worker_id=first.worker_id,
+        running_jobs=[(a.job_id, a.attempt)],
+        session_token=first.session_token,
+    ).connect()
+    assert again.registered is not None
+    assert [(j.job_id, j.attempt) for j in again.registered.resumed_jobs] == [(a.job_id, a.attempt)]
+    assert again.session_token
+    assert again.session_token != first.session_token
+    assert old.closed
+    assert engine.core.sessions[first.worker_id] is not old
+    await again.complete(a, {"after": "reconnect"})
+    assert (await again.next_ack()).accepted
+    assert (await get(stubs, job.id)).status == JobStatus.COMPLETED
+    # The old stream was ended by the engine; the old token no longer replaces anything.
+    await wait_for(
+        lambda: first._reader is not None and first._reader.done(), message="the old stream to end"
+    )
+    await first.close()
+    await again.close()

@@ -103,6 +103,8 @@ async def test_metrics_match_the_registry_during_a_run(server: EngineServer, stu
     ).job
     with pytest.raises(grpc.aio.AioRpcError):
         await stubs.jobs.ListJobs(js.ListJobsRequest(statuses=[1] * 1001))  # refused by the limits
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stubs.channel.unary_unary("/jobwarden.v1.JobService/GetJob")(b"\xff\xff")  # undecodable
     await core.writer.flush()
 
     samples = await scrape(server)
@@ -137,6 +139,7 @@ async def test_metrics_match_the_registry_during_a_run(server: EngineServer, stu
     assert value(samples, "jobwarden_store_healthy") == 1
     assert value(samples, "jobwarden_store_commits_total") == core.writer.stats.commits
     assert value(samples, "jobwarden_refusals_total", by="limits", code="INVALID_ARGUMENT") == 1
+    assert value(samples, "jobwarden_refusals_total", by="decoding", code="INVALID_ARGUMENT") == 1
     # What happened, counted from the committed events.
     assert value(samples, "jobwarden_job_transitions_total", action="encode", status="QUEUED") == 8
     assert value(samples, "jobwarden_job_transitions_total", action="encode", status="COMPLETED") == 3

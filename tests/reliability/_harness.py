@@ -68,6 +68,7 @@ class ResilientWorker:
         self.work_seconds = work_seconds
         self.heartbeat_every = heartbeat_every
         self.worker_id = ""
+        self.session_token = ""
         #: job id -> attempt of jobs being worked on
         self.held: dict[str, int] = {}
         #: (job id, attempt) -> the result sent and not yet acknowledged
@@ -119,6 +120,7 @@ class ResilientWorker:
             name=self.name,
             worker_id=self.worker_id,
             running_jobs=list(running.items()),
+            session_token=self.session_token,
         )
         self._raw = raw
         await raw.connect()
@@ -127,6 +129,7 @@ class ResilientWorker:
             self.ledger.reconnects += 1
         self.sessions += 1
         self.worker_id = raw.worker_id
+        self.session_token = raw.session_token
         for job in raw.registered.rejected_jobs:
             self.held.pop(job.job_id, None)
             self.pending.pop((job.job_id, job.attempt), None)

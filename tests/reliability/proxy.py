@@ -8,9 +8,10 @@ Modes, switched at any moment for every connection through it:
 - ``DROP``: the network drops the connections: every open one is reset and every new one is reset as
   soon as it is accepted, until the mode changes (a flapping link, a firewall that rejects);
 
-and ``cut()`` resets every open connection once. (TCP never loses bytes in the middle of a connection
-without breaking it, so the proxy does not either: a test that threw bytes away would test a network
-that does not exist.)
+and ``cut()`` resets every open connection once, ``cut_worker_side()`` only their worker's side (the
+engine's side stays open and silent: a NAT or a load balancer that lost its state). (TCP never loses
+bytes in the middle of a connection without breaking it, so the proxy does not either: a test that
+threw bytes away would test a network that does not exist.)
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class FaultyProxy:
         self._server: asyncio.Server | None = None
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._pumps: set[asyncio.Task[None]] = set()
+        #: engine-side connections left open by ``cut_worker_side``
+        self._orphans: set[asyncio.StreamWriter] = set()
         self._changed = asyncio.Event()
         self.mode = Mode.PASS
         #: connections accepted so far
@@ -61,6 +64,17 @@ class FaultyProxy:
         self._reset_all()
         await asyncio.sleep(0)
 
+    async def cut_worker_side(self) -> None:
+        """Reset every connection on the worker's side only: the engine's side stays open, and nothing
+        more comes through it, so the engine does not know yet that the worker has gone."""
+        self.cuts += 1
+        for client, upstream in list(self._links):
+            self._orphans.add(upstream)
+            with contextlib.suppress(Exception):
+                client.transport.abort()
+        self._links.clear()
+        await asyncio.sleep(0)
+
     def _reset_all(self) -> None:
         for client, upstream in list(self._links):
             for writer in (client, upstream):
@@ -70,6 +84,10 @@ class FaultyProxy:
 
     async def stop(self) -> None:
         await self.cut()
+        for orphan in self._orphans:
+            with contextlib.suppress(Exception):
+                orphan.transport.abort()
+        self._orphans.clear()
         for pump in list(self._pumps):
             pump.cancel()
         if self._server is not None:
@@ -104,8 +122,9 @@ class FaultyProxy:
                 self._pumps.discard(pump)
             self._links.discard(link)
             for w in link:
-                with contextlib.suppress(Exception):
-                    w.close()
+                if w not in self._orphans:
+                    with contextlib.suppress(Exception):
+                        w.close()
 
     async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
         try:

@@ -78,8 +78,21 @@ class Rig:
 
 @pytest.fixture
 async def rig(engine_factory: EngineFactory) -> AsyncIterator[Rig]:
+    async with _rig(engine_factory) as made:
+        yield made
+
+
+@pytest.fixture
+async def unaware_rig(engine_factory: EngineFactory) -> AsyncIterator[Rig]:
+    """An engine that would call a silent session dead only after minutes, far beyond the test."""
+    async with _rig(engine_factory, session_timeout_intervals=1000) as made:
+        yield made
+
+
+@contextlib.asynccontextmanager
+async def _rig(engine_factory: EngineFactory, **config: Any) -> AsyncIterator[Rig]:
     RUNS.clear()
-    engine = await engine_factory(heartbeat_interval=0.5, default_takeover_timeout=8.0)
+    engine = await engine_factory(heartbeat_interval=0.5, default_takeover_timeout=8.0, **config)
     proxy = FaultyProxy(engine.address)
     await proxy.start()
     worker = Worker(
@@ -109,6 +122,26 @@ async def test_cut_connections(rig: Rig) -> None:
         await wait_for_async(rig.worker_connected, timeout=30, message="the worker to reconnect")
     await rig.check()
     assert rig.proxy.connections >= 5
+
+
+async def test_a_cut_the_engine_has_not_seen_yet(unaware_rig: Rig) -> None:
+    """Only the worker's side of the link breaks: the engine still holds the worker's session, alive
+    as far as it knows. The worker reconnects at once, presents its session's token, replaces that
+    session and carries on with its jobs; nothing waits for the old session to be called dead."""
+    rig = unaware_rig
+    core = rig.engine.core
+    await rig.submit(JOBS)
+    for _ in range(3):
+        await wait_for_async(lambda: _progress(rig), timeout=30, message="jobs to complete between cuts")
+        old = core.sessions[rig.worker.worker_id]
+        await rig.proxy.cut_worker_side()
+        await wait_for(
+            lambda old=old: core.sessions.get(rig.worker.worker_id) not in (None, old),  # type: ignore[misc]
+            timeout=15,
+            message="the worker to replace its live session",
+        )
+        assert old.closed
+    await rig.check()
 
 
 async def test_dropped_connections(rig: Rig) -> None:

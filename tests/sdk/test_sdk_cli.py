@@ -150,6 +150,15 @@ async def test_watch_tails_the_stream(engine: object, client: JobClient) -> None
     [
         (["submit", "a", "--input", "{not json"], "the input from --input is not valid JSON"),
         (["submit", "a", "--input", "[1, 2]"], "the input must be a JSON object"),
+        (
+            ["submit", "a", "--input", '{"a": ' + "[" * 20 + "]" * 20 + "}"],
+            "the input.a" + "[0]" * 19 + " nests objects and lists deeper than 20 levels, more than the "
+            "engine takes (from --input)",
+        ),
+        (
+            ["submit", "a", "--input", '{"a": ' + "[" * 5000 + "]" * 5000 + "}"],
+            "the input from --input nests objects and lists deeper than the engine takes (at most 20 levels)",
+        ),
         (["submit", "a", "--input", "@/nonexistent.json"], "cannot read the input file"),
         (["submit", "a", "--label", "novalue"], "a label is KEY=VALUE"),
         (["submit", "a", "--lock", "asset:1:READ"], None),

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from jobwarden.contract import JobEventType, JobStatus
+from jobwarden.contract import JobEventType, JobStatus, Limits
 from jobwarden.sdk import (
     EngineUnavailable,
     InvalidRequest,
@@ -19,6 +20,8 @@ from jobwarden.sdk import (
 )
 from jobwarden.sdk._convert import struct_to_dict
 from jobwarden.v1 import job_pb2
+
+from tests.engine.helpers import nested
 
 from .conftest import TcpProxy, WorkerProcess, wait_status, wait_until
 from .test_sdk_resilience import _at_step_two
@@ -62,6 +65,25 @@ async def test_errors_carry_the_engines_message_and_change_nothing(client: JobCl
     assert JobStatus((await client.get(job.id)).status) is JobStatus.CANCELLED
     with pytest.raises(InvalidRequest):
         await client.submit("")
+
+
+async def test_an_input_nested_too_deep_is_refused_before_it_is_sent(engine: Any, client: JobClient) -> None:
+    head = (await client.stats()).head_sequence
+    too_deep = nested(Limits.MAX_PAYLOAD_DEPTH + 1)
+    for submit in (
+        lambda: client.submit("deep", too_deep),
+        lambda: client.submit_many(
+            [{"action": "deep", "input": {"ok": 1}}, {"action": "deep", "input": too_deep}]
+        ),
+    ):
+        with pytest.raises(
+            ValueError, match=r"^input\.a\[0\]\.a.* nests objects and lists deeper than 20 levels"
+        ):
+            await submit()
+    assert (await client.stats()).head_sequence == head
+    # At the limit it is taken, and comes back as it went.
+    job = await client.submit("deep", nested(Limits.MAX_PAYLOAD_DEPTH))
+    assert struct_to_dict((await client.get(job.id)).input) == nested(Limits.MAX_PAYLOAD_DEPTH)
 
 
 async def test_an_engine_that_is_down_is_a_clear_error() -> None:

@@ -253,3 +253,35 @@ async def test_a_worker_in_the_callers_event_loop(engine: Any, client: JobClient
         return not [w for w in await client.workers() if w.name == "in-process"]
 
     await wait_until(gone, what="the engine to see the worker leave")
+
+
+async def test_a_result_the_engine_refuses_becomes_a_failure_that_says_why(
+    engine: Any, client: JobClient
+) -> None:
+    """The engine refuses a malformed result and changes nothing; the worker then reports the job
+    failed with the engine's reason instead of leaving it running until its heartbeat deadline."""
+    from jobwarden.sdk import Executor, JobContext, JobFailed, Worker
+
+    class ClaimsKilled(Executor):
+        action = "sdk-claims-killed"
+
+        async def execute(self, ctx: JobContext) -> None:
+            if ctx.input.get("kill"):
+                raise JobFailed("pretending the engine killed me", kind=ErrorKind.KILLED)
+
+    worker = Worker([ClaimsKilled], engine=engine.address, capacity=1, name="claims-killed")
+    running = asyncio.create_task(worker.run())
+    await asyncio.wait_for(worker.wait_connected(), 30)
+    job = await client.submit("sdk-claims-killed", {"kill": True})
+    failed = await wait_status(client, job.id)
+    assert JobStatus(failed.status) is JobStatus.FAILED
+    assert ErrorKind(failed.error.kind) is ErrorKind.CRASHED
+    assert failed.error.message == (
+        "the engine refused the result: error.kind: a worker reports JOB_ERROR or CRASHED, not KILLED"
+    )
+    assert failed.attempt == 1
+    after = await client.submit("sdk-claims-killed")
+    assert JobStatus((await wait_status(client, after.id)).status) is JobStatus.COMPLETED
+    worker.drain()
+    await asyncio.wait_for(running, 30)
+    assert worker.finished_jobs == 2

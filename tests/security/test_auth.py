@@ -484,3 +484,47 @@ def test_lookup_compares_every_token_whatever_matches(monkeypatch: pytest.Monkey
         counts.append(len(compared))
     # The same work for the first token, the last one and an unknown one: no early exit to time.
     assert counts == [50, 50, 50]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "bearer {token}",
+        "BEARER {token}",
+        "Bearer  {token}",
+        " Bearer {token}",
+        "Bearer {token} ",
+        "Bearer{token}",
+        "Token {token}",
+        "{token}",
+        "Bearer ",
+        "Bearer",
+    ],
+)
+async def test_only_the_documented_authorization_form_is_accepted(
+    auth_engine: EngineHandle, channel: grpc.aio.Channel, caplog: pytest.LogCaptureFixture, header: str
+) -> None:
+    """``authorization: Bearer <token>`` exactly; any other spelling of a valid token is refused with
+    the form expected, logged without the token, and changes nothing."""
+    from jobwarden.v1 import job_service_pb2_grpc
+
+    jobs = job_service_pb2_grpc.JobServiceStub(channel)
+    token = token_of("otto")
+    await auth_engine.core.writer.flush()
+    before = fingerprint(auth_engine)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await jobs.SubmitJob(
+            js.SubmitJobRequest(action="audit"), metadata=(("authorization", header.format(token=token)),)
+        )
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    details = refused.value.details() or ""
+    assert "the authorization header must be 'Bearer <token>'" in details, details
+    assert token not in details
+    await auth_engine.core.writer.flush()
+    assert fingerprint(auth_engine) == before
+    assert token not in caplog.text
+    # The documented form with the same token is accepted.
+    done = await jobs.SubmitJob(
+        js.SubmitJobRequest(action="audit"), metadata=(("authorization", f"Bearer {token}"),)
+    )
+    assert done.job.id

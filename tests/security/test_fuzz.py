@@ -4,15 +4,17 @@ negative numbers, NaN, broken timestamps and durations), random worker streams, 
 request bodies, and garbage bytes straight on the port.
 
 Checked: the engine stays up; it never answers a well-formed message with INTERNAL or UNKNOWN (an
-unhandled error); a refused call changes nothing in the store (every change in the event log is
-accounted for by a call that was accepted, or by the engine's own timers); a worker connected
-throughout keeps its stream; and afterwards every well-formed call is answered.
+unhandled error), and a body that does not decode with INVALID_ARGUMENT saying so; nothing it is
+sent makes it log an ERROR or a traceback; a refused call changes nothing in the store (every change
+in the event log is accounted for by a call that was accepted, or by the engine's own timers); a
+worker connected throughout keeps its stream; and afterwards every well-formed call is answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import random
 from collections import Counter
@@ -334,25 +336,37 @@ class Fuzzer:
                 answer = await self.channel.unary_unary(method.path)(body, timeout=5)
         except grpc.aio.AioRpcError as error:
             self.tally.codes[error.code().name] += 1
+            code, details = error.code(), error.details() or ""
+            if _parses(method, body):
+                if code not in REFUSALS:
+                    self.tally.faults.append(f"{method.name}: {code.name} {details} for a body that parses")
+            elif code is not grpc.StatusCode.INVALID_ARGUMENT or not details.startswith(
+                f"the request body is not a valid {method.request.DESCRIPTOR.full_name}: "
+            ):
+                self.tally.faults.append(
+                    f"{method.name}: {code.name} {details} for a body that does not parse"
+                )
             return
         # Bytes that happen to parse are a real request: what they change is the call's own doing.
         self.tally.codes["OK"] += 1
-        try:
-            parsed = method.request.FromString(body)
-        except DecodeError:
+        if not _parses(method, body):
             return  # a watch still open when we stopped waiting; the engine could not parse it either
-        _touches(method, parsed, method.response.FromString(answer), self.tally)
+        _touches(method, method.request.FromString(body), method.response.FromString(answer), self.tally)
 
-    async def worker_stream(self, messages: list[Message]) -> None:
-        self.tally.requests["worker stream message"] += len(messages)
+    async def worker_stream(self, messages: list[Message], garbage: bytes | None = None) -> None:
+        """``messages`` on one Connect stream, with ``garbage`` (bytes that need not decode) after the
+        first when given."""
+        self.tally.requests["worker stream message"] += len(messages) + (garbage is not None)
+        bodies = [m.SerializeToString() for m in messages]
+        if garbage is not None:
+            bodies.insert(1, garbage)
         stream = self.channel.stream_stream(
             "/jobwarden.v1.ExecutorService/Connect",
-            request_serializer=ep.ConnectRequest.SerializeToString,
             response_deserializer=ep.ConnectResponse.FromString,
         )(timeout=5)
         try:
-            for message in messages:
-                await stream.write(message)
+            for body in bodies:
+                await stream.write(body)
             await stream.done_writing()
             while True:
                 response = await asyncio.wait_for(stream.read(), 2)
@@ -379,6 +393,14 @@ class Fuzzer:
             stream.cancel()
 
 
+def _parses(method: Method, body: bytes) -> bool:
+    try:
+        method.request.FromString(body)
+    except DecodeError:
+        return False
+    return True
+
+
 @pytest.fixture
 async def fuzz_engine(engine_factory: EngineFactory) -> EngineHandle:
     return await engine_factory()
@@ -390,7 +412,10 @@ async def channel(fuzz_engine: EngineHandle) -> AsyncIterator[grpc.aio.Channel]:
         yield open_channel
 
 
-async def test_fuzz(fuzz_engine: EngineHandle, channel: grpc.aio.Channel) -> None:
+async def test_fuzz(
+    fuzz_engine: EngineHandle, channel: grpc.aio.Channel, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
     tally = Tally()
     fuzzer = Fuzzer(fuzz_engine, channel, tally)
     # A worker that minds its own business throughout: no bad request may end its stream.
@@ -429,7 +454,12 @@ async def test_fuzz(fuzz_engine: EngineHandle, channel: grpc.aio.Channel) -> Non
         await fuzzer.check_unchanged(before)
     for start in range(0, len(streams), 10):
         before = fuzzer.state()
-        await asyncio.gather(*(fuzzer.worker_stream(messages) for messages in streams[start : start + 10]))
+        await asyncio.gather(
+            *(
+                fuzzer.worker_stream(messages, rng.randbytes(rng.randrange(1, 60)) if index % 2 else None)
+                for index, messages in enumerate(streams[start : start + 10])
+            )
+        )
         await fuzzer.check_unchanged(before)
     for _ in range(0, GARBAGE_BODIES, 100):
         before = fuzzer.state()
@@ -445,6 +475,9 @@ async def test_fuzz(fuzz_engine: EngineHandle, channel: grpc.aio.Channel) -> Non
         await asyncio.gather(*(_garbage_connection(host, int(port), rng, tally) for _ in range(50)))
 
     assert not tally.faults, "\n".join(tally.faults[:30])
+    # Refusals are warnings at most: no ERROR and no traceback for anything a client sent.
+    serious = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not serious, [f"{r.name}: {r.getMessage()}" for r in serious[:10]]
     assert tally.total >= 10_000, (tally.total, dict(tally.requests), len(calls), len(streams))
     # Still up, still serving every well-formed call, and the bystander's stream is intact.
     await _well_formed_calls_answered(fuzz_engine, channel)

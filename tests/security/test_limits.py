@@ -3,6 +3,7 @@ much: a message over the size limit, too many watchers), and nothing changes."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -14,7 +15,8 @@ from jobwarden.v1 import job_pb2, lock_service_pb2
 from jobwarden.v1 import job_service_pb2 as js
 
 from tests.conftest import EngineHandle, Stubs
-from tests.engine.helpers import request
+from tests.engine.helpers import nested, request, struct
+from tests.engine.test_bad_input import deep_request
 from tests.security.conftest import SecureEngineFactory
 from tests.security.test_auth import fingerprint
 from tests.support import RawWorker
@@ -57,6 +59,16 @@ CASES: list[tuple[str, grpc.StatusCode, Callable[[Stubs], Any]]] = [
         "a message over the size limit",
         EXHAUSTED,
         lambda s: s.jobs.SubmitJob(request("a", {"blob": big(Limits.MAX_MESSAGE_BYTES + 1)})),
+    ),
+    (
+        "an input nested too deep",
+        INVALID,
+        lambda s: s.jobs.SubmitJob(request("a", nested(Limits.MAX_PAYLOAD_DEPTH + 1))),
+    ),
+    (
+        "a body nested beyond the decoder's depth",
+        INVALID,
+        lambda s: s.jobs.SubmitJob(deep_request(60)),
     ),
     (
         "an input over the payload limit",
@@ -257,6 +269,13 @@ async def test_worker_messages_over_the_limit_are_refused_on_the_stream(
                 attempt=a.attempt,
                 job_variables={f"v{i}": "1" for i in range(Limits.MAX_VARIABLES + 1)},
             ),
+            ep.JobUpdate(
+                job_id=a.job_id,
+                attempt=a.attempt,
+                completed_step=job_pb2.CompletedStep(
+                    name="s", data=struct(nested(Limits.MAX_PAYLOAD_DEPTH + 1))
+                ),
+            ),
         ]
         for update in refusals:
             await worker.send(ep.ConnectRequest(job_update=update))
@@ -277,3 +296,105 @@ async def test_worker_messages_over_the_limit_are_refused_on_the_stream(
         assert (await worker.next_ack()).accepted
     finally:
         await worker.close()
+
+
+_SUBMIT = ("/jobwarden.v1.JobService/SubmitJob", "jobwarden.v1.SubmitJobRequest", False)
+_WATCH = ("/jobwarden.v1.JobService/WatchJobs", "jobwarden.v1.WatchJobsRequest", True)
+_ACQUIRE = ("/jobwarden.v1.LockService/AcquireLock", "jobwarden.v1.AcquireLockRequest", False)
+GARBAGE = b"\xff\xff\xff\xff"
+UNDECODABLE = [
+    ("garbage, unary", *_SUBMIT, GARBAGE, "Wire format was corrupt"),
+    ("garbage, server stream", *_WATCH, GARBAGE, "Wire format was corrupt"),
+    ("garbage, another service", *_ACQUIRE, GARBAGE, "Wire format was corrupt"),
+    ("a truncated field", *_SUBMIT, b"\x0a\x05ab", "Wire format was corrupt"),
+    (
+        "nesting beyond the decoder's depth",
+        *_SUBMIT,
+        deep_request(60).SerializeToString(),
+        "its messages nest deeper than the decoder allows (a JSON payload may nest at most 20 levels)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "type_name", "streaming", "body", "why"),
+    [u[1:] for u in UNDECODABLE],
+    ids=[u[0] for u in UNDECODABLE],
+)
+async def test_an_undecodable_body_is_invalid_argument_logged_once_and_changes_nothing(
+    limited: EngineHandle,
+    stubs: Stubs,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    type_name: str,
+    streaming: bool,
+    body: bytes,
+    why: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    await limited.core.writer.flush()
+    before = fingerprint(limited)
+    caplog.clear()
+    call = (
+        stubs.channel.unary_stream(path)(body, timeout=10).read()
+        if streaming
+        else stubs.channel.unary_unary(path)(body, timeout=10)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await call
+    assert refused.value.code() == INVALID, refused.value.details()
+    assert refused.value.details() == f"the request body is not a valid {type_name}: {why}"
+    await limited.core.writer.flush()
+    assert fingerprint(limited) == before
+    _logged_once_as_a_warning(caplog, type_name)
+
+
+def _logged_once_as_a_warning(caplog: pytest.LogCaptureFixture, type_name: str) -> None:
+    serious = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not serious, [r.getMessage() for r in serious]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert f"not a valid {type_name}" in warnings[0].getMessage()
+
+
+async def test_an_undecodable_message_on_the_worker_stream_is_refused_there(
+    limited: EngineHandle, stubs: Stubs, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As the first message, the stream is refused (nothing registered); later on, that one message
+    is refused on the stream, which goes on, and the worker keeps its session and its job."""
+    caplog.set_level(logging.DEBUG)
+    connect = "/jobwarden.v1.ExecutorService/Connect"
+    caplog.clear()
+    first = stubs.channel.stream_stream(connect)(timeout=10)
+    await first.write(GARBAGE)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await first.read()
+    assert refused.value.code() == INVALID
+    assert refused.value.details() == (
+        "the request body is not a valid jobwarden.v1.ConnectRequest: Wire format was corrupt"
+    )
+    assert not limited.core.sessions
+    _logged_once_as_a_warning(caplog, "jobwarden.v1.ConnectRequest")
+
+    job = (await stubs.jobs.SubmitJob(request("w"))).job
+    stream = stubs.channel.stream_stream(connect, response_deserializer=ep.ConnectResponse.FromString)(
+        timeout=30
+    )
+    register = ep.Register(worker_name="w", executors=[ep.ExecutorSpec(action="w")], capacity=1)
+    await stream.write(ep.ConnectRequest(register=register).SerializeToString())
+    registered = (await stream.read()).registered
+    assignment = (await stream.read()).assignment
+    assert assignment.job_id == job.id
+    caplog.clear()
+    await stream.write(deep_request(60).SerializeToString()[:7] + b"\xff\xff")
+    refusal = (await stream.read()).refusal
+    assert refusal.code == INVALID.value[0]
+    assert refusal.refused == "undecodable"
+    assert refusal.message.startswith("the request body is not a valid jobwarden.v1.ConnectRequest: ")
+    _logged_once_as_a_warning(caplog, "jobwarden.v1.ConnectRequest")
+    session = limited.core.sessions[registered.worker_id]
+    assert session.jobs == {job.id: assignment.attempt}
+    done = ep.JobResult(job_id=job.id, attempt=assignment.attempt, status=job_pb2.JOB_STATUS_COMPLETED)
+    await stream.write(ep.ConnectRequest(job_result=done).SerializeToString())
+    assert (await stream.read()).result_ack.accepted
+    stream.cancel()

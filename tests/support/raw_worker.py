@@ -25,6 +25,7 @@ class RawWorker:
         name: str = "raw-worker",
         worker_id: str = "",
         running_jobs: Iterable[tuple[str, int]] = (),
+        session_token: str = "",
     ) -> None:
         self.address = address
         self.executors = []
@@ -40,6 +41,8 @@ class RawWorker:
         self.name = name
         self.worker_id = worker_id
         self.running_jobs = list(running_jobs)
+        #: the secret of this worker's session (from Registered), to replace it when reconnecting
+        self.session_token = session_token
         self.channel: grpc.aio.Channel | None = None
         self._outgoing: asyncio.Queue[pb.ConnectRequest | None] = asyncio.Queue()
         self.assignments: asyncio.Queue[pb.Assignment] = asyncio.Queue()
@@ -66,6 +69,7 @@ class RawWorker:
                         capacity=self.capacity,
                         worker_id=self.worker_id,
                         running_jobs=[pb.RunningJob(job_id=j, attempt=a) for j, a in self.running_jobs],
+                        session_token=self.session_token,
                     )
                 )
             )
@@ -77,6 +81,7 @@ class RawWorker:
                 raise self.error
             assert self.registered is not None, "no Registered answer"
             self.worker_id = self.registered.worker_id
+            self.session_token = self.registered.session_token
         return self
 
     async def _requests(self) -> AsyncIterator[pb.ConnectRequest]:

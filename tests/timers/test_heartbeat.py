@@ -198,7 +198,12 @@ async def test_takeover_resumes_on_another_worker_with_the_checkpoint(
     # The old worker coming back and claiming the job is told to drop it.
     await old.drop()
     claimant = await RawWorker(
-        engine.address, [("ingest", True, 0)], name="old", worker_id=old.worker_id, running_jobs=[(job.id, 1)]
+        engine.address,
+        [("ingest", True, 0)],
+        name="old",
+        worker_id=old.worker_id,
+        running_jobs=[(job.id, 1)],
+        session_token=old.session_token,
     ).connect()
     assert claimant.registered is not None
     assert [(j.job_id, j.attempt) for j in claimant.registered.rejected_jobs] == [(job.id, 1)]

@@ -15,10 +15,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from jobwarden.contract import TERMINAL_STATUSES, JobStatus
+from jobwarden.contract import TERMINAL_STATUSES, JobStatus, Limits
 from jobwarden.sdk import _format as fmt
 from jobwarden.sdk._address import DEFAULT_ENGINE, ENGINE_ENV, engine_address
 from jobwarden.sdk._cli_support import ENGINE_ERROR, OK, UsageError, client_for, runner
+from jobwarden.sdk._convert import check_depth
 from jobwarden.sdk._exceptions import ExecutorDefinitionError
 from jobwarden.sdk._executor import Executor
 from jobwarden.sdk._requests import lock_request, statuses
@@ -185,8 +186,17 @@ def _parse_input(text: str | None) -> dict[str, Any] | None:
         value = json.loads(text)
     except json.JSONDecodeError as error:
         raise UsageError(f"the input from {source} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise UsageError(
+            f"the input from {source} nests objects and lists deeper than the engine takes "
+            f"(at most {Limits.MAX_PAYLOAD_DEPTH} levels)"
+        ) from None
     if not isinstance(value, dict):
         raise UsageError(f"the input must be a JSON object ({{...}}), got {type(value).__name__}")
+    try:
+        check_depth(value, "the input")
+    except ValueError as error:
+        raise UsageError(f"{error} (from {source})") from None
     return value
 
 

@@ -9,9 +9,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+from jobwarden.contract import Limits
 
 __all__ = [
     "VALUE_KEY",
+    "check_depth",
     "dict_to_struct",
     "duration",
     "from_timestamp",
@@ -60,14 +62,40 @@ def dict_to_struct(
     return target
 
 
-def _check_json(value: Any, path: str) -> Any:
-    """``value`` if JSON can hold it (tuples become lists), else a ``TypeError`` naming where."""
+def check_depth(value: Any, what: str) -> None:
+    """``ValueError`` naming where ``value`` nests objects and lists deeper than the engine takes
+    (``Limits.MAX_PAYLOAD_DEPTH``), so the call is not even sent."""
+    stack: list[tuple[Any, str, int]] = [(value, what, 1)]
+    while stack:
+        item, path, depth = stack.pop()
+        if depth > Limits.MAX_PAYLOAD_DEPTH:
+            raise _too_deep(path)
+        pairs = item.items() if isinstance(item, Mapping) else enumerate(item)
+        for key, child in pairs:
+            if isinstance(child, Mapping | list | tuple):
+                where = f"{path}[{key}]" if isinstance(item, list | tuple) else f"{path}.{key}"
+                stack.append((child, where, depth + 1))
+
+
+def _too_deep(path: str) -> ValueError:
+    where = path if len(path) <= 200 else path[:200] + "…"
+    return ValueError(
+        f"{where} nests objects and lists deeper than {Limits.MAX_PAYLOAD_DEPTH} levels, "
+        "more than the engine takes"
+    )
+
+
+def _check_json(value: Any, path: str, depth: int = 1) -> Any:
+    """``value`` if JSON can hold it (tuples become lists), else a ``TypeError`` naming where (or a
+    ``ValueError`` where it nests too deep)."""
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int | float):
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{path} is {value!r}, which JSON cannot hold")
         return value
+    if depth > Limits.MAX_PAYLOAD_DEPTH and isinstance(value, Mapping | list | tuple):
+        raise _too_deep(path)
     if isinstance(value, Mapping):
         out: JsonObject = {}
         for key, item in value.items():
@@ -75,10 +103,10 @@ def _check_json(value: Any, path: str) -> Any:
                 raise TypeError(
                     f"{path} has a key {key!r} of type {type(key).__name__}; JSON keys are strings"
                 )
-            out[key] = _check_json(item, f"{path}.{key}")
+            out[key] = _check_json(item, f"{path}.{key}", depth + 1)
         return out
     if isinstance(value, list | tuple):
-        return [_check_json(item, f"{path}[{index}]") for index, item in enumerate(value)]
+        return [_check_json(item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value)]
     raise TypeError(f"{path} is a {type(value).__name__} ({value!r:.80}), which is not JSON-serializable")
 
 

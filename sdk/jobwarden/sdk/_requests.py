@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jobwarden.contract import ErrorKind, JobStatus, LockMode, StartTimeoutAction
-from jobwarden.sdk._convert import dict_to_struct, duration, timestamp
+from jobwarden.sdk._convert import check_depth, dict_to_struct, duration, timestamp
 from jobwarden.v1 import job_pb2, job_service_pb2
 
 __all__ = ["LockSpec", "lock_request", "retry_policy", "statuses", "submit_request", "timeouts"]
@@ -123,9 +123,12 @@ def submit_request(
     retry_policy: job_pb2.RetryPolicy | Mapping[str, Any] | None = None,
     workflow_variables: Mapping[str, str] | None = None,
 ) -> job_service_pb2.SubmitJobRequest:
-    """A ``SubmitJobRequest``; raises ``TypeError``/``ValueError`` for input JSON cannot hold."""
+    """A ``SubmitJobRequest``; raises ``TypeError``/``ValueError`` for input JSON cannot hold, or
+    that nests deeper than the engine takes."""
     if input is not None and not isinstance(input, Mapping):
         raise TypeError(f"a job's input must be a JSON object (a dict), got {type(input).__name__}")
+    if input:
+        check_depth(input, "input")
     request = job_service_pb2.SubmitJobRequest(
         action=action,
         priority=priority,

@@ -175,8 +175,13 @@ class Worker:
 
         #: the id the engine gave this worker (kept across reconnects)
         self.worker_id = ""
+        # The secret of the session: a reconnect presents it to replace a session the engine still
+        # thinks alive (a cut it has not noticed yet); without it that worker id is refused.
+        self._session_token = ""
         self._jobs: dict[str, _Job] = {}
         self._unacked: dict[JobKey, pb.JobResult] = {}
+        #: jobs whose result the engine refused as malformed, now reported as a failure instead
+        self._fallbacks: set[JobKey] = set()
         self._outbox = Outbox()
         self._draining = False
         self._heartbeat_interval = 5.0
@@ -372,6 +377,7 @@ class Worker:
             labels=self.labels,
             running_jobs=running,
             worker_id=self.worker_id,
+            session_token=self._session_token,
         )
 
     async def _write_loop(self, call: Any) -> None:
@@ -458,6 +464,7 @@ class Worker:
     # -- engine messages -----------------------------------------------------------------------
     def _on_registered(self, registered: pb.Registered) -> None:
         self.worker_id = registered.worker_id
+        self._session_token = registered.session_token
         if registered.HasField("heartbeat_interval"):
             interval = registered.heartbeat_interval.ToTimedelta().total_seconds()
             if interval > 0:
@@ -465,6 +472,7 @@ class Worker:
         for rejected in registered.rejected_jobs:
             key = (rejected.job_id, rejected.attempt)
             self._unacked.pop(key, None)
+            self._fallbacks.discard(key)
             job = self._jobs.get(rejected.job_id)
             if job is not None and job.key == key:
                 self._detach(job, "the engine did not re-attach it after a reconnect")
@@ -558,10 +566,18 @@ class Worker:
 
     def _on_result_ack(self, ack: pb.ResultAck) -> None:
         key = (ack.job_id, ack.attempt)
+        fallback = key in self._fallbacks
+        self._fallbacks.discard(key)
         if self._unacked.pop(key, None) is not None and not ack.accepted:
             logger.warning(
                 "worker %s: the result of job %s was refused: %s", self.name, ack.job_id, ack.reason
             )
+            if ack.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and not fallback:
+                # The engine changed nothing and the job is still ours: a failure that says why beats a
+                # job left running until its heartbeat deadline.
+                self._fallbacks.add(key)
+                message = f"the engine refused the result: {ack.reason}"
+                self._send_result(_failure(key, ErrorKind.CRASHED, message, retryable=False), counted=False)
         self._check_idle()
 
     def _on_cancel_request(self, request: pb.CancelRequest) -> None:
@@ -583,6 +599,7 @@ class Worker:
         key = (refusal.job_id, refusal.attempt)
         if refusal.refused in ("job_result", "job_results"):
             self._unacked.pop(key, None)
+            self._fallbacks.discard(key)
             self._check_idle()
         job = self._jobs.get(refusal.job_id)
         if (
@@ -656,11 +673,12 @@ class Worker:
         if self._forget(job):
             self._send_result(result)
 
-    def _send_result(self, result: pb.JobResult) -> None:
+    def _send_result(self, result: pb.JobResult, *, counted: bool = True) -> None:
         self._unacked[(result.job_id, result.attempt)] = result
         self._idle_clear()
         self._outbox.result(result)
-        self.finished_jobs += 1
+        if counted:
+            self.finished_jobs += 1
         self._kick()
 
     def _forget(self, job: _Job) -> bool:

@@ -107,7 +107,7 @@ class ConnectResponse(_message.Message):
     def cancel_request(self) -> Global___CancelRequest: ...
     @_builtins.property
     def refusal(self) -> Global___Refusal:
-        """A message about one job was refused; the stream goes on."""
+        """A message was refused (one about a job, or a second register) and changed nothing; the stream goes on."""
 
     @_builtins.property
     def assignments(self) -> Global___Assignments:
@@ -209,12 +209,18 @@ class Register(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     RUNNING_JOBS_FIELD_NUMBER: _builtins.int
     WORKER_ID_FIELD_NUMBER: _builtins.int
+    SESSION_TOKEN_FIELD_NUMBER: _builtins.int
     worker_name: _builtins.str
     """A stable name for people (host and process, say)."""
     capacity: _builtins.int
     """Most jobs at once across all executors."""
     worker_id: _builtins.str
     """The id of this worker from an earlier session, to keep it across reconnects; empty for a new one."""
+    session_token: _builtins.str
+    """The session_token of that earlier session (Registered.session_token). While the engine still holds
+    a live session for worker_id, only a Register presenting its token replaces it (a reconnect before
+    the engine noticed the old stream died); any other is refused with ALREADY_EXISTS.
+    """
     @_builtins.property
     def executors(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExecutorSpec]: ...
     @_builtins.property
@@ -232,8 +238,9 @@ class Register(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         running_jobs: _abc.Iterable[Global___RunningJob] | None = ...,
         worker_id: _builtins.str = ...,
+        session_token: _builtins.str = ...,
     ) -> None: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "executors", b"executors", "labels", b"labels", "running_jobs", b"running_jobs", "worker_id", b"worker_id", "worker_name", b"worker_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "executors", b"executors", "labels", b"labels", "running_jobs", b"running_jobs", "session_token", b"session_token", "worker_id", b"worker_id", "worker_name", b"worker_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___Register: _TypeAlias = Register  # noqa: Y015
@@ -246,7 +253,10 @@ class Registered(_message.Message):
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _builtins.int
     RESUMED_JOBS_FIELD_NUMBER: _builtins.int
     REJECTED_JOBS_FIELD_NUMBER: _builtins.int
+    SESSION_TOKEN_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
+    session_token: _builtins.str
+    """A secret of this session: keep it and send it in Register.session_token when reconnecting."""
     @_builtins.property
     def heartbeat_interval(self) -> _duration_pb2.Duration:
         """Send a heartbeat at least this often; a session silent for 3 of these is dead."""
@@ -266,10 +276,11 @@ class Registered(_message.Message):
         heartbeat_interval: _duration_pb2.Duration | None = ...,
         resumed_jobs: _abc.Iterable[Global___RunningJob] | None = ...,
         rejected_jobs: _abc.Iterable[Global___RunningJob] | None = ...,
+        session_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval", "rejected_jobs", b"rejected_jobs", "resumed_jobs", b"resumed_jobs", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval", "rejected_jobs", b"rejected_jobs", "resumed_jobs", b"resumed_jobs", "session_token", b"session_token", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___Registered: _TypeAlias = Registered  # noqa: Y015
@@ -542,11 +553,17 @@ class ResultAck(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     ACCEPTED_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     attempt: _builtins.int
     accepted: _builtins.bool
-    """False when the result was refused (a stale attempt); the worker drops it either way."""
+    """False when the result was refused; the worker drops it either way. A refused result changed nothing."""
     reason: _builtins.str
+    code: _builtins.int
+    """When refused, a gRPC status code (google.rpc.Code): 9 FAILED_PRECONDITION or 5 NOT_FOUND, the attempt
+    is no longer this worker's; 3 INVALID_ARGUMENT, the result is malformed (reason names the field) and
+    the job is still this worker's, as it was: report it again, corrected, or as a failure.
+    """
     def __init__(
         self,
         *,
@@ -554,8 +571,9 @@ class ResultAck(_message.Message):
         attempt: _builtins.int = ...,
         accepted: _builtins.bool = ...,
         reason: _builtins.str = ...,
+        code: _builtins.int = ...,
     ) -> None: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "attempt", b"attempt", "job_id", b"job_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "attempt", b"attempt", "code", b"code", "job_id", b"job_id", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___ResultAck: _TypeAlias = ResultAck  # noqa: Y015

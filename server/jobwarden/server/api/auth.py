@@ -12,9 +12,9 @@ Roles, from least to most:
                those actions' configuration: what the SDK's worker does at start)
     admin      everything, configuration included
 
-Health checks need no token. Every refusal is UNAUTHENTICATED (no token, or an unknown one) or
-PERMISSION_DENIED (the role may not), is logged without the token, and happens before the servicer
-runs: a refused call changes nothing.
+Health checks need no token. Every refusal is UNAUTHENTICATED (no token, an unknown one, or a header
+not exactly ``Bearer <token>``) or PERMISSION_DENIED (the role may not), is logged without the token,
+and happens before the servicer runs: a refused call changes nothing.
 
 Tokens come from a file (``--tokens-file`` or ``$JOBWARDEN_TOKENS_FILE``) or from the environment
 (``$JOBWARDEN_TOKENS``), never from a command-line argument. The file is TOML::
@@ -54,6 +54,7 @@ import grpc
 from grpc import aio
 from jobwarden.server.core import Engine, InvalidArgument
 from jobwarden.server.core.validation import check_action
+from jobwarden.v1 import executor_service_pb2 as ep
 
 from ._intercept import guard
 from .convert import action_config_from_proto
@@ -376,15 +377,15 @@ class AuthInterceptor(aio.ServerInterceptor):
         tokens = self.tokens
 
         async def gate(request: Any, context: aio.ServicerContext[Any, Any]) -> None:
-            principal = tokens.lookup(_bearer(context.invocation_metadata()) or "")
+            token, problem = _bearer(context.invocation_metadata())
+            principal = tokens.lookup(token) if token is not None else None
             if principal is None:
-                has_token = _bearer(context.invocation_metadata()) is not None
                 await self._refuse(
                     context,
                     grpc.StatusCode.UNAUTHENTICATED,
                     method,
                     "",
-                    "unknown token" if has_token else "no token: send 'authorization: Bearer <token>'",
+                    problem or "unknown token",
                 )
                 return
             # A method not in the table (a service added later) is for admins only.
@@ -406,7 +407,9 @@ class AuthInterceptor(aio.ServerInterceptor):
 
         async def first_message(message: Any, context: aio.ServicerContext[Any, Any]) -> None:
             principal = _principal.get()
-            if principal is None or message is None or message.WhichOneof("message") != "register":
+            if principal is None or not isinstance(message, ep.ConnectRequest):
+                return  # the servicer refuses a stream that ends at once or whose message does not decode
+            if message.WhichOneof("message") != "register":
                 return  # the servicer refuses a stream that does not start with register
             register = message.register
             refused = sorted({e.action for e in register.executors if not principal.may_serve(e.action)})
@@ -477,12 +480,18 @@ class AuthInterceptor(aio.ServerInterceptor):
         await context.abort(code, reason)
 
 
-def _bearer(metadata: Any) -> str | None:
+_BEARER = "Bearer "
+_EXPECTED_FORM = "the authorization header must be 'Bearer <token>' (Bearer, one space, the token)"
+
+
+def _bearer(metadata: Any) -> tuple[str | None, str]:
+    """The token of the first ``authorization`` header, or None and why not. Only the documented form
+    is taken: a header another client or proxy spells differently is refused, not guessed at."""
     for key, value in metadata or ():
         if key == "authorization":
             text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-            scheme, _, token = text.strip().partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-            return None
-    return None
+            token = text[len(_BEARER) :] if text.startswith(_BEARER) else ""
+            if not token or token != token.strip():
+                return None, _EXPECTED_FORM
+            return token, ""
+    return None, "no token: send 'authorization: Bearer <token>'"

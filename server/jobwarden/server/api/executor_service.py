@@ -2,9 +2,9 @@
 
 One task reads the worker's messages and hands them to the engine; the handler itself writes the
 session's outbox to the stream, packing messages that are ready together (several assignments or
-acks in one ``ConnectResponse``). A refused message about one job becomes a ``Refusal`` on this
-stream and changes nothing; only a protocol violation (no ``register`` first, a second ``register``)
-ends the stream, and never another worker's.
+acks in one ``ConnectResponse``). A refused message (about one job, a second ``register``, or one
+that does not decode) becomes a ``Refusal`` on this stream and changes nothing; only a stream that
+does not start with ``register`` is ended, and never another worker's.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from .convert import (
     timestamp_seconds,
     wire_enum,
 )
+from .decoding import Undecodable
 from .errors import grpc_errors, status_code
 
 __all__ = ["ExecutorService"]
@@ -55,25 +56,22 @@ log = logging.getLogger("jobwarden.api")
 Context = aio.ServicerContext[Any, Any]
 
 
-class _ProtocolViolation(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
     def __init__(self, engine: Engine, *, register_timeout: float = 30.0) -> None:
         self.engine = engine
         self.register_timeout = register_timeout
 
     async def Connect(
-        self, request_iterator: AsyncIterator[pb.ConnectRequest], context: Context
+        self, request_iterator: AsyncIterator[pb.ConnectRequest | Undecodable], context: Context
     ) -> AsyncIterator[pb.ConnectResponse]:
         try:
             first = await asyncio.wait_for(anext(request_iterator), self.register_timeout)
         except (StopAsyncIteration, TimeoutError):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the first message must be register")
+            return
+        if isinstance(first, Undecodable):
+            log.warning("refused Connect from %s: INVALID_ARGUMENT %s", context.peer(), first.message)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, first.message)
             return
         if first.WhichOneof("message") != "register":
             await context.abort(
@@ -87,8 +85,7 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
         except JobwardenError as error:
             await context.abort(status_code(error.code), error.message)
             return
-        violation: list[_ProtocolViolation] = []
-        reader = asyncio.get_running_loop().create_task(self._read(session, request_iterator, violation))
+        reader = asyncio.get_running_loop().create_task(self._read(session, request_iterator))
         reason = "the stream ended"
         try:
             while True:
@@ -104,9 +101,6 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                     items.append(more)
                 for response in _pack(items):
                     yield response
-            if violation:
-                reason = violation[0].message
-                await context.abort(violation[0].code, violation[0].message)
         except asyncio.CancelledError:
             reason = "the worker went away"
             raise
@@ -120,21 +114,16 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
     async def _read(
         self,
         session: WorkerSession,
-        request_iterator: AsyncIterator[pb.ConnectRequest],
-        violation: list[_ProtocolViolation],
+        request_iterator: AsyncIterator[pb.ConnectRequest | Undecodable],
     ) -> None:
         engine = self.engine
         try:
             async for message in request_iterator:
                 session.last_seen = engine.clock()
+                if isinstance(message, Undecodable):
+                    self._refuse_undecodable(session, message)
+                    continue
                 kind = message.WhichOneof("message")
-                if kind == "register":
-                    violation.append(
-                        _ProtocolViolation(
-                            grpc.StatusCode.FAILED_PRECONDITION, "this stream is already registered"
-                        )
-                    )
-                    break
                 await self._handle(session, kind, message)
         except asyncio.CancelledError:
             raise
@@ -216,6 +205,17 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                 ack.attempt,
                 lambda: engine.worker_cancel_ack(session, ack.job_id, ack.attempt),
             )
+        elif kind == "register":
+            session.send(
+                RefusalOut(
+                    "",
+                    0,
+                    "FAILED_PRECONDITION",
+                    f"this stream is already registered as worker {session.id}; the session goes on "
+                    "unchanged (open a new stream to register again)",
+                    kind,
+                )
+            )
         elif kind == "release_jobs":
             jobs = [(j.job_id, j.attempt) for j in message.release_jobs.jobs]
             self._guard(
@@ -231,6 +231,11 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                     "", 0, "INVALID_ARGUMENT", "empty message: set one field of ConnectRequest", "none"
                 )
             )
+
+    @staticmethod
+    def _refuse_undecodable(session: WorkerSession, message: Undecodable) -> None:
+        log.warning("refused a message from worker %s: INVALID_ARGUMENT %s", session.id, message.message)
+        session.send(RefusalOut("", 0, "INVALID_ARGUMENT", message.message, "undecodable"))
 
     @staticmethod
     def _guard(session: WorkerSession, kind: str, job_id: str, attempt: int, action: Any) -> None:
@@ -290,6 +295,7 @@ def _registration(message: pb.Register, peer: str) -> Registration:
         running_jobs=[(j.job_id, j.attempt) for j in message.running_jobs],
         worker_id=message.worker_id,
         peer=peer,
+        session_token=message.session_token,
     )
 
 
@@ -330,6 +336,7 @@ def _out(item: OutMessage) -> pb.ConnectResponse:
                 heartbeat_interval=_duration(item.heartbeat_interval),
                 resumed_jobs=[pb.RunningJob(job_id=j, attempt=a) for j, a in item.resumed],
                 rejected_jobs=[pb.RunningJob(job_id=j, attempt=a) for j, a in item.rejected],
+                session_token=item.session_token,
             )
         )
     if isinstance(item, AssignmentOut):
@@ -369,7 +376,13 @@ def _assignment(item: AssignmentOut) -> pb.Assignment:
 
 
 def _ack(item: ResultAckOut) -> pb.ResultAck:
-    return pb.ResultAck(job_id=item.job_id, attempt=item.attempt, accepted=item.accepted, reason=item.reason)
+    return pb.ResultAck(
+        job_id=item.job_id,
+        attempt=item.attempt,
+        accepted=item.accepted,
+        reason=item.reason,
+        code=status_code(item.code).value[0] if item.code else 0,
+    )
 
 
 def _pack(items: list[OutMessage]) -> list[pb.ConnectResponse]:

@@ -20,6 +20,7 @@ from jobwarden.v1 import (
 )
 
 from .auth import AuthInterceptor, Tokens, lock_templates_only
+from .decoding import DecodeInterceptor
 from .executor_service import ExecutorService
 from .handlers import job_service_handler
 from .job_service import JobService
@@ -30,6 +31,9 @@ from .tls import TlsFiles, server_credentials
 __all__ = ["EngineServer", "ServerOptions"]
 
 log = logging.getLogger("jobwarden.server")
+
+#: the worker stream, whose servicer refuses an undecodable message on the stream itself
+CONNECT = "/jobwarden.v1.ExecutorService/Connect"
 
 SERVICE_NAMES = (
     job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
@@ -65,6 +69,7 @@ class EngineServer:
         self._server: aio.Server | None = None
         self.auth: AuthInterceptor | None = None
         self.limits: LimitsInterceptor | None = None
+        self.decoding: DecodeInterceptor | None = None
         #: the metrics and their HTTP server, when ``metrics_port`` is set
         self.metrics: Any = None
         self.metrics_server: Any = None
@@ -79,7 +84,9 @@ class EngineServer:
         # Bad TLS files are refused before anything starts.
         credentials = server_credentials(options.tls) if options.tls is not None else None
         await self.engine.start()
-        interceptors: list[aio.ServerInterceptor] = []
+        # Outermost: a body that does not decode is refused before any other check reads it.
+        self.decoding = DecodeInterceptor(own_refusals={CONNECT})
+        interceptors: list[aio.ServerInterceptor] = [self.decoding]
         if options.tokens is not None or (options.tls is not None and options.tls.client_ca is not None):
             self.auth = AuthInterceptor(options.tokens, worker_config_check=lock_templates_only(self.engine))
             interceptors.append(self.auth)
@@ -141,6 +148,7 @@ class EngineServer:
             return
         refusals = {"limits": lambda: self.limits.refusals if self.limits else {}}
         refusals["auth"] = lambda: self.auth.refusals if self.auth else {}
+        refusals["decoding"] = lambda: self.decoding.refusals if self.decoding else {}
         self.metrics = EngineMetrics(self.engine, refusals=refusals)
         observe(self.engine, self.metrics)
         self.metrics_server = MetricsServer(

@@ -13,6 +13,7 @@ from .engine import (
     StatsView,
 )
 from .errors import (
+    AlreadyExists,
     EngineStopping,
     FailedPrecondition,
     InvalidArgument,
@@ -60,6 +61,7 @@ from .writer import CommitReport
 __all__ = [
     "ActionConfig",
     "ActionStatsView",
+    "AlreadyExists",
     "AssignmentOut",
     "Attempt",
     "CancelOut",

@@ -8,6 +8,7 @@
     ├── FailedPrecondition         any other refusal that depends on the current state
     │   ├── StaleAttempt           a worker message for an attempt that is no longer live (fencing)
     │   └── LockNotHeld            releasing a lock one does not hold
+    ├── AlreadyExists              a worker id whose session is alive, claimed without its token
     ├── ResourceExhausted          a limit was reached (a slow watcher, watchers per client, ...)
     ├── StoreUnavailable           the database did not take a write in time (UNAVAILABLE);
     │                              nothing was acknowledged
@@ -20,6 +21,7 @@ gRPC status in one place (``jobwarden.server.api.errors``).
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyExists",
     "EngineStopping",
     "FailedPrecondition",
     "InvalidArgument",
@@ -72,6 +74,10 @@ class StaleAttempt(FailedPrecondition):
 
 class LockNotHeld(FailedPrecondition):
     pass
+
+
+class AlreadyExists(JobwardenError):
+    code = "ALREADY_EXISTS"
 
 
 class ResourceExhausted(JobwardenError):

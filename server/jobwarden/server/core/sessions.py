@@ -40,6 +40,7 @@ class RegisteredOut:
     heartbeat_interval: float
     resumed: list[tuple[str, int]]
     rejected: list[tuple[str, int]]
+    session_token: str = ""
 
 
 @dataclass(slots=True)
@@ -57,6 +58,8 @@ class ResultAckOut:
     attempt: int
     accepted: bool
     reason: str = ""
+    #: why a refused result was refused, as an error code (FAILED_PRECONDITION, INVALID_ARGUMENT, ...)
+    code: str = ""
 
 
 @dataclass(slots=True)
@@ -95,6 +98,8 @@ class WorkerSession:
     closed: bool = False
     outbox: asyncio.Queue[OutMessage | None] = field(default_factory=asyncio.Queue)
     info: dict[str, Any] = field(default_factory=dict)
+    #: a secret only this session's worker knows: a new stream presenting it may replace this session
+    token: str = field(default="", repr=False)
 
     @property
     def free(self) -> int:

@@ -86,9 +86,15 @@ def check_string_map(
 
 
 def check_payload(value: Any, what: str) -> int:
-    """A JSON object within the size limit; returns its encoded size."""
+    """A JSON object within the size and depth limits; returns its encoded size."""
     if not isinstance(value, dict):
         raise InvalidArgument(f"{what} must be a JSON object")
+    too_deep = _too_deep(value, what)
+    if too_deep:
+        raise InvalidArgument(
+            f"{what} nests objects and lists deeper than {Limits.MAX_PAYLOAD_DEPTH} levels "
+            f"(at {too_deep}); at most {Limits.MAX_PAYLOAD_DEPTH} are allowed"
+        )
     try:
         size = len(orjson.dumps(value))
     except (TypeError, orjson.JSONEncodeError) as error:
@@ -96,6 +102,31 @@ def check_payload(value: Any, what: str) -> int:
     if size > Limits.MAX_PAYLOAD_BYTES:
         raise InvalidArgument(f"{what} is {size} bytes encoded, over the limit of {Limits.MAX_PAYLOAD_BYTES}")
     return size
+
+
+def _too_deep(value: Any, what: str) -> str:
+    """Where ``value`` first nests deeper than ``Limits.MAX_PAYLOAD_DEPTH``, or ''. Iterative, and the
+    path is spelled only when found: this runs on every submit."""
+    # (container, depth, (key, parent link)): the links rebuild the path of the one that is too deep.
+    stack: list[tuple[Any, int, tuple[Any, Any]]] = [(value, 1, (None, None))]
+    while stack:
+        item, depth, link = stack.pop()
+        if depth > Limits.MAX_PAYLOAD_DEPTH:
+            return _path(what, link)
+        children = item.items() if isinstance(item, dict) else enumerate(item)
+        for key, child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1, (key, link)))
+    return ""
+
+
+def _path(what: str, link: tuple[Any, Any]) -> str:
+    parts: list[str] = []
+    while link[1] is not None:
+        key, link = link
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+    path = what + "".join(reversed(parts))
+    return path if len(path) <= 200 else path[:200] + "…"
 
 
 def check_duration(value: float | None, what: str, *, allow_zero: bool = False) -> None:

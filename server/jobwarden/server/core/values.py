@@ -61,6 +61,8 @@ class Registration:
     running_jobs: list[tuple[str, int]] = field(default_factory=list)
     worker_id: str = ""
     peer: str = ""
+    #: the secret of the live session of ``worker_id`` it replaces (a reconnect), if any
+    session_token: str = ""
 
 
 @dataclass(slots=True)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import logging
+import secrets
 import uuid
 from collections.abc import Sequence
 
@@ -21,6 +23,7 @@ from jobwarden.contract import (
 )
 
 from .errors import (
+    AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     JobNotFound,
@@ -64,13 +67,15 @@ class WorkerProtocol(EngineBase):
 
     def register(self, reg: Registration) -> WorkerSession:
         """Open a worker session. Re-attaches the jobs it reports still running when they are still
-        its own; the rest it must stop (``rejected`` in the answer)."""
+        its own; the rest it must stop (``rejected`` in the answer). A worker id whose session is alive
+        is refused (AlreadyExists) unless the register presents that session's token."""
         self._check_running()
         self._check_registration(reg)
         now = self.clock()
         worker_id = reg.worker_id or f"w-{uuid.uuid4().hex[:12]}"
         old = self.sessions.get(worker_id)
         if old is not None:
+            self._check_replaces(old, reg)
             self.disconnect(old, reason="replaced by a new session of the same worker")
         session = WorkerSession(
             id=worker_id,
@@ -81,6 +86,7 @@ class WorkerProtocol(EngineBase):
             connected_at=now,
             last_seen=now,
             info={"peer": reg.peer},
+            token=secrets.token_urlsafe(32),
         )
         self.sessions[worker_id] = session
         resumed: list[tuple[str, int]] = []
@@ -106,7 +112,9 @@ class WorkerProtocol(EngineBase):
             if job.cancel_requested:
                 cancel = CancelOut(job.id, attempt, job.status_reason or "cancel requested")
                 self.writer.after_commit(functools.partial(session.send, cancel))
-        session.send(RegisteredOut(worker_id, self.config.heartbeat_interval, resumed, rejected))
+        session.send(
+            RegisteredOut(worker_id, self.config.heartbeat_interval, resumed, rejected, session.token)
+        )
         self._persist_worker(session, connected=True)
         log.info(
             "worker %s (%s) connected: actions %s, capacity %d, %d jobs resumed",
@@ -118,6 +126,23 @@ class WorkerProtocol(EngineBase):
         )
         self._schedule_dispatch()
         return session
+
+    def _check_replaces(self, old: WorkerSession, reg: Registration) -> None:
+        """Only the worker of a live session may replace it (a reconnect that came before the engine saw
+        the old stream die): it alone has the session's token. Anyone else would take its jobs."""
+        if hmac.compare_digest(reg.session_token.encode(), old.token.encode()):
+            return
+        log.warning(
+            "refused a register as worker %s from %s: its session (from %s) is alive and the register %s",
+            old.id,
+            reg.peer or "an unknown peer",
+            old.info.get("peer") or "an unknown peer",
+            "presented another session_token" if reg.session_token else "presented no session_token",
+        )
+        raise AlreadyExists(
+            f"register: worker id {old.id} has a live session; only that worker, presenting its "
+            "session_token, may replace it (a new worker leaves worker_id empty, or picks another id)"
+        )
 
     def _check_registration(self, reg: Registration) -> None:
         if not reg.executors:
@@ -274,22 +299,20 @@ class WorkerProtocol(EngineBase):
                 )
 
     def worker_result(self, session: WorkerSession, result: JobResultIn) -> None:
-        """A finished attempt. Acknowledged (ResultAck) only once committed; a stale one is refused."""
+        """A finished attempt. Acknowledged (ResultAck) only once committed; a stale or malformed one is
+        refused (``accepted`` false, with the code and the reason) and changes nothing."""
         try:
             job = self._held_job(session, result.job_id, result.attempt)
         except (StaleAttempt, JobNotFound) as error:
-            session.send(ResultAckOut(result.job_id, result.attempt, False, error.message))
+            session.send(ResultAckOut(result.job_id, result.attempt, False, error.message, error.code))
+            return
+        problem = self._result_problem(result, job)
+        if problem:
+            # Refused before anything changed: the job is still this worker's, which may report it again.
+            session.send(ResultAckOut(job.id, result.attempt, False, problem, InvalidArgument.code))
             return
         actor = f"worker:{session.id}"
         status = result.status
-        problem = self._result_problem(result, job)
-        if problem:
-            # The worker cannot fix a result after the fact; failing the job with the reason beats a hung job.
-            status = int(JobStatus.FAILED)
-            result.error = JobError(ErrorKind.CRASHED, f"the engine refused the result: {problem}")
-            result.result = None
-            result.job_variables = {}
-            result.workflow_variables = {}
         if result.job_variables:
             job.job_variables = {**job.job_variables, **result.job_variables}
         if result.workflow_variables:
@@ -318,7 +341,8 @@ class WorkerProtocol(EngineBase):
 
     def _result_problem(self, result: JobResultIn, job: Job) -> str:
         if result.status not in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
-            return f"status must be COMPLETED, FAILED or CANCELLED, not {_status_name(result.status)}"
+            given = "UNSPECIFIED" if result.status == 0 else _status_name(result.status)
+            return f"status must be COMPLETED, FAILED or CANCELLED, not {given}"
         try:
             if result.result is not None:
                 check_payload(result.result, "result")
@@ -332,9 +356,9 @@ class WorkerProtocol(EngineBase):
             try:
                 kind = ErrorKind(result.error_kind or ErrorKind.JOB_ERROR)
             except ValueError:
-                return f"unknown error kind {result.error_kind}"
+                return f"error.kind: unknown error kind {result.error_kind}"
             if kind not in WORKER_ERROR_KINDS:
-                return f"a worker reports JOB_ERROR or CRASHED, not {kind.name}"
+                return f"error.kind: a worker reports JOB_ERROR or CRASHED, not {kind.name}"
             if result.error is not None:
                 result.error.kind = kind
         return ""

@@ -29,7 +29,8 @@ _COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 class EngineMetrics:
     """Every metric of one engine. ``registry`` is what ``/metrics`` serves.
 
-    ``refusals`` maps a kind of refusal ("auth", "limits") to a callable giving counts by gRPC code.
+    ``refusals`` maps a kind of refusal ("auth", "limits", "decoding") to a callable giving counts by
+    gRPC code.
     """
 
     def __init__(
