@@ -34,12 +34,16 @@ _SCOPE = "jobwarden.server"
 #: the statuses a span of the job's waiting or running ends with an error in
 _ERROR_ENDS = frozenset({JobStatus.FAILED, JobStatus.REJECTED})
 _STATUS_EVENTS = frozenset({JobEventType.SUBMITTED, JobEventType.STATUS_CHANGED})
+#: the statuses of a live attempt: their spans end with the attempt's outcome
+_ATTEMPT_STATUSES = frozenset({JobStatus.RUNNING, JobStatus.TIMED_OUT})
 
 
 @dataclass(slots=True)
 class _Open:
     span: Span
     parent: Context
+    #: the attempt a RUNNING or TIMED_OUT span is of; 0 for the waits
+    attempt: int = 0
 
 
 class JobTracer:
@@ -64,7 +68,7 @@ class JobTracer:
         current = self._open.pop(ev.job_id, None)
         if current is not None:
             parent = current.parent
-            _end(current.span, ev)
+            _end(current, ev)
         else:
             found = _parent_of(snapshot.get("trace_context"))
             if found is None:
@@ -74,10 +78,10 @@ class JobTracer:
         if status in TERMINAL_STATUSES:
             if current is None and ev.type is JobEventType.SUBMITTED:
                 # Refused at admission: no stretch of time, but the submitter should see why.
-                span = self._start(ev, parent)
-                _end(span, ev)
+                _end(_Open(self._start(ev, parent), parent), ev)
             return
-        self._open[ev.job_id] = _Open(self._start(ev, parent), parent)
+        attempt = snapshot.get("attempt", 0) if status in _ATTEMPT_STATUSES else 0
+        self._open[ev.job_id] = _Open(self._start(ev, parent), parent, attempt)
 
     def _start(self, ev: Event, parent: Context) -> Span:
         snapshot = ev.snapshot
@@ -89,7 +93,7 @@ class JobTracer:
         }
         if ev.reason:
             attributes["jobwarden.status_reason"] = ev.reason
-        if status in (JobStatus.RUNNING, JobStatus.TIMED_OUT):
+        if status in _ATTEMPT_STATUSES:
             attributes["jobwarden.attempt"] = snapshot.get("attempt", 0)
             attributes["jobwarden.worker.id"] = snapshot.get("worker_id", "")
         return self._tracer.start_span(
@@ -101,15 +105,31 @@ class JobTracer:
         )
 
 
-def _end(span: Span, ev: Event) -> None:
-    """End ``span`` at ``ev``, which took the job into its next status."""
+def _end(current: _Open, ev: Event) -> None:
+    """End the span at ``ev``, which took the job into its next status: an error when the job failed
+    there, or when the attempt the span is of did (a failed attempt that is retried leaves the job
+    DELAYED or QUEUED, not FAILED)."""
+    span = current.span
     status = ev.status
     span.set_attribute("jobwarden.next_status", status.name)
-    if status in _ERROR_ENDS:
+    error: Mapping[str, Any] | None = None
+    if current.attempt:
+        attempt = _attempt(ev.snapshot, current.attempt)
+        if attempt is not None and JobStatus(attempt["status"]) is JobStatus.FAILED:
+            error = attempt.get("error") or {}
+    if error is None and status in _ERROR_ENDS:
         error = ev.snapshot.get("error") or {}
-        message = error.get("message") or ev.reason or status.name
-        span.set_status(Status(StatusCode.ERROR, message))
+    if error is not None:
+        span.set_status(Status(StatusCode.ERROR, error.get("message") or ev.reason or status.name))
     span.end(end_time=_nanoseconds(ev.time))
+
+
+def _attempt(snapshot: Mapping[str, Any], number: int) -> Mapping[str, Any] | None:
+    for attempt in reversed(snapshot.get("attempts") or ()):
+        if attempt["number"] == number:
+            found: Mapping[str, Any] = attempt
+            return found
+    return None
 
 
 def _parent_of(carrier: Mapping[str, str] | None) -> Context | None:
