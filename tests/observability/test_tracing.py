@@ -16,10 +16,17 @@ import grpc
 import pytest
 from jobwarden.contract import JobStatus, Limits
 from jobwarden.sdk import Executor, JobClient, JobContext, JobFailed, SyncJobClient, Worker
-from jobwarden.sdk._tracing import step_span, trace_attempt, tracing_requested_by_environment
+from jobwarden.sdk._tracing import (
+    TracingSetupError,
+    configure_tracing,
+    step_span,
+    trace_attempt,
+    tracing_requested_by_environment,
+)
 from jobwarden.server.api import EngineServer, ServerOptions
 from jobwarden.v1 import job_service_pb2 as js
 from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -30,6 +37,7 @@ from opentelemetry.util._once import Once
 from tests.conftest import TEST_CONFIG
 from tests.engine.helpers import request
 from tests.sdk.conftest import JOBWARDEN, wait_status, wait_until
+from tests.support import EngineProcess
 
 #: a valid W3C traceparent of a trace nobody here started
 FOREIGN_TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -416,3 +424,80 @@ def test_serve_with_an_unknown_exporter_says_so_and_does_not_start(tmp_path: Pat
     assert "OTEL_TRACES_EXPORTER names 'carrier-pigeon', which is not installed" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "j.db").exists()
+
+
+def test_configured_from_the_standard_variables_with_our_service_name_unless_they_name_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    provider = configure_tracing("transcoder", instance_id="host:12")
+    assert provider.resource.attributes["service.name"] == "transcoder"
+    assert provider.resource.attributes["service.instance.id"] == "host:12"
+    provider.shutdown()
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "media-workers")
+    provider = configure_tracing("transcoder")
+    assert provider.resource.attributes["service.name"] == "media-workers"
+    provider.shutdown()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier/pigeon")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    with pytest.raises(TracingSetupError, match="OTEL_EXPORTER_OTLP_PROTOCOL 'carrier/pigeon'"):
+        configure_tracing("transcoder")
+
+
+class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP trace receiver, as an OpenTelemetry collector would be."""
+
+    def __init__(self) -> None:
+        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
+
+    async def Export(
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        self.requests.append(request)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+    def spans(self) -> list[tuple[str, str, bytes]]:
+        """(service name, span name, trace id) of every span received."""
+        found = []
+        for export in self.requests:
+            for resource_spans in export.resource_spans:
+                service = next(
+                    a.value.string_value
+                    for a in resource_spans.resource.attributes
+                    if a.key == "service.name"
+                )
+                for scope in resource_spans.scope_spans:
+                    found += [(service, span.name, span.trace_id) for span in scope.spans]
+        return found
+
+
+async def test_serve_exports_over_otlp_when_the_standard_variables_say_where(sqlite_url: str) -> None:
+    collector = Collector()
+    receiver = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, receiver)
+    port = receiver.add_insecure_port("127.0.0.1:0")
+    await receiver.start()
+    engine = EngineProcess(
+        sqlite_url,
+        env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+        },
+    )
+    try:
+        engine.start()
+        async with JobClient(engine.address) as client:
+            job = await client.submit(
+                "nobody-serves-this", trace_context={"traceparent": FOREIGN_TRACEPARENT}
+            )
+            await client.cancel(job.id, "seen enough")
+            trace_id = bytes.fromhex(FOREIGN_TRACEPARENT.split("-")[1])
+            await wait_until(
+                lambda: ("jobwarden-engine", "jobwarden.queued", trace_id) in collector.spans(),
+                what="the engine's span at the collector",
+            )
+    finally:
+        engine.terminate()
+        await receiver.stop(0)

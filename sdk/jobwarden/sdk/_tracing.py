@@ -217,19 +217,23 @@ def configure_tracing(service_name: str, *, instance_id: str = "", set_global: b
     Raises ``TracingSetupError`` when the tracing extra is not installed or an exporter is unknown.
     """
     try:
-        from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
+        from opentelemetry.sdk.resources import (
+            SERVICE_INSTANCE_ID,
+            SERVICE_NAME,
+            OTELResourceDetector,
+            Resource,
+        )
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError:
         raise TracingSetupError(f"tracing needs the OpenTelemetry SDK: {INSTALL_HINT}") from None
     exporters = [_exporter_class(name)() for name in _exporter_names()]
-    resource = Resource.create()
-    ours: dict[str, str] = {}
-    if str(resource.attributes.get(SERVICE_NAME, "unknown_service")).startswith("unknown_service"):
-        ours[SERVICE_NAME] = service_name
-    if instance_id and SERVICE_INSTANCE_ID not in resource.attributes:
-        ours[SERVICE_INSTANCE_ID] = instance_id
-    provider = TracerProvider(resource=resource.merge(Resource(ours)))
+    # What the variables name wins; Resource.create would let ours win over them.
+    named = OTELResourceDetector().detect().attributes
+    ours = {SERVICE_NAME: service_name, SERVICE_INSTANCE_ID: instance_id}
+    provider = TracerProvider(
+        resource=Resource.create({key: value for key, value in ours.items() if value and key not in named})
+    )
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     if not exporters:
