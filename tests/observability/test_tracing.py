@@ -356,6 +356,30 @@ async def test_a_malformed_context_is_kept_but_traced_nowhere(
     assert traced_engine.job_tracer.open_spans == 0
 
 
+async def test_a_submit_refused_at_admission_is_a_zero_length_error_span(
+    traced_engine: EngineServer, recorder: Recorder
+) -> None:
+    async with grpc.aio.insecure_channel(traced_engine.address) as channel:
+        from jobwarden.v1 import job_pb2, job_service_pb2_grpc
+
+        jobs = job_service_pb2_grpc.JobServiceStub(channel)
+        config = job_pb2.ActionConfig(action="trace-full", max_queued=1)
+        await jobs.SetActionConfig(js.SetActionConfigRequest(config=config))
+        await jobs.SubmitJob(request("trace-full"))
+        carrier = {"traceparent": FOREIGN_TRACEPARENT}
+        refused = (await jobs.SubmitJob(request("trace-full", trace_context=carrier))).job
+        assert JobStatus(refused.status) is JobStatus.REJECTED
+    (span,) = recorder.spans()
+    assert span.name == "jobwarden.rejected"
+    assert span.status.status_code is StatusCode.ERROR
+    assert "max_queued" in (span.status.description or "")
+    assert span.start_time == span.end_time
+    assert span.context is not None
+    assert f"{span.context.trace_id:032x}" == FOREIGN_TRACEPARENT.split("-")[1]
+    assert parent_id(span) == int(FOREIGN_TRACEPARENT.split("-")[2], 16)
+    assert traced_engine.job_tracer.open_spans == 0
+
+
 @pytest.mark.parametrize(
     ("carrier", "message"),
     [
