@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import os
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -525,3 +526,20 @@ async def test_serve_exports_over_otlp_when_the_standard_variables_say_where(sql
     finally:
         engine.terminate()
         await receiver.stop(0)
+
+
+def test_the_sdk_imports_no_opentelemetry_until_the_application_does() -> None:
+    """No span can be active nor a provider set before the API is imported: the SDK waits for that."""
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, jobwarden.sdk; from jobwarden.sdk._requests import submit_request; "
+            "assert not submit_request('a').trace_context; print('opentelemetry.trace' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == "False"

@@ -11,7 +11,8 @@ Three things, each a no-op without OpenTelemetry or without a configured tracer 
   OpenTelemetry itself does not need it).
 
 Only the OpenTelemetry API is used at run time; the SDK and the exporters only in
-``configure_tracing``.
+``configure_tracing``. Nothing of OpenTelemetry is imported until someone else has imported its API:
+before that no span can be active and no provider set, and ``import jobwarden.sdk`` stays quick.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import asyncio
 import functools
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from importlib.metadata import entry_points
+from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 
 from jobwarden.sdk._exceptions import JobCancelled, JobFailed
@@ -30,13 +33,8 @@ from jobwarden.sdk._exceptions import JobCancelled, JobFailed
 if TYPE_CHECKING:
     from jobwarden.sdk._context import JobContext
 
-try:
-    from opentelemetry import propagate, trace
-    from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind, Status, StatusCode
-
-    AVAILABLE = True
-except ImportError:  # the tracing extra is not installed: everything here does nothing
-    AVAILABLE = False
+#: whether OpenTelemetry's API is installed (without it, everything here does nothing)
+AVAILABLE = find_spec("opentelemetry") is not None and find_spec("opentelemetry.trace") is not None
 
 __all__ = [
     "AVAILABLE",
@@ -64,11 +62,19 @@ class TracingSetupError(Exception):
     """Tracing was asked for but cannot be set up (not installed, an unknown exporter)."""
 
 
+def _api_loaded() -> bool:
+    """True once something imported OpenTelemetry's API: only then can a span be active or a tracer
+    provider set up."""
+    return "opentelemetry.trace" in sys.modules
+
+
 def _tracing_on() -> bool:
-    """True when OpenTelemetry is installed and someone set up a real tracer provider."""
-    if not AVAILABLE:
+    """True when someone set up a real tracer provider."""
+    if not _api_loaded():
         return False
-    return not isinstance(trace.get_tracer_provider(), ProxyTracerProvider | NoOpTracerProvider)
+    from opentelemetry import trace
+
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
 # -- the submit side ----------------------------------------------------------------------------
@@ -77,7 +83,11 @@ def _tracing_on() -> bool:
 def current_trace_context() -> dict[str, str]:
     """The caller's trace context in the configured propagator's text form (W3C ``traceparent`` and
     ``tracestate`` by default), or ``{}`` when there is no active span (or no OpenTelemetry)."""
-    if not AVAILABLE or not trace.get_current_span().get_span_context().is_valid:
+    if not _api_loaded():
+        return {}
+    from opentelemetry import propagate, trace
+
+    if not trace.get_current_span().get_span_context().is_valid:
         return {}
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
@@ -113,6 +123,9 @@ def trace_attempt(
 
 
 def _attempt_span(ctx: JobContext, worker_name: str) -> AbstractContextManager[Any]:
+    from opentelemetry import propagate
+    from opentelemetry.trace import SpanKind
+
     parent = propagate.extract(dict(ctx.job.trace_context)) if ctx.job.trace_context else None
     return _span(
         "jobwarden.attempt",
@@ -140,11 +153,13 @@ def step_span(ctx: JobContext, name: str) -> AbstractContextManager[Any]:
 
 @contextmanager
 def _span(name: str, attributes: Mapping[str, Any], *, parent: Any = None, kind: Any = None) -> Iterator[Any]:
+    from opentelemetry import trace
+
     tracer = trace.get_tracer(_SCOPE)
     with tracer.start_as_current_span(
         name,
         context=parent,
-        kind=kind or SpanKind.INTERNAL,
+        kind=kind or trace.SpanKind.INTERNAL,
         attributes=dict(attributes),
         record_exception=False,
         set_status_on_exception=False,
@@ -159,6 +174,8 @@ def _span(name: str, attributes: Mapping[str, Any], *, parent: Any = None, kind:
 
 def _record_outcome(span: Any, error: BaseException) -> None:
     """A cancel is how the job was told to stop, not an error of the span; anything else is."""
+    from opentelemetry.trace import Status, StatusCode
+
     if isinstance(error, JobCancelled | asyncio.CancelledError):
         span.set_attribute("jobwarden.outcome", "cancelled")
         return
@@ -217,6 +234,7 @@ def configure_tracing(service_name: str, *, instance_id: str = "", set_global: b
     Raises ``TracingSetupError`` when the tracing extra is not installed or an exporter is unknown.
     """
     try:
+        from opentelemetry import trace
         from opentelemetry.sdk.resources import (
             SERVICE_INSTANCE_ID,
             SERVICE_NAME,
