@@ -180,3 +180,7 @@ class Limits:
     MAX_DURATION_SECONDS = 10 * 365 * 24 * 3600
     MAX_RETRY_ATTEMPTS = 1000
     MAX_WORKER_CAPACITY = 100_000
+    #: a submit's trace context: traceparent, tracestate and perhaps baggage, with room to spare
+    MAX_TRACE_CONTEXT_ENTRIES = 8
+    MAX_TRACE_CONTEXT_KEY_LENGTH = 64
+    MAX_TRACE_CONTEXT_VALUE_LENGTH = 2048

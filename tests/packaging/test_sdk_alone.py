@@ -51,6 +51,31 @@ def test_the_base_install_has_the_sdk_and_nothing_of_the_server_or_console(sdk_o
     assert int(probe.stdout) > 5
 
 
+def test_without_the_tracing_extra_a_submit_carries_no_context_and_tracing_names_the_extra(
+    sdk_only: Path,
+) -> None:
+    listed = run(sdk_only, "python", "-m", "pip", "list", "--format=freeze").stdout.lower()
+    assert "opentelemetry" not in listed
+    probe = run(
+        sdk_only,
+        "python",
+        "-c",
+        "from jobwarden.sdk._requests import submit_request; print(len(submit_request('a').trace_context))",
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == "0"
+    (sdk_only / "probe_executors.py").write_text(
+        "from jobwarden.sdk import Executor\n\n\nclass Probe(Executor):\n    action = 'probe'\n\n"
+        "    def execute(self, ctx):\n        return {}\n"
+    )
+    worker = run(
+        sdk_only, "jobwarden", "worker", "probe_executors:Probe", "--tracing", "--engine", "127.0.0.1:1"
+    )
+    assert worker.returncode == 2, worker.stderr
+    assert "pip install 'jobwarden[tracing]'" in worker.stderr
+    assert "Traceback" not in worker.stderr
+
+
 def test_server_and_console_commands_name_the_extra_to_install(sdk_only: Path) -> None:
     serve = run(sdk_only, "jobwarden", "serve", "--port", "0")
     assert serve.returncode == 2

@@ -112,10 +112,13 @@ class JobClient:
         timeouts: job_pb2.JobTimeouts | Mapping[str, Any] | None = None,
         retry_policy: job_pb2.RetryPolicy | Mapping[str, Any] | None = None,
         workflow_variables: Mapping[str, str] | None = None,
+        trace_context: Mapping[str, str] | None = None,
     ) -> job_pb2.Job:
         """Submit one job; with an ``idempotency_key`` seen before, the first job is returned.
 
         ``locks`` take ``"resource:SHARED"``, ``"resource"`` (EXCLUSIVE) or ``(resource, mode)``.
+        With OpenTelemetry installed and a span active, the job carries that span's trace context
+        (the engine's and the worker's spans join its trace); ``trace_context`` sets it instead.
         """
         request = submit_request(
             action,
@@ -129,6 +132,7 @@ class JobClient:
             timeouts=timeouts,
             retry_policy=retry_policy,
             workflow_variables=workflow_variables,
+            trace_context=trace_context,
         )
         response = await self._call(
             job_service_pb2.SubmitJobResponse, self._jobs.SubmitJob(request, timeout=self.timeout)

@@ -156,6 +156,12 @@ def register(subparsers: Any) -> None:
         help="give up when the engine cannot be reached for this long at start (default: keep trying)",
     )
     worker.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    worker.add_argument(
+        "--tracing",
+        action="store_true",
+        help="export OpenTelemetry spans of attempts and steps as the OTEL_* variables say "
+        "(on without this flag when OTEL_TRACES_EXPORTER or OTEL_EXPORTER_OTLP_ENDPOINT is set)",
+    )
 
     add("workers", _workers, "List the connected workers.", as_json)
     add("stats", _stats, "Counts per status and per action.", as_json)
@@ -499,12 +505,30 @@ async def _worker(args: argparse.Namespace) -> int:
         )
     except (ExecutorDefinitionError, ValueError) as error:
         raise UsageError(str(error)) from None
+    provider = _worker_tracing(args, worker.name)
     print(
         f"jobwarden worker {worker.name}: serving {', '.join(worker.actions)} "
         f"(capacity {worker.capacity}) with the engine at {worker.address}",
         file=sys.stderr,
         flush=True,
     )
-    await worker.run(handle_signals=True)
+    try:
+        await worker.run(handle_signals=True)
+    finally:
+        if provider is not None:
+            provider.shutdown()
     print(f"jobwarden worker {worker.name}: stopped after {worker.finished_jobs} job(s)", file=sys.stderr)
     return OK
+
+
+def _worker_tracing(args: argparse.Namespace, worker_name: str) -> Any:
+    """The worker's tracer provider, if tracing is asked for: its service is the worker's name
+    (``jobwarden-worker`` when it has the default ``host:pid`` one, which is then the instance)."""
+    from jobwarden.sdk._tracing import TracingSetupError, tracing_for_command
+
+    try:
+        return tracing_for_command(
+            args.tracing, args.name or "jobwarden-worker", instance_id=worker_name, set_global=True
+        )
+    except TracingSetupError as error:
+        raise UsageError(str(error)) from None

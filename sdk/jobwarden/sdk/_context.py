@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from jobwarden.contract import ExecutionMode, Limits
 from jobwarden.sdk._convert import encode_variable, normalize_object, struct_to_dict
 from jobwarden.sdk._exceptions import JobCancelled, StepError
+from jobwarden.sdk._tracing import step_span
 from jobwarden.v1 import job_pb2
 
 __all__ = ["Checkpoint", "JobContext"]
@@ -218,8 +219,8 @@ class JobContext:
                 return self.checkpoint.steps[name]
             self.current_step = name
             self._post(self._reporter.report_update, self, step=name)
-            value = function(*args, **kwargs)
-            return self._finish_step(name, value)
+            with step_span(self, name):
+                return self._finish_step(name, function(*args, **kwargs))
         return self._step_async(name, function, args, kwargs)
 
     async def _step_async(
@@ -229,10 +230,11 @@ class JobContext:
             return self.checkpoint.steps[name]
         self.current_step = name
         self._reporter.report_update(self, step=name)
-        value = function(*args, **kwargs)
-        if inspect.isawaitable(value):
-            value = await value
-        return self._finish_step(name, value)
+        with step_span(self, name):
+            value = function(*args, **kwargs)
+            if inspect.isawaitable(value):
+                value = await value
+            return self._finish_step(name, value)
 
     def _begin_step(self, name: str) -> None:
         if not isinstance(name, str) or not name.strip():

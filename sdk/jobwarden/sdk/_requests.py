@@ -8,6 +8,7 @@ from typing import Any
 
 from jobwarden.contract import ErrorKind, JobStatus, LockMode, StartTimeoutAction
 from jobwarden.sdk._convert import check_depth, dict_to_struct, duration, timestamp
+from jobwarden.sdk._tracing import current_trace_context
 from jobwarden.v1 import job_pb2, job_service_pb2
 
 __all__ = ["LockSpec", "lock_request", "retry_policy", "statuses", "submit_request", "timeouts"]
@@ -122,9 +123,13 @@ def submit_request(
     timeouts: job_pb2.JobTimeouts | Mapping[str, Any] | None = None,
     retry_policy: job_pb2.RetryPolicy | Mapping[str, Any] | None = None,
     workflow_variables: Mapping[str, str] | None = None,
+    trace_context: Mapping[str, str] | None = None,
 ) -> job_service_pb2.SubmitJobRequest:
     """A ``SubmitJobRequest``; raises ``TypeError``/``ValueError`` for input JSON cannot hold, or
-    that nests deeper than the engine takes."""
+    that nests deeper than the engine takes.
+
+    ``trace_context`` None takes the caller's OpenTelemetry context (none without an active span).
+    """
     if input is not None and not isinstance(input, Mapping):
         raise TypeError(f"a job's input must be a JSON object (a dict), got {type(input).__name__}")
     if input:
@@ -137,6 +142,7 @@ def submit_request(
         correlation_id=correlation_id,
         idempotency_key=idempotency_key,
         workflow_variables=dict(workflow_variables or {}),
+        trace_context=current_trace_context() if trace_context is None else dict(trace_context),
     )
     dict_to_struct(input, request.input)
     if run_at is not None:

@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 
 from jobwarden.contract import JobStatus
 from jobwarden.sdk._client import JobClient
-from jobwarden.sdk._requests import LockSpec
+from jobwarden.sdk._requests import LockSpec, submit_request
+from jobwarden.sdk._tracing import current_trace_context
 from jobwarden.v1 import executor_service_pb2, job_pb2, job_service_pb2, lock_service_pb2
 
 __all__ = ["SyncJobClient"]
@@ -71,8 +72,12 @@ class SyncJobClient:
         timeouts: job_pb2.JobTimeouts | Mapping[str, Any] | None = None,
         retry_policy: job_pb2.RetryPolicy | Mapping[str, Any] | None = None,
         workflow_variables: Mapping[str, str] | None = None,
+        trace_context: Mapping[str, str] | None = None,
     ) -> job_pb2.Job:
         """See ``JobClient.submit``."""
+        # The client's loop runs in another thread: the caller's span is current here, not there.
+        if trace_context is None:
+            trace_context = current_trace_context()
         return self._run(
             self._client.submit(
                 action,
@@ -86,13 +91,19 @@ class SyncJobClient:
                 timeouts=timeouts,
                 retry_policy=retry_policy,
                 workflow_variables=workflow_variables,
+                trace_context=trace_context,
             )
         )
 
     def submit_many(
         self, jobs: Iterable[job_service_pb2.SubmitJobRequest | Mapping[str, Any]]
     ) -> builtins.list[job_pb2.Job]:
-        return self._run(self._client.submit_many(jobs))
+        # Built here, in the caller's thread, so that they carry the caller's trace context.
+        requests = [
+            job if isinstance(job, job_service_pb2.SubmitJobRequest) else submit_request(**job)
+            for job in jobs
+        ]
+        return self._run(self._client.submit_many(requests))
 
     def get(self, job_id: str) -> job_pb2.Job:
         return self._run(self._client.get(job_id))

@@ -37,6 +37,7 @@ from jobwarden.sdk._exceptions import (
 from jobwarden.sdk._executor import Executor, method_for, overrides, validate
 from jobwarden.sdk._outbox import JobKey, Outbox
 from jobwarden.sdk._requests import lock_request
+from jobwarden.sdk._tracing import trace_attempt
 from jobwarden.v1 import executor_service_pb2 as pb
 from jobwarden.v1 import executor_service_pb2_grpc, job_pb2
 
@@ -615,6 +616,7 @@ class Worker:
     async def _run_job(self, job: _Job, method: Callable[[JobContext], Any]) -> None:
         assert self._loop is not None
         ctx = job.ctx
+        method = trace_attempt(method, job.is_async, self.name)
         try:
             if job.is_async:
                 value = await method(ctx)

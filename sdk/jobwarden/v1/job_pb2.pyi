@@ -592,6 +592,23 @@ class Job(_message.Message):
         _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
+    @_typing.final
+    class TraceContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     ACTION_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
@@ -626,6 +643,7 @@ class Job(_message.Message):
     DEADLINES_FIELD_NUMBER: _builtins.int
     HEARTBEAT_AT_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """A UUID (version 7, time-ordered)."""
     action: _builtins.str
@@ -688,6 +706,10 @@ class Job(_message.Message):
     def deadlines(self) -> Global___Deadlines: ...
     @_builtins.property
     def heartbeat_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The trace context of the submit (see SubmitJobRequest.trace_context), as it was stored."""
+
     def __init__(
         self,
         *,
@@ -725,10 +747,11 @@ class Job(_message.Message):
         deadlines: Global___Deadlines | None = ...,
         heartbeat_at: _timestamp_pb2.Timestamp | None = ...,
         sequence: _builtins.int = ...,
+        trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "created_at", b"created_at", "deadlines", b"deadlines", "error", b"error", "finished_at", b"finished_at", "heartbeat_at", b"heartbeat_at", "input", b"input", "result", b"result", "retry_policy", b"retry_policy", "run_at", b"run_at", "started_at", b"started_at", "timeouts", b"timeouts", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "attempt", b"attempt", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "checkpoint", b"checkpoint", "correlation_id", b"correlation_id", "created_at", b"created_at", "deadlines", b"deadlines", "error", b"error", "finished_at", b"finished_at", "heartbeat_at", b"heartbeat_at", "id", b"id", "idempotency_key", b"idempotency_key", "input", b"input", "job_variables", b"job_variables", "labels", b"labels", "locks", b"locks", "locks_held", b"locks_held", "message", b"message", "mode", b"mode", "priority", b"priority", "progress", b"progress", "result", b"result", "retry_policy", b"retry_policy", "run_at", b"run_at", "sequence", b"sequence", "started_at", b"started_at", "status", b"status", "status_reason", b"status_reason", "step", b"step", "timeouts", b"timeouts", "updated_at", b"updated_at", "worker_id", b"worker_id", "workflow_variables", b"workflow_variables"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "attempt", b"attempt", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "checkpoint", b"checkpoint", "correlation_id", b"correlation_id", "created_at", b"created_at", "deadlines", b"deadlines", "error", b"error", "finished_at", b"finished_at", "heartbeat_at", b"heartbeat_at", "id", b"id", "idempotency_key", b"idempotency_key", "input", b"input", "job_variables", b"job_variables", "labels", b"labels", "locks", b"locks", "locks_held", b"locks_held", "message", b"message", "mode", b"mode", "priority", b"priority", "progress", b"progress", "result", b"result", "retry_policy", b"retry_policy", "run_at", b"run_at", "sequence", b"sequence", "started_at", b"started_at", "status", b"status", "status_reason", b"status_reason", "step", b"step", "timeouts", b"timeouts", "trace_context", b"trace_context", "updated_at", b"updated_at", "worker_id", b"worker_id", "workflow_variables", b"workflow_variables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015

@@ -59,6 +59,23 @@ class SubmitJobRequest(_message.Message):
         _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
+    @_typing.final
+    class TraceContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
     ACTION_FIELD_NUMBER: _builtins.int
     INPUT_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
@@ -70,6 +87,7 @@ class SubmitJobRequest(_message.Message):
     CORRELATION_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     WORKFLOW_VARIABLES_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     action: _builtins.str
     priority: _builtins.int
     correlation_id: _builtins.str
@@ -90,6 +108,15 @@ class SubmitJobRequest(_message.Message):
 
     @_builtins.property
     def workflow_variables(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The OpenTelemetry context of the submitter, in its propagator's text form: W3C Trace Context
+        keys "traceparent" and "tracestate" (and "baggage", if the submitter propagates it). Stored with
+        the job and given to its worker in Assignment.job, so the engine's and the worker's spans join
+        the submitter's trace. Empty: the job is in no trace. At most 8 entries, keys up to 64 and values
+        up to 2048 characters (INVALID_ARGUMENT beyond); a value no propagator can read is ignored.
+        """
+
     def __init__(
         self,
         *,
@@ -104,10 +131,11 @@ class SubmitJobRequest(_message.Message):
         correlation_id: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
         workflow_variables: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "retry_policy", b"retry_policy", "run_at", b"run_at", "timeouts", b"timeouts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "correlation_id", b"correlation_id", "idempotency_key", b"idempotency_key", "input", b"input", "labels", b"labels", "locks", b"locks", "priority", b"priority", "retry_policy", b"retry_policy", "run_at", b"run_at", "timeouts", b"timeouts", "workflow_variables", b"workflow_variables"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "correlation_id", b"correlation_id", "idempotency_key", b"idempotency_key", "input", b"input", "labels", b"labels", "locks", b"locks", "priority", b"priority", "retry_policy", b"retry_policy", "run_at", b"run_at", "timeouts", b"timeouts", "trace_context", b"trace_context", "workflow_variables", b"workflow_variables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___SubmitJobRequest: _TypeAlias = SubmitJobRequest  # noqa: Y015

@@ -56,6 +56,12 @@ def register(subparsers: Any) -> None:
         help="serve Prometheus metrics at http://HOST:PORT/metrics",
     )
     serve.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics port")
+    serve.add_argument(
+        "--tracing",
+        action="store_true",
+        help="export OpenTelemetry spans of traced jobs as the OTEL_* variables say (on without this "
+        "flag when OTEL_TRACES_EXPORTER or OTEL_EXPORTER_OTLP_ENDPOINT is set; needs jobwarden[tracing])",
+    )
     serve.set_defaults(func=_serve)
 
 
@@ -71,6 +77,9 @@ def _serve(args: argparse.Namespace) -> int:
     from .runtime import collect_when_idle, tune_gc
 
     configure_logging(args.log_level, args.log_format)
+    tracing = _tracing_wanted(args.tracing)
+    if tracing is None:
+        return 2
     if bool(args.tls_cert) != bool(args.tls_key):
         print("jobwarden serve: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
@@ -104,6 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
         tokens=tokens,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
+        tracing=tracing,
     )
     if args.max_watchers_per_client is not None:
         if args.max_watchers_per_client < 1:
@@ -112,13 +122,15 @@ def _serve(args: argparse.Namespace) -> int:
         options.max_watchers_per_client = args.max_watchers_per_client
 
     async def run() -> int:
+        from jobwarden.sdk._tracing import TracingSetupError
+
         server = EngineServer(config, options)
         try:
             await server.start()
         except JobwardenError as error:
             print(f"jobwarden serve: {error.message}", file=sys.stderr)
             return 2
-        except TlsError as error:
+        except (TlsError, TracingSetupError) as error:
             print(f"jobwarden serve: {error}", file=sys.stderr)
             return 2
         except OSError as error:
@@ -127,6 +139,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"jobwarden engine listening on {server.address}", flush=True)
         if server.metrics_server is not None:
             print(f"jobwarden metrics on {server.metrics_server.url}", flush=True)
+        if server.job_tracer is not None:
+            print("jobwarden tracing: spans of traced jobs are exported as OTEL_* says", flush=True)
         tune_gc()
         collector = asyncio.get_running_loop().create_task(collect_when_idle(server.engine))
         stop = asyncio.Event()
@@ -144,3 +158,25 @@ def _serve(args: argparse.Namespace) -> int:
         logging.getLogger("jobwarden.server").debug("fatal", exc_info=True)
         print(f"jobwarden serve: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
+
+
+def _tracing_wanted(flag: bool) -> bool | None:
+    """Whether to trace: ``--tracing``, or the ``OTEL_*`` variables when the tracing extra is there
+    (without it they only earn a warning: they may be meant for another program). None: ``--tracing``
+    without the extra, said on stderr."""
+    from jobwarden.sdk._tracing import AVAILABLE, INSTALL_HINT, tracing_requested_by_environment
+
+    if flag and not AVAILABLE:
+        print(f"jobwarden serve: --tracing needs OpenTelemetry: {INSTALL_HINT}", file=sys.stderr)
+        return None
+    if flag:
+        return True
+    if not tracing_requested_by_environment():
+        return False
+    if not AVAILABLE:
+        logging.getLogger("jobwarden.server").warning(
+            "the OTEL_* variables ask for traces, but OpenTelemetry is not installed (%s): no traces",
+            INSTALL_HINT,
+        )
+        return False
+    return True

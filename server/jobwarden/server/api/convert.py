@@ -178,6 +178,7 @@ def submit_spec_from_proto(request: job_service_pb2.SubmitJobRequest) -> SubmitS
         correlation_id=request.correlation_id,
         idempotency_key=request.idempotency_key,
         workflow_variables=dict(request.workflow_variables),
+        trace_context=dict(request.trace_context),
     )
 
 
@@ -290,7 +291,7 @@ _JOB_PLAIN = frozenset(
     {
         "id", "action", "status", "progress", "message", "attempt", "priority", "correlation_id",
         "idempotency_key", "worker_id", "cancel_requested", "step", "status_reason", "locks_held", "sequence",
-        "labels", "job_variables", "workflow_variables",
+        "labels", "job_variables", "workflow_variables", "trace_context",
     }
 )  # fmt: skip
 _JOB_TIMES = frozenset({"created_at", "updated_at", "started_at", "finished_at", "run_at", "heartbeat_at"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,11 @@ class ServerOptions:
     #: serve Prometheus metrics on this port (0 picks a free one); None: no metrics
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    #: record OpenTelemetry spans of traced jobs (needs the tracing extra)
+    tracing: bool = False
+    #: the OpenTelemetry SDK ``TracerProvider`` to record them with; None: one made from the
+    #: ``OTEL_*`` variables (service ``jobwarden-engine``), shut down with the server
+    tracer_provider: Any = None
 
 
 class EngineServer:
@@ -73,6 +79,9 @@ class EngineServer:
         #: the metrics and their HTTP server, when ``metrics_port`` is set
         self.metrics: Any = None
         self.metrics_server: Any = None
+        #: the ``JobTracer`` making spans of traced jobs, when ``tracing`` is set
+        self.job_tracer: Any = None
+        self._own_tracer_provider: Any = None
         self._health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
 
     @property
@@ -83,6 +92,8 @@ class EngineServer:
         options = self.options
         # Bad TLS files are refused before anything starts.
         credentials = server_credentials(options.tls) if options.tls is not None else None
+        if options.tracing:
+            self.job_tracer = self._job_tracer()
         await self.engine.start()
         # Outermost: a body that does not decode is refused before any other check reads it.
         self.decoding = DecodeInterceptor(own_refusals={CONNECT})
@@ -144,17 +155,30 @@ class EngineServer:
         from jobwarden.server.observability import EngineMetrics, MetricsServer, observe
 
         if self.options.metrics_port is None:
-            observe(self.engine)
+            observe(self.engine, job_tracer=self.job_tracer)
             return
         refusals = {"limits": lambda: self.limits.refusals if self.limits else {}}
         refusals["auth"] = lambda: self.auth.refusals if self.auth else {}
         refusals["decoding"] = lambda: self.decoding.refusals if self.decoding else {}
         self.metrics = EngineMetrics(self.engine, refusals=refusals)
-        observe(self.engine, self.metrics)
+        observe(self.engine, self.metrics, self.job_tracer)
         self.metrics_server = MetricsServer(
             self.metrics.registry, self.options.metrics_host, self.options.metrics_port
         )
         await self.metrics_server.start()
+
+    def _job_tracer(self) -> Any:
+        """Raises ``TracingSetupError`` (before the port opens) when tracing cannot be set up."""
+        from jobwarden.sdk._tracing import AVAILABLE, INSTALL_HINT, TracingSetupError, configure_tracing
+
+        if not AVAILABLE:
+            raise TracingSetupError(f"tracing needs OpenTelemetry: {INSTALL_HINT}")
+        from jobwarden.server.observability._tracing import JobTracer
+
+        provider = self.options.tracer_provider
+        if provider is None:
+            provider = self._own_tracer_provider = configure_tracing("jobwarden-engine")
+        return JobTracer(provider)
 
     async def stop(self, grace: float = 1.0) -> None:
         if self.metrics_server is not None:
@@ -169,6 +193,10 @@ class EngineServer:
             self._server = None
         else:
             await self.engine.stop()
+        if self._own_tracer_provider is not None:
+            # Export what is still batched; a collector that is down costs at most its timeout.
+            provider, self._own_tracer_provider = self._own_tracer_provider, None
+            await asyncio.to_thread(provider.shutdown)
 
     async def wait(self) -> None:
         if self._server is not None:

@@ -60,6 +60,7 @@ from .validation import (
     check_string_map,
     check_template,
     check_timeouts,
+    check_trace_context,
     expand_lock_templates,
 )
 from .values import ActionStatsView, EngineConfig, JobResultIn, JobUpdateIn, Registration, StatsView
@@ -293,6 +294,7 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
         )
         check_string(spec.correlation_id, "correlation_id")
         check_string(spec.idempotency_key, "idempotency_key")
+        check_trace_context(spec.trace_context)
         check_timeouts(spec.timeouts)
         if spec.retry_policy is not None:
             check_retry_policy(spec.retry_policy)
@@ -322,6 +324,7 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
             timeouts=spec.timeouts,
             retry_policy=spec.retry_policy,
             workflow_variables=dict(spec.workflow_variables),
+            trace_context=dict(spec.trace_context),
         )
         config = self.action_config(spec.action)
         reason = ""

@@ -374,6 +374,8 @@ class Job:
     attempts: list[Attempt] = field(default_factory=list)
     job_variables: dict[str, str] = field(default_factory=dict)
     workflow_variables: dict[str, str] = field(default_factory=dict)
+    #: the submitter's trace context (traceparent, tracestate), carried as it came
+    trace_context: dict[str, str] = field(default_factory=dict)
     worker_id: str = ""
     cancel_requested: bool = False
     checkpoint: Checkpoint = field(default_factory=Checkpoint)
@@ -448,6 +450,7 @@ class Job:
                 "attempts": [a.to_dict() for a in self.attempts],
                 "job_variables": self.job_variables,
                 "workflow_variables": self.workflow_variables,
+                "trace_context": self.trace_context,
                 "worker_id": self.worker_id,
                 "cancel_requested": self.cancel_requested,
                 "checkpoint": self.checkpoint.to_dict(),
@@ -497,6 +500,7 @@ class Job:
             attempts=[Attempt.from_dict(a) for a in d.get("attempts") or ()],
             job_variables=d.get("job_variables") or {},
             workflow_variables=d.get("workflow_variables") or {},
+            trace_context=d.get("trace_context") or {},
             worker_id=d.get("worker_id", ""),
             cancel_requested=d.get("cancel_requested", False),
             checkpoint=Checkpoint.from_dict(d.get("checkpoint")),

@@ -27,6 +27,7 @@ __all__ = [
     "check_string",
     "check_string_map",
     "check_timeouts",
+    "check_trace_context",
     "expand_lock_templates",
 ]
 
@@ -50,6 +51,7 @@ class SubmitSpec:
     correlation_id: str = ""
     idempotency_key: str = ""
     workflow_variables: dict[str, str] = field(default_factory=dict)
+    trace_context: dict[str, str] = field(default_factory=dict)
 
 
 def check_action(action: str, what: str = "action") -> str:
@@ -83,6 +85,18 @@ def check_string_map(
             raise InvalidArgument(f"{what}: key {key[:40]!r}... is longer than {max_key} characters")
         if len(value) > max_value:
             raise InvalidArgument(f"{what}[{key!r}] is longer than {max_value} characters")
+
+
+def check_trace_context(values: Mapping[str, str]) -> None:
+    """Within the size limits; what the values say is not checked here: the core only carries them,
+    and tracing ignores a context its propagator cannot read."""
+    check_string_map(
+        values,
+        "trace_context",
+        Limits.MAX_TRACE_CONTEXT_ENTRIES,
+        Limits.MAX_TRACE_CONTEXT_KEY_LENGTH,
+        Limits.MAX_TRACE_CONTEXT_VALUE_LENGTH,
+    )
 
 
 def check_payload(value: Any, what: str) -> int:

@@ -1,12 +1,13 @@
 """Following a running engine without changing it: its committed events and its store writes.
 
 The group-commit writer reports every write attempt (``Writer.observe``) with the events it
-committed, so metrics and job log lines see exactly what was committed, once.
+committed, so metrics, job log lines and trace spans see exactly what was committed, once.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from jobwarden.contract import JobEventType, JobStatus
 from jobwarden.server.core import CommitReport, Engine, Event
@@ -23,8 +24,9 @@ jobs_log = logging.getLogger("jobwarden.jobs")
 _NOTABLE = frozenset({JobStatus.TIMED_OUT, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.REJECTED})
 
 
-def observe(engine: Engine, metrics: EngineMetrics | None = None) -> None:
-    """Feed ``metrics`` (if any) and the ``jobwarden.jobs`` log from a started engine's commits."""
+def observe(engine: Engine, metrics: EngineMetrics | None = None, job_tracer: Any = None) -> None:
+    """Feed ``metrics`` (if any), the ``jobwarden.jobs`` log and ``job_tracer`` (a ``JobTracer``, if
+    any: it needs the tracing extra, so it is not imported here) from a started engine's commits."""
 
     def committed(report: CommitReport) -> None:
         if metrics is not None:
@@ -33,6 +35,8 @@ def observe(engine: Engine, metrics: EngineMetrics | None = None) -> None:
                 metrics.on_events(report.events)
         if report.events:
             _log_events(report.events)
+            if job_tracer is not None:
+                job_tracer.on_events(report.events)
 
     engine.writer.observe(committed)
 
