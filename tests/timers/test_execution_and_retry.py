@@ -1,5 +1,6 @@
-"""The execution timeout (the worker is told to cancel; FAILED(KILLED) once it stopped) and the retry policy (Temporal's:
-failed attempts with retries left go DELAYED with exponential backoff, then QUEUED as a new attempt)."""
+"""The execution timeout (the worker is told to cancel; FAILED(KILLED) once it stopped) and the retry
+policy (Temporal's: failed attempts with retries left go DELAYED with exponential backoff, then QUEUED
+as a new attempt)."""
 
 from __future__ import annotations
 
