@@ -197,3 +197,49 @@ async def test_a_killed_worker_lets_go_at_the_takeover_deadline_never_to_another
         JobStatus(e.job.status) for e in await client.events(job.id) if e.type == JobEventType.STATUS_CHANGED
     ]
     assert statuses == [S.RUNNING, S.TIMED_OUT, S.FAILED]
+
+
+async def test_the_locks_commands_show_a_stopping_holder_and_let_an_admin_release_it(
+    engine: EngineHandle, client: JobClient, workers: Workers, tmp_path: Path
+) -> None:
+    from .test_sdk_cli import jobwarden
+
+    worker = workers("--cancel-grace", str(GRACE))
+    await worker.connected(client)
+    gate = tmp_path / "gate"
+    job = await client.submit(
+        "sdk-stubborn",
+        {"gate": str(gate), "trace": str(tmp_path / "trace")},
+        locks=["asset:9"],
+        timeouts={"execution": 0.2},
+    )
+
+    async def stopping() -> bool:
+        return any(e.type == JobEventType.CANCEL_REQUESTED for e in await client.events(job.id))
+
+    await wait_until(stopping, what="the execution timeout to ask for the stop")
+    code, out, err = await jobwarden("locks", "list", "--engine", engine.address)
+    assert code == 0, err
+    header, row = out.splitlines()
+    assert header.split() == ["RESOURCE", "ROLE", "MODE", "HOLDER", "SINCE", "NOTE"]
+    assert row.startswith("asset:9")
+    assert f"job {job.id}" in row
+    assert row.endswith("held by a KILLED job whose executor has not stopped")
+
+    code, out, err = await jobwarden(
+        "locks", "release", "--job", job.id, "--reason", "  ", "--engine", engine.address
+    )
+    assert (code, err.strip()) == (2, "jobwarden locks release: --reason must say why")
+    code, out, err = await jobwarden(
+        "locks", "release", "--job", job.id, "--reason", "encoder wedged", "--engine", engine.address
+    )
+    assert code == 0, err
+    assert out.startswith(f"{job.id}  FAILED  1 lock(s) released: KILLED: ")
+    assert "locks force-released by admin:anonymous@" in out
+    assert await client.locks("asset:9") == []
+    code, out, err = await jobwarden(
+        "locks", "release", "--job", job.id, "--reason", "again", "--engine", engine.address
+    )
+    assert code == 1
+    assert "already FAILED: it holds no locks" in err
+    gate.touch()
