@@ -186,6 +186,52 @@ class Stubborn(Executor):
         return "finished anyway"
 
 
+def stamp(ctx: JobContext, what: str) -> None:
+    """``<job> <attempt> <start|stop> <time>`` in ``input.stamps``: the executor's own account of when it
+    touched its asset, which a test checks for overlaps."""
+    with open(ctx.input["stamps"], "a") as file:
+        file.write(f"{ctx.job_id} {ctx.attempt} {what} {time.time():.6f}\n")
+
+
+def writing_seconds(ctx: JobContext) -> float:
+    """``input.seconds`` on the first attempt, ``input.retry_seconds`` (default the same) on later ones."""
+    seconds = float(ctx.input.get("seconds", 1.5))
+    return float(ctx.input.get("retry_seconds", seconds)) if ctx.attempt > 1 else seconds
+
+
+class DeafWriter(Executor):
+    """A sync executor that "writes its asset" for ``writing_seconds`` in a loop of sleeps and never
+    looks at its cancel: only its return lets the asset go. Resumable, so a takeover would be allowed."""
+
+    action = "sdk-deaf-writer"
+    supports_resume = True
+
+    def execute(self, ctx: JobContext) -> str:
+        stamp(ctx, "start")
+        until = time.monotonic() + writing_seconds(ctx)
+        while time.monotonic() < until:
+            time.sleep(0.05)
+        stamp(ctx, "stop")
+        return "written"
+
+
+class SwallowingWriter(Executor):
+    """The async kind: it swallows every ``CancelledError`` and writes on until it is done."""
+
+    action = "sdk-swallowing-writer"
+
+    async def execute(self, ctx: JobContext) -> str:
+        stamp(ctx, "start")
+        until = time.monotonic() + writing_seconds(ctx)
+        while (left := until - time.monotonic()) > 0:
+            try:
+                await asyncio.sleep(left)
+            except asyncio.CancelledError:
+                trace(ctx, "swallowed a cancel")
+        stamp(ctx, "stop")
+        return "written"
+
+
 class Sleeper(Executor):
     """Sleeps ``input.seconds`` (for drain tests); vouched for by the worker's heartbeats."""
 
@@ -253,6 +299,8 @@ ALL = [
     StepTwice,
     BadCancel,
     Stubborn,
+    DeafWriter,
+    SwallowingWriter,
     Sleeper,
     Silent,
     Extender,

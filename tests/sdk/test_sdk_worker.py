@@ -135,23 +135,27 @@ async def test_a_cancel_hook_that_raises_is_logged_and_the_job_still_cancelled(
     assert worker.process.poll() is None
 
 
-async def test_a_sync_job_that_ignores_cancel_is_reported_cancelled_after_the_grace(
+async def test_a_sync_job_that_ignores_cancel_is_reported_only_once_it_returns(
     client: JobClient, workers: Workers, tmp_path: Path
 ) -> None:
-    worker = workers("--cancel-grace", "0.5")
+    worker = workers("--cancel-grace", "0.5", "--capacity", "1")
     await worker.connected(client)
     gate = tmp_path / "gate"
     job = await client.submit("sdk-stubborn", {"gate": str(gate), "trace": str(tmp_path / "trace")})
     await wait_status(client, job.id, JobStatus.RUNNING)
     await wait_until(lambda: (tmp_path / "trace").exists(), what="the job to start")
     await client.cancel(job.id)
+    await wait_until(lambda: "did not stop within 0.5s" in worker.output(), what="the grace warning")
+    assert "stay held until it returns" in worker.output()
+    # Its code still runs: it is not reported stopped, and it keeps its slot (capacity 1).
+    assert JobStatus((await client.get(job.id)).status) is JobStatus.RUNNING
+    [serving] = [w for w in await client.workers() if w.name == worker.name]
+    assert [j.job_id for j in serving.jobs] == [job.id]
+    queued = await client.submit("sdk-noop")
+    gate.touch()  # the executor returns: now the cancel is acknowledged
     cancelled = await wait_status(client, job.id)
     assert JobStatus(cancelled.status) is JobStatus.CANCELLED
-    assert "did not stop within 0.5s" in worker.output()
-    gate.touch()  # let the abandoned thread end; the worker must not report it
-    after = await client.submit("sdk-noop")
-    assert JobStatus((await wait_status(client, after.id)).status) is JobStatus.COMPLETED
-    assert JobStatus((await client.get(job.id)).status) is JobStatus.CANCELLED
+    assert JobStatus((await wait_status(client, queued.id)).status) is JobStatus.COMPLETED
 
 
 async def test_retry_policy_retries_from_the_checkpoint(

@@ -23,10 +23,11 @@ from jobwarden.server.api.auth import TokenError, Tokens, tokens_from_environmen
 from jobwarden.v1 import executor_service_pb2 as ep
 from jobwarden.v1 import job_pb2, job_service_pb2, lock_service_pb2
 from jobwarden.v1 import job_service_pb2 as js
+from jobwarden.v1 import lock_service_pb2 as ls
 
 from tests.conftest import EngineHandle
 from tests.security.conftest import TOKENS, SecureEngineFactory, token_of
-from tests.support import wait_for
+from tests.support import wait_for, wait_for_async
 
 READ = {
     "GetJob",
@@ -50,7 +51,9 @@ OPERATE = {
     "AcquireLock",
     "ReleaseLock",
 }
-ALL = READ | OPERATE | {"SetActionConfig", "Connect"}
+#: admin only
+ADMIN = {"SetActionConfig", "ForceReleaseJobLocks"}
+ALL = READ | OPERATE | ADMIN | {"Connect"}
 #: what each principal may call (the worker: its own action's config, and Connect for it)
 ALLOWED = {
     "vera": READ,
@@ -246,6 +249,69 @@ async def test_the_actor_of_each_cancel_and_retry_is_in_the_job_events(channel: 
     ]
     assert trail == [("QUEUED", "otto"), ("CANCELLED", "otto"), ("QUEUED", "ada")]
     assert events[1].reason == "wrong input"
+
+
+async def test_only_an_admin_force_releases_a_stopping_jobs_locks_and_is_named_for_it(
+    auth_engine: EngineHandle, channel: grpc.aio.Channel
+) -> None:
+    from jobwarden.v1 import executor_service_pb2_grpc, job_service_pb2_grpc, lock_service_pb2_grpc
+
+    def as_(name: str) -> tuple[tuple[str, str]]:
+        return (("authorization", f"Bearer {token_of(name)}"),)
+
+    jobs = job_service_pb2_grpc.JobServiceStub(channel)
+    locks = lock_service_pb2_grpc.LockServiceStub(channel)
+    stream = executor_service_pb2_grpc.ExecutorServiceStub(channel).Connect(metadata=as_("wanda"))
+    register = ep.Register(worker_name="deaf", executors=[ep.ExecutorSpec(action="transcode")], capacity=2)
+    await stream.write(ep.ConnectRequest(register=register))
+    assert (await stream.read()).WhichOneof("message") == "registered"
+
+    async def next_message(kind: str) -> Any:
+        while True:
+            message = await asyncio.wait_for(stream.read(), 15)
+            if message.WhichOneof("message") == kind:
+                return getattr(message, kind)
+            if kind == "assignment" and message.WhichOneof("message") == "assignments":
+                return message.assignments.assignments[0]
+
+    asset = [job_pb2.LockRequest(resource="asset:7", mode=job_pb2.LOCK_MODE_EXCLUSIVE)]
+    quick = job_pb2.JobTimeouts()
+    quick.execution.FromMilliseconds(50)
+    submit = js.SubmitJobRequest(action="transcode", locks=asset, timeouts=quick)
+    job = (await jobs.SubmitJob(submit, metadata=as_("otto"))).job
+    await next_message("assignment")
+    assert (await next_message("cancel_request")).job_id == job.id  # and the worker ignores it
+    waiter = (
+        await jobs.SubmitJob(js.SubmitJobRequest(action="transcode", locks=asset), metadata=as_("otto"))
+    ).job
+
+    async def waiting() -> bool:
+        got = await jobs.GetJob(js.GetJobRequest(job_id=waiter.id), metadata=as_("vera"))
+        return bool(got.job.status == JobStatus.WAITING_FOR_LOCK)
+
+    await wait_for_async(waiting, message="the second job to wait for the lock")
+    release = ls.ForceReleaseJobLocksRequest(job_id=job.id, reason="encoder wedged")
+    await auth_engine.core.writer.flush()
+    before = fingerprint(auth_engine)
+    for name in ("vera", "otto", "wanda"):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await locks.ForceReleaseJobLocks(release, metadata=as_(name))
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, name
+    with pytest.raises(grpc.aio.AioRpcError) as not_stopping:
+        await locks.ForceReleaseJobLocks(
+            ls.ForceReleaseJobLocksRequest(job_id=waiter.id, reason="no"), metadata=as_("ada")
+        )
+    assert not_stopping.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    await auth_engine.core.writer.flush()
+    assert fingerprint(auth_engine) == before, "a refused force release changed something"
+
+    released = await locks.ForceReleaseJobLocks(release, metadata=as_("ada"))
+    assert (released.released, JobStatus(released.job.status)) == (1, JobStatus.FAILED)
+    history = (await jobs.GetJobEvents(js.GetJobEventsRequest(job_id=job.id), metadata=as_("vera"))).events
+    assert history[-1].actor == "ada"
+    assert "locks force-released by admin:ada: encoder wedged" in history[-1].reason
+    assert (await next_message("assignment")).job_id == waiter.id, "the lock passed on"
+    stream.cancel()
 
 
 async def test_a_worker_token_serves_its_actions_only(

@@ -1,11 +1,13 @@
-"""The execution timeout (the worker is told to cancel, FAILED(KILLED)) and the retry policy (Temporal's:
-failed attempts with retries left go DELAYED with exponential backoff, then QUEUED as a new attempt)."""
+"""The execution timeout (the worker is told to cancel; FAILED(KILLED) once it stopped) and the retry
+policy (Temporal's: failed attempts with retries left go DELAYED with exponential backoff, then QUEUED
+as a new attempt)."""
 
 from __future__ import annotations
 
 import re
 
 from jobwarden.contract import ErrorKind, ExecutionMode, JobEventType, JobStatus
+from jobwarden.v1 import executor_service_pb2 as pb
 from jobwarden.v1 import job_pb2
 
 from tests.conftest import EngineHandle, Stubs
@@ -24,7 +26,7 @@ from tests.timers.helpers import (
 S = JobStatus
 
 
-async def test_execution_timeout_cancels_the_worker_and_kills_the_job(
+async def test_execution_timeout_cancels_the_worker_and_kills_the_job_once_it_stopped(
     engine: EngineHandle, stubs: Stubs
 ) -> None:
     worker = await RawWorker(engine.address, ["render"]).connect()
@@ -34,16 +36,21 @@ async def test_execution_timeout_cancels_the_worker_and_kills_the_job(
     cancel = await worker.next_cancel()
     assert (cancel.job_id, cancel.attempt) == (job.id, 1)
     assert "execution timeout of 0.05s" in cancel.reason
-    failed = await wait_status(stubs, job.id, S.FAILED)
-    assert failed.error.kind == ErrorKind.KILLED
-    assert failed.attempts[0].status == S.FAILED
-    # The worker's late result changes nothing.
+    # Until the worker says its executor stopped, the job is not over: it still runs, stopping.
+    stopping = await get(stubs, job.id)
+    assert stopping.status == S.RUNNING
+    requested = [e for e in await events(stubs, job.id) if e.type == JobEventType.CANCEL_REQUESTED]
+    assert [e.reason for e in requested] == ["execution timeout of 0.05s passed"]
+    # The executor finally returns: its result is the stop's acknowledgement, and is dropped.
     await worker.complete(assignment, {"late": True})
     ack = await worker.next_ack()
-    assert not ack.accepted
-    after = await get(stubs, job.id)
-    assert after.status == S.FAILED
-    assert not after.HasField("result") or "late" not in after.result
+    assert ack.accepted
+    assert "dropped" in ack.reason
+    failed = await wait_status(stubs, job.id, S.FAILED)
+    assert failed.error.kind == ErrorKind.KILLED
+    assert "reported COMPLETED, which was dropped" in failed.error.message
+    assert failed.attempts[0].status == S.FAILED
+    assert not failed.HasField("result") or "late" not in failed.result
     assert await status_path(stubs, job.id) == [S.QUEUED, S.RUNNING, S.FAILED]
     await worker.close()
 
@@ -53,6 +60,7 @@ async def test_killed_runs_again_when_the_policy_allows(engine: EngineHandle, st
     job = await submit(stubs, "render", timeouts=timeouts(execution=0.05), retry_policy=retry_policy(2, 0.01))
     first = await worker.next_assignment()
     await worker.next_cancel()
+    await worker.send(pb.ConnectRequest(cancel_ack=pb.CancelAck(job_id=job.id, attempt=first.attempt)))
     second = await worker.next_assignment()
     assert (second.job_id, second.attempt, second.mode) == (job.id, 2, ExecutionMode.RETRY)
     await worker.complete(second)

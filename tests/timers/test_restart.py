@@ -161,7 +161,10 @@ async def test_deadlines_that_pass_during_a_kill_9_fire_at_once(tmp_path: Path, 
     try:
         async with connected(process.address) as stubs:
             worker = await RawWorker(process.address, ["render"]).connect()
-            running = await submit(stubs, "render", timeouts=timeouts(execution=1.0, takeover=60))
+            # Its worker is gone with the engine: after the restart the passed execution timeout asks it
+            # to stop, and the job (with its locks) ends KILLED only when its session is declared dead,
+            # at the takeover deadline counted from the restart.
+            running = await submit(stubs, "render", timeouts=timeouts(execution=1.0, takeover=1.0))
             await worker.next_assignment()
             start_job = await submit(stubs, "unserved", timeouts=timeouts(start=start_timeout(1.0)))
             wake_job = await submit(stubs, "unserved", run_at=stamp(time.time() + 1.0))
@@ -188,6 +191,7 @@ async def test_deadlines_that_pass_during_a_kill_9_fire_at_once(tmp_path: Path, 
             await wait_status(stubs, wake_job.id, S.QUEUED)
             killed = await wait_status(stubs, running.id, S.FAILED)
             assert killed.error.kind == ErrorKind.KILLED
+            assert "session was declared dead" in killed.error.message
             fired = [
                 seconds(e.time)
                 for job_id in (start_job.id, wake_job.id, running.id)

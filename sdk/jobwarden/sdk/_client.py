@@ -351,6 +351,17 @@ class JobClient:
             )
         ).released
 
+    async def force_release_job_locks(
+        self, job_id: str, reason: str
+    ) -> lock_service_pb2.ForceReleaseJobLocksResponse:
+        """Admin only: end a job whose executor has not confirmed its stop (execution timeout or
+        cancel) as decided, so its locks pass on now. ``reason`` is kept with the admin's name."""
+        request = lock_service_pb2.ForceReleaseJobLocksRequest(job_id=job_id, reason=reason)
+        return await self._call(
+            lock_service_pb2.ForceReleaseJobLocksResponse,
+            self._locks.ForceReleaseJobLocks(request, timeout=self.timeout),
+        )
+
     # -- the event stream ------------------------------------------------------------------------
     async def watch(
         self,

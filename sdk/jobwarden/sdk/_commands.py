@@ -147,7 +147,8 @@ def register(subparsers: Any) -> None:
         "--cancel-grace",
         type=float,
         default=10.0,
-        help="seconds a cancelled job gets to stop before it is reported cancelled anyway (default 10)",
+        help="seconds a cancelled job gets to stop before a warning that it ignores the cancel; it is "
+        "reported stopped (and its locks pass on) only when its code returns (default 10)",
     )
     worker.add_argument(
         "--connect-timeout",

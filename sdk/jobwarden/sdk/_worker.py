@@ -100,7 +100,7 @@ class _Job:
     is_async: bool
     task: asyncio.Task[None] | None = None
     cancel_requested: bool = False
-    #: no longer this worker's: released, rejected, fenced, or abandoned after the cancel grace
+    #: no longer this worker's: released, rejected or fenced
     detached: bool = False
     grace: asyncio.TimerHandle | None = None
     #: the job's heartbeat timeout in seconds, when it has its own
@@ -128,7 +128,9 @@ class Worker:
         name: a name for people; default ``host:pid``.
         labels: free-form labels shown with the worker.
         drain_timeout: seconds a draining worker waits for running jobs before handing them back.
-        cancel_grace: seconds a cancelled job gets to stop before it is reported cancelled anyway.
+        cancel_grace: seconds a cancelled job gets to stop before a warning says it ignores the
+            cancel. It is reported stopped only once its code has returned: until then the engine
+            keeps its locks and this worker keeps its slot.
         connect_timeout: give up (raise ``EngineUnavailable``) when the first connection has not
             succeeded after this many seconds; None keeps trying.
         reconnect_initial, reconnect_max: bounds (seconds) of the reconnect backoff.
@@ -706,21 +708,16 @@ class Worker:
         job.grace = self._loop.call_later(self.cancel_grace, self._cancel_grace_over, job)
 
     def _cancel_grace_over(self, job: _Job) -> None:
+        """The executor ignores its cancel. It is never reported stopped while it runs: the engine keeps
+        the job's locks (and its slot here) until it returns, so nobody else touches what it writes."""
         if self._jobs.get(job.key[0]) is not job:
             return
-        logger.warning(
-            "worker %s: job %s did not stop within %gs of its cancel; reported cancelled and abandoned",
-            self.name,
-            job.key[0],
-            self.cancel_grace,
+        why = (
+            f"did not stop within {self.cancel_grace:g}s of its cancel; the executor ignores it, and the "
+            "job's locks and its slot on this worker stay held until it returns"
         )
-        job.ctx.log(f"did not stop within {self.cancel_grace:g}s of the cancel; abandoned", level="WARNING")
-        job.detached = True
-        self._forget(job)
-        self._outbox.cancel_ack(job.key)
-        self.finished_jobs += 1
-        self._kick()
-        self._check_idle()
+        logger.warning("worker %s: job %s %s", self.name, job.key[0], why)
+        job.ctx.log(why, level="WARNING")
 
     async def _finish_cancelled(self, job: _Job) -> None:
         if job.hosted.overrides("on_cancelled"):
@@ -770,7 +767,8 @@ class Worker:
         try:
             await asyncio.wait_for(self._idle.wait(), self.drain_timeout)
         except TimeoutError:
-            running = list(self._jobs.values())
+            # A job being stopped is not handed back: it would run elsewhere beside its own executor.
+            running = [job for job in self._jobs.values() if not job.cancel_requested]
             logger.warning("worker %s: handing %d running job(s) back to the engine", self.name, len(running))
             self._outbox.release([job.key for job in running], "the worker is shutting down")
             for job in running:

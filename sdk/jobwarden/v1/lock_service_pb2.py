@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from jobwarden.v1 import job_pb2 as jobwarden_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fjobwarden/v1/lock_service.proto\x12\x0cjobwarden.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16jobwarden/v1/job.proto\"\x9f\x01\n\x12\x41\x63quireLockRequest\x12\x0e\n\x06holder\x18\x01 \x01(\t\x12(\n\x05locks\x18\x02 \x03(\x0b\x32\x19.jobwarden.v1.LockRequest\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x04wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"=\n\x13\x41\x63quireLockResponse\x12&\n\x04held\x18\x01 \x03(\x0b\x32\x18.jobwarden.v1.LockHolder\"7\n\x12ReleaseLockRequest\x12\x0e\n\x06holder\x18\x01 \x01(\t\x12\x11\n\tresources\x18\x02 \x03(\t\"\'\n\x13ReleaseLockResponse\x12\x10\n\x08released\x18\x01 \x01(\x05\"\"\n\x10ListLocksRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\"\xbf\x01\n\nLockHolder\x12\x10\n\x08resource\x18\x01 \x01(\t\x12$\n\x04mode\x18\x02 \x01(\x0e\x32\x16.jobwarden.v1.LockMode\x12\x0e\n\x06holder\x18\x03 \x01(\t\x12\x0e\n\x06job_id\x18\x04 \x01(\t\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"w\n\rResourceLocks\x12\x10\n\x08resource\x18\x01 \x01(\t\x12)\n\x07holders\x18\x02 \x03(\x0b\x32\x18.jobwarden.v1.LockHolder\x12)\n\x07waiters\x18\x03 \x03(\x0b\x32\x18.jobwarden.v1.LockHolder\"C\n\x11ListLocksResponse\x12.\n\tresources\x18\x01 \x03(\x0b\x32\x1b.jobwarden.v1.ResourceLocks2\x83\x02\n\x0bLockService\x12R\n\x0b\x41\x63quireLock\x12 .jobwarden.v1.AcquireLockRequest\x1a!.jobwarden.v1.AcquireLockResponse\x12R\n\x0bReleaseLock\x12 .jobwarden.v1.ReleaseLockRequest\x1a!.jobwarden.v1.ReleaseLockResponse\x12L\n\tListLocks\x12\x1e.jobwarden.v1.ListLocksRequest\x1a\x1f.jobwarden.v1.ListLocksResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fjobwarden/v1/lock_service.proto\x12\x0cjobwarden.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16jobwarden/v1/job.proto\"\x9f\x01\n\x12\x41\x63quireLockRequest\x12\x0e\n\x06holder\x18\x01 \x01(\t\x12(\n\x05locks\x18\x02 \x03(\x0b\x32\x19.jobwarden.v1.LockRequest\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x04wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"=\n\x13\x41\x63quireLockResponse\x12&\n\x04held\x18\x01 \x03(\x0b\x32\x18.jobwarden.v1.LockHolder\"7\n\x12ReleaseLockRequest\x12\x0e\n\x06holder\x18\x01 \x01(\t\x12\x11\n\tresources\x18\x02 \x03(\t\"\'\n\x13ReleaseLockResponse\x12\x10\n\x08released\x18\x01 \x01(\x05\"\"\n\x10ListLocksRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\"\xd4\x01\n\nLockHolder\x12\x10\n\x08resource\x18\x01 \x01(\t\x12$\n\x04mode\x18\x02 \x01(\x0e\x32\x16.jobwarden.v1.LockMode\x12\x0e\n\x06holder\x18\x03 \x01(\t\x12\x0e\n\x06job_id\x18\x04 \x01(\t\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bholder_note\x18\x07 \x01(\t\"w\n\rResourceLocks\x12\x10\n\x08resource\x18\x01 \x01(\t\x12)\n\x07holders\x18\x02 \x03(\x0b\x32\x18.jobwarden.v1.LockHolder\x12)\n\x07waiters\x18\x03 \x03(\x0b\x32\x18.jobwarden.v1.LockHolder\"C\n\x11ListLocksResponse\x12.\n\tresources\x18\x01 \x03(\x0b\x32\x1b.jobwarden.v1.ResourceLocks\"=\n\x1b\x46orceReleaseJobLocksRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"P\n\x1c\x46orceReleaseJobLocksResponse\x12\x10\n\x08released\x18\x01 \x01(\x05\x12\x1e\n\x03job\x18\x02 \x01(\x0b\x32\x11.jobwarden.v1.Job2\xf2\x02\n\x0bLockService\x12R\n\x0b\x41\x63quireLock\x12 .jobwarden.v1.AcquireLockRequest\x1a!.jobwarden.v1.AcquireLockResponse\x12R\n\x0bReleaseLock\x12 .jobwarden.v1.ReleaseLockRequest\x1a!.jobwarden.v1.ReleaseLockResponse\x12L\n\tListLocks\x12\x1e.jobwarden.v1.ListLocksRequest\x1a\x1f.jobwarden.v1.ListLocksResponse\x12m\n\x14\x46orceReleaseJobLocks\x12).jobwarden.v1.ForceReleaseJobLocksRequest\x1a*.jobwarden.v1.ForceReleaseJobLocksResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,11 +45,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTLOCKSREQUEST']._serialized_start=461
   _globals['_LISTLOCKSREQUEST']._serialized_end=495
   _globals['_LOCKHOLDER']._serialized_start=498
-  _globals['_LOCKHOLDER']._serialized_end=689
-  _globals['_RESOURCELOCKS']._serialized_start=691
-  _globals['_RESOURCELOCKS']._serialized_end=810
-  _globals['_LISTLOCKSRESPONSE']._serialized_start=812
-  _globals['_LISTLOCKSRESPONSE']._serialized_end=879
-  _globals['_LOCKSERVICE']._serialized_start=882
-  _globals['_LOCKSERVICE']._serialized_end=1141
+  _globals['_LOCKHOLDER']._serialized_end=710
+  _globals['_RESOURCELOCKS']._serialized_start=712
+  _globals['_RESOURCELOCKS']._serialized_end=831
+  _globals['_LISTLOCKSRESPONSE']._serialized_start=833
+  _globals['_LISTLOCKSRESPONSE']._serialized_end=900
+  _globals['_FORCERELEASEJOBLOCKSREQUEST']._serialized_start=902
+  _globals['_FORCERELEASEJOBLOCKSREQUEST']._serialized_end=963
+  _globals['_FORCERELEASEJOBLOCKSRESPONSE']._serialized_start=965
+  _globals['_FORCERELEASEJOBLOCKSRESPONSE']._serialized_end=1045
+  _globals['_LOCKSERVICE']._serialized_start=1048
+  _globals['_LOCKSERVICE']._serialized_end=1418
 # @@protoc_insertion_point(module_scope)

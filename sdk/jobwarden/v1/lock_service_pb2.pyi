@@ -136,12 +136,17 @@ class LockHolder(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     SINCE_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    HOLDER_NOTE_FIELD_NUMBER: _builtins.int
     resource: _builtins.str
     mode: _job_pb2.LockMode.ValueType
     holder: _builtins.str
     """A job id or an external holder."""
     job_id: _builtins.str
     """Set when the holder is a job."""
+    holder_note: _builtins.str
+    """Set for a holder that is being stopped, e.g. "held by a KILLED job whose executor has not
+    stopped": the lock stays held until its worker confirms the stop, or an admin force-releases it.
+    """
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -157,10 +162,11 @@ class LockHolder(_message.Message):
         job_id: _builtins.str = ...,
         since: _timestamp_pb2.Timestamp | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
+        holder_note: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "since", b"since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "holder", b"holder", "job_id", b"job_id", "mode", b"mode", "resource", b"resource", "since", b"since"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "holder", b"holder", "holder_note", b"holder_note", "job_id", b"job_id", "mode", b"mode", "resource", b"resource", "since", b"since"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___LockHolder: _TypeAlias = LockHolder  # noqa: Y015
@@ -207,3 +213,48 @@ class ListLocksResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___ListLocksResponse: _TypeAlias = ListLocksResponse  # noqa: Y015
+
+@_typing.final
+class ForceReleaseJobLocksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    reason: _builtins.str
+    """Why (required): kept in the job's events with the admin's name."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___ForceReleaseJobLocksRequest: _TypeAlias = ForceReleaseJobLocksRequest  # noqa: Y015
+
+@_typing.final
+class ForceReleaseJobLocksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASED_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    released: _builtins.int
+    """How many locks the job held and gave back."""
+    @_builtins.property
+    def job(self) -> _job_pb2.Job:
+        """The job after it ended (or went DELAYED for a retry)."""
+
+    def __init__(
+        self,
+        *,
+        released: _builtins.int = ...,
+        job: _job_pb2.Job | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "released", b"released"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___ForceReleaseJobLocksResponse: _TypeAlias = ForceReleaseJobLocksResponse  # noqa: Y015

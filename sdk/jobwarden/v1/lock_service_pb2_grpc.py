@@ -50,6 +50,11 @@ class LockServiceStub:
                 request_serializer=jobwarden_dot_v1_dot_lock__service__pb2.ListLocksRequest.SerializeToString,
                 response_deserializer=jobwarden_dot_v1_dot_lock__service__pb2.ListLocksResponse.FromString,
                 _registered_method=True)
+        self.ForceReleaseJobLocks = channel.unary_unary(
+                '/jobwarden.v1.LockService/ForceReleaseJobLocks',
+                request_serializer=jobwarden_dot_v1_dot_lock__service__pb2.ForceReleaseJobLocksRequest.SerializeToString,
+                response_deserializer=jobwarden_dot_v1_dot_lock__service__pb2.ForceReleaseJobLocksResponse.FromString,
+                _registered_method=True)
 
 
 class LockServiceServicer:
@@ -76,6 +81,16 @@ class LockServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForceReleaseJobLocks(self, request, context):
+        """Admin only. End a job whose worker was told to stop it (execution timeout or cancel) but has not
+        confirmed that its executor stopped, with the outcome decided then (FAILED KILLED, through the
+        retry policy, or CANCELLED), so its locks pass on at once. The worker's later messages about
+        that attempt are refused. FAILED_PRECONDITION for a job that is not being stopped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LockServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +108,11 @@ def add_LockServiceServicer_to_server(servicer, server):
                     servicer.ListLocks,
                     request_deserializer=jobwarden_dot_v1_dot_lock__service__pb2.ListLocksRequest.FromString,
                     response_serializer=jobwarden_dot_v1_dot_lock__service__pb2.ListLocksResponse.SerializeToString,
+            ),
+            'ForceReleaseJobLocks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForceReleaseJobLocks,
+                    request_deserializer=jobwarden_dot_v1_dot_lock__service__pb2.ForceReleaseJobLocksRequest.FromString,
+                    response_serializer=jobwarden_dot_v1_dot_lock__service__pb2.ForceReleaseJobLocksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -177,6 +197,33 @@ class LockService:
             '/jobwarden.v1.LockService/ListLocks',
             jobwarden_dot_v1_dot_lock__service__pb2.ListLocksRequest.SerializeToString,
             jobwarden_dot_v1_dot_lock__service__pb2.ListLocksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForceReleaseJobLocks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwarden.v1.LockService/ForceReleaseJobLocks',
+            jobwarden_dot_v1_dot_lock__service__pb2.ForceReleaseJobLocksRequest.SerializeToString,
+            jobwarden_dot_v1_dot_lock__service__pb2.ForceReleaseJobLocksResponse.FromString,
             options,
             channel_credentials,
             insecure,

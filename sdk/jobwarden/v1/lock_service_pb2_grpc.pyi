@@ -38,6 +38,12 @@ class LockServiceStub:
     ReleaseLock: _grpc.UnaryUnaryMultiCallable[_lock_service_pb2.ReleaseLockRequest, _lock_service_pb2.ReleaseLockResponse]
     ListLocks: _grpc.UnaryUnaryMultiCallable[_lock_service_pb2.ListLocksRequest, _lock_service_pb2.ListLocksResponse]
     """Holders and waiters per resource."""
+    ForceReleaseJobLocks: _grpc.UnaryUnaryMultiCallable[_lock_service_pb2.ForceReleaseJobLocksRequest, _lock_service_pb2.ForceReleaseJobLocksResponse]
+    """Admin only. End a job whose worker was told to stop it (execution timeout or cancel) but has not
+    confirmed that its executor stopped, with the outcome decided then (FAILED KILLED, through the
+    retry policy, or CANCELLED), so its locks pass on at once. The worker's later messages about
+    that attempt are refused. FAILED_PRECONDITION for a job that is not being stopped.
+    """
 
 @_typing.type_check_only
 class LockServiceAsyncStub(LockServiceStub):
@@ -49,6 +55,12 @@ class LockServiceAsyncStub(LockServiceStub):
     ReleaseLock: _aio.UnaryUnaryMultiCallable[_lock_service_pb2.ReleaseLockRequest, _lock_service_pb2.ReleaseLockResponse]  # type: ignore[assignment]
     ListLocks: _aio.UnaryUnaryMultiCallable[_lock_service_pb2.ListLocksRequest, _lock_service_pb2.ListLocksResponse]  # type: ignore[assignment]
     """Holders and waiters per resource."""
+    ForceReleaseJobLocks: _aio.UnaryUnaryMultiCallable[_lock_service_pb2.ForceReleaseJobLocksRequest, _lock_service_pb2.ForceReleaseJobLocksResponse]  # type: ignore[assignment]
+    """Admin only. End a job whose worker was told to stop it (execution timeout or cancel) but has not
+    confirmed that its executor stopped, with the outcome decided then (FAILED KILLED, through the
+    retry policy, or CANCELLED), so its locks pass on at once. The worker's later messages about
+    that attempt are refused. FAILED_PRECONDITION for a job that is not being stopped.
+    """
 
 class LockServiceServicer(metaclass=_abc_1.ABCMeta):
     """The lock table: jobs take their locks through the engine; external systems use this service."""
@@ -75,5 +87,17 @@ class LockServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_lock_service_pb2.ListLocksResponse, _abc.Awaitable[_lock_service_pb2.ListLocksResponse]]:
         """Holders and waiters per resource."""
+
+    @_abc_1.abstractmethod
+    def ForceReleaseJobLocks(
+        self,
+        request: _lock_service_pb2.ForceReleaseJobLocksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lock_service_pb2.ForceReleaseJobLocksResponse, _abc.Awaitable[_lock_service_pb2.ForceReleaseJobLocksResponse]]:
+        """Admin only. End a job whose worker was told to stop it (execution timeout or cancel) but has not
+        confirmed that its executor stopped, with the outcome decided then (FAILED KILLED, through the
+        retry policy, or CANCELLED), so its locks pass on at once. The worker's later messages about
+        that attempt are refused. FAILED_PRECONDITION for a job that is not being stopped.
+        """
 
 def add_LockServiceServicer_to_server(servicer: LockServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

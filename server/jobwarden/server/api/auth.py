@@ -10,7 +10,7 @@ Roles, from least to most:
     operator   a viewer who also submits, cancels, retries, pauses and resumes, and holds external locks
     worker     connects as a worker for its named actions only (and reads, or adds lock templates to,
                those actions' configuration: what the SDK's worker does at start)
-    admin      everything, configuration included
+    admin      everything, configuration included, and force-releasing a stopping job's locks
 
 Health checks need no token. Every refusal is UNAUTHENTICATED (no token, an unknown one, or a header
 not exactly ``Bearer <token>``) or PERMISSION_DENIED (the role may not), is logged without the token,
@@ -96,7 +96,7 @@ class Role(StrEnum):
     OPERATOR = "operator"
     #: connect as a worker for named actions only
     WORKER = "worker"
-    #: everything, configuration included
+    #: everything, configuration included (and ForceReleaseJobLocks)
     ADMIN = "admin"
 
 
@@ -142,6 +142,7 @@ METHOD_PERMISSIONS: Mapping[str, Permission] = {
     _L + "AcquireLock": Permission.OPERATE,
     _L + "ReleaseLock": Permission.OPERATE,
     _L + "ListLocks": Permission.READ,
+    _L + "ForceReleaseJobLocks": Permission.CONFIGURE,
     "/grpc.health.v1.Health/Check": Permission.OPEN,
     "/grpc.health.v1.Health/Watch": Permission.OPEN,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Permission.READ,

@@ -417,7 +417,7 @@ def action_stats_to_proto(view: ActionStatsView) -> job_pb2.ActionStats:
     )
 
 
-def lock_holding_to_proto(resource: str, holding: LockHolding) -> lock_service_pb2.LockHolder:
+def lock_holding_to_proto(resource: str, holding: LockHolding, note: str = "") -> lock_service_pb2.LockHolder:
     return lock_service_pb2.LockHolder(
         resource=resource,
         mode=wire_enum(holding.mode),
@@ -425,4 +425,5 @@ def lock_holding_to_proto(resource: str, holding: LockHolding) -> lock_service_p
         job_id=holding.job_id or "",
         since=timestamp(holding.since),
         expires_at=timestamp(holding.expires_at),
+        holder_note=note,
     )

@@ -9,8 +9,9 @@ from jobwarden.server.core import Engine, InvalidArgument
 from jobwarden.v1 import lock_service_pb2 as pb
 from jobwarden.v1 import lock_service_pb2_grpc
 
-from .convert import duration_seconds, lock_holding_to_proto
+from .convert import duration_seconds, job_to_proto, lock_holding_to_proto
 from .errors import grpc_errors
+from .identity import actor_of
 
 __all__ = ["LockService"]
 
@@ -44,9 +45,21 @@ class LockService(lock_service_pb2_grpc.LockServiceServicer):
             resources=[
                 pb.ResourceLocks(
                     resource=view.resource,
-                    holders=[lock_holding_to_proto(view.resource, h) for h in view.holders],
+                    holders=[
+                        lock_holding_to_proto(view.resource, h, self.engine.lock_holder_note(h.job_id))
+                        for h in view.holders
+                    ],
                     waiters=[lock_holding_to_proto(view.resource, h) for h in view.waiters],
                 )
                 for view in self.engine.list_locks(request.prefix)
             ]
         )
+
+    @grpc_errors
+    async def ForceReleaseJobLocks(
+        self, request: pb.ForceReleaseJobLocksRequest, context: Context
+    ) -> pb.ForceReleaseJobLocksResponse:
+        released, job = await self.engine.force_release_job_locks(
+            request.job_id, request.reason, actor=actor_of(context)
+        )
+        return pb.ForceReleaseJobLocksResponse(released=released, job=job_to_proto(job))

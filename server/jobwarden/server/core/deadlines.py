@@ -28,6 +28,7 @@ from .model import (
 )
 from .sessions import (
     CancelOut,
+    WorkerSession,
 )
 from .timers import TimerKind
 from .validation import (
@@ -137,6 +138,10 @@ class DeadlineHandlers(EngineBase):
             return
         if self._not_yet(TimerKind.HEARTBEAT, job, job.deadlines.heartbeat, now):
             return
+        if job.stopping and self._holder(job) is not None:
+            # An executor that ignores its stop says nothing, but its worker's session is alive and
+            # may still be running it: only the session's death lets the job (and its locks) go.
+            return
         heartbeat = self._timeouts(job).heartbeat or 0.0
         self._time_out(job, now, reason=f"no update for {heartbeat:g}s")
 
@@ -146,11 +151,8 @@ class DeadlineHandlers(EngineBase):
         if self._not_yet(TimerKind.TAKEOVER, job, job.deadlines.takeover, now):
             return
         old = self._holder(job)
-        if job.cancel_requested:
-            if old is not None:
-                old.send(CancelOut(job.id, job.attempt, job.status_reason))
-            self._end(job, JobStatus.CANCELLED, reason=job.status_reason or "cancelled while timed out")
-            self._schedule_dispatch()
+        if job.stop_request is not None:
+            self._stopping_past_takeover(job, old)
             return
         candidates = [
             s
@@ -179,30 +181,56 @@ class DeadlineHandlers(EngineBase):
         self._fail(job, error)
         self._schedule_dispatch()
 
+    def _stopping_past_takeover(self, job: Job, old: WorkerSession | None) -> None:
+        """A job being stopped is never taken over: another worker would run it beside an executor
+        that may not have stopped. Its worker's session is dead: it ends as decided. The session is
+        alive (the job went silent before the stop was asked): it stays that session's until it stops."""
+        stop = job.stop_request
+        assert stop is not None
+        if old is not None:
+            self._back_to_running(
+                job,
+                reason=f"its worker {old.name} is still connected: the job ends when its executor stops",
+                actor="engine",
+            )
+            old.send(CancelOut(job.id, job.attempt, stop.reason))
+            return
+        self._finish_stop(
+            job,
+            actor="engine",
+            how="its worker's session was declared dead before it confirmed that the executor stopped",
+        )
+
     def _on_execution_timeout(self, job: Job, now: float) -> None:
-        if job.status not in ACTIVE_STATUSES:
+        if job.status not in ACTIVE_STATUSES or job.stop_request is not None:
             return
         if self._not_yet(TimerKind.EXECUTION, job, job.deadlines.execution, now):
             return
         limit = self._timeouts(job).execution or 0.0
-        session = self._holder(job)
-        if session is not None:
-            session.send(CancelOut(job.id, job.attempt, f"execution timeout of {limit:g}s passed"))
-        self._fail(
+        job.deadlines.execution = None
+        self._request_stop(
             job,
-            JobError(ErrorKind.KILLED, f"the execution timeout of {limit:g}s passed; the job was cancelled"),
+            f"execution timeout of {limit:g}s passed",
+            error=JobError(
+                ErrorKind.KILLED, f"the execution timeout of {limit:g}s passed; the job was cancelled"
+            ),
         )
-        self._schedule_dispatch()
 
     def _on_cancel_timeout(self, job: Job, now: float) -> None:
-        if job.status not in ACTIVE_STATUSES or not job.cancel_requested:
+        """The worker has not confirmed the stop within cancel_grace. While its session lives the job
+        (and its locks) stays: the executor may still be writing. Say so, and ask again."""
+        stop = job.stop_request
+        session = self._holder(job)
+        if stop is None or not job.stopping or session is None:
             return
-        self._end(
-            job,
-            JobStatus.CANCELLED,
-            reason=f"{job.status_reason} (the worker did not confirm within {self.config.cancel_grace:g}s)",
+        grace = self.config.cancel_grace
+        reason = (
+            f"the worker has not confirmed within {grace:g}s that the executor stopped; "
+            "the job's locks stay held until it stops or its worker's session is declared dead"
         )
-        self._schedule_dispatch()
+        log.warning("job %s (%s): %s", job.id, stop.reason, reason)
+        self.registry.record(job, reason=reason)
+        session.send(CancelOut(job.id, job.attempt, stop.reason))
 
     def _on_lock_ttl(self, holder: str) -> None:
         expires_at = self._lock_ttls.get(holder)

@@ -181,7 +181,10 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
             if job.status in ACTIVE_STATUSES:
                 if deadlines.execution is not None:
                     self.timers.arm(TimerKind.EXECUTION, job.id, deadlines.execution)
-                if job.cancel_requested:
+                if job.cancel_requested and job.stop_request is None:
+                    # Written by an engine from before stop requests were kept.
+                    self._decide_cancel(job, job.status_reason or "cancel requested", "engine")
+                if job.stop_request is not None:
                     self.timers.arm(TimerKind.CANCEL, job.id, now + self.config.cancel_grace)
             if job.status in (JobStatus.QUEUED, JobStatus.WAITING_FOR_LOCK) and deadlines.start is not None:
                 self.timers.arm(TimerKind.START, job.id, deadlines.start)
@@ -421,6 +424,7 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
         elif not job.cancel_requested:
             job.cancel_requested = True
             job.status_reason = reason
+            self._decide_cancel(job, reason, actor)
             self.registry.record(job, JobEventType.CANCEL_REQUESTED, actor=actor, reason=reason)
             session = self._holder(job)
             if session is not None:

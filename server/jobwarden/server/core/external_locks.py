@@ -1,16 +1,19 @@
-"""LockService's side of the lock table: external holders acquire with a TTL, release, and list."""
+"""LockService's side of the lock table: external holders acquire with a TTL, release, and list; an
+admin force-releases the locks of a job whose executor has not confirmed its stop."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
-from jobwarden.contract import LockMode
+from jobwarden.contract import Limits, LockMode
 
 from .errors import (
     FailedPrecondition,
     InvalidArgument,
+    JobNotFound,
 )
 from .flow import EngineBase, _lock_map
 from .ids import parse_job_id
@@ -115,3 +118,44 @@ class ExternalLocks(EngineBase):
 
     def list_locks(self, prefix: str = "") -> list[ResourceView]:
         return self.locks.view(prefix)
+
+    def lock_holder_note(self, job_id: str | None) -> str:
+        """What a reader of the lock table must know about a holding job: that it is being stopped."""
+        job = self.registry.jobs.get(job_id) if job_id else None
+        if job is None or job.stop_request is None or not job.stopping:
+            return ""
+        return f"held by a {job.stop_request.outcome} job whose executor has not stopped"
+
+    async def force_release_job_locks(
+        self, job_id: str, reason: str, *, actor: str
+    ) -> tuple[int, dict[str, Any]]:
+        """End a job being stopped as decided (KILLED or CANCELLED) without waiting for its worker, so
+        its locks pass on: the admin's word that its executor no longer touches them. The worker's later
+        messages about that attempt are refused as stale. Returns the locks released and the job."""
+        self._check_running()
+        job_id = parse_job_id(job_id)
+        if not reason.strip():
+            raise InvalidArgument(
+                "reason is required: say why the locks are released (it is kept with the job)"
+            )
+        check_string(reason, "reason", Limits.MAX_MESSAGE_LENGTH)
+        job = self.registry.jobs.get(job_id)
+        if job is None:
+            finished = self.registry.get(job_id) or await self._read(self.store.get_job, job_id)
+            if finished is None:
+                raise JobNotFound(job_id)
+            raise FailedPrecondition(
+                f"job {job_id} is already {finished.status.name}: it holds no locks", job_id=job_id
+            )
+        if not job.stopping:
+            raise FailedPrecondition(
+                f"job {job_id} is {job.status.name} and not being stopped: only the locks of a job whose "
+                "executor has not confirmed a stop (execution timeout or cancel) can be force-released",
+                job_id=job_id,
+            )
+        released = len(self.locks.held_by(job.id))
+        log.warning("locks of job %s force-released by %s: %s", job.id, actor, reason)
+        self._finish_stop(job, actor=actor, how=f"locks force-released by admin:{actor}: {reason}")
+        snapshot = job.snapshot()
+        await self.writer.flush()
+        return released, snapshot

@@ -9,11 +9,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import ParamSpec, TypeVar
 
 from jobwarden.contract import (
     ACTIVE_STATUSES,
     ExecutionMode,
+    JobEventType,
     JobStatus,
     LockMode,
 )
@@ -30,11 +32,13 @@ from .model import (
     JobError,
     LockRequest,
     RetryPolicy,
+    StopRequest,
     Timeouts,
 )
 from .queues import ReadyQueues
 from .registry import Registry
 from .sessions import (
+    CancelOut,
     WorkerSession,
 )
 from .store import Store
@@ -127,6 +131,7 @@ class EngineBase:
         job.started_at = job.started_at or now
         job.heartbeat_at = now
         job.cancel_requested = False
+        job.stop_request = None
         deadlines = job.deadlines
         deadlines.start = None
         deadlines.takeover = None
@@ -241,6 +246,7 @@ class EngineBase:
         holder = session or self.sessions.get(job.worker_id)
         if holder is not None and holder.jobs.get(job.id) == job.attempt:
             holder.drop(job)
+        job.stop_request = None
         for kind in (TimerKind.HEARTBEAT, TimerKind.EXECUTION, TimerKind.TAKEOVER, TimerKind.CANCEL):
             self.timers.disarm(kind, job.id)
         deadlines = job.deadlines
@@ -303,6 +309,41 @@ class EngineBase:
             reason=f"{error.kind.name}: {error.message[:200]}",
             error=error,
         )
+
+    def _request_stop(self, job: Job, reason: str, *, error: JobError | None = None) -> None:
+        """Tell the job's worker to stop it (the execution timeout passed). The job keeps its locks and
+        its slot on the worker until the worker confirms that the executor stopped, or its session is
+        declared dead; only then does it end as decided here (``_finish_stop``)."""
+        now = self.clock()
+        job.stop_request = StopRequest(reason, error, "engine", now)
+        self.registry.record(job, JobEventType.CANCEL_REQUESTED, reason=reason)
+        session = self._holder(job)
+        if session is not None:
+            attempt = job.attempt
+            self.writer.after_commit(lambda: session.send(CancelOut(job.id, attempt, reason)))
+        self.timers.arm(TimerKind.CANCEL, job.id, now + self.config.cancel_grace)
+
+    def _decide_cancel(self, job: Job, reason: str, actor: str) -> None:
+        """An operator's cancel of a running job: CANCELLED once its executor has stopped. When an
+        execution timeout already decided it (KILLED), that stands; the cancel then rules out a retry."""
+        if job.stop_request is None:
+            job.stop_request = StopRequest(reason, None, actor, self.clock())
+
+    def _finish_stop(self, job: Job, *, actor: str, how: str = "") -> None:
+        """The job's executor stopped (or its worker is gone for good, or an admin let go of it): end it
+        as decided when the stop was requested. Only now do its locks pass on and a retry get queued."""
+        stop = job.stop_request
+        if stop is None:
+            raise AssertionError(f"job {job.id} is not being stopped")
+        if stop.error is None:
+            self._end(
+                job, JobStatus.CANCELLED, actor=actor, reason=f"{stop.reason} ({how})" if how else stop.reason
+            )
+        else:
+            message = f"{stop.error.message}; {how}" if how else stop.error.message
+            self._fail(job, replace(stop.error, message=message), actor=actor)
+        log.info("job %s stopped (%s): %s", job.id, stop.outcome, how or "its executor stopped")
+        self._schedule_dispatch()
 
     def _time_out(self, job: Job, now: float, *, reason: str) -> None:
         """RUNNING -> TIMED_OUT; the second deadline starts."""

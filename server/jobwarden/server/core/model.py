@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobwarden.contract import (
+    ACTIVE_STATUSES,
     ErrorKind,
     ExecutionMode,
     JobEventType,
@@ -33,6 +34,7 @@ __all__ = [
     "RetryPolicy",
     "RunRequest",
     "StartTimeout",
+    "StopRequest",
     "Timeouts",
 ]
 
@@ -349,6 +351,44 @@ class Deadlines:
         )
 
 
+@dataclass(slots=True)
+class StopRequest:
+    """The engine told the job's worker to stop it: how the job ends once its executor has stopped.
+
+    Until then the job keeps its locks and its slot on the worker (it stays RUNNING, or TIMED_OUT
+    once its worker's session is gone), so nobody else touches its resources while its code runs."""
+
+    #: why, as the worker was told ("execution timeout of 5s passed", an operator's cancel reason)
+    reason: str
+    #: the KILLED error of an execution timeout (FAILED through the retry policy); None: CANCELLED
+    error: JobError | None = None
+    actor: str = "engine"
+    requested_at: float = 0.0
+
+    @property
+    def outcome(self) -> str:
+        """What the job ends as, for people: KILLED or CANCELLED."""
+        return "CANCELLED" if self.error is None else self.error.kind.name
+
+    def to_dict(self) -> JSONDict:
+        return {
+            "reason": self.reason,
+            "error": self.error.to_dict() if self.error else None,
+            "actor": self.actor,
+            "requested_at": self.requested_at,
+        }
+
+    @classmethod
+    def from_dict(cls, d: JSONDict) -> StopRequest:
+        error = d.get("error")
+        return cls(
+            reason=d.get("reason", ""),
+            error=JobError.from_dict(error) if error else None,
+            actor=d.get("actor", "engine"),
+            requested_at=d.get("requested_at", 0.0),
+        )
+
+
 @dataclass(slots=True, eq=False)
 class Job:
     id: str
@@ -378,6 +418,8 @@ class Job:
     trace_context: dict[str, str] = field(default_factory=dict)
     worker_id: str = ""
     cancel_requested: bool = False
+    #: set while the live attempt's executor is being stopped (execution timeout or cancel)
+    stop_request: StopRequest | None = None
     checkpoint: Checkpoint = field(default_factory=Checkpoint)
     started_at: float | None = None
     finished_at: float | None = None
@@ -403,6 +445,11 @@ class Job:
     def failures(self) -> int:
         """Attempts that ended FAILED (what a retry policy counts)."""
         return sum(1 for a in self.attempts if a.status is JobStatus.FAILED)
+
+    @property
+    def stopping(self) -> bool:
+        """Its worker was told to stop it and has not confirmed that the executor stopped."""
+        return self.stop_request is not None and self.status in ACTIVE_STATUSES
 
     @property
     def live_attempt(self) -> Attempt | None:
@@ -453,6 +500,7 @@ class Job:
                 "trace_context": self.trace_context,
                 "worker_id": self.worker_id,
                 "cancel_requested": self.cancel_requested,
+                "stop_request": self.stop_request.to_dict() if self.stop_request else None,
                 "checkpoint": self.checkpoint.to_dict(),
                 "started_at": self.started_at,
                 "finished_at": self.finished_at,
@@ -476,6 +524,7 @@ class Job:
     def from_dict(cls, d: JSONDict) -> Job:
         error = d.get("error")
         retry_policy = d.get("retry_policy")
+        stop_request = d.get("stop_request")
         return cls(
             id=d["id"],
             action=d["action"],
@@ -503,6 +552,7 @@ class Job:
             trace_context=d.get("trace_context") or {},
             worker_id=d.get("worker_id", ""),
             cancel_requested=d.get("cancel_requested", False),
+            stop_request=StopRequest.from_dict(stop_request) if stop_request else None,
             checkpoint=Checkpoint.from_dict(d.get("checkpoint")),
             started_at=d.get("started_at"),
             finished_at=d.get("finished_at"),

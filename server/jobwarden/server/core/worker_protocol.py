@@ -109,8 +109,8 @@ class WorkerProtocol(EngineBase):
                     job, reason=f"worker {session.name} reconnected", actor=f"worker:{worker_id}"
                 )
             resumed.append((job_id, attempt))
-            if job.cancel_requested:
-                cancel = CancelOut(job.id, attempt, job.status_reason or "cancel requested")
+            if job.stop_request is not None:
+                cancel = CancelOut(job.id, attempt, job.stop_request.reason)
                 self.writer.after_commit(functools.partial(session.send, cancel))
         session.send(
             RegisteredOut(worker_id, self.config.heartbeat_interval, resumed, rejected, session.token)
@@ -311,6 +311,9 @@ class WorkerProtocol(EngineBase):
             # Refused before anything changed: the job is still this worker's, which may report it again.
             session.send(ResultAckOut(job.id, result.attempt, False, problem, InvalidArgument.code))
             return
+        if job.stop_request is not None and job.stop_request.error is not None:
+            self._result_of_killed(session, job, result)
+            return
         actor = f"worker:{session.id}"
         status = result.status
         if result.job_variables:
@@ -338,6 +341,20 @@ class WorkerProtocol(EngineBase):
         attempt = result.attempt
         self.writer.after_commit(lambda: session.send(ResultAckOut(job.id, attempt, True)))
         self._schedule_dispatch()
+
+    def _result_of_killed(self, session: WorkerSession, job: Job, result: JobResultIn) -> None:
+        """A result for an attempt the engine had decided to kill (its execution timeout passed): it says
+        the executor stopped, which is all it is taken for. What the executor reported is noted in the
+        job's error and dropped, as a late result (accepted: the stop is acknowledged)."""
+        reported = _status_name(result.status)
+        self._finish_stop(
+            job,
+            actor=f"worker:{session.id}",
+            how=f"its executor stopped later and reported {reported}, which was dropped",
+        )
+        attempt = result.attempt
+        note = f"taken as the stop of the killed attempt; the reported {reported} was dropped"
+        self.writer.after_commit(lambda: session.send(ResultAckOut(job.id, attempt, True, note)))
 
     def _result_problem(self, result: JobResultIn, job: Job) -> str:
         if result.status not in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
@@ -416,15 +433,22 @@ class WorkerProtocol(EngineBase):
 
     def worker_cancel_ack(self, session: WorkerSession, job_id: str, attempt: int) -> None:
         job = self._held_job(session, job_id, attempt)
-        if not job.cancel_requested:
+        if job.stop_request is None:
             raise FailedPrecondition(f"no cancel was requested for job {job_id}", job_id=job_id)
-        self._end(job, JobStatus.CANCELLED, actor=f"worker:{session.id}", reason=job.status_reason)
-        self._schedule_dispatch()
+        self._finish_stop(job, actor=f"worker:{session.id}")
 
     def worker_release(self, session: WorkerSession, jobs: Sequence[tuple[str, int]], reason: str) -> None:
         """A draining worker hands running jobs back: they go first in the queue, as RESUME when the
         action supports it (keeping their locks), else as RETRY from the last checkpoint."""
         found = [self._held_job(session, job_id, attempt) for job_id, attempt in jobs]
+        for job in found:
+            if job.stop_request is not None:
+                # Handed back, it would run elsewhere beside an executor that may not have stopped.
+                raise FailedPrecondition(
+                    f"job {job.id} is being stopped ({job.stop_request.reason}): it cannot be handed "
+                    "back; confirm the stop (cancel_ack) once its executor has stopped",
+                    job_id=job.id,
+                )
         for job in found:
             spec = session.executors.get(job.action)
             self._finish_attempt(job, JobStatus.QUEUED, session)

@@ -72,4 +72,6 @@ class LocksScreen(PolledScreen):
             return f"{entry.holder} (external)"
         row = self.console.store.jobs.get(entry.job_id)
         label = f"job {short_id(entry.job_id)}"
-        return f"{label} {row.action}" if row is not None else label
+        who = f"{label} {row.action}" if row is not None else label
+        # A lock kept past its job's stop: say why, or it looks like a stuck engine.
+        return f"{who}: {entry.holder_note}" if entry.holder_note else who

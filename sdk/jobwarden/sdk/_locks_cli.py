@@ -1,0 +1,106 @@
+"""``jobwarden locks list|release``: the lock table, and an admin's way out of a lock held by a job
+whose executor has not stopped.
+
+Registered through the ``jobwarden.commands`` entry point ``locks``. Exit codes: 0 done, 1 the engine
+refused (its reason is printed) or could not be reached, 2 the command line is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from jobwarden.contract import LockMode
+from jobwarden.sdk import _format as fmt
+from jobwarden.sdk._address import DEFAULT_ENGINE, ENGINE_ENV
+from jobwarden.sdk._cli_support import OK, UsageError, client_for, runner
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    """Add ``jobwarden locks`` and its sub-commands."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--engine",
+        metavar="HOST:PORT",
+        help=f"the engine's address (default: ${ENGINE_ENV} or {DEFAULT_ENGINE})",
+    )
+    common.add_argument("--json", action="store_true", help="print JSON instead of text")
+    locks = subparsers.add_parser(
+        "locks",
+        help="show the lock table; force-release the locks of a job whose executor has not stopped",
+        description="The lock table: holders and waiters per resource.",
+    )
+    commands = locks.add_subparsers(dest="locks_command", metavar="SUBCOMMAND", required=True)
+
+    def add(name: str, run: Callable[[argparse.Namespace], Coroutine[Any, Any, int]], text: str) -> Any:
+        parser = commands.add_parser(name, help=text, description=text, parents=[common])
+        parser.set_defaults(func=runner(run, lambda args: f"jobwarden locks {args.locks_command}"))
+        return parser
+
+    listing = add("list", _list, "Holders and waiters of each locked resource.")
+    listing.add_argument("--prefix", default="", help="only resources starting with this")
+    release = add(
+        "release",
+        _release,
+        "Admin only: end a job whose worker was told to stop it (execution timeout or cancel) but has "
+        "not confirmed that its executor stopped, with the outcome decided then (KILLED or CANCELLED), "
+        "so its locks pass on now. Only when you know its code no longer touches the resources.",
+    )
+    release.add_argument("--job", required=True, metavar="JOB_ID", help="the stopping job")
+    release.add_argument("--reason", required=True, help="why (kept in the job's events with your name)")
+
+
+def _mode_name(mode: int) -> str:
+    try:
+        return LockMode(mode).name
+    except ValueError:
+        return str(mode)
+
+
+async def _list(args: argparse.Namespace) -> int:
+    async with client_for(args) as client:
+        resources = await client.locks(args.prefix)
+    if args.json:
+        print(json.dumps([fmt.message_json(r) for r in resources], indent=2, sort_keys=True))
+        return OK
+    rows = []
+    for resource in resources:
+        entries = [("holder", h) for h in resource.holders]
+        entries += [(f"waiter {n}", w) for n, w in enumerate(resource.waiters, 1)]
+        for role, entry in entries:
+            who = f"job {entry.job_id}" if entry.job_id else f"{entry.holder} (external)"
+            rows.append(
+                [
+                    resource.resource,
+                    role,
+                    _mode_name(entry.mode),
+                    who,
+                    fmt.ago(entry.since),
+                    entry.holder_note,
+                ]
+            )
+    if rows:
+        print(fmt.table(["RESOURCE", "ROLE", "MODE", "HOLDER", "SINCE", "NOTE"], rows))
+    else:
+        print("no locks held", file=sys.stderr)
+    return OK
+
+
+async def _release(args: argparse.Namespace) -> int:
+    if not args.reason.strip():
+        raise UsageError("--reason must say why")
+    async with client_for(args) as client:
+        response = await client.force_release_job_locks(args.job, args.reason)
+    if args.json:
+        print(json.dumps(fmt.message_json(response), indent=2, sort_keys=True))
+        return OK
+    job = response.job
+    print(
+        f"{job.id}  {fmt.status_name(job.status)}  {response.released} lock(s) released: {job.status_reason}"
+    )
+    return OK
