@@ -33,7 +33,7 @@ async def test_submit_many_idempotency_list_and_events(client: JobClient) -> Non
     )
     assert [struct_to_dict(job.input).get("n") for job in jobs] == [0, 1, 2, None]
     first = await client.submit("keyed", {"a": 1}, idempotency_key="k-1")
-    again = await client.submit("keyed", {"a": 2}, idempotency_key="k-1")
+    again = await client.submit("keyed", {"a": 1}, idempotency_key="k-1")
     assert again.id == first.id
     assert struct_to_dict(again.input) == {"a": 1}
 

@@ -113,7 +113,8 @@ class JobClient:
         retry_policy: job_pb2.RetryPolicy | Mapping[str, Any] | None = None,
         workflow_variables: Mapping[str, str] | None = None,
     ) -> job_pb2.Job:
-        """Submit one job; with an ``idempotency_key`` seen before, the first job is returned.
+        """Submit one job; with an ``idempotency_key`` seen before, the first job is returned if this
+        is the same request (else ``InvalidTransition``, and nothing is submitted).
 
         ``locks`` take ``"resource:SHARED"``, ``"resource"`` (EXCLUSIVE) or ``(resource, mode)``.
         """

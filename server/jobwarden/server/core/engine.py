@@ -28,6 +28,7 @@ from jobwarden.contract import (
 from .deadlines import DeadlineHandlers
 from .errors import (
     EngineStopping,
+    FailedPrecondition,
     InvalidArgument,
     InvalidTransition,
     JobNotFound,
@@ -254,11 +255,31 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
         ]
         stored = await self._read(self.store.jobs_by_idempotency_key, unknown_keys) if unknown_keys else {}
         self._check_running()
+        # Every key is checked before anything is made: one reused key refuses the whole batch.
+        first_of_key: dict[str, tuple[int, SubmitSpec, list[LockRequest]]] = {}
+        for index, (spec, locks) in enumerate(zip(specs, checked, strict=True)):
+            key = spec.idempotency_key
+            if not key:
+                continue
+            # Memory first: a concurrent submit with this key may have registered it while we read.
+            existing = self.registry.by_key(key) or stored.get(key)
+            prefix = f"jobs[{index}]: " if len(specs) > 1 else ""
+            if existing is not None:
+                _refuse_reused_key(key, spec, locks, existing, prefix)
+            elif key in first_of_key:
+                first_index, first_spec, first_locks = first_of_key[key]
+                differ = _request_differences(spec, locks, _spec_as_job(first_spec, first_locks))
+                if differ:
+                    raise FailedPrecondition(
+                        f"{prefix}idempotency_key {key!r} is also used by jobs[{first_index}] of this "
+                        f"batch with a different request ({', '.join(differ)} differ); nothing was submitted"
+                    )
+            else:
+                first_of_key[key] = (index, spec, locks)
         results: list[tuple[JobSnapshot, bool]] = []
         for spec, locks in zip(specs, checked, strict=True):
             key = spec.idempotency_key
             if key:
-                # Memory first: a concurrent submit with this key may have registered it while we read.
                 existing = self.registry.by_key(key) or stored.get(key)
                 if existing is not None:
                     results.append((existing.snapshot(), True))
@@ -511,3 +532,63 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
 
     def subscribe(self, event_filter: EventFilter | None = None, *, peer: str = "") -> Subscription:
         return self.bus.subscribe(event_filter, peer=peer)
+
+
+def _request_differences(spec: SubmitSpec, locks: list[LockRequest], job: Job) -> list[str]:
+    """The fields that define a job in which ``spec`` (with its checked ``locks``) differs from
+    ``job``: what makes a reused idempotency key a different request. Compared as the store keeps
+    them (``to_dict``), so a job read back after a restart compares like one in memory."""
+    fields = {
+        "action": (spec.action, job.action),
+        "input": (spec.input, job.input),
+        "priority": (spec.priority, job.priority),
+        "labels": (spec.labels, job.labels),
+        "locks": (_lock_set(locks), _lock_set(job.locks)),
+        "correlation_id": (spec.correlation_id, job.correlation_id),
+        "run_at": (spec.run_at, job.run_at),
+        "timeouts": (spec.timeouts.to_dict(), job.timeouts.to_dict()),
+        "retry_policy": (
+            spec.retry_policy.to_dict() if spec.retry_policy else None,
+            job.retry_policy.to_dict() if job.retry_policy else None,
+        ),
+        "workflow_variables": (spec.workflow_variables, job.workflow_variables),
+    }
+    return [name for name, (asked, first) in fields.items() if asked != first]
+
+
+def _lock_set(locks: Sequence[LockRequest]) -> set[tuple[str, int]]:
+    return {(lock.resource, int(lock.mode)) for lock in locks}
+
+
+def _spec_as_job(spec: SubmitSpec, locks: list[LockRequest]) -> Job:
+    """A job made of ``spec``, only to compare another spec of the same batch with it."""
+    return Job(
+        id="",
+        action=spec.action,
+        status=JobStatus.QUEUED,
+        input=spec.input,
+        created_at=0.0,
+        updated_at=0.0,
+        priority=spec.priority,
+        labels=spec.labels,
+        locks=locks,
+        correlation_id=spec.correlation_id,
+        run_at=spec.run_at,
+        timeouts=spec.timeouts,
+        retry_policy=spec.retry_policy,
+        workflow_variables=spec.workflow_variables,
+    )
+
+
+def _refuse_reused_key(
+    key: str, spec: SubmitSpec, locks: list[LockRequest], existing: Job, prefix: str
+) -> None:
+    """FailedPrecondition when ``spec`` is not the request that made ``existing`` under ``key``."""
+    differ = _request_differences(spec, locks, existing)
+    if differ:
+        raise FailedPrecondition(
+            f"{prefix}idempotency_key {key!r} was already used for job {existing.id} with a different "
+            f"request ({', '.join(differ)} differ); send the same request to get that job back, or use "
+            "a new key; nothing was submitted",
+            job_id=existing.id,
+        )
