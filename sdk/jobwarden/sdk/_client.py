@@ -254,17 +254,18 @@ class JobClient:
         raise EngineUnavailable(f"the watch of job {job_id} ended", job_id=job_id)
 
     # -- actions -------------------------------------------------------------------------------
-    async def pause_action(self, action: str) -> job_pb2.ActionConfig:
-        """Stop dispatching ``action``'s jobs (they keep queueing)."""
-        request = job_service_pb2.PauseActionRequest(action=action)
+    async def pause_action(self, action: str, *, create_if_unknown: bool = False) -> job_pb2.ActionConfig:
+        """Stop dispatching ``action``'s jobs (they keep queueing). An action no job, worker or
+        configuration names raises ``JobNotFound`` unless ``create_if_unknown`` (pause it ahead)."""
+        request = job_service_pb2.PauseActionRequest(action=action, create_if_unknown=create_if_unknown)
         return (
             await self._call(
                 job_service_pb2.PauseActionResponse, self._jobs.PauseAction(request, timeout=self.timeout)
             )
         ).config
 
-    async def resume_action(self, action: str) -> job_pb2.ActionConfig:
-        request = job_service_pb2.ResumeActionRequest(action=action)
+    async def resume_action(self, action: str, *, create_if_unknown: bool = False) -> job_pb2.ActionConfig:
+        request = job_service_pb2.ResumeActionRequest(action=action, create_if_unknown=create_if_unknown)
         return (
             await self._call(
                 job_service_pb2.ResumeActionResponse, self._jobs.ResumeAction(request, timeout=self.timeout)

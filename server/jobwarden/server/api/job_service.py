@@ -225,14 +225,18 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     async def PauseAction(
         self, request: job_service_pb2.PauseActionRequest, context: Context
     ) -> job_service_pb2.PauseActionResponse:
-        config = await self.engine.set_paused(request.action, True, actor=actor_of(context))
+        config = await self.engine.set_paused(
+            request.action, True, actor=actor_of(context), create_if_unknown=request.create_if_unknown
+        )
         return job_service_pb2.PauseActionResponse(config=action_config_to_proto(config))
 
     @grpc_errors
     async def ResumeAction(
         self, request: job_service_pb2.ResumeActionRequest, context: Context
     ) -> job_service_pb2.ResumeActionResponse:
-        config = await self.engine.set_paused(request.action, False, actor=actor_of(context))
+        config = await self.engine.set_paused(
+            request.action, False, actor=actor_of(context), create_if_unknown=request.create_if_unknown
+        )
         return job_service_pb2.ResumeActionResponse(config=action_config_to_proto(config))
 
     @grpc_errors

@@ -9,6 +9,7 @@ holds their change has committed.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -32,6 +33,7 @@ from .errors import (
     InvalidArgument,
     InvalidTransition,
     JobNotFound,
+    NotFound,
 )
 from .events import EventBus, EventFilter, Subscription
 from .external_locks import ExternalLocks
@@ -206,13 +208,43 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
             self._schedule_dispatch()
         return config
 
-    async def set_paused(self, action: str, paused: bool, *, actor: str = "api") -> ActionConfig:
+    async def set_paused(
+        self, action: str, paused: bool, *, actor: str = "api", create_if_unknown: bool = False
+    ) -> ActionConfig:
+        """Pause or resume ``action``; NotFound (nothing stored) for an action the engine does not
+        know, unless ``create_if_unknown`` asks to configure it ahead of its first job or worker."""
         check_action(action)
+        if not create_if_unknown and not self._knows_action(action):
+            raise self._unknown_action(action)
         current = self.action_config(action)
         config = ActionConfig.from_dict({**current.to_dict(), "paused": paused})
         result = await self.set_action_config(config, actor=actor)
         self._schedule_dispatch()
         return result
+
+    def known_actions(self) -> set[str]:
+        """Actions with a stored configuration, with jobs in the store, or served by a connected worker."""
+        known = set(self._configs)
+        known.update(action for (action, _), count in self.registry.counts.items() if count > 0)
+        for session in self.sessions.values():
+            known.update(session.executors)
+        return known
+
+    def _knows_action(self, action: str) -> bool:
+        if action in self._configs or any(action in s.executors for s in self.sessions.values()):
+            return True
+        return any(self.registry.counts[(action, status)] > 0 for status in JobStatus)
+
+    def _unknown_action(self, action: str) -> NotFound:
+        known = sorted(self.known_actions())
+        close = difflib.get_close_matches(action, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        listed = ", ".join(known[:20]) + (f" and {len(known) - 20} more" if len(known) > 20 else "")
+        return NotFound(
+            f"no action {action!r}: no job, worker or config has named it; known actions: "
+            f"{listed or 'none'}{hint} (to configure it ahead of its first job, pass "
+            "create_if_unknown: jobwarden actions pause NAME --create)"
+        )
 
     def _validate_action_config(self, config: ActionConfig) -> None:
         check_action(config.action)
