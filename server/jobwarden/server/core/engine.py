@@ -12,6 +12,7 @@ import asyncio
 import difflib
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from jobwarden.contract import (
@@ -456,7 +457,8 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
         return await self._read(self.store.job_logs, job.id, after_index, limit or 1000)
 
     async def cancel(self, job_id: str, *, reason: str = "", actor: str = "api") -> JobSnapshot:
-        """Cancel a waiting job at once; ask the worker of a running one (CANCELLED when it confirms)."""
+        """Cancel a waiting job at once; ask the worker of a running one (CANCELLED when it confirms).
+        A second cancel while the first waits for the worker is refused, and changes nothing."""
         self._check_running()
         check_string(reason, "reason", Limits.MAX_MESSAGE_LENGTH)
         job = await self.get_job(job_id)
@@ -466,9 +468,11 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
                 f"job {job.id} is already {job.status.name}; only an unfinished job can be cancelled",
                 job_id=job.id,
             )
+        if job.cancel_requested and job.status not in WAITING_STATUSES:
+            raise InvalidTransition(await self._cancel_pending(job), job_id=job.id)
         if job.status in WAITING_STATUSES:
             self._end(job, JobStatus.CANCELLED, reason=reason, actor=actor)
-        elif not job.cancel_requested:
+        else:
             job.cancel_requested = True
             job.status_reason = reason
             self.registry.record(job, JobEventType.CANCEL_REQUESTED, actor=actor, reason=reason)
@@ -480,6 +484,20 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
         snapshot = job.snapshot()
         await self.writer.flush()
         return snapshot
+
+    async def _cancel_pending(self, job: Job) -> str:
+        """Why a second cancel of ``job`` is refused: who asked first, and when (from its history)."""
+        events = await self._read(self.store.job_events, job.id)
+        asked = next((ev for ev in reversed(events) if ev.type is JobEventType.CANCEL_REQUESTED), None)
+        by = ""
+        if asked is not None:
+            when = datetime.fromtimestamp(asked.time, UTC).isoformat(timespec="seconds")
+            by = f" by {asked.actor} at {when}" + (f" ({asked.reason})" if asked.reason else "")
+        return (
+            f"job {job.id} is {job.status.name} and its cancel was already requested{by}; the engine "
+            f"waits for its worker to confirm (CANCELLED then, or after {self.config.cancel_grace:g}s "
+            "without an answer); nothing changed"
+        )
 
     async def retry(
         self, job_id: str, *, from_step: str = "", reason: str = "", actor: str = "api"
