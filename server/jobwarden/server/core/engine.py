@@ -38,7 +38,7 @@ from .errors import (
 )
 from .events import EventBus, EventFilter, Subscription
 from .external_locks import ExternalLocks
-from .flow import _lock_map
+from .flow import _clear_attempt_fields, _lock_map
 from .ids import new_job_id, parse_job_id
 from .model import (
     ActionConfig,
@@ -521,10 +521,7 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
             job.checkpoint = job.checkpoint.truncated_before(from_step)
         job.next_mode = ExecutionMode.RETRY
         job.cancel_requested = False
-        job.error = None
-        job.result = None
-        job.progress = 0
-        job.step = ""
+        _clear_attempt_fields(job)
         job.start_retries = 0
         job.finished_at = None
         self._set_start_deadline(job, self.clock())
