@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -577,8 +577,14 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
             watchers=len(self.bus.subscribers()),
         )
 
-    def subscribe(self, event_filter: EventFilter | None = None, *, peer: str = "") -> Subscription:
-        return self.bus.subscribe(event_filter, peer=peer)
+    def subscribe(
+        self,
+        event_filter: EventFilter | None = None,
+        *,
+        peer: str = "",
+        on_cut: Callable[[], None] | None = None,
+    ) -> Subscription:
+        return self.bus.subscribe(event_filter, peer=peer, on_cut=on_cut)
 
 
 def _request_differences(spec: SubmitSpec, locks: list[LockRequest], job: Job) -> list[str]:
