@@ -150,7 +150,8 @@ async def test_retrying_a_running_job_is_refused(client: JobClient, workers: Wor
 
 
 async def test_actions_and_external_locks(client: JobClient) -> None:
-    assert (await client.pause_action("paused-action")).paused
+    # Configured ahead of any job or worker: without create_if_unknown an unknown action is refused.
+    assert (await client.pause_action("paused-action", create_if_unknown=True)).paused
     assert "paused-action" in [config.action for config in (await client.list_actions()).configs]
     assert not (await client.resume_action("paused-action")).paused
     config = await client.get_action_config("paused-action")
