@@ -92,7 +92,7 @@ async def test_the_config_survives_a_restart(engine_factory: EngineFactory, db_u
     first = await engine_factory(db_url=db_url)
     async with connected(first.address) as stubs:
         await set_config(stubs, full_config())
-        await stubs.jobs.PauseAction(js.PauseActionRequest(action="paused-one"))
+        await stubs.jobs.PauseAction(js.PauseActionRequest(action="paused-one", create_if_unknown=True))
     await first.server.stop(grace=0)
     second = await engine_factory(db_url=db_url)
     async with connected(second.address) as stubs:

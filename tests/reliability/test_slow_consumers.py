@@ -1,6 +1,8 @@
 """100 watchers, 10 of which never read: the engine and the 90 others keep their pace; the 10 are
 cut (RESOURCE_EXHAUSTED) instead of holding events in memory, and may reconnect from their last
-sequence. The engine runs in its own process, so the watchers' work does not slow it artificially."""
+sequence. The engine runs in its own process, so the watchers' work does not slow it artificially.
+A cut frees the watcher's per-client slot and its place in GetStats at once, even when its client
+never reads again."""
 
 from __future__ import annotations
 
@@ -10,16 +12,19 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import pytest
+from jobwarden.server.api import EngineServer, ServerOptions
 from jobwarden.v1 import job_service_pb2 as js
 from jobwarden.v1 import job_service_pb2_grpc
 
+from tests.conftest import TEST_CONFIG
 from tests.engine.helpers import request
-from tests.support import wait_for
+from tests.support import wait_for, wait_for_async
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST, SLOW = 90, 10
@@ -127,3 +132,66 @@ async def test_slow_watchers_are_cut_and_the_rest_keep_pace(engine_address: str)
     finally:
         for channel in [*fast_channels, *slow_channels, control]:
             await channel.close(grace=None)
+
+
+@pytest.fixture
+async def one_watcher_per_client(sqlite_url: str) -> AsyncIterator[EngineServer]:
+    """An engine in this event loop that lets each client hold one watcher, cut 50 events behind."""
+    server = EngineServer(
+        replace(TEST_CONFIG, db_url=sqlite_url, watch_max_pending=50),
+        ServerOptions(port=0, watch_keepalive=0.5, max_watchers_per_client=1),
+    )
+    await server.start()
+    yield server
+    await server.stop(grace=0)
+
+
+async def test_a_cut_frees_the_slot_at_once_though_the_client_never_reads(
+    one_watcher_per_client: EngineServer,
+) -> None:
+    server = one_watcher_per_client
+    slow_channel = grpc.aio.insecure_channel(server.address, options=[("grpc.http2.bdp_probe", 0)])
+    control = grpc.aio.insecure_channel(server.address)
+    jobs = job_service_pb2_grpc.JobServiceStub(control)
+
+    async def watchers() -> int:
+        return (await jobs.GetStats(js.GetStatsRequest())).watchers
+
+    try:
+        # Started and never read, from here to the end of the test but for the last lines.
+        slow = job_service_pb2_grpc.JobServiceStub(slow_channel).WatchJobs(js.WatchJobsRequest())
+        await wait_for_async(lambda: _equals(watchers(), 1), message="the slow watcher to subscribe")
+        # At the limit: this client's second watcher is refused.
+        refused = jobs.WatchJobs(js.WatchJobsRequest())
+        with pytest.raises(grpc.aio.AioRpcError) as at_limit:
+            await refused.read()
+        assert at_limit.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # Events in commits of 10 (fewer than the 50 it may fall behind) until gRPC's window is full
+        # and the engine waits to write to it, and then 50 more: it is cut while that write waits.
+        submitted = 0
+        while await watchers() and submitted < 10_000:
+            batch = js.SubmitJobsRequest(jobs=[request("slow-cut", {"n": n}) for n in range(10)])
+            await jobs.SubmitJobs(batch)
+            submitted += 10
+        assert submitted > 100, "cut before gRPC's window was full: the write never waited"
+        await wait_for_async(lambda: _equals(watchers(), 0), message="GetStats.watchers to drop")
+        assert not server.limits.watchers, "the cut watcher still holds its per-client slot"
+        # The same client watches again, at the limit of one, while the first has read nothing.
+        fresh = jobs.WatchJobs(js.WatchJobsRequest(after_sequence=0))
+        first = await asyncio.wait_for(fresh.read(), 30)
+        assert first.events[0].sequence == 1
+        assert await watchers() == 1
+        fresh.cancel()
+        # The slow one, reading at last: what gRPC had buffered for it, then the cut.
+        with pytest.raises(grpc.aio.AioRpcError) as cut:
+            async for _ in slow:
+                pass
+        assert cut.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "after_sequence" in (cut.value.details() or "")
+    finally:
+        await slow_channel.close(grace=None)
+        await control.close(grace=None)
+
+
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected

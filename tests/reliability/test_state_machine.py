@@ -255,7 +255,8 @@ class JobMachine(RuleBasedStateMachine):
     def cancel(self, data: st.DataObject) -> None:
         job_id = _pick(data, self.ids)
         assert job_id is not None
-        # Refused (FAILED_PRECONDITION) once the job is finished, and then nothing changes.
+        # Refused (FAILED_PRECONDITION) once the job is finished or its cancel is already requested,
+        # and then nothing changes.
         code = self.code_of(self.jobs.CancelJob, js.CancelJobRequest(job_id=job_id, reason="test"))
         assert code in (grpc.StatusCode.OK, grpc.StatusCode.FAILED_PRECONDITION), code
         self.steps["cancel"] += 1

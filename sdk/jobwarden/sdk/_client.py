@@ -114,7 +114,8 @@ class JobClient:
         workflow_variables: Mapping[str, str] | None = None,
         trace_context: Mapping[str, str] | None = None,
     ) -> job_pb2.Job:
-        """Submit one job; with an ``idempotency_key`` seen before, the first job is returned.
+        """Submit one job; with an ``idempotency_key`` seen before, the first job is returned if this
+        is the same request (else ``InvalidTransition``, and nothing is submitted).
 
         ``locks`` take ``"resource:SHARED"``, ``"resource"`` (EXCLUSIVE) or ``(resource, mode)``.
         With OpenTelemetry installed and a span active, the job carries that span's trace context
@@ -257,17 +258,18 @@ class JobClient:
         raise EngineUnavailable(f"the watch of job {job_id} ended", job_id=job_id)
 
     # -- actions -------------------------------------------------------------------------------
-    async def pause_action(self, action: str) -> job_pb2.ActionConfig:
-        """Stop dispatching ``action``'s jobs (they keep queueing)."""
-        request = job_service_pb2.PauseActionRequest(action=action)
+    async def pause_action(self, action: str, *, create_if_unknown: bool = False) -> job_pb2.ActionConfig:
+        """Stop dispatching ``action``'s jobs (they keep queueing). An action no job, worker or
+        configuration names raises ``JobNotFound`` unless ``create_if_unknown`` (pause it ahead)."""
+        request = job_service_pb2.PauseActionRequest(action=action, create_if_unknown=create_if_unknown)
         return (
             await self._call(
                 job_service_pb2.PauseActionResponse, self._jobs.PauseAction(request, timeout=self.timeout)
             )
         ).config
 
-    async def resume_action(self, action: str) -> job_pb2.ActionConfig:
-        request = job_service_pb2.ResumeActionRequest(action=action)
+    async def resume_action(self, action: str, *, create_if_unknown: bool = False) -> job_pb2.ActionConfig:
+        request = job_service_pb2.ResumeActionRequest(action=action, create_if_unknown=create_if_unknown)
         return (
             await self._call(
                 job_service_pb2.ResumeActionResponse, self._jobs.ResumeAction(request, timeout=self.timeout)

@@ -72,7 +72,9 @@ def register(subparsers: Any) -> None:
         "--run-at", metavar="WHEN", help="not before: an ISO 8601 time, or +30s / +5m / +2h from now"
     )
     submit.add_argument(
-        "--idempotency-key", default="", help="a repeated submit with this key returns the first job"
+        "--idempotency-key",
+        default="",
+        help="the same submit repeated with this key returns the first job; a different one is refused",
     )
     submit.add_argument("--correlation-id", default="", help="groups jobs of one workflow")
     submit.add_argument("--max-attempts", type=int, default=None, help="retry policy: attempts in all")

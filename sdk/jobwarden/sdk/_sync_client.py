@@ -150,11 +150,11 @@ class SyncJobClient:
         """Wait until the job is finished and return it; ``TimeoutError`` after ``timeout`` seconds."""
         return self._run(asyncio.wait_for(self._client.wait(job_id), timeout))
 
-    def pause_action(self, action: str) -> job_pb2.ActionConfig:
-        return self._run(self._client.pause_action(action))
+    def pause_action(self, action: str, *, create_if_unknown: bool = False) -> job_pb2.ActionConfig:
+        return self._run(self._client.pause_action(action, create_if_unknown=create_if_unknown))
 
-    def resume_action(self, action: str) -> job_pb2.ActionConfig:
-        return self._run(self._client.resume_action(action))
+    def resume_action(self, action: str, *, create_if_unknown: bool = False) -> job_pb2.ActionConfig:
+        return self._run(self._client.resume_action(action, create_if_unknown=create_if_unknown))
 
     def get_action_config(self, action: str) -> job_pb2.ActionConfig:
         return self._run(self._client.get_action_config(action))

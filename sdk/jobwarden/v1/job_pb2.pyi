@@ -476,10 +476,17 @@ class Attempt(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
     number: _builtins.int
     status: Global___JobStatus.ValueType
     worker_id: _builtins.str
     mode: Global___ExecutionMode.ValueType
+    progress: _builtins.int
+    """The attempt's last report, kept when it ended (the job's own fields show the live attempt's)."""
+    message: _builtins.str
+    step: _builtins.str
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -496,10 +503,13 @@ class Attempt(_message.Message):
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         error: Global___JobError | None = ...,
         mode: Global___ExecutionMode.ValueType = ...,
+        progress: _builtins.int = ...,
+        message: _builtins.str = ...,
+        step: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at", "mode", b"mode", "number", b"number", "started_at", b"started_at", "status", b"status", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at", "message", b"message", "mode", b"mode", "number", b"number", "progress", b"progress", "started_at", b"started_at", "status", b"status", "step", b"step", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___Attempt: _TypeAlias = Attempt  # noqa: Y015

@@ -592,13 +592,19 @@ class PauseActionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ACTION_FIELD_NUMBER: _builtins.int
+    CREATE_IF_UNKNOWN_FIELD_NUMBER: _builtins.int
     action: _builtins.str
+    create_if_unknown: _builtins.bool
+    """Pause an action the engine does not know yet (no job, worker or configuration names it):
+    stores a paused configuration for it, so its first jobs wait. Without it, NOT_FOUND.
+    """
     def __init__(
         self,
         *,
         action: _builtins.str = ...,
+        create_if_unknown: _builtins.bool = ...,
     ) -> None: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "create_if_unknown", b"create_if_unknown"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___PauseActionRequest: _TypeAlias = PauseActionRequest  # noqa: Y015
@@ -627,13 +633,17 @@ class ResumeActionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ACTION_FIELD_NUMBER: _builtins.int
+    CREATE_IF_UNKNOWN_FIELD_NUMBER: _builtins.int
     action: _builtins.str
+    create_if_unknown: _builtins.bool
+    """Resume an action the engine does not know yet (stores its configuration, not paused)."""
     def __init__(
         self,
         *,
         action: _builtins.str = ...,
+        create_if_unknown: _builtins.bool = ...,
     ) -> None: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "create_if_unknown", b"create_if_unknown"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___ResumeActionRequest: _TypeAlias = ResumeActionRequest  # noqa: Y015

@@ -117,14 +117,15 @@ class JobServiceServicer:
     """
 
     def SubmitJob(self, request, context):
-        """Submit one job. A repeated submit with the same idempotency_key returns the first job.
+        """Submit one job. The same request repeated with its idempotency_key returns the first job; a
+        different request under a used key is refused (FAILED_PRECONDITION) and submits nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SubmitJobs(self, request, context):
-        """Submit many jobs in one commit.
+        """Submit many jobs in one commit; one refused job refuses the whole batch.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -184,14 +185,16 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PauseAction(self, request, context):
-        """Stop dispatching an action's jobs (they keep queueing).
+        """Stop dispatching an action's jobs (they keep queueing). NOT_FOUND for an action no job, worker
+        or configuration has named, unless create_if_unknown.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResumeAction(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Dispatch an action's jobs again. NOT_FOUND for an unknown action, as PauseAction.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -34,9 +34,11 @@ class JobServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> JobServiceAsyncStub: ...
     SubmitJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.SubmitJobRequest, _job_service_pb2.SubmitJobResponse]
-    """Submit one job. A repeated submit with the same idempotency_key returns the first job."""
+    """Submit one job. The same request repeated with its idempotency_key returns the first job; a
+    different request under a used key is refused (FAILED_PRECONDITION) and submits nothing.
+    """
     SubmitJobs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.SubmitJobsRequest, _job_service_pb2.SubmitJobsResponse]
-    """Submit many jobs in one commit."""
+    """Submit many jobs in one commit; one refused job refuses the whole batch."""
     GetJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.GetJobRequest, _job_service_pb2.GetJobResponse]
     ListJobs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListJobsRequest, _job_service_pb2.ListJobsResponse]
     """Newest first."""
@@ -51,8 +53,11 @@ class JobServiceStub:
     GetJobLogs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.GetJobLogsRequest, _job_service_pb2.GetJobLogsResponse]
     """The lines an executor logged."""
     PauseAction: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.PauseActionRequest, _job_service_pb2.PauseActionResponse]
-    """Stop dispatching an action's jobs (they keep queueing)."""
+    """Stop dispatching an action's jobs (they keep queueing). NOT_FOUND for an action no job, worker
+    or configuration has named, unless create_if_unknown.
+    """
     ResumeAction: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ResumeActionRequest, _job_service_pb2.ResumeActionResponse]
+    """Dispatch an action's jobs again. NOT_FOUND for an unknown action, as PauseAction."""
     GetActionConfig: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.GetActionConfigRequest, _job_service_pb2.GetActionConfigResponse]
     SetActionConfig: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.SetActionConfigRequest, _job_service_pb2.SetActionConfigResponse]
     """Replace an action's configuration (timeouts, retry policy, limits, lock templates)."""
@@ -65,9 +70,11 @@ class JobServiceAsyncStub(JobServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     SubmitJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.SubmitJobRequest, _job_service_pb2.SubmitJobResponse]  # type: ignore[assignment]
-    """Submit one job. A repeated submit with the same idempotency_key returns the first job."""
+    """Submit one job. The same request repeated with its idempotency_key returns the first job; a
+    different request under a used key is refused (FAILED_PRECONDITION) and submits nothing.
+    """
     SubmitJobs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.SubmitJobsRequest, _job_service_pb2.SubmitJobsResponse]  # type: ignore[assignment]
-    """Submit many jobs in one commit."""
+    """Submit many jobs in one commit; one refused job refuses the whole batch."""
     GetJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.GetJobRequest, _job_service_pb2.GetJobResponse]  # type: ignore[assignment]
     ListJobs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListJobsRequest, _job_service_pb2.ListJobsResponse]  # type: ignore[assignment]
     """Newest first."""
@@ -82,8 +89,11 @@ class JobServiceAsyncStub(JobServiceStub):
     GetJobLogs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.GetJobLogsRequest, _job_service_pb2.GetJobLogsResponse]  # type: ignore[assignment]
     """The lines an executor logged."""
     PauseAction: _aio.UnaryUnaryMultiCallable[_job_service_pb2.PauseActionRequest, _job_service_pb2.PauseActionResponse]  # type: ignore[assignment]
-    """Stop dispatching an action's jobs (they keep queueing)."""
+    """Stop dispatching an action's jobs (they keep queueing). NOT_FOUND for an action no job, worker
+    or configuration has named, unless create_if_unknown.
+    """
     ResumeAction: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ResumeActionRequest, _job_service_pb2.ResumeActionResponse]  # type: ignore[assignment]
+    """Dispatch an action's jobs again. NOT_FOUND for an unknown action, as PauseAction."""
     GetActionConfig: _aio.UnaryUnaryMultiCallable[_job_service_pb2.GetActionConfigRequest, _job_service_pb2.GetActionConfigResponse]  # type: ignore[assignment]
     SetActionConfig: _aio.UnaryUnaryMultiCallable[_job_service_pb2.SetActionConfigRequest, _job_service_pb2.SetActionConfigResponse]  # type: ignore[assignment]
     """Replace an action's configuration (timeouts, retry policy, limits, lock templates)."""
@@ -99,7 +109,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.SubmitJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.SubmitJobResponse, _abc.Awaitable[_job_service_pb2.SubmitJobResponse]]:
-        """Submit one job. A repeated submit with the same idempotency_key returns the first job."""
+        """Submit one job. The same request repeated with its idempotency_key returns the first job; a
+        different request under a used key is refused (FAILED_PRECONDITION) and submits nothing.
+        """
 
     @_abc_1.abstractmethod
     def SubmitJobs(
@@ -107,7 +119,7 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.SubmitJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.SubmitJobsResponse, _abc.Awaitable[_job_service_pb2.SubmitJobsResponse]]:
-        """Submit many jobs in one commit."""
+        """Submit many jobs in one commit; one refused job refuses the whole batch."""
 
     @_abc_1.abstractmethod
     def GetJob(
@@ -176,14 +188,17 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.PauseActionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.PauseActionResponse, _abc.Awaitable[_job_service_pb2.PauseActionResponse]]:
-        """Stop dispatching an action's jobs (they keep queueing)."""
+        """Stop dispatching an action's jobs (they keep queueing). NOT_FOUND for an action no job, worker
+        or configuration has named, unless create_if_unknown.
+        """
 
     @_abc_1.abstractmethod
     def ResumeAction(
         self,
         request: _job_service_pb2.ResumeActionRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_job_service_pb2.ResumeActionResponse, _abc.Awaitable[_job_service_pb2.ResumeActionResponse]]: ...
+    ) -> _typing.Union[_job_service_pb2.ResumeActionResponse, _abc.Awaitable[_job_service_pb2.ResumeActionResponse]]:
+        """Dispatch an action's jobs again. NOT_FOUND for an unknown action, as PauseAction."""
 
     @_abc_1.abstractmethod
     def GetActionConfig(

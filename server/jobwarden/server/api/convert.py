@@ -326,6 +326,9 @@ def job_to_proto(d: Mapping[str, Any]) -> job_pb2.Job:
                 status=a["status"],
                 worker_id=a.get("worker_id", ""),
                 mode=a.get("mode", 0),
+                progress=a.get("progress", 0),
+                message=a.get("message", ""),
+                step=a.get("step", ""),
             )
             if a.get("started_at") is not None:
                 _set_time(attempt.started_at, a["started_at"])

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 from grpc import aio
 from jobwarden.contract import JobStatus
-from jobwarden.server.core import Engine, EventFilter, InvalidArgument, JobQuery, Overflowed
+from jobwarden.server.core import Engine, EventFilter, InvalidArgument, JobQuery
 from jobwarden.server.core.ids import parse_job_id
 from jobwarden.server.core.validation import check_action
 from jobwarden.v1 import job_service_pb2, job_service_pb2_grpc
@@ -27,6 +27,7 @@ from .convert import (
 )
 from .errors import grpc_errors, grpc_stream_errors
 from .identity import actor_of
+from .limits import watch_slot
 from .wire import frame_batch, frame_events, head_field
 
 __all__ = ["JobService"]
@@ -150,7 +151,15 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             job_ids=job_ids,
         )
         engine = self.engine
-        subscription = engine.subscribe(event_filter, peer=context.peer())
+        peer = context.peer()
+        release_slot = watch_slot()
+
+        def cut() -> None:
+            # Now, not when gRPC gets to resume us: that waits for a client that may never read again.
+            release_slot()
+            log.warning("watcher %s cut: it fell more than %d events behind", peer, subscription.max_pending)
+
+        subscription = engine.subscribe(event_filter, peer=peer, on_cut=cut)
         try:
             #: live events up to here were sent by the replay (or asked to be skipped)
             skip_through = subscription.start_head
@@ -188,9 +197,6 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                 if batches and self.linger_seconds:
                     # Let the next commits gather: fewer, larger messages for a busy stream.
                     await asyncio.sleep(self.linger_seconds)
-        except Overflowed as error:
-            log.warning("watcher %s cut: %s", context.peer(), error.message)
-            raise
         finally:
             subscription.close()
 
@@ -225,14 +231,18 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     async def PauseAction(
         self, request: job_service_pb2.PauseActionRequest, context: Context
     ) -> job_service_pb2.PauseActionResponse:
-        config = await self.engine.set_paused(request.action, True, actor=actor_of(context))
+        config = await self.engine.set_paused(
+            request.action, True, actor=actor_of(context), create_if_unknown=request.create_if_unknown
+        )
         return job_service_pb2.PauseActionResponse(config=action_config_to_proto(config))
 
     @grpc_errors
     async def ResumeAction(
         self, request: job_service_pb2.ResumeActionRequest, context: Context
     ) -> job_service_pb2.ResumeActionResponse:
-        config = await self.engine.set_paused(request.action, False, actor=actor_of(context))
+        config = await self.engine.set_paused(
+            request.action, False, actor=actor_of(context), create_if_unknown=request.create_if_unknown
+        )
         return job_service_pb2.ResumeActionResponse(config=action_config_to_proto(config))
 
     @grpc_errors

@@ -5,13 +5,16 @@ locks per job: ``jobwarden.server.core.validation``) and gRPC refuses a message 
 ``Limits.MAX_MESSAGE_BYTES`` with RESOURCE_EXHAUSTED. This interceptor adds, before the servicer runs:
 
 - at most ``max_watchers_per_client`` WatchJobs streams open at once per client (the authenticated
-  principal, or the peer's address when authentication is off): RESOURCE_EXHAUSTED beyond;
+  principal, or the peer's address when authentication is off): RESOURCE_EXHAUSTED beyond. A stream
+  holds its slot until it ends, or until the servicer gives it back early (``watch_slot``: a watcher
+  cut for falling behind frees it at once, even while gRPC still waits to write to it);
 - bounded filter lists in WatchJobs and ListJobs, and bounded ReleaseLock / ListLocks arguments:
   INVALID_ARGUMENT beyond.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,6 +31,7 @@ __all__ = [
     "DEFAULT_MAX_WATCHERS_PER_CLIENT",
     "MAX_FILTER_ITEMS",
     "LimitsInterceptor",
+    "watch_slot",
 ]
 
 log = logging.getLogger("jobwarden.api")
@@ -43,6 +47,20 @@ _RELEASE = "/jobwarden.v1.LockService/ReleaseLock"
 _LIST_LOCKS = "/jobwarden.v1.LockService/ListLocks"
 
 Context = aio.ServicerContext[Any, Any]
+
+# grpc.aio runs each call in its own task, so the slot set here before the servicer runs is this call's.
+_watch_slot: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "jobwarden_watch_slot", default=None
+)
+
+
+def watch_slot() -> Callable[[], None]:
+    """What gives this WatchJobs call's per-client slot back (once; later calls do nothing)."""
+    return _watch_slot.get() or _nothing
+
+
+def _nothing() -> None:
+    return None
 
 
 def _client_of(context: Context) -> str:
@@ -111,6 +129,20 @@ class LimitsInterceptor(aio.ServerInterceptor):
                 f"prefix is longer than {Limits.MAX_RESOURCE_LENGTH} characters",
             )
 
+    def _slot_of(self, client: str) -> Callable[[], None]:
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            self.watchers[client] -= 1
+            if self.watchers[client] <= 0:
+                del self.watchers[client]
+
+        return release
+
     def _watch(self, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         h: Any = handler
         original = h.unary_stream
@@ -133,12 +165,12 @@ class LimitsInterceptor(aio.ServerInterceptor):
                     f"at most {self.max_watchers_per_client} allowed",
                 )
             self.watchers[client] += 1
+            release = self._slot_of(client)
+            _watch_slot.set(release)
             try:
                 async for response in _aiter(original(request, context)):
                     yield response
             finally:
-                self.watchers[client] -= 1
-                if self.watchers[client] <= 0:
-                    del self.watchers[client]
+                release()
 
         return h._replace(unary_stream=watch)  # type: ignore[no-any-return]

@@ -9,8 +9,10 @@ holds their change has committed.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from jobwarden.contract import (
@@ -28,13 +30,15 @@ from jobwarden.contract import (
 from .deadlines import DeadlineHandlers
 from .errors import (
     EngineStopping,
+    FailedPrecondition,
     InvalidArgument,
     InvalidTransition,
     JobNotFound,
+    NotFound,
 )
 from .events import EventBus, EventFilter, Subscription
 from .external_locks import ExternalLocks
-from .flow import _lock_map
+from .flow import _clear_attempt_fields, _lock_map
 from .ids import new_job_id, parse_job_id
 from .model import (
     ActionConfig,
@@ -209,13 +213,43 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
             self._schedule_dispatch()
         return config
 
-    async def set_paused(self, action: str, paused: bool, *, actor: str = "api") -> ActionConfig:
+    async def set_paused(
+        self, action: str, paused: bool, *, actor: str = "api", create_if_unknown: bool = False
+    ) -> ActionConfig:
+        """Pause or resume ``action``; NotFound (nothing stored) for an action the engine does not
+        know, unless ``create_if_unknown`` asks to configure it ahead of its first job or worker."""
         check_action(action)
+        if not create_if_unknown and not self._knows_action(action):
+            raise self._unknown_action(action)
         current = self.action_config(action)
         config = ActionConfig.from_dict({**current.to_dict(), "paused": paused})
         result = await self.set_action_config(config, actor=actor)
         self._schedule_dispatch()
         return result
+
+    def known_actions(self) -> set[str]:
+        """Actions with a stored configuration, with jobs in the store, or served by a connected worker."""
+        known = set(self._configs)
+        known.update(action for (action, _), count in self.registry.counts.items() if count > 0)
+        for session in self.sessions.values():
+            known.update(session.executors)
+        return known
+
+    def _knows_action(self, action: str) -> bool:
+        if action in self._configs or any(action in s.executors for s in self.sessions.values()):
+            return True
+        return any(self.registry.counts[(action, status)] > 0 for status in JobStatus)
+
+    def _unknown_action(self, action: str) -> NotFound:
+        known = sorted(self.known_actions())
+        close = difflib.get_close_matches(action, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        listed = ", ".join(known[:20]) + (f" and {len(known) - 20} more" if len(known) > 20 else "")
+        return NotFound(
+            f"no action {action!r}: no job, worker or config has named it; known actions: "
+            f"{listed or 'none'}{hint} (to configure it ahead of its first job, pass "
+            "create_if_unknown: jobwarden actions pause NAME --create)"
+        )
 
     def _validate_action_config(self, config: ActionConfig) -> None:
         check_action(config.action)
@@ -258,11 +292,31 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
         ]
         stored = await self._read(self.store.jobs_by_idempotency_key, unknown_keys) if unknown_keys else {}
         self._check_running()
+        # Every key is checked before anything is made: one reused key refuses the whole batch.
+        first_of_key: dict[str, tuple[int, SubmitSpec, list[LockRequest]]] = {}
+        for index, (spec, locks) in enumerate(zip(specs, checked, strict=True)):
+            key = spec.idempotency_key
+            if not key:
+                continue
+            # Memory first: a concurrent submit with this key may have registered it while we read.
+            existing = self.registry.by_key(key) or stored.get(key)
+            prefix = f"jobs[{index}]: " if len(specs) > 1 else ""
+            if existing is not None:
+                _refuse_reused_key(key, spec, locks, existing, prefix)
+            elif key in first_of_key:
+                first_index, first_spec, first_locks = first_of_key[key]
+                differ = _request_differences(spec, locks, _spec_as_job(first_spec, first_locks))
+                if differ:
+                    raise FailedPrecondition(
+                        f"{prefix}idempotency_key {key!r} is also used by jobs[{first_index}] of this "
+                        f"batch with a different request ({', '.join(differ)} differ); nothing was submitted"
+                    )
+            else:
+                first_of_key[key] = (index, spec, locks)
         results: list[tuple[JobSnapshot, bool]] = []
         for spec, locks in zip(specs, checked, strict=True):
             key = spec.idempotency_key
             if key:
-                # Memory first: a concurrent submit with this key may have registered it while we read.
                 existing = self.registry.by_key(key) or stored.get(key)
                 if existing is not None:
                     results.append((existing.snapshot(), True))
@@ -409,7 +463,8 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
         return await self._read(self.store.job_logs, job.id, after_index, limit or 1000)
 
     async def cancel(self, job_id: str, *, reason: str = "", actor: str = "api") -> JobSnapshot:
-        """Cancel a waiting job at once; ask the worker of a running one (CANCELLED when it confirms)."""
+        """Cancel a waiting job at once; ask the worker of a running one (CANCELLED when it confirms).
+        A second cancel while the first waits for the worker is refused, and changes nothing."""
         self._check_running()
         check_string(reason, "reason", Limits.MAX_MESSAGE_LENGTH)
         job = await self.get_job(job_id)
@@ -419,9 +474,11 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
                 f"job {job.id} is already {job.status.name}; only an unfinished job can be cancelled",
                 job_id=job.id,
             )
+        if job.cancel_requested and job.status not in WAITING_STATUSES:
+            raise InvalidTransition(await self._cancel_pending(job), job_id=job.id)
         if job.status in WAITING_STATUSES:
             self._end(job, JobStatus.CANCELLED, reason=reason, actor=actor)
-        elif not job.cancel_requested:
+        else:
             job.cancel_requested = True
             job.status_reason = reason
             self._decide_cancel(job, reason, actor)
@@ -434,6 +491,20 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
         snapshot = job.snapshot()
         await self.writer.flush()
         return snapshot
+
+    async def _cancel_pending(self, job: Job) -> str:
+        """Why a second cancel of ``job`` is refused: who asked first, and when (from its history)."""
+        events = await self._read(self.store.job_events, job.id)
+        asked = next((ev for ev in reversed(events) if ev.type is JobEventType.CANCEL_REQUESTED), None)
+        by = ""
+        if asked is not None:
+            when = datetime.fromtimestamp(asked.time, UTC).isoformat(timespec="seconds")
+            by = f" by {asked.actor} at {when}" + (f" ({asked.reason})" if asked.reason else "")
+        return (
+            f"job {job.id} is {job.status.name} and its cancel was already requested{by}; the engine "
+            f"waits for its worker to confirm (CANCELLED then, or after {self.config.cancel_grace:g}s "
+            "without an answer); nothing changed"
+        )
 
     async def retry(
         self, job_id: str, *, from_step: str = "", reason: str = "", actor: str = "api"
@@ -457,10 +528,7 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
             job.checkpoint = job.checkpoint.truncated_before(from_step)
         job.next_mode = ExecutionMode.RETRY
         job.cancel_requested = False
-        job.error = None
-        job.result = None
-        job.progress = 0
-        job.step = ""
+        _clear_attempt_fields(job)
         job.start_retries = 0
         job.finished_at = None
         self._set_start_deadline(job, self.clock())
@@ -516,5 +584,71 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
             watchers=len(self.bus.subscribers()),
         )
 
-    def subscribe(self, event_filter: EventFilter | None = None, *, peer: str = "") -> Subscription:
-        return self.bus.subscribe(event_filter, peer=peer)
+    def subscribe(
+        self,
+        event_filter: EventFilter | None = None,
+        *,
+        peer: str = "",
+        on_cut: Callable[[], None] | None = None,
+    ) -> Subscription:
+        return self.bus.subscribe(event_filter, peer=peer, on_cut=on_cut)
+
+
+def _request_differences(spec: SubmitSpec, locks: list[LockRequest], job: Job) -> list[str]:
+    """The fields that define a job in which ``spec`` (with its checked ``locks``) differs from
+    ``job``: what makes a reused idempotency key a different request. Compared as the store keeps
+    them (``to_dict``), so a job read back after a restart compares like one in memory."""
+    fields = {
+        "action": (spec.action, job.action),
+        "input": (spec.input, job.input),
+        "priority": (spec.priority, job.priority),
+        "labels": (spec.labels, job.labels),
+        "locks": (_lock_set(locks), _lock_set(job.locks)),
+        "correlation_id": (spec.correlation_id, job.correlation_id),
+        "run_at": (spec.run_at, job.run_at),
+        "timeouts": (spec.timeouts.to_dict(), job.timeouts.to_dict()),
+        "retry_policy": (
+            spec.retry_policy.to_dict() if spec.retry_policy else None,
+            job.retry_policy.to_dict() if job.retry_policy else None,
+        ),
+        "workflow_variables": (spec.workflow_variables, job.workflow_variables),
+    }
+    return [name for name, (asked, first) in fields.items() if asked != first]
+
+
+def _lock_set(locks: Sequence[LockRequest]) -> set[tuple[str, int]]:
+    return {(lock.resource, int(lock.mode)) for lock in locks}
+
+
+def _spec_as_job(spec: SubmitSpec, locks: list[LockRequest]) -> Job:
+    """A job made of ``spec``, only to compare another spec of the same batch with it."""
+    return Job(
+        id="",
+        action=spec.action,
+        status=JobStatus.QUEUED,
+        input=spec.input,
+        created_at=0.0,
+        updated_at=0.0,
+        priority=spec.priority,
+        labels=spec.labels,
+        locks=locks,
+        correlation_id=spec.correlation_id,
+        run_at=spec.run_at,
+        timeouts=spec.timeouts,
+        retry_policy=spec.retry_policy,
+        workflow_variables=spec.workflow_variables,
+    )
+
+
+def _refuse_reused_key(
+    key: str, spec: SubmitSpec, locks: list[LockRequest], existing: Job, prefix: str
+) -> None:
+    """FailedPrecondition when ``spec`` is not the request that made ``existing`` under ``key``."""
+    differ = _request_differences(spec, locks, existing)
+    if differ:
+        raise FailedPrecondition(
+            f"{prefix}idempotency_key {key!r} was already used for job {existing.id} with a different "
+            f"request ({', '.join(differ)} differ); send the same request to get that job back, or use "
+            "a new key; nothing was submitted",
+            job_id=existing.id,
+        )

@@ -2,16 +2,17 @@
 
 Each subscriber has a bounded buffer. Publishing appends to it and returns at once; a subscriber whose
 buffer overflows is cut (``Overflowed``), so a slow reader never slows the engine or other readers,
-and it reconnects from its last sequence. Events arrive here only after they are committed, in
-sequence order, so a reader that replays from the store up to ``head`` and then follows the bus sees
-every event exactly once.
+and it reconnects from its last sequence. A cut takes effect at once, whether or not the reader ever
+asks for more: the subscription leaves the bus, drops its buffer and calls its ``on_cut``. Events
+arrive here only after they are committed, in sequence order, so a reader that replays from the store
+up to ``head`` and then follows the bus sees every event exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from jobwarden.contract import JobStatus
@@ -55,8 +56,17 @@ class EventBatch:
 
 
 class Subscription:
-    def __init__(self, bus: EventBus, event_filter: EventFilter, max_pending: int, peer: str) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        event_filter: EventFilter,
+        max_pending: int,
+        peer: str,
+        on_cut: Callable[[], None] | None = None,
+    ) -> None:
         self._bus = bus
+        #: called once, from ``publish``, when the subscription is cut
+        self.on_cut = on_cut
         self.filter = event_filter
         self.max_pending = max_pending
         self.peer = peer
@@ -78,11 +88,19 @@ class Subscription:
             batch = EventBatch(events)
         self._pending += len(batch.events)
         if self._pending > self.max_pending:
-            self.overflowed = True
-            self._batches.clear()
+            self._cut()
         else:
             self._batches.append(batch)
         self._ready.set()
+
+    def _cut(self) -> None:
+        # The reader may be stuck writing to a client that never reads: free what the cut frees now.
+        self.overflowed = True
+        self._batches.clear()
+        self._pending = 0
+        self._bus.unsubscribe(self)
+        if self.on_cut is not None:
+            self.on_cut()
 
     async def next_batches(self, timeout: float | None = None) -> list[EventBatch]:
         """The batches published since the last call, in order; [] after ``timeout``."""
@@ -124,8 +142,9 @@ class EventBus:
         *,
         max_pending: int | None = None,
         peer: str = "",
+        on_cut: Callable[[], None] | None = None,
     ) -> Subscription:
-        sub = Subscription(self, event_filter or EventFilter(), max_pending or self.max_pending, peer)
+        sub = Subscription(self, event_filter or EventFilter(), max_pending or self.max_pending, peer, on_cut)
         self._subscribers.add(sub)
         return sub
 

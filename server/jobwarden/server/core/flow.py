@@ -124,6 +124,7 @@ class EngineBase:
         """A new attempt of ``job`` on ``session`` (QUEUED or TIMED_OUT -> RUNNING)."""
         now = self.clock()
         mode = job.next_mode
+        _clear_attempt_fields(job)
         job.attempt += 1
         job.attempts.append(Attempt(job.attempt, JobStatus.RUNNING, session.id, mode, now))
         job.worker_id = session.id
@@ -243,6 +244,7 @@ class EngineBase:
             attempt.status = status
             attempt.finished_at = self.clock()
             attempt.error = error
+            attempt.progress, attempt.message, attempt.step = job.progress, job.message, job.step
         holder = session or self.sessions.get(job.worker_id)
         if holder is not None and holder.jobs.get(job.id) == job.attempt:
             holder.drop(job)
@@ -289,6 +291,7 @@ class EngineBase:
             delay = policy.delay_before(failures)
             self._finish_attempt(job, JobStatus.FAILED, error=error)
             give_back_locks = self._let_go_of_locks(job)
+            _clear_attempt_fields(job)
             job.error = error
             job.next_mode = ExecutionMode.RETRY
             job.deadlines.wake = self.clock() + delay
@@ -393,6 +396,17 @@ class EngineBase:
 
     def _create(self, spec: SubmitSpec, locks: list[LockRequest], actor: str) -> Job:
         raise NotImplementedError
+
+
+def _clear_attempt_fields(job: Job) -> None:
+    """Clear what belongs to the attempt that ended (its ``attempts[]`` entry keeps it): between
+    attempts and in a new one, the job never shows an earlier attempt's worker, outcome or report."""
+    job.worker_id = ""
+    job.error = None
+    job.result = None
+    job.progress = 0
+    job.message = ""
+    job.step = ""
 
 
 def _lock_map(locks: Iterable[LockRequest]) -> dict[str, LockMode]:

@@ -289,6 +289,10 @@ class Attempt:
     started_at: float
     finished_at: float | None = None
     error: JobError | None = None
+    #: the attempt's last report, copied from the job when it ended
+    progress: int = 0
+    message: str = ""
+    step: str = ""
 
     def to_dict(self) -> JSONDict:
         return _compact(
@@ -300,6 +304,9 @@ class Attempt:
                 "started_at": self.started_at,
                 "finished_at": self.finished_at,
                 "error": self.error.to_dict() if self.error else None,
+                "progress": self.progress,
+                "message": self.message,
+                "step": self.step,
             }
         )
 
@@ -314,6 +321,9 @@ class Attempt:
             started_at=d.get("started_at", 0.0),
             finished_at=d.get("finished_at"),
             error=JobError.from_dict(error) if error else None,
+            progress=d.get("progress", 0),
+            message=d.get("message", ""),
+            step=d.get("step", ""),
         )
 
 
