@@ -502,8 +502,8 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
             by = f" by {asked.actor} at {when}" + (f" ({asked.reason})" if asked.reason else "")
         return (
             f"job {job.id} is {job.status.name} and its cancel was already requested{by}; the engine "
-            f"waits for its worker to confirm (CANCELLED then, or after {self.config.cancel_grace:g}s "
-            "without an answer); nothing changed"
+            "waits for its worker to confirm that the executor stopped (or for the worker's session to "
+            "be declared dead); nothing changed"
         )
 
     async def retry(
