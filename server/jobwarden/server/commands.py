@@ -124,7 +124,11 @@ def _serve(args: argparse.Namespace) -> int:
         except OSError as error:
             print(f"jobwarden serve: {error}", file=sys.stderr)
             return 1
-        print(f"jobwarden engine listening on {server.address}", flush=True)
+        # The engine logs where it listens (on stderr); scripts and tests read it from stdout. A person
+        # at a terminal sees both streams, and gets the line once.
+        logged = logging.getLogger("jobwarden.server").isEnabledFor(logging.INFO)
+        if not (logged and sys.stdout.isatty() and sys.stderr.isatty()):
+            print(f"jobwarden engine listening on {server.address}", flush=True)
         if server.metrics_server is not None:
             print(f"jobwarden metrics on {server.metrics_server.url}", flush=True)
         tune_gc()
