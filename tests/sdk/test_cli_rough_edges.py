@@ -57,7 +57,7 @@ HUGE_INTEGER = "1" + "0" * 400
                 '{"x": NaN}',
             ],
             "--run-request-input is not valid JSON: NaN",
-        ),  # fmt: skip
+        ),
     ],
 )
 async def test_bad_numbers_are_refused_without_a_traceback(
@@ -137,7 +137,8 @@ async def test_wait_says_what_the_job_waits_for(
         JOBWARDEN, "submit", "sdk-sync", "--input", json.dumps({"gate": str(gate)}), "--wait",
         "--engine", address, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
     )  # fmt: skip
-    assert process.stderr is not None and process.stdout is not None
+    assert process.stderr is not None
+    assert process.stdout is not None
     try:
         seen = await _read_until(process.stderr, "QUEUED: no connected worker serves 'sdk-sync'")
         job_id = seen[-1].split()[0]
@@ -166,7 +167,7 @@ async def _read_until(stream: asyncio.StreamReader, text: str) -> list[str]:
 async def test_abbreviated_job_ids(engine: object, client: JobClient) -> None:
     address = engine.address  # type: ignore[attr-defined]
     first, second = await _two_jobs_sharing_a_prefix(client)
-    prefix = os.path.commonprefix([first, second])
+    prefix = _common_start(first, second)
 
     code, out, err = await jobwarden("get", second[-8:], "--engine", address)
     assert code == 0, err
@@ -201,13 +202,18 @@ async def test_abbreviated_job_ids(engine: object, client: JobClient) -> None:
     await events.aclose()
 
 
+def _common_start(first: str, second: str) -> str:
+    length = next((i for i, (a, b) in enumerate(zip(first, second, strict=True)) if a != b), len(first))
+    return first[:length]
+
+
 async def _two_jobs_sharing_a_prefix(client: JobClient) -> tuple[str, str]:
     # UUIDv7s made together share their first 8 characters (the time), unless a 65 s boundary
     # falls between the two; then try again.
     for _ in range(3):
         first = (await client.submit("nobody-serves-this")).id
         second = (await client.submit("nobody-serves-this")).id
-        if len(os.path.commonprefix([first, second])) >= 8:
+        if len(_common_start(first, second)) >= 8:
             return first, second
     raise AssertionError("three pairs of ids made together had no prefix of 8 in common")
 
