@@ -84,3 +84,25 @@ async def test_one_listening_line_at_a_terminal(tmp_path: Path) -> None:
     text = seen.decode()
     assert text.count("listening on") == 1, text
     assert "(store sqlite:///" in text
+
+
+def test_a_port_out_of_range_is_refused(tmp_path: Path) -> None:
+    for flag in ("--port", "--metrics-port"):
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "jobwarden.sdk.cli",
+                "serve",
+                flag,
+                "99999",
+                "--db",
+                f"sqlite:///{tmp_path}/x.db",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        assert f"argument {flag}: invalid port (0 to 65535) value: '99999'" in done.stderr
+        assert not (tmp_path / "x.db").exists(), "nothing started"

@@ -38,6 +38,7 @@ HUGE_INTEGER = "1" + "0" * 400
         (["worker", "sdk_executors:ALL", "--drain-timeout", "nan"], "invalid number of seconds"),
         (["worker", "sdk_executors:ALL", "--connect-timeout", "inf"], "invalid number of seconds"),
         (["worker", "sdk_executors:ALL", "--cancel-grace", "-1"], "invalid number of seconds"),
+        (["worker", "sdk_executors:ALL", "--log-level", "LOUD"], "invalid choice: 'LOUD'"),
         (["actions", "set", "a", "--max-running", "99999999999"], "invalid count"),
         (["actions", "set", "a", "--heartbeat-timeout", "99999999999999d"], "is far longer than the engine"),
         (
@@ -299,3 +300,18 @@ async def test_a_second_ctrl_c_stops_the_worker_at_once(
     assert await worker.exited() == 0
     assert "Ctrl+C again: stopping now; the engine times out its 1 running job(s)" in worker.output()
     assert JobStatus((await client.get(job.id)).status) is not JobStatus.COMPLETED
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["demo", "--port", "99999"], "a port is 0 to 65535, got 99999"),
+        (["demo", "--rate", "nan"], "jobs per second must be a number above 0, got nan"),
+        (["demo", "--rate", "0"], "jobs per second must be a number above 0, got 0"),
+    ],
+)
+async def test_bad_demo_options_start_nothing(args: list[str], fragment: str) -> None:
+    code, out, err = await jobwarden(*args)
+    assert (code, out) == (2, "")
+    assert fragment in err
+    assert "Traceback" not in err

@@ -66,7 +66,14 @@ def register(subparsers: Any) -> None:
         metavar="JSON|@FILE|-",
         help="the input: a JSON object, @file, or - for stdin",
     )
-    submit.add_argument("--priority", "-p", type=int, default=0, help="higher runs first (default 0)")
+    submit.add_argument(
+        "--priority",
+        "-p",
+        type=int,
+        default=0,
+        metavar="N",
+        help="higher runs first: -1000000 to 1000000 (default 0)",
+    )
     submit.add_argument(
         "--label", "-l", action="append", default=[], metavar="KEY=VALUE", help="a label (repeatable)"
     )
@@ -80,13 +87,19 @@ def register(subparsers: Any) -> None:
         "a mode, and another last part in capitals (asset:1:WRITE) is refused as a mistyped mode",
     )
     submit.add_argument(
-        "--run-at", metavar="WHEN", help="not before: an ISO 8601 time, or +30s / +5m / +2h from now"
+        "--run-at", metavar="WHEN", help="not before: an ISO 8601 time, or +30s / +5m / +2h / +1d from now"
     )
     submit.add_argument(
         "--idempotency-key", default="", help="a repeated submit with this key returns the first job"
     )
     submit.add_argument("--correlation-id", default="", help="groups jobs of one workflow")
-    submit.add_argument("--max-attempts", type=int, default=None, help="retry policy: attempts in all")
+    submit.add_argument(
+        "--max-attempts",
+        type=int,
+        default=None,
+        metavar="N",
+        help="retry policy: attempts in all (1 to 1000)",
+    )
     submit.add_argument(
         "--wait",
         action="store_true",
@@ -100,7 +113,9 @@ def register(subparsers: Any) -> None:
     jobs.add_argument("--action", "-a", default="", help="only this action")
     jobs.add_argument("--label", default="", metavar="KEY[=VALUE]", help="only jobs with this label")
     jobs.add_argument("--text", "-t", default="", help="text in the id, action, message or error")
-    jobs.add_argument("--limit", "-n", type=int, default=50, help="most jobs to show (default 50)")
+    jobs.add_argument(
+        "--limit", "-n", type=int, default=50, metavar="N", help="most jobs to show (default 50)"
+    )
 
     get = add("get", _get, "Show one job: status, input, result, error with its stack trace.", as_json)
     get.add_argument("job_id", help=_JOB_ID_HELP)
@@ -152,27 +167,38 @@ def register(subparsers: Any) -> None:
         metavar="MODULE:ATTR",
         help="an Executor subclass, an instance, or a list of them, e.g. myapp.executors:Transcode",
     )
-    worker.add_argument("--capacity", "-c", type=int, default=10, help="most jobs at once (default 10)")
+    worker.add_argument(
+        "--capacity", "-c", type=int, default=10, metavar="N", help="most jobs at once (default 10)"
+    )
     worker.add_argument("--name", default=None, help="the worker's name (default host:pid)")
     worker.add_argument(
         "--drain-timeout",
         type=seconds,
         default=30.0,
+        metavar="SECONDS",
         help="seconds to finish running jobs on SIGTERM or Ctrl+C (default 30); a second one stops at once",
     )
     worker.add_argument(
         "--cancel-grace",
         type=seconds,
+        metavar="SECONDS",
         default=10.0,
         help="seconds a cancelled job gets to stop before it is reported cancelled anyway (default 10)",
     )
     worker.add_argument(
         "--connect-timeout",
         type=seconds,
+        metavar="SECONDS",
         default=None,
         help="give up when the engine cannot be reached for this long at start (default: keep trying)",
     )
-    worker.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    worker.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="what the worker logs (default INFO)",
+    )
 
     add("workers", _workers, "List the connected workers.", as_json)
     add("stats", _stats, "Counts per status and per action.", as_json)

@@ -24,9 +24,17 @@ def register(subparsers: Any) -> None:
         "--db", help="database URL (default sqlite:///jobwarden.db; postgresql+psycopg://... too)"
     )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 50051; 0 picks a free one)")
+    serve.add_argument(
+        "--port", type=_port, metavar="PORT", help="port to listen on (default 50051; 0 picks a free one)"
+    )
     serve.add_argument("--config", help="a TOML config file ([engine] and [actions.NAME] sections)")
-    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="what the engine logs (default INFO; DEBUG adds APScheduler's own lines)",
+    )
     serve.add_argument(
         "--log-format", default="text", choices=["text", "json"], help="log lines as text or JSON objects"
     )
@@ -51,12 +59,23 @@ def register(subparsers: Any) -> None:
     )
     serve.add_argument(
         "--metrics-port",
-        type=int,
+        type=_port,
         metavar="PORT",
         help="serve Prometheus metrics at http://HOST:PORT/metrics",
     )
     serve.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics port")
     serve.set_defaults(func=_serve)
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port (gRPC would take 99999 as "any free port", without a word)."""
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(text)
+    return value
+
+
+_port.__name__ = "port (0 to 65535)"
 
 
 def _serve(args: argparse.Namespace) -> int:
