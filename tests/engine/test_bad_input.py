@@ -37,6 +37,17 @@ async def snapshot(stubs: Stubs) -> tuple[list[tuple[str, int, int]], int]:
     ("call", "code", "words"),
     [
         (lambda s: s.jobs.GetJob(js.GetJobRequest(job_id=UNKNOWN_ID)), "NOT_FOUND", "not found"),
+        (
+            lambda s: s.jobs.GetJob(js.GetJobRequest(job_id=UNKNOWN_ID[-8:])),
+            "NOT_FOUND",
+            "no job id starts or ends with '00000000'",
+        ),
+        (lambda s: s.jobs.CancelJob(js.CancelJobRequest(job_id="01a2")), "INVALID_ARGUMENT", "too short"),
+        (
+            lambda s: s.jobs.SubmitJob(request("work", {"ratio": float("nan")})),
+            "INVALID_ARGUMENT",
+            "input holds NaN or an infinity, which JSON cannot hold",
+        ),
         (lambda s: s.jobs.GetJob(js.GetJobRequest(job_id="nope")), "INVALID_ARGUMENT", "malformed job_id"),
         (lambda s: s.jobs.GetJob(js.GetJobRequest()), "INVALID_ARGUMENT", "job_id is required"),
         (lambda s: s.jobs.CancelJob(js.CancelJobRequest(job_id=UNKNOWN_ID)), "NOT_FOUND", "not found"),

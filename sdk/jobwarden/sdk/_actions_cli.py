@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
-from jobwarden.contract import ErrorKind, LockMode, StartTimeoutAction
+from jobwarden.contract import ErrorKind, Limits, LockMode, StartTimeoutAction
 from jobwarden.sdk import _format as fmt
 from jobwarden.sdk._address import DEFAULT_ENGINE, ENGINE_ENV
-from jobwarden.sdk._cli_support import OK, UsageError, client_for, runner
+from jobwarden.sdk._cli_support import OK, UsageError, client_for, parse_json, runner
 from jobwarden.sdk._convert import dict_to_struct, duration, struct_to_dict
 from jobwarden.sdk._requests import lock_request
 from jobwarden.v1 import job_pb2
@@ -133,7 +133,9 @@ def register(subparsers: Any) -> None:
         "--lock",
         action="append",
         metavar="TEMPLATE[:MODE]",
-        help="e.g. 'asset:{input.asset_id}:SHARED'; replaces the templates (repeatable)",
+        help="e.g. 'asset:{input.asset_id}:SHARED'; EXCLUSIVE without a mode; only a last :SHARED or "
+        ":EXCLUSIVE is a mode (another last part in capitals is refused); replaces the templates "
+        "(repeatable)",
     )
     locks.add_argument("--no-locks", action="store_true", help="remove every lock template")
 
@@ -141,7 +143,7 @@ def register(subparsers: Any) -> None:
 # -- argument types (argparse turns their ValueError into a usage error, exit 2) ---------------------
 def _count(text: str) -> int:
     value = int(text)
-    if value < 0:
+    if not 0 <= value < 2**31:
         raise ValueError(text)
     return value
 
@@ -162,7 +164,7 @@ def _error_kind(text: str) -> ErrorKind | None:
         raise ValueError(text) from None
 
 
-_count.__name__ = "count (a whole number >= 0)"
+_count.__name__ = f"count (a whole number from 0 to {2**31 - 1})"
 _start_action.__name__ = "start action (FAIL, RETRY or NONE)"
 _error_kind.__name__ = "error kind (" + ", ".join(k.name for k in ErrorKind) + ")"
 
@@ -174,7 +176,16 @@ def parse_duration(text: str, flag: str) -> float | None:
     match = _DURATION.match(text)
     if not match:
         raise UsageError(f"{flag}: {text!r} is not a duration (e.g. 30, 250ms, 30s, 5m, 2h, 1d, or none)")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    try:
+        duration(seconds)
+    except ValueError:
+        # Beyond what a Duration holds: the engine never sees it, so say here what it takes.
+        raise UsageError(
+            f"{flag}: {text} is far longer than the engine takes "
+            f"(at most {format_duration(Limits.MAX_DURATION_SECONDS)}, about 10 years)"
+        ) from None
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -378,10 +389,7 @@ def _start_changes(args: argparse.Namespace) -> Callable[[job_pb2.ActionConfig],
     )
     run_input = None
     if args.run_request_input is not None:
-        try:
-            run_input = json.loads(args.run_request_input)
-        except json.JSONDecodeError as error:
-            raise UsageError(f"--run-request-input is not valid JSON: {error}") from None
+        run_input = parse_json(args.run_request_input, "--run-request-input")
         if not isinstance(run_input, dict):
             raise UsageError("--run-request-input must be a JSON object ({...})")
     clear_run = args.run_request is not None and args.run_request.strip().lower() == CLEAR

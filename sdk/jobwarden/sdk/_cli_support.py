@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import math
 import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from jobwarden.sdk._address import engine_address
+import grpc
+from jobwarden.contract import Limits
+from jobwarden.sdk._address import ENGINE_ENV, engine_address
 from jobwarden.sdk._client import JobClient
-from jobwarden.sdk._exceptions import JobwardenError
+from jobwarden.sdk._exceptions import EngineUnavailable, JobwardenError
 
-__all__ = ["ENGINE_ERROR", "OK", "USAGE", "UsageError", "client_for", "runner"]
+__all__ = ["ENGINE_ERROR", "OK", "USAGE", "UsageError", "client_for", "parse_json", "runner", "seconds"]
 
 #: exit codes: done, the engine refused or could not be reached, a command line that cannot run
 OK, ENGINE_ERROR, USAGE = 0, 1, 2
@@ -38,6 +42,12 @@ def runner(
             return USAGE
         except JobwardenError as error:
             print(f"{name(args)}: {error}", file=sys.stderr)
+            if isinstance(error, EngineUnavailable) and error.code is grpc.StatusCode.UNAVAILABLE:
+                print(
+                    f"  is the engine running? Start one with `jobwarden serve`, or name where it is "
+                    f"with --engine HOST:PORT or ${ENGINE_ENV}.",
+                    file=sys.stderr,
+                )
             return ENGINE_ERROR
         except BrokenPipeError:
             # The reader went away (`jobwarden jobs | head`): not an error; keep Python quiet about it.
@@ -52,3 +62,28 @@ def client_for(args: argparse.Namespace) -> JobClient:
         return JobClient(engine_address(args.engine))
     except ValueError as error:
         raise UsageError(str(error)) from None
+
+
+def parse_json(text: str, source: str) -> Any:
+    """``text`` as JSON, refusing NaN and Infinity (Python's json takes them; JSON does not)."""
+
+    def refuse(constant: str) -> Any:
+        raise UsageError(f"{source} is not valid JSON: {constant} is not a JSON number")
+
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{source} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise UsageError(f"{source} is nested too deeply") from None
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite, non-negative number of seconds, at most the engine's longest duration."""
+    value = float(text)
+    if not math.isfinite(value) or not 0 <= value <= Limits.MAX_DURATION_SECONDS:
+        raise ValueError(text)
+    return value
+
+
+seconds.__name__ = f"number of seconds (0 to {Limits.MAX_DURATION_SECONDS})"

@@ -4,27 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import inspect
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
-from jobwarden.contract import TERMINAL_STATUSES, JobStatus
+from google.protobuf.message import Message
+from jobwarden.contract import TERMINAL_STATUSES, JobStatus, Limits
 from jobwarden.sdk._address import CHANNEL_OPTIONS, engine_address
 from jobwarden.sdk._convert import duration
 from jobwarden.sdk._credentials import aio_channel
 from jobwarden.sdk._exceptions import (
     EngineUnavailable,
+    InvalidRequest,
     InvalidTransition,
     JobwardenError,
     LockConflict,
     from_rpc_error,
 )
-from jobwarden.sdk._requests import LockSpec, lock_request, statuses, submit_request
+from jobwarden.sdk._requests import LockSpec, int64, lock_request, statuses, submit_request
 from jobwarden.v1 import (
     executor_service_pb2,
     executor_service_pb2_grpc,
@@ -135,6 +138,7 @@ class JobClient:
             workflow_variables=workflow_variables,
             trace_context=trace_context,
         )
+        _check_size(request, "the job")
         response = await self._call(
             job_service_pb2.SubmitJobResponse, self._jobs.SubmitJob(request, timeout=self.timeout)
         )
@@ -149,9 +153,10 @@ class JobClient:
             job if isinstance(job, job_service_pb2.SubmitJobRequest) else submit_request(**job)
             for job in jobs
         ]
+        batch = job_service_pb2.SubmitJobsRequest(jobs=requests)
+        _check_size(batch, f"the batch of {len(requests)} jobs", "split it")
         response = await self._call(
-            job_service_pb2.SubmitJobsResponse,
-            self._jobs.SubmitJobs(job_service_pb2.SubmitJobsRequest(jobs=requests), timeout=self.timeout),
+            job_service_pb2.SubmitJobsResponse, self._jobs.SubmitJobs(batch, timeout=self.timeout)
         )
         return [item.job for item in response.jobs]
 
@@ -241,21 +246,26 @@ class JobClient:
             self._jobs.GetStats(job_service_pb2.GetStatsRequest(), timeout=self.timeout),
         )
 
-    async def wait(self, job_id: str) -> job_pb2.Job:
+    async def wait(
+        self, job_id: str, *, on_change: Callable[[job_pb2.Job], object] | None = None
+    ) -> job_pb2.Job:
         """Wait until the job is finished (COMPLETED, FAILED, CANCELLED or REJECTED) and return it.
 
-        Bound the wait with ``asyncio.timeout(...)``.
+        ``on_change`` (a function or a coroutine function) gets the job as it is at first, then after
+        each of its events, to show what it waits for. Bound the wait with ``asyncio.timeout(...)``.
         """
         # The committed head first, then the job: a change after the head reaches the watch, and one
         # before it shows in the job read after it.
         head = (await self.stats()).head_sequence
         job = await self.get(job_id)
+        await _notify(on_change, job)
         if JobStatus(job.status) in TERMINAL_STATUSES:
             return job
-        async for event in self.watch(after_sequence=head, job_ids=[job_id]):
+        async for event in self.watch(after_sequence=head, job_ids=[job.id]):
+            await _notify(on_change, event.job)
             if JobStatus(event.job.status) in TERMINAL_STATUSES:
-                return await self.get(job_id)
-        raise EngineUnavailable(f"the watch of job {job_id} ended", job_id=job_id)
+                return await self.get(job.id)
+        raise EngineUnavailable(f"the watch of job {job.id} ended", job_id=job.id)
 
     # -- actions -------------------------------------------------------------------------------
     async def pause_action(self, action: str, *, create_if_unknown: bool = False) -> job_pb2.ActionConfig:
@@ -288,6 +298,7 @@ class JobClient:
     async def set_action_config(self, config: job_pb2.ActionConfig) -> job_pb2.ActionConfig:
         """Replace an action's configuration (timeouts, retry policy, limits, lock templates)."""
         request = job_service_pb2.SetActionConfigRequest(config=config)
+        _check_size(request, f"the configuration of {config.action!r}")
         return (
             await self._call(
                 job_service_pb2.SetActionConfigResponse,
@@ -385,7 +396,7 @@ class JobClient:
         request = job_service_pb2.WatchJobsRequest(
             statuses=_statuses(statuses), actions=list(actions or ()), job_ids=list(job_ids or ())
         )
-        last = after_sequence
+        last = None if after_sequence is None else int64(after_sequence, "after_sequence", 0)
         ever_connected = False
         failures = 0
         while True:
@@ -417,6 +428,25 @@ class JobClient:
             delay = min(max_backoff, 0.1 * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
             logger.info("watch: stream ended (%s); reconnecting after %s in %.1fs", error, last, delay)
             await asyncio.sleep(delay)
+
+
+async def _notify(callback: Callable[[job_pb2.Job], object] | None, job: job_pb2.Job) -> None:
+    if callback is not None:
+        result = callback(job)
+        if inspect.isawaitable(result):
+            await result
+
+
+def _check_size(request: Message, what: str, advice: str = "") -> None:
+    """Refuse, before sending, a message the channel would refuse with gRPC's own terse wording."""
+    size = request.ByteSize()
+    if size > Limits.MAX_MESSAGE_BYTES:
+        hint = f"; {advice}" if advice else ""
+        raise InvalidRequest(
+            f"{what} is {size} bytes, over the {Limits.MAX_MESSAGE_BYTES} bytes a message to the engine "
+            f"may hold (a job's input or result may be {Limits.MAX_PAYLOAD_BYTES} bytes as JSON){hint}; "
+            "nothing was sent"
+        )
 
 
 def _statuses(values: Iterable[JobStatus | str | int] | None) -> builtins.list[job_pb2.JobStatus.ValueType]:

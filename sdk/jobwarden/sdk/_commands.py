@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import importlib
 import json
 import logging
@@ -15,14 +16,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from jobwarden.contract import TERMINAL_STATUSES, JobStatus, Limits
+from jobwarden.contract import TERMINAL_STATUSES, JobStatus
 from jobwarden.sdk import _format as fmt
 from jobwarden.sdk._address import DEFAULT_ENGINE, ENGINE_ENV, engine_address
-from jobwarden.sdk._cli_support import ENGINE_ERROR, OK, UsageError, client_for, runner
+from jobwarden.sdk._cli_support import (
+    ENGINE_ERROR,
+    OK,
+    UsageError,
+    client_for,
+    parse_json,
+    runner,
+    seconds,
+)
+from jobwarden.sdk._client import JobClient
 from jobwarden.sdk._convert import check_depth
 from jobwarden.sdk._exceptions import ExecutorDefinitionError
 from jobwarden.sdk._executor import Executor
-from jobwarden.sdk._requests import lock_request, statuses
+from jobwarden.sdk._requests import int64, lock_request, statuses
 from jobwarden.v1 import job_pb2
 
 __all__ = ["load_executors", "register"]
@@ -57,7 +67,14 @@ def register(subparsers: Any) -> None:
         metavar="JSON|@FILE|-",
         help="the input: a JSON object, @file, or - for stdin",
     )
-    submit.add_argument("--priority", "-p", type=int, default=0, help="higher runs first (default 0)")
+    submit.add_argument(
+        "--priority",
+        "-p",
+        type=int,
+        default=0,
+        metavar="N",
+        help="higher runs first: -1000000 to 1000000 (default 0)",
+    )
     submit.add_argument(
         "--label", "-l", action="append", default=[], metavar="KEY=VALUE", help="a label (repeatable)"
     )
@@ -66,10 +83,12 @@ def register(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="RESOURCE[:MODE]",
-        help="a lock to hold while running, MODE SHARED or EXCLUSIVE (default); repeatable",
+        help="a lock to hold while running (repeatable): RESOURCE alone is EXCLUSIVE, RESOURCE:SHARED "
+        "shares it. Resources may contain colons; only a last :SHARED or :EXCLUSIVE (any case) is "
+        "a mode, and another last part in capitals (asset:1:WRITE) is refused as a mistyped mode",
     )
     submit.add_argument(
-        "--run-at", metavar="WHEN", help="not before: an ISO 8601 time, or +30s / +5m / +2h from now"
+        "--run-at", metavar="WHEN", help="not before: an ISO 8601 time, or +30s / +5m / +2h / +1d from now"
     )
     submit.add_argument(
         "--idempotency-key",
@@ -77,9 +96,17 @@ def register(subparsers: Any) -> None:
         help="the same submit repeated with this key returns the first job; a different one is refused",
     )
     submit.add_argument("--correlation-id", default="", help="groups jobs of one workflow")
-    submit.add_argument("--max-attempts", type=int, default=None, help="retry policy: attempts in all")
     submit.add_argument(
-        "--wait", action="store_true", help="wait until the job finishes; exit 1 unless it COMPLETED"
+        "--max-attempts",
+        type=int,
+        default=None,
+        metavar="N",
+        help="retry policy: attempts in all (1 to 1000)",
+    )
+    submit.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the job finishes, saying on stderr what it waits for; exit 1 unless it COMPLETED",
     )
 
     jobs = add("jobs", _jobs, "List jobs, newest first.", as_json)
@@ -89,17 +116,19 @@ def register(subparsers: Any) -> None:
     jobs.add_argument("--action", "-a", default="", help="only this action")
     jobs.add_argument("--label", default="", metavar="KEY[=VALUE]", help="only jobs with this label")
     jobs.add_argument("--text", "-t", default="", help="text in the id, action, message or error")
-    jobs.add_argument("--limit", "-n", type=int, default=50, help="most jobs to show (default 50)")
+    jobs.add_argument(
+        "--limit", "-n", type=int, default=50, metavar="N", help="most jobs to show (default 50)"
+    )
 
     get = add("get", _get, "Show one job: status, input, result, error with its stack trace.", as_json)
-    get.add_argument("job_id")
+    get.add_argument("job_id", help=_JOB_ID_HELP)
 
     cancel = add("cancel", _cancel, "Cancel a job (a running one through its worker).", as_json)
-    cancel.add_argument("job_id")
+    cancel.add_argument("job_id", help=_JOB_ID_HELP)
     cancel.add_argument("--reason", default="", help="why (kept with the job)")
 
     retry = add("retry", _retry, "Start a new attempt of a FAILED or CANCELLED job.", as_json)
-    retry.add_argument("job_id")
+    retry.add_argument("job_id", help=_JOB_ID_HELP)
     retry.add_argument(
         "--from-step",
         default="",
@@ -109,10 +138,10 @@ def register(subparsers: Any) -> None:
     retry.add_argument("--reason", default="", help="why (kept with the job)")
 
     events = add("events", _events, "Show a job's history.", as_json)
-    events.add_argument("job_id")
+    events.add_argument("job_id", help=_JOB_ID_HELP)
 
     logs = add("logs", _logs, "Show the lines a job's executor logged.", as_json)
-    logs.add_argument("job_id")
+    logs.add_argument("job_id", help=_JOB_ID_HELP)
     logs.add_argument(
         "--follow", "-f", action="store_true", help="keep printing new lines until the job ends"
     )
@@ -121,14 +150,18 @@ def register(subparsers: Any) -> None:
         "watch", _watch, "Tail the stream of job events (reconnects from its last sequence).", as_json
     )
     watch.add_argument(
-        "--after", type=int, default=None, metavar="SEQ", help="replay events after SEQ first (0: all)"
+        "--after", type=_sequence, default=None, metavar="SEQ", help="replay events after SEQ first (0: all)"
     )
     watch.add_argument(
         "--status", "-s", action="append", default=[], help="only events of jobs in these statuses"
     )
     watch.add_argument("--action", "-a", action="append", default=[], help="only this action (repeatable)")
     watch.add_argument(
-        "--job", action="append", default=[], metavar="JOB_ID", help="only this job (repeatable)"
+        "--job",
+        action="append",
+        default=[],
+        metavar="JOB_ID",
+        help="only this job (repeatable; a unique first or last 8+ characters will do)",
     )
 
     worker = add("worker", _worker, "Run a worker with the executors found at MODULE:ATTR.")
@@ -137,28 +170,39 @@ def register(subparsers: Any) -> None:
         metavar="MODULE:ATTR",
         help="an Executor subclass, an instance, or a list of them, e.g. myapp.executors:Transcode",
     )
-    worker.add_argument("--capacity", "-c", type=int, default=10, help="most jobs at once (default 10)")
+    worker.add_argument(
+        "--capacity", "-c", type=int, default=10, metavar="N", help="most jobs at once (default 10)"
+    )
     worker.add_argument("--name", default=None, help="the worker's name (default host:pid)")
     worker.add_argument(
         "--drain-timeout",
-        type=float,
+        type=seconds,
         default=30.0,
-        help="seconds to finish running jobs on SIGTERM (default 30)",
+        metavar="SECONDS",
+        help="seconds to finish running jobs on SIGTERM or Ctrl+C (default 30); a second one stops at once",
     )
     worker.add_argument(
         "--cancel-grace",
-        type=float,
+        type=seconds,
+        metavar="SECONDS",
         default=10.0,
         help="seconds a cancelled job gets to stop before a warning that it ignores the cancel; it is "
         "reported stopped (and its locks pass on) only when its code returns (default 10)",
     )
     worker.add_argument(
         "--connect-timeout",
-        type=float,
+        type=seconds,
+        metavar="SECONDS",
         default=None,
         help="give up when the engine cannot be reached for this long at start (default: keep trying)",
     )
-    worker.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    worker.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="what the worker logs (default INFO)",
+    )
     worker.add_argument(
         "--tracing",
         action="store_true",
@@ -172,6 +216,18 @@ def register(subparsers: Any) -> None:
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
+
+
+_JOB_ID_HELP = "the job's id, or a unique first or last 8+ characters of it (the console shows the last 8)"
+
+
+def _sequence(text: str) -> int:
+    value = int(text)
+    int64(value, "SEQ", 0)
+    return value
+
+
+_sequence.__name__ = "event sequence (a whole number >= 0)"
 
 
 def _print_json(value: Any) -> None:
@@ -191,15 +247,7 @@ def _parse_input(text: str | None) -> dict[str, Any] | None:
             text, source = path.read_text(), str(path)
         except OSError as error:
             raise UsageError(f"cannot read the input file {path}: {error.strerror}") from None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UsageError(f"the input from {source} is not valid JSON: {error}") from None
-    except RecursionError:
-        raise UsageError(
-            f"the input from {source} nests objects and lists deeper than the engine takes "
-            f"(at most {Limits.MAX_PAYLOAD_DEPTH} levels)"
-        ) from None
+    value = parse_json(text, f"the input from {source}")
     if not isinstance(value, dict):
         raise UsageError(f"the input must be a JSON object ({{...}}), got {type(value).__name__}")
     try:
@@ -226,12 +274,18 @@ def _parse_time(text: str) -> datetime:
     match = _RELATIVE.match(text.strip())
     if match:
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
-        return datetime.now(UTC) + timedelta(**{unit: float(match.group(1))})
+        try:
+            return datetime.now(UTC) + timedelta(**{unit: float(match.group(1))})
+        except OverflowError:
+            raise UsageError(f"--run-at {text}: too far in the future") from None
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise UsageError(f"--run-at takes an ISO 8601 time or +30s/+5m/+2h/+1d, got {text!r}") from None
-    return moment if moment.tzinfo else moment.astimezone()
+    try:
+        return moment if moment.tzinfo else moment.astimezone()
+    except (OverflowError, ValueError):
+        raise UsageError(f"--run-at {text}: not a time this machine can represent") from None
 
 
 async def _submit(args: argparse.Namespace) -> int:
@@ -244,17 +298,24 @@ async def _submit(args: argparse.Namespace) -> int:
     run_at = _parse_time(args.run_at) if args.run_at else None
     policy = {"max_attempts": args.max_attempts} if args.max_attempts is not None else None
     async with client_for(args) as client:
-        job = await client.submit(
-            args.action,
-            payload,
-            priority=args.priority,
-            labels=labels,
-            locks=locks,
-            run_at=run_at,
-            idempotency_key=args.idempotency_key,
-            correlation_id=args.correlation_id,
-            retry_policy=policy,
-        )
+        try:
+            job = await client.submit(
+                args.action,
+                payload,
+                priority=args.priority,
+                labels=labels,
+                locks=locks,
+                run_at=run_at,
+                idempotency_key=args.idempotency_key,
+                correlation_id=args.correlation_id,
+                retry_policy=policy,
+            )
+        except (TypeError, ValueError) as error:
+            # The SDK refuses what the wire cannot hold (a number out of its field's range, NaN).
+            raise UsageError(str(error)) from None
+        warning = await _unserved_warning(client, job.action)
+        if warning:
+            print(f"jobwarden submit: warning: {warning}", file=sys.stderr, flush=True)
         if not args.wait:
             if args.json:
                 _print_json(fmt.message_json(job))
@@ -263,12 +324,55 @@ async def _submit(args: argparse.Namespace) -> int:
             return OK
         if not args.json:
             print(f"{job.id}  submitted, waiting...", file=sys.stderr)
-        job = await client.wait(job.id)
+        job = await client.wait(job.id, on_change=_WaitReport(client))
     if args.json:
         _print_json(fmt.message_json(job))
     else:
         print(fmt.job_detail(job))
     return OK if JobStatus(job.status) is JobStatus.COMPLETED else ENGINE_ERROR
+
+
+async def _unserved_warning(client: JobClient, action: str) -> str:
+    """What to tell whoever submits a job no connected worker serves ('' when one does): a typo in the
+    action is the usual cause, and the job would wait for ever without a word."""
+    stats = await client.stats()
+    by_action = {entry.action: entry for entry in stats.actions}
+    entry = by_action.get(action)
+    if entry is not None and entry.workers:
+        return ""
+    served = sorted(name for name, item in by_action.items() if item.workers)
+    guess = difflib.get_close_matches(action, served or list(by_action), n=1)
+    text = f"no connected worker serves {action!r}"
+    if entry is None or not entry.completed:
+        text += f", and no {action!r} job has ever completed on this engine"
+    if guess and guess[0] != action:
+        text += f" (did you mean {guess[0]!r}?)"
+    text += "; the job is submitted and waits until a worker for it connects"
+    if served:
+        text += f" (workers now serve: {', '.join(served)})"
+    return text
+
+
+class _WaitReport:
+    """``--wait``'s account on stderr of what the job waits for, each time its status or reason changes."""
+
+    def __init__(self, client: JobClient) -> None:
+        self._client = client
+        self._last: tuple[int, str] | None = None
+
+    async def __call__(self, job: job_pb2.Job) -> None:
+        status = JobStatus(job.status)
+        reason = job.status_reason
+        if status is JobStatus.RUNNING:
+            reason = f"on worker {job.worker_id}" + (f", attempt {job.attempt}" if job.attempt > 1 else "")
+        if (job.status, reason) == self._last or status in TERMINAL_STATUSES:
+            return
+        self._last = (job.status, reason)
+        if status is JobStatus.QUEUED and not reason:
+            stats = await self._client.stats()
+            if job.action in stats.actions_without_workers:
+                reason = f"no connected worker serves {job.action!r}"
+        print(f"{job.id}  {status.name}" + (f": {reason}" if reason else ""), file=sys.stderr, flush=True)
 
 
 # -- reading jobs ------------------------------------------------------------------------------------
@@ -334,7 +438,8 @@ async def _retry(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(fmt.message_json(job))
     else:
-        print(f"{job.id}  {fmt.status_name(job.status)}  attempt {job.attempt}")
+        # The new attempt's number is the job's once it starts; until then the job shows the last one.
+        print(f"{job.id}  {fmt.status_name(job.status)} for attempt {job.attempt + 1}")
     return OK
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +27,10 @@ __all__ = [
 VALUE_KEY = "value"
 
 JsonObject = dict[str, Any]
+
+_MAX_DOUBLE_INT = int(sys.float_info.max)
+#: the longest duration a ``timedelta`` (and so a ``Duration`` built from one) can hold
+_MAX_DURATION_SECONDS = timedelta.max.days * 86400
 
 
 def _value_to_python(value: struct_pb2.Value) -> Any:
@@ -90,12 +95,17 @@ def _check_json(value: Any, path: str, depth: int = 1) -> Any:
     ``ValueError`` where it nests too deep)."""
     if value is None or isinstance(value, bool | str):
         return value
-    if isinstance(value, int | float):
-        if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, float):
+        if not math.isfinite(value):
             raise ValueError(f"{path} is {value!r}, which JSON cannot hold")
         return value
     if depth > Limits.MAX_PAYLOAD_DEPTH and isinstance(value, Mapping | list | tuple):
         raise _too_deep(path)
+    if isinstance(value, int):
+        # The wire holds JSON numbers as doubles: beyond them an integer cannot be sent at all.
+        if abs(value) > _MAX_DOUBLE_INT:
+            raise ValueError(f"{path} is an integer too large for a JSON number (a double)")
+        return value
     if isinstance(value, Mapping):
         out: JsonObject = {}
         for key, item in value.items():
@@ -144,6 +154,12 @@ def from_timestamp(stamp: timestamp_pb2.Timestamp) -> datetime | None:
 
 
 def duration(seconds: float | timedelta) -> duration_pb2.Duration:
+    """A ``Duration``; ``ValueError`` for NaN, an infinity, or more seconds than a duration can hold."""
     value = duration_pb2.Duration()
-    value.FromTimedelta(seconds if isinstance(seconds, timedelta) else timedelta(seconds=seconds))
+    if isinstance(seconds, timedelta):
+        value.FromTimedelta(seconds)
+        return value
+    if not math.isfinite(seconds) or abs(seconds) >= _MAX_DURATION_SECONDS:
+        raise ValueError(f"{seconds!r} seconds is not a duration (at most {_MAX_DURATION_SECONDS})")
+    value.FromTimedelta(timedelta(seconds=seconds))
     return value

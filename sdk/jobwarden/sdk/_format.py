@@ -72,8 +72,22 @@ def job_rows(jobs: Sequence[job_pb2.Job]) -> tuple[list[str], list[list[str]]]:
 
 
 def message_json(message: Message) -> dict[str, Any]:
-    result: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    """A message as JSON (proto3's JSON mapping), with the integers people sent back as integers."""
+    result: dict[str, Any] = _integral(json_format.MessageToDict(message, preserving_proto_field_name=True))
     return result
+
+
+def _integral(value: Any) -> Any:
+    # A Struct holds every number as a double, so an input of {"asset_id": 42} comes back 42.0; JSON
+    # has one number type, and 42 is what was sent (as struct_to_dict gives it too). The API's own
+    # double fields (throughput, backoff_coefficient) read the same either way.
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) < 2**53 else value
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    return value
 
 
 def job_detail(job: job_pb2.Job) -> str:

@@ -257,12 +257,7 @@ class Worker:
         """Take no new jobs; stop once running jobs finish (or are handed back after the timeout)."""
         if self._draining or self._loop is None:
             return
-        logger.info(
-            "worker %s draining: %d running job(s), up to %.0fs",
-            self.name,
-            len(self._jobs),
-            self.drain_timeout,
-        )
+        logger.info("worker %s draining: takes no new jobs; %s", self.name, self._drain_wait())
         self._draining = True
         self._outbox.set_draining()
         self._kick()
@@ -756,16 +751,51 @@ class Worker:
 
     # -- draining ------------------------------------------------------------------------------
     def _on_signal(self, signum: int) -> None:
+        key = "Ctrl+C" if signum == signal.SIGINT else signal.Signals(signum).name
         if self._draining:
-            logger.warning("worker %s: second %s, stopping now", self.name, signal.Signals(signum).name)
+            logger.warning(
+                "worker %s: %s again: stopping now; the engine times out its %d running job(s), and "
+                "another worker may take them over",
+                self.name,
+                key,
+                len(self._jobs),
+            )
             self.stop()
-        else:
-            self.drain()
+            return
+        self.drain()
+        if self._jobs:
+            logger.warning("worker %s: %s: draining; %s again stops at once", self.name, key, key)
+
+    def _drain_wait(self) -> str:
+        """What a draining worker waits for, as the operator who stopped it reads it."""
+        if not self._jobs:
+            return "no job running, stopping"
+        ids = sorted(self._jobs)
+        shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+        return f"waiting up to {self.drain_timeout:g}s for {len(ids)} running job(s): {shown}"
 
     async def _drain(self) -> None:
         self._check_idle()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.drain_timeout
+        waiting_for = set(self._jobs)
         try:
-            await asyncio.wait_for(self._idle.wait(), self.drain_timeout)
+            while not self._idle.is_set():
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise TimeoutError
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._idle.wait(), min(left, 1.0))
+                if self._jobs and set(self._jobs) != waiting_for:
+                    # Say so each time one finishes: the operator sees the drain move.
+                    waiting_for = set(self._jobs)
+                    logger.info(
+                        "worker %s draining: %d running job(s) left: %s (%.0fs more at most)",
+                        self.name,
+                        len(waiting_for),
+                        ", ".join(sorted(waiting_for)[:5]) + (", ..." if len(waiting_for) > 5 else ""),
+                        max(0.0, deadline - loop.time()),
+                    )
         except TimeoutError:
             # A job being stopped is not handed back: it would run elsewhere beside its own executor.
             running = [job for job in self._jobs.values() if not job.cancel_requested]

@@ -24,9 +24,17 @@ def register(subparsers: Any) -> None:
         "--db", help="database URL (default sqlite:///jobwarden.db; postgresql+psycopg://... too)"
     )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 50051; 0 picks a free one)")
+    serve.add_argument(
+        "--port", type=_port, metavar="PORT", help="port to listen on (default 50051; 0 picks a free one)"
+    )
     serve.add_argument("--config", help="a TOML config file ([engine] and [actions.NAME] sections)")
-    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="what the engine logs (default INFO; DEBUG adds APScheduler's own lines)",
+    )
     serve.add_argument(
         "--log-format", default="text", choices=["text", "json"], help="log lines as text or JSON objects"
     )
@@ -51,7 +59,7 @@ def register(subparsers: Any) -> None:
     )
     serve.add_argument(
         "--metrics-port",
-        type=int,
+        type=_port,
         metavar="PORT",
         help="serve Prometheus metrics at http://HOST:PORT/metrics",
     )
@@ -63,6 +71,17 @@ def register(subparsers: Any) -> None:
         "flag when OTEL_TRACES_EXPORTER or OTEL_EXPORTER_OTLP_ENDPOINT is set; needs jobwarden[tracing])",
     )
     serve.set_defaults(func=_serve)
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port (gRPC would take 99999 as "any free port", without a word)."""
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(text)
+    return value
+
+
+_port.__name__ = "port (0 to 65535)"
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -136,7 +155,11 @@ def _serve(args: argparse.Namespace) -> int:
         except OSError as error:
             print(f"jobwarden serve: {error}", file=sys.stderr)
             return 1
-        print(f"jobwarden engine listening on {server.address}", flush=True)
+        # The engine logs where it listens (on stderr); scripts and tests read it from stdout. A person
+        # at a terminal sees both streams, and gets the line once.
+        logged = logging.getLogger("jobwarden.server").isEnabledFor(logging.INFO)
+        if not (logged and sys.stdout.isatty() and sys.stderr.isatty()):
+            print(f"jobwarden engine listening on {server.address}", flush=True)
         if server.metrics_server is not None:
             print(f"jobwarden metrics on {server.metrics_server.url}", flush=True)
         if server.job_tracer is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import Any
@@ -44,9 +45,9 @@ def register(subparsers: Any) -> None:
             "steady trickle of jobs, then open the console on it. Quitting the console stops it all."
         ),
     )
-    demo.add_argument("--port", type=int, default=0, help="engine port (default: a free one)")
+    demo.add_argument("--port", type=_port, default=0, help="engine port (default: a free one)")
     demo.add_argument(
-        "--rate", type=float, default=1.5, metavar="JOBS_PER_SECOND", help="trickle rate (default: 1.5)"
+        "--rate", type=_rate, default=1.5, metavar="JOBS_PER_SECOND", help="trickle rate (default: 1.5)"
     )
     demo.add_argument(
         "--no-console",
@@ -60,6 +61,20 @@ def _positive(value: str) -> int:
     number = int(value)
     if number < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def _port(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {value}")
+    return number
+
+
+def _rate(value: str) -> float:
+    number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        raise argparse.ArgumentTypeError(f"jobs per second must be a number above 0, got {value}")
     return number
 
 

@@ -11,7 +11,6 @@ import grpc
 from grpc import aio
 from jobwarden.contract import JobStatus
 from jobwarden.server.core import Engine, EventFilter, InvalidArgument, JobQuery
-from jobwarden.server.core.ids import parse_job_id
 from jobwarden.server.core.validation import check_action
 from jobwarden.v1 import job_service_pb2, job_service_pb2_grpc
 
@@ -144,7 +143,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     ) -> AsyncIterator[bytes]:
         """Yields ``WatchJobsResponse`` messages already encoded (see ``wire``): the server registers
         this method with a pass-through serializer."""
-        job_ids = frozenset(parse_job_id(job_id) for job_id in request.job_ids)
+        job_ids = frozenset([await self.engine.resolve_job_id(job_id) for job_id in request.job_ids])
         event_filter = EventFilter(
             statuses=frozenset(_statuses(request.statuses)),
             actions=frozenset(request.actions),

@@ -39,7 +39,7 @@ from .errors import (
 from .events import EventBus, EventFilter, Subscription
 from .external_locks import ExternalLocks
 from .flow import _clear_attempt_fields, _lock_map
-from .ids import new_job_id, parse_job_id
+from .ids import id_abbreviation, new_job_id, parse_job_id
 from .model import (
     ActionConfig,
     Event,
@@ -411,7 +411,7 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
     async def get_job(self, job_id: str) -> Job:
         """The job as committed: a change still on its way to the store is waited for (one group
         commit at most), so a reader never sees a state that a crash could take back."""
-        job_id = parse_job_id(job_id)
+        job_id = await self.resolve_job_id(job_id)
         job = self.registry.get(job_id)
         if job is None:
             job = await self._read(self.store.get_job, job_id)
@@ -420,6 +420,24 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
         if job is None:
             raise JobNotFound(job_id)
         return job
+
+    async def resolve_job_id(self, text: str) -> str:
+        """The full id ``text`` names: itself, or the one job whose id starts or ends with it (people
+        copy the console's last 8 characters); InvalidArgument when several do, JobNotFound when none."""
+        part = id_abbreviation(text)
+        if part is None:
+            return parse_job_id(text)
+        # Every acknowledged job is in the store once what is pending is written.
+        await self.writer.flush()
+        shown = 5
+        found = await self._read(self.store.job_ids_abbreviated, part, shown + 1)
+        if not found:
+            raise NotFound(f"no job id starts or ends with {text!r}", job_id=text)
+        if len(found) > 1:
+            listed = ", ".join(found[:shown]) + (", ..." if len(found) > shown else "")
+            many = f"{shown} or more" if len(found) > shown else str(len(found))
+            raise InvalidArgument(f"job id {text!r} is ambiguous: it matches {many} jobs: {listed}")
+        return str(found[0])
 
     async def list_jobs(self, query: JobQuery) -> tuple[list[Job], str, int]:
         """A page of jobs, newest first; the next page token ('' on the last page); the head sequence

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 
 from .errors import InvalidArgument
 
-__all__ = ["new_job_id", "parse_job_id"]
+__all__ = ["MIN_ABBREVIATION", "id_abbreviation", "new_job_id", "parse_job_id"]
+
+#: the fewest characters of an id that name a job: the console shows the last 8
+MIN_ABBREVIATION = 8
+_ID_CHARACTERS = re.compile(r"^[0-9a-f-]+$")
 
 _last_ms = 0
 _counter = 0
@@ -43,3 +48,26 @@ def parse_job_id(text: str) -> str:
         return str(uuid.UUID(text))
     except ValueError:
         raise InvalidArgument(f"malformed job_id {text!r}: expected a UUID") from None
+
+
+def id_abbreviation(text: str) -> str | None:
+    """None for a full job id; for a part of one (its start or its end, as the console shows the last
+    8 characters), that part in lower case; InvalidArgument for anything else."""
+    if not text:
+        raise InvalidArgument("job_id is required")
+    if len(text) > 64:
+        raise InvalidArgument("malformed job_id: too long")
+    try:
+        uuid.UUID(text)
+        return None
+    except ValueError:
+        pass
+    part = text.strip().lower()
+    if not _ID_CHARACTERS.match(part):
+        raise InvalidArgument(f"malformed job_id {text!r}: expected a UUID, or its first or last characters")
+    if len(part) < MIN_ABBREVIATION:
+        raise InvalidArgument(
+            f"job id {text!r} is too short: give the whole id, or at least {MIN_ABBREVIATION} of its "
+            "first or last characters"
+        )
+    return part

@@ -28,6 +28,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -364,6 +365,17 @@ class Store:
                 select(jobs_t.c.doc, jobs_t.c.input, jobs_t.c.result).where(jobs_t.c.id == job_id)
             ).first()
         return _job_from_row(row) if row is not None else None
+
+    def job_ids_abbreviated(self, part: str, limit: int) -> list[str]:
+        """Ids that start or end with ``part`` (hex digits and dashes only), at most ``limit``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs_t.c.id)
+                .where(or_(jobs_t.c.id.startswith(part), jobs_t.c.id.endswith(part)))
+                .order_by(jobs_t.c.id.desc())
+                .limit(limit)
+            ).all()
+        return [r.id for r in rows]
 
     def jobs_by_idempotency_key(self, keys: Iterable[str]) -> dict[str, Job]:
         keys = list(keys)

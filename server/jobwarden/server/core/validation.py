@@ -110,9 +110,13 @@ def check_payload(value: Any, what: str) -> int:
             f"(at {too_deep}); at most {Limits.MAX_PAYLOAD_DEPTH} are allowed"
         )
     try:
-        size = len(orjson.dumps(value))
+        encoded = orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError) as error:
         raise InvalidArgument(f"{what} is not JSON-serializable: {error}") from None
+    # orjson writes NaN and the infinities as null: stored, the number would silently become null.
+    if b"null" in encoded and _has_non_finite(value):
+        raise InvalidArgument(f"{what} holds NaN or an infinity, which JSON cannot hold")
+    size = len(encoded)
     if size > Limits.MAX_PAYLOAD_BYTES:
         raise InvalidArgument(f"{what} is {size} bytes encoded, over the limit of {Limits.MAX_PAYLOAD_BYTES}")
     return size
@@ -141,6 +145,16 @@ def _path(what: str, link: tuple[Any, Any]) -> str:
         parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
     path = what + "".join(reversed(parts))
     return path if len(path) <= 200 else path[:200] + "…"
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_has_non_finite(item) for item in value)
+    return False
 
 
 def check_duration(value: float | None, what: str, *, allow_zero: bool = False) -> None:

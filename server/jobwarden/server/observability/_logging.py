@@ -40,7 +40,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | None = None) -> None:
-    """Send every log line to ``stream`` (stderr) at ``level``, as text or JSON."""
+    """Send every log line to ``stream`` (stderr) at ``level``, as text or JSON; APScheduler's own
+    lines only at DEBUG (else from WARNING up)."""
     if fmt not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {fmt!r}")
     handler = logging.StreamHandler(stream or sys.stderr)
@@ -50,3 +51,8 @@ def configure_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | N
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # APScheduler logs each timer it adds, runs and removes at INFO: several lines per job, around
+    # every cancel. They are the engine's internals; DEBUG shows them.
+    logging.getLogger("apscheduler").setLevel(
+        logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
+    )
