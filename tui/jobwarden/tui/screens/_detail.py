@@ -23,6 +23,7 @@ from jobwarden.tui._format import (
     struct_to_text,
 )
 from jobwarden.tui._model import JobRow
+from jobwarden.tui.widgets import ConsoleFooter
 from jobwarden.v1 import job_pb2, lock_service_pb2
 from rich.table import Table
 from rich.text import Text
@@ -31,7 +32,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
-from textual.widgets import DataTable, Footer, Log, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Log, Static, TabbedContent, TabPane
 
 from ._base import ConsoleScreen
 
@@ -95,7 +96,7 @@ class JobDetailScreen(ConsoleScreen):
                 yield Static("", id="detail-locks")
             with TabPane("Log", id="logs"):
                 yield Log(id="detail-log", max_lines=20_000)
-        yield Footer()
+        yield ConsoleFooter()
 
     def on_mount(self) -> None:
         attempts = self.query_one("#detail-attempts", DataTable)
@@ -104,6 +105,12 @@ class JobDetailScreen(ConsoleScreen):
         timeline.add_columns("Seq", "Time", "Event", "Status", "Actor", "Detail")
         self._reload_loop()
         self._follow_log()
+        # "12s ago" and "ran 3m07s" move with the clock, not only when the job changes.
+        self.set_interval(1.0, self._tick, name="detail-tick")
+
+    def _tick(self) -> None:
+        if self.job is not None:
+            self._show_summary(self.job)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return self.console.allows(action)
@@ -176,7 +183,9 @@ class JobDetailScreen(ConsoleScreen):
         progress = Text(f"{progress_bar(job.progress, 20)} {job.progress}%")
         grid.add_row("Job", job.id, "Action", job.action)
         grid.add_row("Progress", progress, "Status reason", Text(job.status_reason or "—"))
-        grid.add_row("Attempt", str(job.attempt), "Worker", self.console.worker_name(job.worker_id) or "—")
+        # A job keeps its last worker after the attempt ends: name it only while it holds the job.
+        worker = JobRow.from_proto(job).current_worker_id
+        grid.add_row("Attempt", str(job.attempt), "Worker", self.console.worker_name(worker) or "—")
         grid.add_row("Step", job.step or "—", "Message", Text(job.message or "—"))
         grid.add_row(
             "Created",
