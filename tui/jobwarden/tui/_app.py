@@ -164,10 +164,10 @@ class ConsoleApp(App[None]):
     async def _poll_stats(self) -> None:
         """Worker names every few polls, and the counts' safety net.
 
-        The header's counts follow the event stream (see ``StatusCounts``). ``GetStats`` counts
-        changes the engine has numbered but may not have committed yet, so a seed taken while a
-        batch is in flight can count that batch twice; every ``RESYNC_EVERY`` seconds the counts
-        are compared with the engine's again, at a moment when the stream is at the stats' head.
+        The header's counts follow the event stream (see ``StatusCounts``), seeded by the feed on
+        every (re)connection. As a safety net (an older engine's ``GetStats`` could count a change
+        still in flight, so a seed taken then stayed one off), every ``RESYNC_EVERY`` seconds they
+        are taken from the engine again, at a moment when the stream is at the stats' head.
         """
         polls = 0
         synced_at = self.clock()
