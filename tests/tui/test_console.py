@@ -330,7 +330,9 @@ async def test_pause_and_resume_an_action_and_the_other_screens(engine: EngineHa
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the pause question")
         title = str(app.screen.query_one("#dialog-title", Static).content)
         assert title == "Pause dispatch of ingest?"
-        assert "1 job waiting stay waiting" in str(app.screen.query_one("#dialog-body", Static).content)
+        assert "Now: 1 job waiting, 0 jobs running." in str(
+            app.screen.query_one("#dialog-body", Static).content
+        )
         assert app.focused is not None
         assert app.focused.id == "keep"
         await pilot.press("enter")

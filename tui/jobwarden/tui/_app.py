@@ -224,7 +224,7 @@ class ConsoleApp(App[None]):
             notes.append(f"{table.row_count:,} shown of {len(self.store):,} kept")
             table.set_empty_text(self._empty_text(link))
         if self.read_only:
-            notes.append(f"read-only ({self.read_only_reason}): cancel, retry and pause are off")
+            notes.append(f"read-only ({self.read_only_reason})")
         for header in screen.query(StatusHeader):
             header.show(
                 engine=self.engine_label,
@@ -580,14 +580,15 @@ def _pause_question(action: str, paused: bool, listing: job_service_pb2.ListActi
     if paused:
         return ConfirmScreen(
             f"Resume dispatch of {action}?",
-            [f"Its {_jobs(waiting)} waiting start as workers have room."],
+            [f"Now: {_jobs(waiting)} waiting; they start as workers have room."],
             f"Resume {action}",
         )
     return ConfirmScreen(
         f"Pause dispatch of {action}?",
         [
-            f"No new job of {action} starts until you resume it (p); submits still queue.",
-            f"{_jobs(waiting)} waiting stay waiting; {_jobs(running)} running carry on.",
+            f"No new job of {action} starts until you resume it (p); submits still queue, and the "
+            "running jobs carry on.",
+            f"Now: {_jobs(waiting)} waiting, {_jobs(running)} running.",
         ],
         f"Pause {action}",
     )

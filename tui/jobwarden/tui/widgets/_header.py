@@ -8,6 +8,7 @@ from jobwarden.contract import TERMINAL_STATUSES, JobStatus
 from jobwarden.tui._feed import LinkState, LinkStatus
 from jobwarden.tui._filter import JobFilter
 from jobwarden.tui._format import STATUS_CLASS, STATUS_LABEL, format_duration
+from rich.cells import cell_len
 from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, HorizontalGroup
@@ -180,6 +181,10 @@ class StatusHeader(Widget):
         notes: Sequence[str] = (),
     ) -> None:
         """Show the latest state; parts that did not change are not redrawn."""
+        # The engine's name takes the room the rest leaves; cut, it keeps its end (the port).
+        room = self._engine.content_region.width
+        if room and cell_len(engine) > room:
+            engine = "…" + engine[-(room - 1) :] if room > 1 else ""
         _update(self._engine, engine)
         self._link.show(link, frozen_pending)
         self._last_counts = counts
