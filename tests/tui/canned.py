@@ -59,6 +59,7 @@ def _job(
     locks: tuple[tuple[str, LockMode], ...] = (),
     locks_held: bool = False,
     step: str = "",
+    reason: str = "",
 ) -> job_pb2.Job:
     job = job_pb2.Job(
         id=f"0193a000-0000-7000-8000-{number:012d}",
@@ -71,6 +72,7 @@ def _job(
         created_at=ts(created),
         updated_at=ts(max(created, started, finished)),
         step=step,
+        status_reason=reason,
         locks_held=locks_held,
         input=_struct(asset_id=number, profile="hd"),
     )
@@ -133,10 +135,29 @@ def canned_jobs() -> list[job_pb2.Job]:
             locks=(("asset:42", s),),
             locks_held=True,
         ),
-        _job(4, "publish", JobStatus.WAITING_FOR_LOCK, message="", created=250, locks=(("asset:42", x),)),
+        _job(
+            4,
+            "publish",
+            JobStatus.WAITING_FOR_LOCK,
+            created=250,
+            locks=(("asset:42", x),),
+            reason="waiting for asset:42 (held SHARED by 00000003)",
+        ),
         _job(5, "transcode", JobStatus.QUEUED, created=260),
-        _job(6, "ingest", JobStatus.QUEUED, created=262, message="no worker serves ingest"),
-        _job(7, "flaky", JobStatus.DELAYED, attempt=1, created=150, started=151, message="retry in 4s"),
+        _job(6, "ingest", JobStatus.QUEUED, created=262, reason="no worker serves ingest"),
+        # A retry waiting out its backoff still carries its last attempt's worker and message.
+        _job(
+            7,
+            "flaky",
+            JobStatus.DELAYED,
+            progress=50,
+            message="uploading",
+            attempt=1,
+            worker="w-alpha",
+            created=150,
+            started=151,
+            reason="attempt 1 failed (JOB_ERROR: connection reset); retry in 4s",
+        ),
         _job(
             8,
             "heartbeat-loss",
@@ -146,7 +167,8 @@ def canned_jobs() -> list[job_pb2.Job]:
             worker="w-beta",
             created=120,
             started=121,
-            message="stopped heartbeating",
+            message="encoding part 3",
+            reason="no update for 30s",
         ),
         _job(
             9,
@@ -170,9 +192,10 @@ def canned_jobs() -> list[job_pb2.Job]:
             created=30,
             started=31,
             finished=80,
-            message="cancelled from the console",
+            message="exporting, 70s left",
+            reason="cancelled from the console",
         ),
-        _job(11, "transcode", JobStatus.REJECTED, created=100, message="queue limit of transcode reached"),
+        _job(11, "transcode", JobStatus.REJECTED, created=100, reason="queue limit of transcode reached"),
         _job(
             12,
             "multi-step",
@@ -183,7 +206,8 @@ def canned_jobs() -> list[job_pb2.Job]:
             created=20,
             started=21,
             finished=61,
-            message="3 steps done",
+            message="[upload] upload 80%",
+            step="upload",
         ),
     ]
     failed = jobs[8]

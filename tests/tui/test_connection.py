@@ -66,6 +66,8 @@ async def test_lost_engine_shows_reconnecting_and_the_feed_catches_up(tmp_path: 
             await until(pilot, lambda: app.store.sequence >= head, what="the feed at the engine's head")
             assert app.feed.reconnects >= 1
             assert app.store.jobs[before.id].status is JobStatus.CANCELLED
+            # The header's counts were seeded again on reconnecting, and the replay not counted twice.
+            assert app.counts.get() == {JobStatus.QUEUED: 10, JobStatus.CANCELLED: 1}
     finally:
         engine.terminate()
 

@@ -62,17 +62,13 @@ async def test_rows_appear_and_change_as_the_job_runs(engine: EngineHandle) -> N
         await worker.next_ack()
         await until(pilot, lambda: "COMPLETED" in row_text(app, job.id), what="the completed row")
         assert "100%" in row_text(app, job.id)
-        # The header counts come from the engine's stats.
+        # The header counts follow the stream.
         await until(
             pilot,
-            lambda: (
-                app.stats is not None
-                and any(
-                    entry.status == JobStatus.COMPLETED and entry.count == 1 for entry in app.stats.statuses
-                )
-            ),
-            what="stats counting the completed job",
+            lambda: (app.counts.get() or {}).get(JobStatus.COMPLETED) == 1,
+            what="the counts counting the completed job",
         )
+        assert (app.counts.get() or {}).get(JobStatus.RUNNING) == 0
         await worker.close()
     await channel.close()
 
@@ -323,11 +319,32 @@ async def test_pause_and_resume_an_action_and_the_other_screens(engine: EngineHa
         )
         await until(pilot, lambda: queued.id in app.jobs_screen.table.order, what="the row")
         app.jobs_screen.table.move_to(queued.id)
-        await pilot.press("p")
-        await until(pilot, lambda: app.noted("Paused dispatch of ingest"), what="the pause")
         jobs = job_service_pb2_grpc.JobServiceStub(channel)
-        configs = (await jobs.ListActions(job_service_pb2.ListActionsRequest())).configs
-        assert any(config.action == "ingest" and config.paused for config in configs)
+
+        async def paused() -> bool:
+            configs = (await jobs.ListActions(job_service_pb2.ListActionsRequest())).configs
+            return any(config.action == "ingest" and config.paused for config in configs)
+
+        # p asks first, like cancel and retry, with Keep focused: Enter changes nothing.
+        await pilot.press("p")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the pause question")
+        title = str(app.screen.query_one("#dialog-title", Static).content)
+        assert title == "Pause dispatch of ingest?"
+        assert "Now: 1 job waiting, 0 jobs running." in str(
+            app.screen.query_one("#dialog-body", Static).content
+        )
+        assert app.focused is not None
+        assert app.focused.id == "keep"
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen is app.jobs_screen, what="the question to close")
+        assert not await paused()
+        assert not app.noted("Paused dispatch")
+
+        await pilot.press("p")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the pause question")
+        await pilot.press("right", "enter")
+        await until(pilot, lambda: app.noted("Paused dispatch of ingest"), what="the pause")
+        assert await paused()
 
         await pilot.press("a")
         screen = app.screen
@@ -339,9 +356,11 @@ async def test_pause_and_resume_an_action_and_the_other_screens(engine: EngineHa
         assert "⚠ no worker" in row
         table.move_cursor(row=table.get_row_index("ingest"))  # type: ignore[attr-defined]
         await pilot.press("p")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the resume question")
+        assert str(app.screen.query_one("#dialog-title", Static).content) == "Resume dispatch of ingest?"
+        await pilot.press("right", "enter")
         await until(pilot, lambda: app.noted("Resumed dispatch of ingest"), what="the resume")
-        configs = (await jobs.ListActions(job_service_pb2.ListActionsRequest())).configs
-        assert not any(config.action == "ingest" and config.paused for config in configs)
+        assert not await paused()
 
         await pilot.press("w")
         workers = app.screen

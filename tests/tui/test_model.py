@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from google.protobuf import struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
-from jobwarden.contract import ErrorKind, JobStatus, LockMode
+from jobwarden.contract import ErrorKind, JobEventType, JobStatus, LockMode
 from jobwarden.tui._filter import FilterError, JobFilter, SortOrder
 from jobwarden.tui._format import format_duration, progress_bar, short_id, struct_to_text, truncate
-from jobwarden.tui._model import JobRow, JobStore
+from jobwarden.tui._model import JobRow, JobStore, StatusCounts
 from jobwarden.v1 import job_pb2
 
 NOW = 1_700_000_000.0
@@ -124,6 +124,106 @@ def test_throughput_counts_jobs_that_finish_per_second() -> None:
     series = jobs.throughput(5)
     assert series == [0, 0, 1, 0, 1]
     assert jobs.finished_last_minute() == 2
+
+
+def test_throughput_counts_each_finish_in_the_second_it_was_committed() -> None:
+    """Events replayed after a reconnect arrive together; they count where they happened."""
+    jobs = JobStore(keep_finished=100, clock=lambda: NOW)
+    jobs.load([job(f"j{n}", JobStatus.RUNNING) for n in range(4)], sequence=0)
+    replayed = []
+    for n, ago in enumerate((30, 30, 10, 0)):
+        finished = event(10 + n, job(f"j{n}", JobStatus.COMPLETED))
+        finished.time.CopyFrom(Timestamp(seconds=int(NOW) - ago))
+        replayed.append(finished)
+    jobs.apply(replayed)
+    series = jobs.throughput(60)
+    assert series[-31] == 2
+    assert series[-11] == 1
+    assert series[-1] == 1
+    assert sum(series) == 4
+    # A finish older than the window is not counted; one stamped ahead of our clock counts now.
+    jobs.load([job("old", JobStatus.RUNNING), job("ahead", JobStatus.RUNNING)], sequence=0)
+    old = event(20, job("old", JobStatus.FAILED))
+    old.time.CopyFrom(Timestamp(seconds=int(NOW) - 600))
+    ahead = event(21, job("ahead", JobStatus.FAILED))
+    ahead.time.CopyFrom(Timestamp(seconds=int(NOW) + 3))
+    jobs.apply([old, ahead])
+    assert jobs.throughput(60)[-1] == 2
+    assert sum(jobs.throughput(60)) == 5
+
+
+def change(sequence: int, job_id: str, previous: JobStatus | None, status: JobStatus) -> job_pb2.JobEvent:
+    kind = JobEventType.SUBMITTED if previous is None else JobEventType.STATUS_CHANGED
+    return job_pb2.JobEvent(
+        sequence=sequence,
+        job_id=job_id,
+        type=int(kind),
+        job=job(job_id, status, sequence=sequence),
+        previous_status=int(previous or 0),
+    )
+
+
+def test_status_counts_follow_events_after_their_seed() -> None:
+    counts = StatusCounts()
+    assert counts.get() is None
+    counts.seed({JobStatus.QUEUED: 2, JobStatus.COMPLETED: 5}, head_sequence=10)
+    counts.apply(
+        [
+            # Replayed events up to the seed's head are in it already.
+            change(9, "a", None, JobStatus.QUEUED),
+            change(10, "a", JobStatus.QUEUED, JobStatus.RUNNING),
+            change(11, "b", None, JobStatus.QUEUED),
+            change(12, "a", JobStatus.QUEUED, JobStatus.RUNNING),
+            job_pb2.JobEvent(
+                sequence=13, job_id="a", type=int(JobEventType.UPDATED), job=job("a", JobStatus.RUNNING)
+            ),
+            change(14, "a", JobStatus.RUNNING, JobStatus.COMPLETED),
+            # The same event again (a replay) is not counted twice.
+            change(14, "a", JobStatus.RUNNING, JobStatus.COMPLETED),
+        ]
+    )
+    assert counts.get() == {JobStatus.QUEUED: 2, JobStatus.RUNNING: 0, JobStatus.COMPLETED: 6}
+    assert counts.last_sequence == 14
+
+
+def test_status_counts_resync_only_when_the_stream_is_at_the_stats_head() -> None:
+    counts = StatusCounts()
+    counts.seed({JobStatus.QUEUED: 1}, head_sequence=5)
+    counts.apply([change(6, "a", None, JobStatus.QUEUED)])
+    # The engine's answer is behind what we applied (or ahead of it): not comparable, kept.
+    assert not counts.resync({JobStatus.QUEUED: 7}, head_sequence=5)
+    assert not counts.resync({JobStatus.QUEUED: 7}, head_sequence=8)
+    assert counts.get() == {JobStatus.QUEUED: 2}
+    assert counts.resync({JobStatus.QUEUED: 3}, head_sequence=6)
+    assert counts.get() == {JobStatus.QUEUED: 3}
+    # Never below zero on screen, even after a seed that counted an in-flight change.
+    counts.apply([change(7, "z", JobStatus.RUNNING, JobStatus.FAILED)])
+    assert counts.get() == {JobStatus.QUEUED: 3, JobStatus.RUNNING: 0, JobStatus.FAILED: 1}
+
+
+def test_a_row_shows_only_what_is_true_of_its_status() -> None:
+    last = {"worker_id": "w1", "step": "upload", "message": "uploading", "progress": 50}
+    running = JobRow.from_proto(job("a", JobStatus.RUNNING, **last))
+    assert running.current_text() == ("[upload] uploading", False)
+    assert running.current_worker_id == "w1"
+    assert running.shows_progress
+    delayed = JobRow.from_proto(job("a", JobStatus.DELAYED, status_reason="retry in 3s", **last))
+    assert delayed.current_text() == ("retry in 3s", False)
+    assert delayed.current_worker_id == ""
+    assert not delayed.shows_progress
+    timed_out = JobRow.from_proto(job("a", JobStatus.TIMED_OUT, status_reason="no update for 4s", **last))
+    assert timed_out.current_text() == ("no update for 4s", False)
+    assert timed_out.current_worker_id == "w1"
+    completed = JobRow.from_proto(job("a", JobStatus.COMPLETED, **last))
+    assert completed.current_text() == ("", False)
+    assert completed.current_worker_id == ""
+    assert completed.shows_progress
+    failed_message = job("a", JobStatus.FAILED, **last)
+    failed_message.error.kind = int(ErrorKind.LOST)
+    failed_message.error.message = "no update for 4s"
+    assert JobRow.from_proto(failed_message).current_text() == ("LOST: no update for 4s", True)
+    cancelled = JobRow.from_proto(job("a", JobStatus.CANCELLED, status_reason="by an operator", **last))
+    assert cancelled.current_text() == ("by an operator", False)
 
 
 def test_filter_reads_statuses_and_words() -> None:

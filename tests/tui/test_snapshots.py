@@ -20,6 +20,9 @@ from tests.tui.canned import NOW, CannedThread
 from tests.tui.helpers import closed_address, settle, until
 
 SIZE = (140, 36)
+#: the smallest terminal the console promises to fit, and a large one
+SMALL = (80, 24)
+LARGE = (160, 45)
 FAILED_JOB = "0193a000-0000-7000-8000-000000000009"
 
 pytestmark = pytest.mark.usefixtures("utc")
@@ -35,7 +38,7 @@ async def loaded(pilot: Pilot[Any]) -> None:
     app = pilot.app
     assert isinstance(app, ConsoleApp)
     await until(pilot, lambda: app.jobs_screen.table.row_count == 12, what="the 12 canned jobs")
-    await until(pilot, lambda: app.stats is not None, what="the first stats")
+    await until(pilot, lambda: app.counts.ready, what="the first counts")
     await settle(pilot)
 
 
@@ -129,6 +132,38 @@ def test_actions_screen(canned: CannedThread, snap_compare: Snap) -> None:
     assert snap_compare(
         console(canned), terminal_size=SIZE, run_before=then(keys("a"), polled(ActionsScreen))
     )
+
+
+def test_jobs_screen_80x24(canned: CannedThread, snap_compare: Snap) -> None:
+    assert snap_compare(console(canned), terminal_size=SMALL, run_before=then())
+
+
+def test_jobs_screen_160x45(canned: CannedThread, snap_compare: Snap) -> None:
+    assert snap_compare(console(canned), terminal_size=LARGE, run_before=then())
+
+
+def test_jobs_read_only_80x24(canned: CannedThread, snap_compare: Snap) -> None:
+    assert snap_compare(console(canned, read_only=True), terminal_size=SMALL, run_before=then())
+
+
+def test_actions_screen_80x24(canned: CannedThread, snap_compare: Snap) -> None:
+    assert snap_compare(
+        console(canned), terminal_size=SMALL, run_before=then(keys("a"), polled(ActionsScreen))
+    )
+
+
+def test_workers_screen_80x24(canned: CannedThread, snap_compare: Snap) -> None:
+    assert snap_compare(
+        console(canned), terminal_size=SMALL, run_before=then(keys("w"), polled(WorkersScreen))
+    )
+
+
+def test_detail_overview_80x24(canned: CannedThread, snap_compare: Snap) -> None:
+    assert snap_compare(console(canned), terminal_size=SMALL, run_before=then(open_failed, detail_loaded()))
+
+
+def test_pause_confirmation(canned: CannedThread, snap_compare: Snap) -> None:
+    assert snap_compare(console(canned), terminal_size=SIZE, run_before=then(keys("p")))
 
 
 def test_cancel_confirmation(canned: CannedThread, snap_compare: Snap) -> None:

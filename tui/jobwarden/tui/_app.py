@@ -20,7 +20,7 @@ from ._client import EngineClient, EngineError
 from ._feed import JobFeed, LinkState, LinkStatus
 from ._filter import JobFilter, SortOrder
 from ._format import STATUS_LABEL, short_id
-from ._model import Clock, JobRow, JobStore
+from ._model import Clock, JobRow, JobStore, StatusCounts, counts_by_status
 from ._operations import Selection, can_cancel, can_retry, describe_rows, run_all
 from .screens import (
     ActionsScreen,
@@ -39,7 +39,11 @@ from .widgets import StatusHeader
 #: actions that change state in the engine: hidden and refused with --read-only
 MUTATING_ACTIONS = frozenset({"cancel", "retry", "retry_step", "retry_failed", "pause"})
 #: app actions that make no sense while a dialog is open
-_SCREEN_ACTIONS = frozenset({"show", "filter", "freeze", "help"})
+_SCREEN_ACTIONS = frozenset({"show", "filter", "freeze", "help", "refuse_read_only"})
+#: the keys of the mutating actions: read-only, they answer with why nothing happens
+_MUTATING_KEYS = ("c", "r", "R", "p", "F")
+#: seconds between two safety-net comparisons of the header's counts with the engine's own
+RESYNC_EVERY = 30.0
 _HERE = Path(__file__).parent
 _NAV = (("j", "Jobs"), ("w", "Workers"), ("l", "Locks"), ("a", "Actions"))
 
@@ -65,6 +69,11 @@ class ConsoleApp(App[None]):
         Binding("f", "freeze", "Freeze", id="app.freeze"),
         Binding("question_mark", "help", "Help", id="app.help"),
         Binding("q", "quit", "Quit", id="app.quit"),
+        # Reached only when the screen's own binding of the key is off (read-only): say why.
+        *(
+            Binding(key, f"refuse_read_only('{key}')", "", show=False, id=f"app.read_only.{key}")
+            for key in _MUTATING_KEYS
+        ),
     ]
 
     def __init__(
@@ -72,6 +81,7 @@ class ConsoleApp(App[None]):
         engine: str,
         *,
         read_only: bool = False,
+        read_only_reason: str = "--read-only",
         clock: Clock = time.time,
         flush_interval: float = 0.25,
         keep_finished: int = 1000,
@@ -84,6 +94,8 @@ class ConsoleApp(App[None]):
         #: how the header names the engine (its address unless told otherwise)
         self.engine_label = engine_label or engine
         self.read_only = read_only
+        #: why the console changes nothing: the flag, or the caller's role
+        self.read_only_reason = read_only_reason
         self.clock = clock
         self.flush_interval = flush_interval
         self.stats_interval = stats_interval
@@ -93,7 +105,11 @@ class ConsoleApp(App[None]):
         self.sort = SortOrder.NEWEST
         self.frozen = False
         self.marks: set[str] = set()
+        #: the header's counts per status: seeded by the feed, moved by each event
+        self.counts = StatusCounts()
+        #: the last GetStats answer of the safety-net resync
         self.stats: job_service_pb2.GetStatsResponse | None = None
+        self.resyncs = 0
         self.flushes = 0
         #: seconds each of the last flushes took (for the CPU benchmark)
         self.flush_times: deque[float] = deque(maxlen=10_000)
@@ -123,7 +139,9 @@ class ConsoleApp(App[None]):
     def on_mount(self) -> None:
         # The channel belongs to the running loop, so it is made here rather than in __init__.
         self._client = EngineClient(self.engine)
-        self._feed = JobFeed(self._client, self.store, clock=self.clock, stale_after=self.stale_after)
+        self._feed = JobFeed(
+            self._client, self.store, clock=self.clock, stale_after=self.stale_after, counts=self.counts
+        )
         self.add_mode("jobs", lambda: self.jobs_screen)
         self.add_mode("workers", lambda: self.workers_screen)
         self.add_mode("locks", lambda: self.locks_screen)
@@ -144,12 +162,24 @@ class ConsoleApp(App[None]):
 
     @work(group="stats", exclusive=True, exit_on_error=False)
     async def _poll_stats(self) -> None:
+        """Worker names every few polls, and the counts' safety net.
+
+        The header's counts follow the event stream (see ``StatusCounts``), seeded by the feed on
+        every (re)connection. As a safety net (an older engine's ``GetStats`` could count a change
+        still in flight, so a seed taken then stayed one off), every ``RESYNC_EVERY`` seconds they
+        are taken from the engine again, at a moment when the stream is at the stats' head.
+        """
         polls = 0
+        synced_at = self.clock()
         while True:
             try:
-                self.stats = await self.client.stats()
                 if polls % 5 == 0:
                     self.learn_workers((await self.client.workers()).workers)
+                if self.clock() - synced_at >= RESYNC_EVERY:
+                    self.stats = await self.client.stats()
+                    if self.counts.resync(counts_by_status(self.stats.statuses), self.stats.head_sequence):
+                        synced_at = self.clock()
+                        self.resyncs += 1
             except EngineError:
                 pass
             polls += 1
@@ -183,9 +213,7 @@ class ConsoleApp(App[None]):
         screen = self._console_screen()
         if screen is None or not screen.is_mounted or self._feed is None:
             return
-        counts = None
-        if self.stats is not None:
-            counts = {JobStatus(entry.status): entry.count for entry in self.stats.statuses if entry.status}
+        counts = self.counts.get()
         notes = []
         if self.marks:
             notes.append(f"{len(self.marks)} marked (space toggles, Esc clears)")
@@ -196,7 +224,7 @@ class ConsoleApp(App[None]):
             notes.append(f"{table.row_count:,} shown of {len(self.store):,} kept")
             table.set_empty_text(self._empty_text(link))
         if self.read_only:
-            notes.append("read-only")
+            notes.append(f"read-only ({self.read_only_reason})")
         for header in screen.query(StatusHeader):
             header.show(
                 engine=self.engine_label,
@@ -225,9 +253,11 @@ class ConsoleApp(App[None]):
 
     # -- shared state ---------------------------------------------------------------------
 
-    def nav_line(self, current: str) -> str:
+    def nav_line(self, current: str) -> tuple[str, str]:
+        """The navigation line in full, and short for a narrow terminal (keys as the footer shows them)."""
         parts = [f"[{key}] {name}" if name != current else f"▶ {name}" for key, name in _NAV]
-        return "jobwarden   " + "  ".join(parts)
+        short = [f"{key} {name}" if name != current else f"▶ {name}" for key, name in _NAV]
+        return "jobwarden   " + "  ".join(parts), "  ".join(short)
 
     def worker_name(self, worker_id: str) -> str:
         if not worker_id:
@@ -246,7 +276,25 @@ class ConsoleApp(App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in _SCREEN_ACTIONS and isinstance(self.screen, ModalScreen):
             return False
+        if action == "refuse_read_only":
+            return self.read_only and self._refused_binding(str(parameters[0])) is not None
         return self.allows(action)
+
+    def _refused_binding(self, key: str) -> Binding | None:
+        """The screen's binding of ``key`` that read-only turned off, if it has one."""
+        for binding in self.screen._bindings.key_to_bindings.get(key, ()):
+            if binding.action in MUTATING_ACTIONS:
+                return binding
+        return None
+
+    def action_refuse_read_only(self, key: str) -> None:
+        binding = self._refused_binding(key)
+        what = binding.description if binding is not None else key
+        self.notify(
+            f"{what}: not available, the console is read-only ({self.read_only_reason}).",
+            severity="warning",
+            timeout=4,
+        )
 
     def set_filter(self, job_filter: JobFilter) -> None:
         self.job_filter = job_filter
@@ -461,7 +509,13 @@ class ConsoleApp(App[None]):
         paused = False
         try:
             listing = await self.client.actions()
-            paused = any(config.action == action and config.paused for config in listing.configs)
+        except EngineError as error:
+            self._report(f"Could not read the state of {action}: {error}", True)
+            return
+        paused = any(config.action == action and config.paused for config in listing.configs)
+        if not await self.push_screen_wait(_pause_question(action, paused, listing)):
+            return
+        try:
             if paused:
                 await self.client.resume(action)
             else:
@@ -515,6 +569,29 @@ class ConsoleApp(App[None]):
 
 def _jobs(count: int) -> str:
     return f"{count} job" if count == 1 else f"{count} jobs"
+
+
+def _pause_question(action: str, paused: bool, listing: job_service_pb2.ListActionsResponse) -> ConfirmScreen:
+    stats = next((entry for entry in listing.stats if entry.action == action), None)
+    waiting = running = 0
+    if stats is not None:
+        waiting = stats.queued + stats.delayed + stats.waiting_for_lock
+        running = stats.running + stats.timed_out
+    if paused:
+        return ConfirmScreen(
+            f"Resume dispatch of {action}?",
+            [f"Now: {_jobs(waiting)} waiting; they start as workers have room."],
+            f"Resume {action}",
+        )
+    return ConfirmScreen(
+        f"Pause dispatch of {action}?",
+        [
+            f"No new job of {action} starts until you resume it (p); submits still queue, and the "
+            "running jobs carry on.",
+            f"Now: {_jobs(waiting)} waiting, {_jobs(running)} running.",
+        ],
+        f"Pause {action}",
+    )
 
 
 __all__ = ["MUTATING_ACTIONS", "ConsoleApp"]

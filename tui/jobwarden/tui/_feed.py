@@ -21,7 +21,7 @@ from jobwarden.contract import TERMINAL_STATUSES, JobStatus, Limits
 from jobwarden.v1 import job_pb2
 
 from ._client import EngineClient, EngineError
-from ._model import Clock, JobStore
+from ._model import Clock, JobStore, StatusCounts, counts_by_status
 
 log = logging.getLogger("jobwarden.console")
 
@@ -58,6 +58,8 @@ class JobFeed:
 
     ``stale_after`` is how long a silent stream is trusted; the engine sends a keep-alive batch
     every few seconds, so a longer silence means the link is broken in a way TCP has not noticed.
+    ``counts`` (the header's counts per status) is seeded from ``GetStats`` on every (re)connection
+    and then follows the same events as the store.
     """
 
     def __init__(
@@ -67,9 +69,11 @@ class JobFeed:
         *,
         clock: Clock,
         stale_after: float = 10.0,
+        counts: StatusCounts | None = None,
     ) -> None:
         self.client = client
         self.store = store
+        self.counts = counts if counts is not None else StatusCounts()
         self.stale_after = stale_after
         self._clock = clock
         self._state = LinkState.CONNECTING
@@ -215,11 +219,14 @@ class JobFeed:
                     return
                 if response.events:
                     self.store.apply(response.events)
+                    self.counts.apply(response.events)
         except grpc.aio.AioRpcError as error:
             raise EngineError.from_rpc(error) from None
 
     async def _confirm_connected(self) -> None:
-        await self.client.stats()
+        stats = await self.client.stats()
+        # The events this watch replays up to the stats' head are in these counts already.
+        self.counts.seed(counts_by_status(stats.statuses), stats.head_sequence)
         self._last_message_at = self._clock()
         if self._state is not LinkState.LIVE:
             self._set_state(LinkState.LIVE)

@@ -6,12 +6,19 @@ in this module knows about Textual or gRPC channels, so it is tested on its own.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from jobwarden.contract import TERMINAL_STATUSES, ErrorKind, JobStatus, LockMode
-from jobwarden.v1 import job_pb2
+from jobwarden.contract import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    WAITING_STATUSES,
+    ErrorKind,
+    JobEventType,
+    JobStatus,
+    LockMode,
+)
+from jobwarden.v1 import job_pb2, job_service_pb2
 
 from ._format import seconds, status_of
 
@@ -91,6 +98,34 @@ class JobRow:
     def terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
+    # A job keeps the worker, step, progress and message of its last attempt after that attempt
+    # ended; what follows shows only what is true of the job in its current status.
+
+    @property
+    def current_worker_id(self) -> str:
+        """The worker holding the job: only while RUNNING or TIMED_OUT."""
+        return self.worker_id if self.status in ACTIVE_STATUSES else ""
+
+    @property
+    def shows_progress(self) -> bool:
+        """Whether the progress means anything now (not while waiting to run, nor once rejected)."""
+        return self.status not in WAITING_STATUSES and self.status is not JobStatus.REJECTED
+
+    def current_text(self) -> tuple[str, bool]:
+        """What the message column says, and whether it is an error.
+
+        Running: the step and the executor's message. Timed out: why. Waiting or finished: why it
+        is in that status (the engine's reason); FAILED: the error.
+        """
+        status = self.status
+        if status is JobStatus.FAILED and self.error_kind is not None:
+            kind = self.error_kind.name
+            return (f"{kind}: {self.error_message}" if self.error_message else kind), True
+        if status is JobStatus.RUNNING or (status is JobStatus.TIMED_OUT and not self.status_reason):
+            parts = [part for part in (f"[{self.step}]" if self.step else "", self.message) if part]
+            return " ".join(parts) or self.status_reason, False
+        return self.status_reason, False
+
     def search_text(self) -> str:
         """Everything the text filter looks in, lower-cased."""
         parts = [
@@ -128,8 +163,8 @@ class JobStore:
         self.events_applied = 0
         self._finished: set[str] = set()
         self._clock = clock
-        #: (second, jobs finished in it), oldest first
-        self._throughput: deque[tuple[int, int]] = deque(maxlen=THROUGHPUT_WINDOW + 1)
+        #: second -> jobs finished in it (by the engine's commit time), over the last window
+        self._throughput: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -162,7 +197,6 @@ class JobStore:
     def apply(self, events: Iterable[job_pb2.JobEvent]) -> int:
         """Apply stream events; returns how many changed a row (the others were stale)."""
         applied = 0
-        finished = 0
         for event in events:
             if event.sequence > self.sequence:
                 self.sequence = event.sequence
@@ -175,13 +209,11 @@ class JobStore:
             # An event's job may be older than its event only if the engine says so; trust the event.
             row.sequence = max(row.sequence, event.sequence)
             if row.terminal and (current is None or not current.terminal):
-                finished += 1
+                self._count_finished(seconds(event.time))
             self._put(row)
             self.dirty.add(row.id)
             applied += 1
         self.events_applied += applied
-        if finished:
-            self._count_finished(finished)
         return applied
 
     def take_dirty(self) -> set[str]:
@@ -208,7 +240,7 @@ class JobStore:
     def throughput(self, seconds: int = THROUGHPUT_WINDOW) -> list[int]:
         """Jobs finished in each of the last ``seconds`` whole seconds, oldest first."""
         now = int(self._clock())
-        counts = dict(self._throughput)
+        counts = self._throughput
         return [counts.get(second, 0) for second in range(now - seconds + 1, now + 1)]
 
     def finished_last_minute(self) -> int:
@@ -221,13 +253,92 @@ class JobStore:
         else:
             self._finished.discard(row.id)
 
-    def _count_finished(self, count: int) -> None:
-        second = int(self._clock())
-        if self._throughput and self._throughput[-1][0] == second:
-            self._throughput[-1] = (second, self._throughput[-1][1] + count)
-        else:
-            self._throughput.append((second, count))
+    def _count_finished(self, committed_at: float) -> None:
+        """Count a finish in the second the engine committed it, not the second it reached us: the
+        events replayed after a reconnect land where they happened instead of in one spike."""
+        now = int(self._clock())
+        # An engine clock a little ahead of ours counts in our current second.
+        second = min(int(committed_at), now) if committed_at else now
+        oldest = now - THROUGHPUT_WINDOW
+        if second <= oldest:
+            return
+        counts = self._throughput
+        counts[second] = counts.get(second, 0) + 1
+        if len(counts) > THROUGHPUT_WINDOW:
+            for stale in [key for key in counts if key <= oldest]:
+                del counts[stale]
 
 
 def _finish_key(row: JobRow) -> tuple[float, str]:
     return (row.finished_at or row.updated_at or row.created_at, row.id)
+
+
+def counts_by_status(entries: Iterable[job_service_pb2.StatusCount]) -> dict[JobStatus, int]:
+    """``GetStats``' counts per status (unknown statuses left out)."""
+    counts: dict[JobStatus, int] = {}
+    for entry in entries:
+        status = status_of(entry.status)
+        if status is not None:
+            counts[status] = entry.count
+    return counts
+
+
+class StatusCounts:
+    """How many jobs the engine holds in each status, kept current from the event stream.
+
+    ``seed`` starts from a ``GetStats`` answer and the head sequence it reflects; ``apply`` then
+    moves one job between two statuses for each change of status (a submit adds one), skipping
+    the events the seed already counted. The header shows these counts, so they move with the
+    table rather than once a second.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[JobStatus, int] | None = None
+        #: events up to here are in the counts already
+        self._counted_through = 0
+        #: the newest event sequence seen
+        self.last_sequence = 0
+
+    @property
+    def ready(self) -> bool:
+        return self._counts is not None
+
+    def seed(self, counts: Mapping[JobStatus, int], head_sequence: int) -> None:
+        """Start over from the engine's counts, which reflect its events up to ``head_sequence``."""
+        self._counts = dict(counts)
+        self._counted_through = head_sequence
+        self.last_sequence = max(self.last_sequence, head_sequence)
+
+    def resync(self, counts: Mapping[JobStatus, int], head_sequence: int) -> bool:
+        """``seed``, but only when the stream is exactly at ``head_sequence`` (no event of the
+        engine's answer is still on its way, nor one we applied missing from it)."""
+        if head_sequence != self.last_sequence:
+            return False
+        self.seed(counts, head_sequence)
+        return True
+
+    def apply(self, events: Iterable[job_pb2.JobEvent]) -> None:
+        counts = self._counts
+        for event in events:
+            sequence = event.sequence
+            if sequence > self.last_sequence:
+                self.last_sequence = sequence
+            if counts is None or sequence <= self._counted_through:
+                continue
+            self._counted_through = sequence
+            status = status_of(event.job.status)
+            if status is None:
+                continue
+            if int(event.type) == JobEventType.SUBMITTED:
+                counts[status] = counts.get(status, 0) + 1
+                continue
+            previous = status_of(event.previous_status)
+            if previous is not None and previous is not status:
+                counts[previous] = counts.get(previous, 0) - 1
+                counts[status] = counts.get(status, 0) + 1
+
+    def get(self) -> dict[JobStatus, int] | None:
+        """The counts (never below zero), or ``None`` before the first seed."""
+        if self._counts is None:
+            return None
+        return {status: max(0, count) for status, count in self._counts.items()}

@@ -94,7 +94,8 @@ def _console(args: argparse.Namespace) -> int:
         return 2
     # A viewer's token may change nothing: the console hides those actions, as with --read-only.
     read_only = args.read_only or role in ("viewer", "worker")
-    ConsoleApp(address, read_only=read_only, keep_finished=args.keep_finished).run()
+    reason = "--read-only" if args.read_only else f"the token's role is {role}"
+    ConsoleApp(address, read_only=read_only, read_only_reason=reason, keep_finished=args.keep_finished).run()
     return 0
 
 

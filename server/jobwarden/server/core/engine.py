@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -561,7 +562,7 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
         return snapshot
 
     def stats(self) -> StatsView:
-        counts = self.registry.counts
+        counts = self._committed_counts()
         statuses: dict[JobStatus, int] = {}
         per_action: dict[str, dict[JobStatus, int]] = {}
         for (action, status), count in counts.items():
@@ -601,6 +602,23 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
             workers=len(self.sessions),
             watchers=len(self.bus.subscribers()),
         )
+
+    def _committed_counts(self) -> Counter[tuple[str, JobStatus]]:
+        """The registry's counts less the changes whose events are not published yet.
+
+        The registry counts a change when it numbers its event; ``head_sequence`` is the last
+        event published. Without this, a client that seeds its counts from ``GetStats`` and then
+        follows ``WatchJobs`` from the head would count a change in flight twice.
+        """
+        counts = Counter(self.registry.counts)
+        for ev in self.writer.uncommitted_events():
+            action, status = ev.snapshot["action"], JobStatus(ev.snapshot["status"])
+            if ev.type is JobEventType.SUBMITTED:
+                counts[(action, status)] -= 1
+            elif ev.previous_status is not None and ev.previous_status is not status:
+                counts[(action, status)] -= 1
+                counts[(action, ev.previous_status)] += 1
+        return counts
 
     def subscribe(
         self,

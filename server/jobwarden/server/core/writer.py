@@ -111,6 +111,8 @@ class Writer:
         self.healthy = True
         self.last_error: str = ""
         self._open = _Batch()
+        #: the batch being written, until its events are published
+        self._committing: _Batch | None = None
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobwarden-writer")
         self._task: asyncio.Task[None] | None = None
@@ -177,6 +179,11 @@ class Writer:
         self._open.callbacks.append(callback)
         self._wake.set()
 
+    def uncommitted_events(self) -> list[Event]:
+        """Events recorded but not yet published (being written, or waiting for the next batch)."""
+        writing = self._committing.events if self._committing is not None else []
+        return [*writing, *self._open.events]
+
     async def flush(self) -> None:
         """Wait until everything recorded so far is committed (StoreUnavailable after caller_timeout)."""
         batch = self._open
@@ -210,6 +217,7 @@ class Writer:
                     return
                 continue
             self._open = _Batch()
+            self._committing = batch
             rows = batch.rows()
             size = len(rows)
             while True:
@@ -240,6 +248,7 @@ class Writer:
             self.stats.total_commit_seconds += elapsed
             if batch.events:
                 self._publish(batch.events)
+            self._committing = None
             self._report(CommitReport(batch.events, size, elapsed, True))
             for callback in batch.callbacks:
                 try:

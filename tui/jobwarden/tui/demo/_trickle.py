@@ -1,8 +1,10 @@
 """The demo's steady trickle of jobs, run as ``python -m jobwarden.tui.demo._trickle``.
 
 It configures the demo actions through the API (a retry policy, heartbeat deadlines, a queue
-limit), submits a first burst that shows every status within a minute, then keeps submitting
-a mix at ``--rate`` jobs a second, cancelling an occasional slow export as an operator would.
+limit), submits a first burst that shows every status and every failure kind the docs promise
+within a minute, then keeps submitting a fixed cycle of jobs at ``--rate`` jobs a second,
+cancelling every other slow export as an operator would. Nothing is left to chance: which job
+fails, crashes or is cancelled follows the schedule, so every run shows the same story.
 """
 
 from __future__ import annotations
@@ -10,16 +12,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import random
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.duration_pb2 import Duration
 from jobwarden.sdk import JobClient, JobwardenError
 from jobwarden.v1 import job_pb2
 
-from .executors import FLAKY, INGEST, PACKAGE, PUBLISH, REPORT, SILENT, SLOW, THUMBNAIL, TRANSCODE
+from .executors import (
+    FLAKY,
+    INGEST,
+    PACKAGE,
+    PUBLISH,
+    REPORT,
+    SILENT,
+    SLOW,
+    THUMBNAIL,
+    TRANSCODE,
+    FlakyPlan,
+)
 
 #: seconds after which the trickle cancels a slow export it submitted
 CANCEL_AFTER = 12.0
@@ -53,49 +68,64 @@ async def configure(client: JobClient) -> None:
     await client.set_action_config(job_pb2.ActionConfig(action=INGEST, max_queued=3))
 
 
+#: what the flaky uploads of the steady cycle do, in turn
+FLAKY_CYCLE: tuple[FlakyPlan, ...] = ("retry", "ok", "doomed", "ok", "retry", "crash")
+
+
 class Trickle:
     def __init__(self, client: JobClient, rate: float) -> None:
         self.client = client
         self.rate = rate
         self.asset = 100
         self.tasks: set[asyncio.Task[None]] = set()
+        self._flaky_plans = itertools.cycle(FLAKY_CYCLE)
+        self._cancel_next_slow = itertools.cycle((True, False))
 
     async def burst(self) -> None:
-        """One of each, at once: every status shows within the first minute."""
+        """One of each, at once: every status and failure kind shows within the first minute."""
         await self.transcode()
         await self.transcode()
         await self.package()
-        await self.flaky(doomed=True)
-        await self.flaky(crash=True)
-        await self.flaky()
-        await self.lock_group()
+        await self.flaky("doomed")  # FAILED, JOB_ERROR, after 3 attempts
+        await self.flaky("crash")  # FAILED, CRASHED (a chained stack trace), after 3 attempts
+        await self.flaky("retry")  # DELAYED after its first attempt, then COMPLETED
+        await self.lock_group()  # WAIT LOCK
         for _ in range(4):
-            await self.ingest()
-        await self.report()
-        await self.silent()
-        await self.slow(cancel=True)
+            await self.ingest()  # QUEUED, and the fourth REJECTED
+        await self.report()  # DELAYED until its run_at
+        await self.silent()  # TIMED OUT, then FAILED, LOST
+        await self.slow(cancel=True)  # CANCELLED after 12 s
         await self.slow(cancel=False)
+
+    def cycle(self) -> list[Callable[[], Awaitable[None]]]:
+        """The steady mix, one turn of it: mostly transcodes, packages and uploads."""
+        return [
+            self.transcode,
+            self.package,
+            self.flaky,
+            self.transcode,
+            self.lock_group,
+            self.transcode,
+            self.package,
+            self.flaky,
+            self.report,
+            self.transcode,
+            self.silent,
+            self.package,
+            self.flaky,
+            self.transcode,
+            self.slow_cancelled,
+            self.ingest,
+        ]
 
     async def run(self) -> None:
         await self.burst()
-        kinds = [
-            (self.transcode, 5),
-            (self.package, 3),
-            (self.flaky, 3),
-            (self.lock_group, 1),
-            (self.report, 1),
-            (self.silent, 1),
-            (self.slow_cancelled, 1),
-            (self.ingest, 1),
-        ]
-        functions = [function for function, _ in kinds]
-        weights = [weight for _, weight in kinds]
-        while True:
-            await asyncio.sleep(random.expovariate(self.rate))
+        for submit in itertools.cycle(self.cycle()):
+            await asyncio.sleep(1.0 / self.rate)
             if os.getppid() == 1:
                 return  # the demo that started us is gone
             try:
-                await random.choices(functions, weights)[0]()
+                await submit()
             except JobwardenError as error:
                 print(f"trickle: {error}", file=sys.stderr)
 
@@ -107,9 +137,9 @@ class Trickle:
     async def package(self) -> None:
         await self.client.submit(PACKAGE, {"asset_id": self._asset()})
 
-    async def flaky(self, doomed: bool = False, crash: bool = False) -> None:
-        doomed = doomed or random.random() < 0.25
-        await self.client.submit(FLAKY, {"asset_id": self._asset(), "doomed": doomed, "crash": crash})
+    async def flaky(self, plan: FlakyPlan | None = None) -> None:
+        plan = plan or next(self._flaky_plans)
+        await self.client.submit(FLAKY, {"asset_id": self._asset(), "plan": plan})
 
     async def lock_group(self) -> None:
         """A publish needing its asset EXCLUSIVE between thumbnails that read it SHARED."""
@@ -130,7 +160,7 @@ class Trickle:
         await self.client.submit(SILENT, {"asset_id": self._asset()})
 
     async def slow_cancelled(self) -> None:
-        await self.slow(cancel=random.random() < 0.5)
+        await self.slow(cancel=next(self._cancel_next_slow))
 
     async def slow(self, cancel: bool) -> None:
         job = await self.client.submit(SLOW, {"asset_id": self._asset()})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from typing import Any
+from typing import Any, Literal
 
 from jobwarden.sdk import Executor, JobContext, JobFailed
 
@@ -70,25 +70,30 @@ class Package(Executor):
         return {"step": name, "seconds": 2}
 
 
-class FlakyUpload(Executor):
-    """Fails now and then; the action's retry policy brings it back after a backoff (DELAYED).
+#: what a flaky upload does, as its input's ``plan`` says: "ok" succeeds; "retry" fails its first
+#: attempt and succeeds on the next (DELAYED between); "doomed" fails every attempt (FAILED,
+#: JOB_ERROR, once the retry policy is spent); "crash" raises an unhandled, chained exception on
+#: every attempt (FAILED, CRASHED, with each attempt's stack trace)
+FlakyPlan = Literal["ok", "retry", "doomed", "crash"]
 
-    A job whose input says ``doomed`` fails every attempt, so it ends FAILED when the policy is
-    spent; the first attempt of another crashes with a stack trace instead of failing cleanly.
-    """
+
+class FlakyUpload(Executor):
+    """Fails as its input's ``plan`` says (see ``FlakyPlan``); the action's retry policy (set by the
+    trickle) brings a failed attempt back after a backoff (DELAYED)."""
 
     action = FLAKY
 
     async def execute(self, ctx: JobContext) -> dict[str, Any]:
+        plan = ctx.input.get("plan", "ok")
         ctx.progress(10, f"attempt {ctx.attempt}: connecting")
         await _tick(ctx, 1.0)
         ctx.progress(50, "uploading")
         await _tick(ctx, 1.0)
-        if ctx.input.get("doomed"):
+        if plan == "doomed":
             raise JobFailed(f"the CDN refused the upload (attempt {ctx.attempt})")
-        if ctx.attempt == 1 and ctx.input.get("crash"):
+        if plan == "crash":
             _upload_chunk(b"")
-        if ctx.attempt == 1 and random.random() < 0.5:
+        if plan == "retry" and ctx.attempt == 1:
             raise JobFailed("connection reset by the CDN; retrying later")
         return {"uploaded": True, "attempts": ctx.attempt}
 

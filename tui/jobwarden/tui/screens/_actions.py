@@ -4,15 +4,50 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from jobwarden.tui._format import truncate
+from jobwarden.tui.widgets import ConsoleFooter
 from jobwarden.v1 import job_pb2, job_service_pb2
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from ._tables import Cell, PolledScreen, sync_table
 
 NO_WORKER = "⚠ no worker"
+#: (key, title) of every column, for a terminal wide enough
+_COLUMNS = (
+    ("action", "Action"),
+    ("dispatch", "Dispatch"),
+    ("queued", "Queued"),
+    ("delayed", "Delayed"),
+    ("waiting", "Lock wait"),
+    ("running", "Running"),
+    ("timed_out", "Timed out"),
+    ("completed", "Done"),
+    ("failed", "Failed"),
+    ("workers", "Workers"),
+    ("free", "Free slots"),
+    ("max", "Max running"),
+    ("warning", "Warning"),
+)
+#: below this width: the header's short status names, and no workers, free slots or limit (the
+#: Workers screen has them); the warning stays
+NARROW = 136
+_NARROW_COLUMNS = (
+    ("action", "Action"),
+    ("dispatch", "Dispatch"),
+    ("queued", "QUE"),
+    ("delayed", "DLY"),
+    ("waiting", "LCK"),
+    ("running", "RUN"),
+    ("timed_out", "T/O"),
+    ("completed", "DONE"),
+    ("failed", "FAIL"),
+    ("warning", "Warning"),
+)
+_NARROW_ACTION = 16
 
 
 class ActionsScreen(PolledScreen):
@@ -27,30 +62,29 @@ class ActionsScreen(PolledScreen):
         super().__init__()
         self.listing = job_service_pb2.ListActionsResponse()
         self.stats = job_service_pb2.GetStatsResponse()
+        #: whether the table has its narrow columns
+        self.narrow = False
 
     def compose(self) -> ComposeResult:
         yield self.header()
         yield Static("", id="actions-summary", classes="summary")
         yield DataTable(id="actions", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield ConsoleFooter()
 
     def on_mount(self) -> None:
+        self._set_columns(self.app.size.width < NARROW)
+
+    def on_resize(self, event: events.Resize) -> None:
+        narrow = event.size.width < NARROW
+        if narrow != self.narrow:
+            self._set_columns(narrow)
+            self._show()
+
+    def _set_columns(self, narrow: bool) -> None:
+        self.narrow = narrow
         table = self.query_one(DataTable)
-        for key, title in (
-            ("action", "Action"),
-            ("dispatch", "Dispatch"),
-            ("queued", "Queued"),
-            ("delayed", "Delayed"),
-            ("waiting", "Lock wait"),
-            ("running", "Running"),
-            ("timed_out", "Timed out"),
-            ("completed", "Done"),
-            ("failed", "Failed"),
-            ("workers", "Workers"),
-            ("free", "Free slots"),
-            ("max", "Max running"),
-            ("warning", "Warning"),
-        ):
+        table.clear(columns=True)
+        for key, title in _NARROW_COLUMNS if narrow else _COLUMNS:
             table.add_column(title, key=key)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -70,6 +104,8 @@ class ActionsScreen(PolledScreen):
             stats.setdefault(entry.action, entry)
         orphaned = set(self.stats.actions_without_workers)
         rows: dict[str, list[Cell]] = {}
+        table = self.query_one(DataTable)
+        columns = [str(column.key.value) for column in table.ordered_columns]
         warnings = 0
         for action in sorted(set(configs) | set(stats)):
             if not job_filter.matches_text(action):
@@ -80,22 +116,23 @@ class ActionsScreen(PolledScreen):
             warn = action in orphaned or (waiting > 0 and entry.workers == 0)
             warnings += warn
             max_running = entry.max_running or configs.get(action, job_pb2.ActionConfig()).max_running
-            rows[action] = [
-                Text(action),
-                Text("paused", style="bold yellow") if is_paused else Text("running"),
-                str(entry.queued),
-                str(entry.delayed),
-                str(entry.waiting_for_lock),
-                str(entry.running),
-                str(entry.timed_out),
-                str(entry.completed),
-                str(entry.failed),
-                str(entry.workers),
-                str(entry.free_capacity),
-                str(max_running) if max_running else "∞",
-                Text(NO_WORKER, style="bold red") if warn else Text(""),
-            ]
-        sync_table(self.query_one(DataTable), rows, sort_by=("action",))
+            cells: dict[str, Cell] = {
+                "action": Text(truncate(action, _NARROW_ACTION) if self.narrow else action),
+                "dispatch": Text("paused", style="bold yellow") if is_paused else Text("running"),
+                "queued": f"{entry.queued:,}",
+                "delayed": f"{entry.delayed:,}",
+                "waiting": f"{entry.waiting_for_lock:,}",
+                "running": f"{entry.running:,}",
+                "timed_out": f"{entry.timed_out:,}",
+                "completed": f"{entry.completed:,}",
+                "failed": f"{entry.failed:,}",
+                "workers": str(entry.workers),
+                "free": str(entry.free_capacity),
+                "max": str(max_running) if max_running else "∞",
+                "warning": Text(NO_WORKER, style="bold red") if warn else Text(""),
+            }
+            rows[action] = [cells[column] for column in columns]
+        sync_table(table, rows, sort_by=("action",))
         summary = f"{len(rows)} action{'s' if len(rows) != 1 else ''}"
         if warnings:
             summary += f" · {warnings} with queued jobs and no worker"

@@ -23,6 +23,7 @@ from jobwarden.tui._format import (
     struct_to_text,
 )
 from jobwarden.tui._model import JobRow
+from jobwarden.tui.widgets import ConsoleFooter
 from jobwarden.v1 import job_pb2, lock_service_pb2
 from rich.table import Table
 from rich.text import Text
@@ -31,7 +32,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
-from textual.widgets import DataTable, Footer, Log, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Log, Static, TabbedContent, TabPane
 
 from ._base import ConsoleScreen
 
@@ -41,6 +42,8 @@ _RELOAD_EVERY = 0.5
 _LOG_POLL = 1.0
 
 _TABS = ("overview", "attempts", "timeline", "error", "locks", "logs")
+#: below this width the id and action go on the status line, out of the summary's grid
+_NARROW = 110
 
 
 def _clock_time(value: float) -> str:
@@ -80,6 +83,7 @@ class JobDetailScreen(ConsoleScreen):
         yield self.header()
         with Horizontal(id="detail-status-line"):
             yield Static("", id="detail-status")
+            yield Static("", id="detail-status-id")
             yield Static("", id="detail-status-note")
         yield Static("Loading…", id="detail-summary")
         with TabbedContent(id="detail-tabs"):
@@ -95,7 +99,7 @@ class JobDetailScreen(ConsoleScreen):
                 yield Static("", id="detail-locks")
             with TabPane("Log", id="logs"):
                 yield Log(id="detail-log", max_lines=20_000)
-        yield Footer()
+        yield ConsoleFooter()
 
     def on_mount(self) -> None:
         attempts = self.query_one("#detail-attempts", DataTable)
@@ -104,6 +108,12 @@ class JobDetailScreen(ConsoleScreen):
         timeline.add_columns("Seq", "Time", "Event", "Status", "Actor", "Detail")
         self._reload_loop()
         self._follow_log()
+        # "12s ago" and "ran 3m07s" move with the clock, not only when the job changes.
+        self.set_interval(1.0, self._tick, name="detail-tick")
+
+    def _tick(self) -> None:
+        if self.job is not None:
+            self._show_summary(self.job)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return self.console.allows(action)
@@ -159,11 +169,6 @@ class JobDetailScreen(ConsoleScreen):
 
     def _show_summary(self, job: job_pb2.Job) -> None:
         now = self.console.clock()
-        grid = Table.grid(padding=(0, 2))
-        grid.add_column(style="bold")
-        grid.add_column()
-        grid.add_column(style="bold")
-        grid.add_column()
         chip = self.query_one("#detail-status", Static)
         status = status_of(job.status)
         chip.update(Content(f" {STATUS_LABEL[status]} " if status else " ? "))
@@ -173,25 +178,36 @@ class JobDetailScreen(ConsoleScreen):
         if job.cancel_requested and status is not None and not status.terminal:
             note = "cancel requested"
         self.query_one("#detail-status-note", Static).update(Content(note))
-        progress = Text(f"{progress_bar(job.progress, 20)} {job.progress}%")
-        grid.add_row("Job", job.id, "Action", job.action)
-        grid.add_row("Progress", progress, "Status reason", Text(job.status_reason or "—"))
-        grid.add_row("Attempt", str(job.attempt), "Worker", self.console.worker_name(job.worker_id) or "—")
-        grid.add_row("Step", job.step or "—", "Message", Text(job.message or "—"))
-        grid.add_row(
-            "Created",
-            f"{_clock_time(seconds(job.created_at))} ({format_time(seconds(job.created_at), now)})",
-            "Started",
-            _clock_time(seconds(job.started_at)),
+        # Narrow, the whole id would not fit the summary's grid: it goes beside the status.
+        narrow = self.size.width < _NARROW
+        self.query_one("#detail-status-id", Static).update(
+            Content(f"{job.id}  {job.action}" if narrow else "")
         )
-        ran = ""
+        # A job keeps its last worker after the attempt ends: name it only while it holds the job.
+        worker = self.console.worker_name(JobRow.from_proto(job).current_worker_id) or "—"
+        created = f"{_clock_time(seconds(job.created_at))} ({format_time(seconds(job.created_at), now)})"
+        finished = _clock_time(seconds(job.finished_at))
         if job.started_at.seconds:
             end = seconds(job.finished_at) or now
-            ran = f" (ran {format_duration(end - seconds(job.started_at))})"
-        grid.add_row("Finished", _clock_time(seconds(job.finished_at)) + ran, "Priority", str(job.priority))
-        if job.correlation_id or job.labels:
-            labels = ", ".join(f"{key}={value}" for key, value in sorted(job.labels.items()))
-            grid.add_row("Correlation", job.correlation_id or "—", "Labels", Text(labels or "—"))
+            finished += f" (ran {format_duration(end - seconds(job.started_at))})"
+        labels = ", ".join(f"{key}={value}" for key, value in sorted(job.labels.items()))
+        progress = f"{progress_bar(job.progress, 20)} {job.progress}%"
+        if narrow:
+            grid = _narrow_summary(job, progress, worker, created, finished, labels)
+        else:
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(style="bold")
+            grid.add_column()
+            grid.add_column(style="bold")
+            grid.add_column()
+            grid.add_row("Job", job.id, "Action", job.action)
+            grid.add_row("Progress", Text(progress), "Status reason", Text(job.status_reason or "—"))
+            grid.add_row("Attempt", str(job.attempt), "Worker", worker)
+            grid.add_row("Step", job.step or "—", "Message", Text(job.message or "—"))
+            grid.add_row("Created", created, "Started", _clock_time(seconds(job.started_at)))
+            grid.add_row("Finished", finished, "Priority", str(job.priority))
+            if job.correlation_id or job.labels:
+                grid.add_row("Correlation", job.correlation_id or "—", "Labels", Text(labels or "—"))
         self.query_one("#detail-summary", Static).update(grid)
 
     def _show_overview(self, job: job_pb2.Job) -> None:
@@ -349,6 +365,25 @@ class JobDetailScreen(ConsoleScreen):
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
+
+
+def _narrow_summary(
+    job: job_pb2.Job, progress: str, worker: str, created: str, finished: str, labels: str
+) -> Table:
+    """The summary on a narrow terminal: one line per row, the long values cut (the timeline and
+    the tabs have them whole), the times never."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(no_wrap=True, overflow="ellipsis")
+    grid.add_row("Progress", f"{progress}  attempt {job.attempt}  worker {worker}")
+    grid.add_row("Reason", Text(job.status_reason or "—"))
+    grid.add_row("Step", Text(f"{job.step or '—'}  message: {job.message or '—'}"))
+    grid.add_row("Created", f"{created}  priority {job.priority}")
+    grid.add_row("Started", _clock_time(seconds(job.started_at)))
+    grid.add_row("Finished", finished)
+    if job.correlation_id or job.labels:
+        grid.add_row("Labels", Text(f"{labels or '—'}  correlation {job.correlation_id or '—'}"))
+    return grid
 
 
 def _log_line(line: job_pb2.LogLine) -> str:

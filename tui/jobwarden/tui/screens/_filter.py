@@ -8,17 +8,41 @@ from typing import ClassVar
 from jobwarden.contract import JobStatus
 from jobwarden.tui._filter import FilterError, JobFilter
 from jobwarden.tui._format import STATUS_LABEL
+from rich.segment import Segment
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.content import Content
 from textual.screen import ModalScreen
+from textual.strip import Strip
 from textual.widgets import Input, SelectionList, Static
 
 _HINT = (
     "Words match id, action, message, worker, error, step, labels (key=value) and locks. "
     "“status:failed,running” ticks statuses. Enter applies, Escape restores the previous filter."
 )
+
+
+class StatusChecklist(SelectionList[int]):
+    """The statuses to show: a tick on the chosen ones, nothing on the others.
+
+    ``SelectionList`` marks every line with an X and tells them apart by colour alone, which
+    reads as "all ticked" in many terminals (and in any text capture).
+    """
+
+    def render_line(self, y: int) -> Strip:
+        line = super().render_line(y)
+        segments = list(line)
+        if len(segments) < 4:
+            return line
+        index = int(self.scroll_offset.y) + y
+        try:
+            value = self.get_option_at_index(index).value
+        except Exception:
+            return line
+        button = segments[1]
+        segments[1] = Segment("✓" if value in self.selected else " ", button.style, button.control)
+        return Strip(segments, line.cell_length)
 
 
 class FilterScreen(ModalScreen[JobFilter | None]):
@@ -41,7 +65,7 @@ class FilterScreen(ModalScreen[JobFilter | None]):
             yield Static("Filter jobs", id="dialog-title")
             yield Input(self._current.text, placeholder="words…  status:failed,running", id="filter-text")
             yield Static(Content(""), id="filter-error")
-            yield SelectionList[int](
+            yield StatusChecklist(
                 *(
                     (f"{int(status)}  {STATUS_LABEL[status]}", int(status), status in self._current.statuses)
                     for status in JobStatus
@@ -58,7 +82,8 @@ class FilterScreen(ModalScreen[JobFilter | None]):
 
     def _read(self) -> JobFilter | None:
         text = self.query_one(Input).value
-        ticked = frozenset(JobStatus(value) for value in self.query_one(SelectionList).selected)
+        checklist = self.query_one(StatusChecklist)
+        ticked = frozenset(JobStatus(value) for value in checklist.selected)
         error = self.query_one("#filter-error", Static)
         try:
             job_filter = JobFilter.parse(text, ticked)
@@ -66,6 +91,9 @@ class FilterScreen(ModalScreen[JobFilter | None]):
             error.update(Content(str(problem)))
             return None
         error.update(Content(""))
+        # Statuses typed as "status:failed" are ticked too: the list shows what the filter is.
+        for status in job_filter.statuses - ticked:
+            checklist.select(int(status))
         return job_filter
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -93,4 +121,4 @@ class FilterScreen(ModalScreen[JobFilter | None]):
 
     def action_clear(self) -> None:
         self.query_one(Input).value = ""
-        self.query_one(SelectionList).deselect_all()
+        self.query_one(StatusChecklist).deselect_all()

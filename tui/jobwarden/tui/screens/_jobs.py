@@ -4,26 +4,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from jobwarden.contract import JobStatus
-from jobwarden.tui._format import STATUS_LABEL
 from jobwarden.tui._model import JobRow
-from jobwarden.tui.widgets import JobTable
+from jobwarden.tui.widgets import ConsoleFooter, JobTable
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer
 
 from ._base import ConsoleScreen
-
-_STATUS_KEYS: list[BindingType] = [
-    Binding(
-        str(int(status)),
-        f"toggle_status({int(status)})",
-        f"Filter {STATUS_LABEL[status]}",
-        show=False,
-        id=f"jobs.status.{status.name.lower()}",
-    )
-    for status in JobStatus
-]
 
 
 class JobsScreen(ConsoleScreen):
@@ -42,8 +28,6 @@ class JobsScreen(ConsoleScreen):
         Binding("F", "retry_failed", "Retry all failed", show=False, id="jobs.retry_failed"),
         Binding("p", "pause", "Pause action", id="jobs.pause"),
         Binding("o", "older", "Load older", show=False, id="jobs.older"),
-        Binding("0", "clear_statuses", "All statuses", show=False, id="jobs.status.all"),
-        *_STATUS_KEYS,
     ]
 
     def __init__(self) -> None:
@@ -61,7 +45,7 @@ class JobsScreen(ConsoleScreen):
             id="jobs",
         )
         yield self._table
-        yield Footer()
+        yield ConsoleFooter()
 
     @property
     def table(self) -> JobTable:
@@ -165,9 +149,3 @@ class JobsScreen(ConsoleScreen):
 
     def action_older(self) -> None:
         self.console.load_older(quiet=False)
-
-    def action_toggle_status(self, value: int) -> None:
-        self.console.toggle_status(JobStatus(value))
-
-    def action_clear_statuses(self) -> None:
-        self.console.clear_statuses()

@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
-from jobwarden.tui._format import format_duration, seconds
+from jobwarden.tui._format import format_duration, seconds, truncate
+from jobwarden.tui.widgets import ConsoleFooter
 from jobwarden.v1 import executor_service_pb2
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from ._tables import Cell, PolledScreen, sync_table
+
+_COLUMNS = (
+    ("name", "Worker"),
+    ("id", "Id"),
+    ("actions", "Actions (max at once)"),
+    ("jobs", "In hand"),
+    ("capacity", "Capacity"),
+    ("heartbeat", "Last heartbeat"),
+    ("connected", "Connected"),
+    ("state", "State"),
+)
+#: below this width: no id, capacity (in hand says n/capacity) or connection time, and the list
+#: of actions cut to what is left
+NARROW = 120
+_NARROW_COLUMNS = (
+    ("name", "Worker"),
+    ("actions", "Actions (max at once)"),
+    ("jobs", "In hand"),
+    ("heartbeat", "Heartbeat"),
+    ("state", "State"),
+)
+#: cells the narrow columns other than the actions take, with their padding
+_NARROW_OTHERS = 48
 
 
 class WorkersScreen(PolledScreen):
@@ -18,23 +43,30 @@ class WorkersScreen(PolledScreen):
     def __init__(self) -> None:
         super().__init__()
         self.workers_seen: list[executor_service_pb2.Worker] = []
+        #: whether the table has its narrow columns
+        self.narrow = False
 
     def compose(self) -> ComposeResult:
         yield self.header()
         yield Static("", id="workers-summary", classes="summary")
         yield DataTable(id="workers", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield ConsoleFooter()
 
     def on_mount(self) -> None:
+        self._set_columns(self.app.size.width < NARROW)
+
+    def on_resize(self, event: events.Resize) -> None:
+        narrow = event.size.width < NARROW
+        if narrow != self.narrow:
+            self._set_columns(narrow)
+            self._show()
+
+    def _set_columns(self, narrow: bool) -> None:
+        self.narrow = narrow
         table = self.query_one(DataTable)
-        table.add_column("Worker", key="name")
-        table.add_column("Id", key="id")
-        table.add_column("Actions (max at once)", key="actions")
-        table.add_column("In hand", key="jobs")
-        table.add_column("Capacity", key="capacity")
-        table.add_column("Last heartbeat", key="heartbeat")
-        table.add_column("Connected", key="connected")
-        table.add_column("State", key="state")
+        table.clear(columns=True)
+        for key, title in _NARROW_COLUMNS if narrow else _COLUMNS:
+            table.add_column(title, key=key)
 
     async def load(self) -> None:
         self.workers_seen = list((await self.console.client.workers()).workers)
@@ -44,6 +76,9 @@ class WorkersScreen(PolledScreen):
         now = self.console.clock()
         job_filter = self.console.job_filter
         rows: dict[str, list[Cell]] = {}
+        table = self.query_one(DataTable)
+        columns = [str(column.key.value) for column in table.ordered_columns]
+        room = max(12, self.size.width - _NARROW_OTHERS)
         used = capacity = 0
         for worker in self.workers_seen:
             actions = ", ".join(
@@ -55,19 +90,20 @@ class WorkersScreen(PolledScreen):
             used += len(worker.jobs)
             capacity += worker.capacity
             heartbeat = seconds(worker.last_heartbeat_at)
-            rows[worker.id] = [
-                Text(worker.name or "—"),
-                worker.id[-8:],
-                Text(actions),
-                f"{len(worker.jobs)}/{worker.capacity}",
-                str(worker.capacity),
-                f"{format_duration(now - heartbeat)} ago" if heartbeat else "—",
-                f"{format_duration(now - seconds(worker.connected_at))}"
+            cells: dict[str, Cell] = {
+                "name": Text(worker.name or "—"),
+                "id": worker.id[-8:],
+                "actions": Text(truncate(actions, room) if self.narrow else actions),
+                "jobs": f"{len(worker.jobs)}/{worker.capacity}",
+                "capacity": str(worker.capacity),
+                "heartbeat": f"{format_duration(now - heartbeat)} ago" if heartbeat else "—",
+                "connected": f"{format_duration(now - seconds(worker.connected_at))}"
                 if worker.connected_at.seconds
                 else "—",
-                "draining" if worker.draining else "serving",
-            ]
-        sync_table(self.query_one(DataTable), rows, sort_by=("name",))
+                "state": "draining" if worker.draining else "serving",
+            }
+            rows[worker.id] = [cells[column] for column in columns]
+        sync_table(table, rows, sort_by=("name",))
         summary = f"{len(rows)} worker{'s' if len(rows) != 1 else ''} · {used}/{capacity} slots busy"
         if self.error:
             summary += f" · {self.error}"

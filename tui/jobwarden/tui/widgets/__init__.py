@@ -1,6 +1,7 @@
 """The console's own widgets."""
 
+from ._footer import ConsoleFooter
 from ._header import LinkIndicator, StatusCount, StatusHeader
 from ._job_table import JobTable
 
-__all__ = ["JobTable", "LinkIndicator", "StatusCount", "StatusHeader"]
+__all__ = ["ConsoleFooter", "JobTable", "LinkIndicator", "StatusCount", "StatusHeader"]

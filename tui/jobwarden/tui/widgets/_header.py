@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from jobwarden.contract import JobStatus
+from jobwarden.contract import TERMINAL_STATUSES, JobStatus
 from jobwarden.tui._feed import LinkState, LinkStatus
 from jobwarden.tui._filter import JobFilter
 from jobwarden.tui._format import STATUS_CLASS, STATUS_LABEL, format_duration
+from rich.cells import cell_len
 from textual import events
 from textual.app import ComposeResult
-from textual.containers import Horizontal
+from textual.containers import Horizontal, HorizontalGroup
 from textual.content import Content
 from textual.message import Message
 from textual.widget import Widget
@@ -27,6 +28,9 @@ _SHORT_LABEL = {
     JobStatus.CANCELLED: "CNCL",
     JobStatus.REJECTED: "REJ",
 }
+#: below this width the navigation line uses its short form and the sparkline is hidden
+NARROW = 110
+_SPARK_FROM = 120
 
 
 class StatusCount(Static):
@@ -45,13 +49,19 @@ class StatusCount(Static):
         self.compact = False
         self.tooltip = f"Press {int(status)} or click to filter by {STATUS_LABEL[status]}"
 
+    def text(self, count: int | None, compact: bool) -> str:
+        number = "-" if count is None else f"{count:,}"
+        label = _SHORT_LABEL[self.status] if compact else STATUS_LABEL[self.status]
+        return f"{int(self.status)} {label} {number}"
+
     def show(self, count: int | None, selected: bool) -> None:
         if self._shown == (count, selected, self.compact):
             return
         self._shown = (count, selected, self.compact)
-        number = "-" if count is None else f"{count:,}"
-        label = _SHORT_LABEL[self.status] if self.compact else STATUS_LABEL[self.status]
-        self.update(Content(f"{int(self.status)} {label} {number}"))
+        # Textual caches a widget's auto width by its container's width alone: without this a
+        # count that grows a digit keeps its old width and shows cut ("8 CNCL 1" for 16).
+        self.clear_cached_dimensions()
+        self.update(Content(self.text(count, self.compact)))
         self.set_class(selected, "-selected")
         self.set_class(count == 0, "-zero")
 
@@ -86,12 +96,18 @@ class LinkIndicator(Static):
 
 
 class StatusHeader(Widget):
-    """Title, connection indicator, counts per status, throughput sparkline and the filter line."""
+    """Title, connection indicator, counts per status, throughput sparkline and the filter line.
 
-    def __init__(self, title: str) -> None:
+    ``titles`` is the navigation line in full and in its short form for narrow terminals. The
+    counts never lose a digit: when the full labels do not fit on one line they are shortened,
+    and when even the short ones do not fit the finished statuses go on a second line.
+    """
+
+    def __init__(self, titles: tuple[str, str]) -> None:
         super().__init__()
-        self._title = title
+        self._titles = titles
         # Kept rather than queried: a flush may come while the screen is being built or torn down.
+        self._title = Static(Content(titles[0]), id="header-title")
         self._engine = Static("", id="header-engine")
         self._link = LinkIndicator("", id="header-link")
         self._counts = [StatusCount(status) for status in JobStatus]
@@ -99,24 +115,59 @@ class StatusHeader(Widget):
         self._spark.tooltip = "jobs finished per second, over the last minute"
         self._rate = Static("", id="header-rate")
         self._filter = Static("", id="header-filter")
+        self._last_counts: Mapping[JobStatus, int] | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="header-top"):
-            yield Static(Content(self._title), id="header-title")
+            yield self._title
             yield self._spark
             yield self._rate
             yield self._engine
             yield self._link
         with Horizontal(id="header-counts"):
-            yield from self._counts
+            with HorizontalGroup(id="header-counts-open"):
+                yield from (widget for widget in self._counts if widget.status not in TERMINAL_STATUSES)
+            with HorizontalGroup(id="header-counts-finished"):
+                yield from (widget for widget in self._counts if widget.status in TERMINAL_STATUSES)
         yield self._filter
 
+    @property
+    def stacked(self) -> bool:
+        """Whether the counts take two lines (the terminal is too narrow for one)."""
+        return self.has_class("-stacked")
+
     def on_resize(self, event: events.Resize) -> None:
-        # Full labels need about 130 columns; below, short ones, and no sparkline under 120.
-        compact = event.size.width < 135
+        width = event.size.width
+        _update(self._title, self._titles[0] if width >= NARROW else self._titles[1])
+        self._spark.display = width >= _SPARK_FROM
+        self._fit_counts(self._last_counts)
+
+    def _fit_counts(self, counts: Mapping[JobStatus, int] | None) -> None:
+        width = self.size.width
+        if not width:
+            return
+
+        def cells(compact: bool, widgets: Sequence[StatusCount]) -> int:
+            # Each count has a cell of padding either side, and the row one either end.
+            total = 2
+            for widget in widgets:
+                count = None if counts is None else counts.get(widget.status, 0)
+                total += len(widget.text(count, compact)) + 2
+            return total
+
+        open_counts = [widget for widget in self._counts if widget.status not in TERMINAL_STATUSES]
+        finished = [widget for widget in self._counts if widget.status in TERMINAL_STATUSES]
+        # Full labels on one line; else short ones; else the finished statuses on a second line.
+        for compact, stacked in ((False, False), (True, False), (False, True), (True, True)):
+            if stacked:
+                needed = max(cells(compact, open_counts), cells(compact, finished))
+            else:
+                needed = cells(compact, self._counts)
+            if needed <= width:
+                break
         for widget in self._counts:
             widget.compact = compact
-        self._spark.display = event.size.width >= 120
+        self.set_class(stacked, "-stacked")
 
     def show(
         self,
@@ -130,8 +181,14 @@ class StatusHeader(Widget):
         notes: Sequence[str] = (),
     ) -> None:
         """Show the latest state; parts that did not change are not redrawn."""
+        # The engine's name takes the room the rest leaves; cut, it keeps its end (the port).
+        room = self._engine.content_region.width
+        if room and cell_len(engine) > room:
+            engine = "…" + engine[-(room - 1) :] if room > 1 else ""
         _update(self._engine, engine)
         self._link.show(link, frozen_pending)
+        self._last_counts = counts
+        self._fit_counts(counts)
         for widget in self._counts:
             count = None if counts is None else counts.get(widget.status, 0)
             widget.show(count, widget.status in job_filter.statuses)
@@ -151,4 +208,5 @@ def _update(widget: Static, text: str) -> None:
     """Update a Static only when its text changes (an update costs a layout)."""
     if getattr(widget, "_jobwarden_text", None) != text:
         widget._jobwarden_text = text  # type: ignore[attr-defined]
+        widget.clear_cached_dimensions()  # see StatusCount.show
         widget.update(Content(text))

@@ -48,24 +48,32 @@ class _Column:
     title: str
     #: cells; 0 takes what is left
     width: int
-    #: columns with a higher number are dropped first when the terminal is narrow (0: never)
+    #: cells in the compact layout of a narrow terminal
+    compact: int
+    #: in the compact layout, columns with a higher number are dropped first (0: never)
     drop: int = 0
     right: bool = False
+    compact_title: str = ""
 
 
+# Least useful first when a narrow terminal has no room: locks (the Locks screen and the detail
+# show them), then the worker, the attempt, the id, and the progress last.
 _COLUMNS: tuple[_Column, ...] = (
-    _Column("mark", "", 1),
-    _Column("status", "Status", 11),
-    _Column("id", "Job", 8, drop=3),
-    _Column("action", "Action", 14),
-    _Column("progress", "Progress", _BAR_WIDTH + 5, drop=4),
-    _Column("message", "Message", 0),
-    _Column("attempt", "Att", 3, drop=5, right=True),
-    _Column("worker", "Worker", 14, drop=2),
-    _Column("age", "Age", 7, right=True),
-    _Column("locks", "Locks", 16, drop=1),
+    _Column("mark", "", 1, 1),
+    _Column("status", "Status", 11, 9),
+    _Column("id", "Job", 8, 8, drop=2),
+    _Column("action", "Action", 14, 12),
+    _Column("progress", "Progress", _BAR_WIDTH + 5, 4, drop=1, compact_title="Prog"),
+    _Column("message", "Message", 0, 0),
+    _Column("attempt", "Att", 3, 3, drop=3, right=True),
+    _Column("worker", "Worker", 14, 10, drop=4),
+    _Column("age", "Age", 7, 6, right=True),
+    _Column("locks", "Locks", 16, 12, drop=5),
 )
-_MIN_MESSAGE = 12
+#: the message cells below which the full layout gives way to the compact one
+_COMFORTABLE_MESSAGE = 20
+#: the message cells below which the compact layout drops columns
+_MIN_MESSAGE = 16
 
 
 class JobTable(ScrollView, can_focus=True):
@@ -137,6 +145,9 @@ class JobTable(ScrollView, can_focus=True):
         self._layouts: dict[int, list[tuple[_Column, int]]] = {}
         #: the age each row showed when last drawn, so the clock tick redraws only what changed
         self._ages: dict[str, str] = {}
+        #: the operator put the cursor on a job (not the first row): it stays on that job, and
+        #: that job stays where it is on screen, as rows come and go around it
+        self.pinned = False
 
     # -- the view -------------------------------------------------------------------------
 
@@ -172,7 +183,7 @@ class JobTable(ScrollView, can_focus=True):
         self._rows = {job_id: row for job_id, row in self.store.jobs.items() if matches(row)}
         self._keys = {job_id: key(row) for job_id, row in self._rows.items()}
         self._generation = self.store.generation
-        self._reorder(keep)
+        self._reorder(keep, hold_view=False)
 
     def apply(self, dirty: Collection[str]) -> None:
         """Bring the view up to date with the rows in ``dirty``, touching only what changed."""
@@ -218,7 +229,7 @@ class JobTable(ScrollView, can_focus=True):
         if index is None or row is None:
             return None
         width = self.scrollable_content_region.width or 140
-        worker = self._worker_name(row.worker_id) if row.worker_id else ""
+        worker = self._worker_name(row.current_worker_id) if row.current_worker_id else ""
         strip = self._row(
             row,
             width,
@@ -260,18 +271,44 @@ class JobTable(ScrollView, can_focus=True):
         if index is None:
             return False
         self.cursor = index
+        self.pinned = index > 0
         self._scroll_to_cursor()
         return True
 
-    def _reorder(self, keep: str | None) -> None:
+    @property
+    def _rows_visible(self) -> int:
+        return max(1, self.size.height - 1)
+
+    def _reorder(self, keep: str | None, *, hold_view: bool = True) -> None:
+        """Sort the shown ids again; the cursor stays on ``keep`` if the operator put it there.
+
+        With ``hold_view`` (rows changed under the operator's eyes) the cursor's job keeps its
+        line on screen (or, with the cursor off screen, the top line keeps its job): new jobs
+        arriving above it do not push it away. Otherwise the cursor is merely kept in view.
+        """
+        top = int(self.scroll_offset.y)
+        anchor: tuple[str, int] | None = None
+        if hold_view:
+            index = self._index.get(keep) if keep is not None else None
+            if self.pinned and index is not None and top <= index < top + self._rows_visible:
+                anchor = (keep or "", index - top)
+            elif 0 < top < len(self._order):
+                anchor = (self._order[top], 0)
         keys = self._keys
         self._order = sorted(keys, key=keys.__getitem__)
         self._index = {job_id: index for index, job_id in enumerate(self._order)}
-        if keep is not None and keep in self._index:
+        if self.pinned and keep is not None and keep in self._index:
             self.set_reactive(JobTable.cursor, self._index[keep])
+        elif not self.pinned:
+            # Not placed by the operator: the cursor follows the first row (the newest job).
+            self.set_reactive(JobTable.cursor, 0)
         elif self.cursor >= len(self._order):
             self.set_reactive(JobTable.cursor, max(0, len(self._order) - 1))
         self.virtual_size = Size(0, len(self._order) + 1)
+        if anchor is not None and anchor[0] in self._index:
+            self.scroll_to(y=self._index[anchor[0]] - anchor[1], animate=False, immediate=True)
+        elif not hold_view and self.pinned:
+            self._scroll_to_cursor()
         self.refresh()
 
     # -- keys and mouse -------------------------------------------------------------------
@@ -284,6 +321,7 @@ class JobTable(ScrollView, can_focus=True):
         if not self._order:
             return
         self.cursor = max(0, min(len(self._order) - 1, self.cursor + delta))
+        self.pinned = self.cursor > 0
         self._scroll_to_cursor()
         if delta > 0 and self.cursor >= len(self._order) - _NEAR_END:
             self.post_message(self.NearEnd())
@@ -316,11 +354,12 @@ class JobTable(ScrollView, can_focus=True):
         if event.y == 0 or not 0 <= index < len(self._order):
             return
         self.cursor = index
+        self.pinned = index > 0
         if event.chain >= 2:
             self.action_open()
 
     def _scroll_to_cursor(self) -> None:
-        rows_visible = max(1, self.size.height - 1)
+        rows_visible = self._rows_visible
         top = int(self.scroll_offset.y)
         if self.cursor < top:
             self.scroll_to(y=self.cursor, animate=False, immediate=True)
@@ -347,17 +386,33 @@ class JobTable(ScrollView, can_focus=True):
         layout = self._layouts.get(width)
         if layout is not None:
             return layout
-        columns = list(_COLUMNS)
-        # Drop the least needed columns until the message has room.
-        while True:
-            fixed = sum(column.width + 1 for column in columns if column.width)
-            if width - fixed >= _MIN_MESSAGE or not any(column.drop for column in columns):
-                break
-            columns.remove(max(columns, key=lambda column: column.drop))
-        flex = max(_MIN_MESSAGE, width - fixed)
-        layout = [(column, column.width or flex) for column in columns]
+        fixed = sum(column.width + 1 for column in _COLUMNS if column.width)
+        if width - fixed >= _COMFORTABLE_MESSAGE:
+            layout = [(column, column.width or width - fixed) for column in _COLUMNS]
+        else:
+            # Narrow: every column shorter, then the least needed ones go until the message has room.
+            columns = list(_COLUMNS)
+            while True:
+                fixed = sum(column.compact + 1 for column in columns if column.compact)
+                if width - fixed >= _MIN_MESSAGE or not any(column.drop for column in columns):
+                    break
+                columns.remove(max(columns, key=lambda column: column.drop))
+            flex = max(_MIN_MESSAGE, width - fixed)
+            layout = [(column, column.compact or flex) for column in columns]
         self._layouts[width] = layout
         return layout
+
+    @property
+    def compact(self) -> bool:
+        """Whether the table is in its narrow layout (shorter columns, some left out)."""
+        width = self.scrollable_content_region.width or 140
+        return any(cells != (column.width or cells) for column, cells in self._layout(width))
+
+    @property
+    def columns(self) -> list[str]:
+        """The keys of the columns shown at the current width."""
+        width = self.scrollable_content_region.width or 140
+        return [column.key for column, _ in self._layout(width)]
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
@@ -383,7 +438,7 @@ class JobTable(ScrollView, can_focus=True):
         if len(self._ages) > 4096:
             self._ages.clear()
         self._ages[job_id] = age
-        worker = self._worker_name(row.worker_id) if row.worker_id else ""
+        worker = self._worker_name(row.current_worker_id) if row.current_worker_id else ""
         cursor = index == self.cursor
         marked = job_id in self.marks
         cache_key = (job_id, row.sequence, width, cursor, marked, age, worker)
@@ -399,6 +454,8 @@ class JobTable(ScrollView, can_focus=True):
         segments: list[Segment] = []
         for column, cells in self._layout(width):
             title = column.title
+            if cells != (column.width or cells) and column.compact_title:
+                title = column.compact_title
             style = header
             if column.key == self.sort.column:
                 title = f"{title}▾" if title else title
@@ -438,16 +495,13 @@ class JobTable(ScrollView, can_focus=True):
             elif key == "action":
                 add(Segment(_fit(row.action, cells), style))
             elif key == "progress":
-                done = row.status is JobStatus.COMPLETED
-                bar_style = style + self._style("jobtable--bar-done" if done else "jobtable--bar")
-                add(Segment(progress_bar(row.progress, _BAR_WIDTH), bar_style))
-                add(Segment(f" {row.progress:>3d}%", style))
+                segments.extend(self._progress(row, cells, style))
             elif key == "message":
                 segments.extend(self._message(row, cells, style))
             elif key == "attempt":
                 add(Segment(_fit(str(row.attempt) if row.attempt else "", cells, right=True), dim))
             elif key == "worker":
-                add(Segment(_fit(worker, cells), dim))
+                add(Segment(_fit_tail(worker, cells), dim))
             elif key == "age":
                 add(Segment(_fit(age, cells, right=True), dim))
             elif key == "locks":
@@ -455,19 +509,24 @@ class JobTable(ScrollView, can_focus=True):
             add(Segment(" ", style))
         return Strip(segments).adjust_cell_length(width, style)
 
+    def _progress(self, row: JobRow, cells: int, style: Style) -> list[Segment]:
+        if not row.shows_progress:
+            return [Segment(" " * cells, style)]
+        done = row.status is JobStatus.COMPLETED
+        bar_style = style + self._style("jobtable--bar-done" if done else "jobtable--bar")
+        percent = f"{row.progress:>3d}%"
+        if cells < _BAR_WIDTH + 5:
+            return [Segment(_fit(percent, cells, right=True), bar_style)]
+        return [Segment(progress_bar(row.progress, _BAR_WIDTH), bar_style), Segment(f" {percent}", style)]
+
     def _message(self, row: JobRow, cells: int, style: Style) -> list[Segment]:
         prefix: list[Segment] = []
         used = 0
         if row.cancel_requested and not row.terminal:
             prefix.append(Segment("cancelling ", style + self._style("jobtable--cancel")))
             used = 11
-        if row.error_kind is not None and row.status is JobStatus.FAILED:
-            text = f"{row.error_kind.name}: {row.error_message}" if row.error_message else row.error_kind.name
-            text_style = style + self._style("jobtable--error")
-        else:
-            parts = [part for part in (f"[{row.step}]" if row.step else "", row.message) if part]
-            text = " ".join(parts) or row.status_reason
-            text_style = style
+        text, error = row.current_text()
+        text_style = style + self._style("jobtable--error") if error else style
         return [*prefix, Segment(_fit(text, max(0, cells - used)), text_style)]
 
     def _locks(self, row: JobRow, cells: int, style: Style) -> Segment:
@@ -494,6 +553,13 @@ def _age(row: JobRow, now: float) -> str:
         return format_duration(end - start) if end and start else ""
     since = row.started_at if row.status in (JobStatus.RUNNING, JobStatus.TIMED_OUT) else 0.0
     return format_duration(now - (since or row.created_at)) if (since or row.created_at) else ""
+
+
+def _fit_tail(text: str, cells: int) -> str:
+    """Like ``_fit``, but a long text keeps its end ("…worker-2"): names made alike differ there."""
+    if cell_len(text) > cells > 1:
+        text = "…" + text[-(cells - 1) :]
+    return _fit(text, cells)
 
 
 def _fit(text: str, cells: int, right: bool = False, center: bool = False) -> str:
