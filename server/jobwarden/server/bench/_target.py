@@ -124,10 +124,13 @@ class EngineUnderTest:
         return next((item.workers for item in stats.actions if item.action == action), 0)
 
     async def set_paused(self, action: str, paused: bool) -> None:
+        # A scenario pauses its own fresh action before its first job, to fill the queue.
         if paused:
-            await self._stub.PauseAction(job_service_pb2.PauseActionRequest(action=action), timeout=30)
+            pause = job_service_pb2.PauseActionRequest(action=action, create_if_unknown=True)
+            await self._stub.PauseAction(pause, timeout=30)
         else:
-            await self._stub.ResumeAction(job_service_pb2.ResumeActionRequest(action=action), timeout=30)
+            resume = job_service_pb2.ResumeActionRequest(action=action, create_if_unknown=True)
+            await self._stub.ResumeAction(resume, timeout=30)
 
     async def configure(self, config: job_pb2.ActionConfig) -> None:
         await self._stub.SetActionConfig(job_service_pb2.SetActionConfigRequest(config=config), timeout=30)
