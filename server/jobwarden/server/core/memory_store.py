@@ -1,5 +1,5 @@
-"""A ``JobStore`` that keeps everything in the process: for unit tests of the flow and for
-``jobwarden bench`` comparisons (what the engine costs without a database).
+"""A ``JobStore`` that keeps everything in the process: for unit tests of the flow, and a baseline
+for benchmarks (what the engine costs without a database).
 
 It keeps the rows the writer hands over (the same ``WriteSet`` the SQL store writes) and reads them
 back with the SQL store's own decoders, so both answer alike; the contract tests

@@ -2,7 +2,7 @@
 
 The engine, its writer and its recovery depend on ``JobStore`` only. ``store.SqlStore`` (SQLite and
 PostgreSQL) is the durable one; ``memory_store.MemoryStore`` keeps everything in the process, for unit
-tests of the flow and for ``jobwarden bench`` comparisons. Both pass ``tests/engine/test_store_contract.py``.
+tests of the flow and benchmark baselines. Both pass ``tests/engine/test_store_contract.py``.
 
 Every method is synchronous: the engine calls them in threads of its own, writes from one thread only,
 reads from several at once.
