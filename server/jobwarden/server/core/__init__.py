@@ -28,6 +28,8 @@ from .errors import (
 )
 from .events import EventBatch, EventBus, EventFilter, Overflowed, Subscription
 from .locks import LockHolding, LockTable, ResourceView
+from .memory_store import MemoryStore
+from .migrations import SCHEMA_VERSION, SchemaVersionError
 from .model import (
     ActionConfig,
     Attempt,
@@ -54,11 +56,13 @@ from .sessions import (
     ResultAckOut,
     WorkerSession,
 )
-from .store import JobQuery, Store
+from .store import JobQuery, SqlStore, Store
+from .store_api import JobStore, LockRow, WriteSet
 from .validation import SubmitSpec
 from .writer import CommitReport
 
 __all__ = [
+    "SCHEMA_VERSION",
     "ActionConfig",
     "ActionStatsView",
     "AlreadyExists",
@@ -85,13 +89,16 @@ __all__ = [
     "JobNotFound",
     "JobQuery",
     "JobResultIn",
+    "JobStore",
     "JobUpdateIn",
     "JobwardenError",
     "LockHolding",
     "LockNotHeld",
     "LockRequest",
+    "LockRow",
     "LockTable",
     "LogLine",
+    "MemoryStore",
     "NotFound",
     "OutMessage",
     "Overflowed",
@@ -103,6 +110,8 @@ __all__ = [
     "ResultAckOut",
     "RetryPolicy",
     "RunRequest",
+    "SchemaVersionError",
+    "SqlStore",
     "StaleAttempt",
     "StartTimeout",
     "StatsView",
@@ -112,4 +121,5 @@ __all__ = [
     "Subscription",
     "Timeouts",
     "WorkerSession",
+    "WriteSet",
 ]

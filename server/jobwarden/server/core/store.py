@@ -1,46 +1,63 @@
 """The durable store: SQLModel tables, batched writes and the reads the engine needs.
 
-SQLModel defines the tables; the hot path writes whole batches through SQLAlchemy Core
-(``conn.execute(insert(table), rows)`` and one executemany ``update``), one transaction per batch.
-Every method here is synchronous and runs in a thread of the engine's (see ``writer.py``); writes come
-from one thread only.
+``SqlStore`` implements ``store_api.JobStore``; ``Store`` is the same class under the name callers
+have always used (``Store(url)``). SQLModel defines the tables (``tables.py``); the hot path writes
+whole batches through the driver's ``executemany``, one transaction per batch. Every method here is
+synchronous and runs in a thread of the engine's (see ``writer.py``); writes come from one thread only.
 
 SQLite runs in WAL mode with ``synchronous=FULL``: a committed batch survives ``kill -9`` and power
-loss. PostgreSQL (``postgresql+psycopg://...``) runs the same statements.
+loss. PostgreSQL (``postgresql+psycopg://...``) runs the same statements. ``create_schema`` checks
+the database's schema version and migrates an older one (``migrations.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from jobwarden.contract import TERMINAL_STATUSES, JobEventType, JobStatus
 from sqlalchemy import (
-    BigInteger,
-    Column,
-    Index,
-    Text,
     and_,
     create_engine,
     event,
     func,
-    insert,
     or_,
     select,
     update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import ConnectionPoolEntry
-from sqlmodel import Field, SQLModel
 
+from . import migrations
 from .model import ActionConfig, Event, Job, LogLine
+from .store_api import JobQuery, LockRow, WriteSet
+from .tables import configs_t, events_t, jobs_t, locks_t, logs_t, meta_t, workers_t
 
-__all__ = ["JobQuery", "LockRow", "Store", "WriteSet", "dumps", "loads"]
+if TYPE_CHECKING:
+    from .store_api import JobStore
 
-SCHEMA_VERSION = "1"
+__all__ = [
+    "JobQuery",
+    "LockRow",
+    "SqlStore",
+    "Store",
+    "WriteSet",
+    "configs_t",
+    "dumps",
+    "event_from_row",
+    "event_row",
+    "events_t",
+    "job_from_row",
+    "job_row",
+    "jobs_t",
+    "loads",
+    "locks_t",
+    "logs_t",
+    "meta_t",
+    "workers_t",
+]
 
 
 def dumps(value: Any) -> str:
@@ -51,140 +68,17 @@ def loads(text: str | bytes) -> Any:
     return orjson.loads(text)
 
 
-class JobTable(SQLModel, table=True):
-    __tablename__ = "jobs"
-    __table_args__ = (
-        Index("ix_jobs_status_id", "status", "id"),
-        Index("ix_jobs_action_id", "action", "id"),
-    )
-    id: str = Field(primary_key=True, max_length=36)
-    action: str = Field(max_length=200)
-    status: int
-    priority: int = 0
-    created_at: float
-    updated_at: float
-    idempotency_key: str | None = Field(default=None, unique=True, max_length=1024)
-    correlation_id: str = Field(default="", max_length=1024)
-    #: "\nkey=value\n..." so a label filter is one LIKE
-    labels: str = Field(default="", sa_type=Text)
-    #: lower-case id, action, message, correlation id and error message, for the text filter
-    search: str = Field(default="", sa_type=Text)
-    #: the job without input and result, as JSON
-    doc: str = Field(sa_type=Text)
-    input: str = Field(sa_type=Text)
-    result: str | None = Field(default=None, sa_type=Text)
-
-
-class EventTable(SQLModel, table=True):
-    __tablename__ = "events"
-    sequence: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
-    job_id: str = Field(index=True, max_length=36)
-    type: int
-    time: float
-    previous_status: int | None = None
-    actor: str = Field(default="engine", max_length=1024)
-    reason: str = Field(default="", sa_type=Text)
-    snapshot: str = Field(sa_type=Text)
-
-
-class LockTableRow(SQLModel, table=True):
-    __tablename__ = "locks"
-    resource: str = Field(primary_key=True, max_length=512)
-    holder: str = Field(primary_key=True, max_length=1024)
-    mode: int
-    job_id: str | None = Field(default=None, max_length=36)
-    since: float
-    expires_at: float | None = None
-
-
-class JobLogTable(SQLModel, table=True):
-    __tablename__ = "job_logs"
-    job_id: str = Field(primary_key=True, max_length=36)
-    idx: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
-    attempt: int
-    time: float
-    level: str = Field(max_length=32)
-    message: str = Field(sa_type=Text)
-
-
-class ActionConfigTable(SQLModel, table=True):
-    __tablename__ = "action_configs"
-    action: str = Field(primary_key=True, max_length=200)
-    doc: str = Field(sa_type=Text)
-
-
-class WorkerTable(SQLModel, table=True):
-    __tablename__ = "workers"
-    id: str = Field(primary_key=True, max_length=64)
-    name: str = Field(max_length=1024)
-    doc: str = Field(sa_type=Text)
-    connected_at: float
-    last_seen_at: float
-    connected: bool = True
-
-
-class MetaTable(SQLModel, table=True):
-    __tablename__ = "meta"
-    key: str = Field(primary_key=True, max_length=64)
-    value: str = Field(sa_type=Text)
-
-
-jobs_t = JobTable.__table__  # type: ignore[attr-defined]
-events_t = EventTable.__table__  # type: ignore[attr-defined]
-locks_t = LockTableRow.__table__  # type: ignore[attr-defined]
-logs_t = JobLogTable.__table__  # type: ignore[attr-defined]
-configs_t = ActionConfigTable.__table__  # type: ignore[attr-defined]
-workers_t = WorkerTable.__table__  # type: ignore[attr-defined]
-meta_t = MetaTable.__table__  # type: ignore[attr-defined]
-
-
-@dataclass(slots=True, frozen=True)
-class LockRow:
-    resource: str
-    holder: str
-    mode: int
-    job_id: str | None
-    since: float
-    expires_at: float | None
-
-
-@dataclass(slots=True)
-class WriteSet:
-    """Everything one group commit writes, already turned into rows (made in the event loop)."""
-
-    new_jobs: list[dict[str, Any]] = field(default_factory=list)
-    changed_jobs: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    logs: list[dict[str, Any]] = field(default_factory=list)
-    locks_added: list[dict[str, Any]] = field(default_factory=list)
-    #: (resource, holder) pairs
-    locks_removed: list[tuple[str, str]] = field(default_factory=list)
-    action_configs: list[dict[str, Any]] = field(default_factory=list)
-    workers: list[dict[str, Any]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return (
-            len(self.new_jobs)
-            + len(self.changed_jobs)
-            + len(self.events)
-            + len(self.logs)
-            + len(self.locks_added)
-            + len(self.locks_removed)
-            + len(self.action_configs)
-            + len(self.workers)
-        )
-
-
-@dataclass(slots=True)
-class JobQuery:
-    statuses: Sequence[JobStatus] = ()
-    action: str = ""
-    label: str = ""
-    text: str = ""
-    page_size: int = 50
-    #: list jobs with a smaller id than this (the previous page's last id)
-    before_id: str = ""
-    summary: bool = False
+#: the columns a changed job writes (the others never change once it is inserted)
+CHANGING_JOB_COLUMNS = (
+    "status",
+    "priority",
+    "updated_at",
+    "correlation_id",
+    "labels",
+    "search",
+    "doc",
+    "result",
+)
 
 
 def job_row(job: Job, *, with_input: bool) -> dict[str, Any]:
@@ -234,28 +128,39 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _event_from_row(row: Any) -> Event:
+def event_from_row(row: Mapping[str, Any]) -> Event:
+    """The event an ``event_row`` holds."""
+    previous = row["previous_status"]
     return Event(
-        sequence=row.sequence,
-        job_id=row.job_id,
-        type=JobEventType(row.type),
-        time=row.time,
-        snapshot=loads(row.snapshot),
-        previous_status=JobStatus(row.previous_status) if row.previous_status is not None else None,
-        actor=row.actor,
-        reason=row.reason,
+        sequence=row["sequence"],
+        job_id=row["job_id"],
+        type=JobEventType(row["type"]),
+        time=row["time"],
+        snapshot=loads(row["snapshot"]),
+        previous_status=JobStatus(previous) if previous is not None else None,
+        actor=row["actor"],
+        reason=row["reason"],
     )
 
 
-def _job_from_row(row: Any, *, payloads: bool = True) -> Job:
-    doc = loads(row.doc)
+def job_from_row(row: Mapping[str, Any], *, payloads: bool = True) -> Job:
+    """The job a ``job_row`` holds (without input and result unless ``payloads``)."""
+    doc = loads(row["doc"])
     if payloads:
-        doc["input"] = loads(row.input) if row.input else {}
-        doc["result"] = loads(row.result) if row.result else None
+        doc["input"] = loads(row["input"]) if row["input"] else {}
+        doc["result"] = loads(row["result"]) if row["result"] else None
     return Job.from_dict(doc)
 
 
-class Store:
+def _job_from_row(row: Any, *, payloads: bool = True) -> Job:
+    return job_from_row(row._mapping, payloads=payloads)
+
+
+def _event_from_row(row: Any) -> Event:
+    return event_from_row(row._mapping)
+
+
+class SqlStore:
     """The database behind the engine. Thread-safe for one writer thread and any reader threads."""
 
     def __init__(self, url: str) -> None:
@@ -274,13 +179,9 @@ class Store:
         self._hot = _HotStatements(self.engine.dialect.paramstyle)
 
     def create_schema(self) -> None:
-        SQLModel.metadata.create_all(
-            self.engine,
-            tables=[jobs_t, events_t, locks_t, logs_t, configs_t, workers_t, meta_t],
-        )
-        with self.engine.begin() as conn:
-            if conn.execute(select(meta_t.c.value).where(meta_t.c.key == "schema_version")).first() is None:
-                conn.execute(insert(meta_t), [{"key": "schema_version", "value": SCHEMA_VERSION}])
+        """Create the tables of an empty database, or check the version of an existing one and
+        migrate it (``migrations.SchemaVersionError`` for one a newer jobwarden wrote: untouched)."""
+        migrations.upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -488,6 +389,20 @@ class Store:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(jobs_t)).scalar() or 0)
 
+    def workers(self) -> list[dict[str, Any]]:
+        """The stored worker rows (the engine never reads them back; tests do)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(workers_t).order_by(workers_t.c.id)).all()
+        return [{**r._mapping, "connected": bool(r.connected)} for r in rows]
+
+
+#: the name every caller has used for the SQL store
+Store = SqlStore
+
+if TYPE_CHECKING:
+    # mypy checks here that the SQL store is a JobStore.
+    _sql_store_is_a_job_store: type[JobStore] = SqlStore
+
 
 class _HotStatements:
     """The statements of the hot path in the driver's own parameter style, with their column order."""
@@ -498,7 +413,7 @@ class _HotStatements:
             raise ValueError(f"unsupported DB-API paramstyle {paramstyle!r}")
         self.insert_job_columns = tuple(c.name for c in jobs_t.columns)
         self.insert_job = _insert_sql("jobs", self.insert_job_columns, mark)
-        changing = ("status", "priority", "updated_at", "correlation_id", "labels", "search", "doc", "result")
+        changing = CHANGING_JOB_COLUMNS
         self.update_job_columns = (*changing, "id")
         self.update_job = f"UPDATE jobs SET {', '.join(f'{c} = {mark}' for c in changing)} WHERE id = {mark}"
         self.event_columns = tuple(c.name for c in events_t.columns)
