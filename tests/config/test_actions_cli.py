@@ -79,42 +79,35 @@ async def test_set_get_pause_resume_list(engine: EngineHandle, stubs: Stubs) -> 
     worker = await RawWorker(engine.address, ["transcode"]).connect()
     # Each CLI call is a new Python process (seconds on a loaded machine): without heartbeats the engine
     # would rightly take the silent raw worker for dead before the resume below.
-    beating = asyncio.get_running_loop().create_task(_heartbeats(worker))
-    code, out, _ = await cli("list", *at)
-    assert code == 0
-    header, row = out.strip().splitlines()
-    assert header.split() == [
-        "ACTION",
-        "STATE",
-        "MAX_RUNNING",
-        "MAX_QUEUED",
-        "WAITING",
-        "RUNNING",
-        "WORKERS",
-        "FREE",
-    ]
-    assert row.split() == ["transcode", "paused", "4", "1000", "1", "0", "1", "1"]
+    async with worker.beating():
+        code, out, _ = await cli("list", *at)
+        assert code == 0
+        header, row = out.strip().splitlines()
+        assert header.split() == [
+            "ACTION",
+            "STATE",
+            "MAX_RUNNING",
+            "MAX_QUEUED",
+            "WAITING",
+            "RUNNING",
+            "WORKERS",
+            "FREE",
+        ]
+        assert row.split() == ["transcode", "paused", "4", "1000", "1", "0", "1", "1"]
 
-    # A partial set changes only what it names, and keeps the pause.
-    code, out, _ = await cli("set", "transcode", *at, "--max-running=2", "--heartbeat-timeout=none")
-    assert code == 0
-    expected = full_config()
-    expected.max_running = 2
-    expected.paused = True
-    expected.timeouts.ClearField("heartbeat")
-    assert await get_config(stubs, "transcode") == expected
+        # A partial set changes only what it names, and keeps the pause.
+        code, out, _ = await cli("set", "transcode", *at, "--max-running=2", "--heartbeat-timeout=none")
+        assert code == 0
+        expected = full_config()
+        expected.max_running = 2
+        expected.paused = True
+        expected.timeouts.ClearField("heartbeat")
+        assert await get_config(stubs, "transcode") == expected
 
-    code, out, _ = await cli("resume", "transcode", *at)
-    assert (code, out.strip()) == (0, "transcode: dispatching again")
-    assert (await worker.next_assignment()).job.action == "transcode"
-    beating.cancel()
+        code, out, _ = await cli("resume", "transcode", *at)
+        assert (code, out.strip()) == (0, "transcode: dispatching again")
+        assert (await worker.next_assignment()).job.action == "transcode"
     await worker.close()
-
-
-async def _heartbeats(worker: RawWorker) -> None:
-    while True:
-        await worker.heartbeat()
-        await asyncio.sleep(0.2)
 
 
 async def test_clearing_settings(engine: EngineHandle, stubs: Stubs) -> None:

@@ -6,6 +6,7 @@ Tests use it to drive the engine's worker protocol message by message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -180,6 +181,25 @@ class RawWorker:
                 )
             )
         )
+
+    @contextlib.asynccontextmanager
+    async def beating(self, every: float = 0.2) -> AsyncIterator[None]:
+        """Keep the session alive (heartbeats naming no job) while the block runs: a raw worker that
+        sends nothing for 3 heartbeat intervals is rightly taken for dead, and on a loaded machine a
+        test's own steps (CLI processes, console dialogs) can take that long."""
+
+        async def beat() -> None:
+            while True:
+                await self.heartbeat()
+                await asyncio.sleep(every)
+
+        task = asyncio.get_running_loop().create_task(beat())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def close(self) -> None:
         """End the stream cleanly (half-close, then the channel)."""

@@ -6,6 +6,8 @@ app with ``run_test`` and checks what reaches the engine through its own API.
 
 from __future__ import annotations
 
+import contextlib
+
 from google.protobuf.duration_pb2 import Duration
 from jobwarden.contract import JobStatus, LockMode
 from jobwarden.tui.screens import (
@@ -306,9 +308,10 @@ async def test_read_only_hides_every_action_that_changes_state(engine: EngineHan
 async def test_pause_and_resume_an_action_and_the_other_screens(engine: EngineHandle) -> None:
     channel = engine.channel()
     app = console(engine)
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZE) as pilot, contextlib.AsyncExitStack() as stack:
         queued = await submit(channel, "ingest", locks=(("asset:9", int(LockMode.SHARED)),))
         worker = await RawWorker(engine.address, ["thumbnail"], name="thumb-box", capacity=2).connect()
+        await stack.enter_async_context(worker.beating())
         locks = lock_service_pb2_grpc.LockServiceStub(channel)
         await locks.AcquireLock(
             lock_service_pb2.AcquireLockRequest(
@@ -375,6 +378,7 @@ async def test_pause_and_resume_an_action_and_the_other_screens(engine: EngineHa
         await until(pilot, lambda: lock_screen.polls >= 1, what="the locks")
         resources = [str(cell) for cell in lock_screen.query_one("#locks").get_column("resource")]  # type: ignore[attr-defined]
         assert "asset:77" in resources
+        await stack.aclose()
         await worker.close()
     await channel.close()
 

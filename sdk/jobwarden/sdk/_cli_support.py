@@ -75,7 +75,10 @@ def parse_json(text: str, source: str) -> Any:
     except json.JSONDecodeError as error:
         raise UsageError(f"{source} is not valid JSON: {error}") from None
     except RecursionError:
-        raise UsageError(f"{source} is nested too deeply") from None
+        raise UsageError(
+            f"{source} nests objects and lists deeper than the engine takes "
+            f"(at most {Limits.MAX_PAYLOAD_DEPTH} levels)"
+        ) from None
 
 
 def seconds(text: str) -> float:
