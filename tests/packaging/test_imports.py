@@ -99,6 +99,20 @@ def test_the_package_roots_import_without_textual_or_the_engine() -> None:
     assert loaded == set()
 
 
+def test_the_sdk_root_loads_neither_the_cli_nor_opentelemetry() -> None:
+    probe = (
+        "import sys\n"
+        "import jobwarden.sdk\n"
+        "wrong = ['jobwarden.sdk.cli', 'jobwarden.sdk._commands', 'opentelemetry.trace']\n"
+        "print(sorted(name for name in wrong if name in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_the_console_root_still_gives_its_public_names() -> None:
     probe = (
         "import jobwarden.tui as tui\n"
