@@ -137,9 +137,9 @@ async def any_engine(db_url: str, engine_factory: EngineFactory) -> EngineHandle
 
 @dataclass
 class Stubs:
-    jobs: job_service_pb2_grpc.JobServiceStub
-    executors: executor_service_pb2_grpc.ExecutorServiceStub
-    locks: lock_service_pb2_grpc.LockServiceStub
+    jobs: job_service_pb2_grpc.JobServiceAsyncStub
+    executors: executor_service_pb2_grpc.ExecutorServiceAsyncStub
+    locks: lock_service_pb2_grpc.LockServiceAsyncStub
     channel: grpc.aio.Channel
 
 

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import pytest
 from jobwarden.contract import TERMINAL_STATUSES, JobStatus
@@ -28,6 +28,14 @@ JOBWARDEN = str(Path(sys.executable).with_name("jobwarden"))
 T = TypeVar("T")
 
 
+@overload
+async def wait_until(
+    predicate: Callable[[], Awaitable[T | None]], *, within: float = 30.0, what: str = "a condition"
+) -> T: ...
+@overload
+async def wait_until(
+    predicate: Callable[[], T | None], *, within: float = 30.0, what: str = "a condition"
+) -> T: ...
 async def wait_until(
     predicate: Callable[[], Awaitable[T | None] | T | None],
     *,

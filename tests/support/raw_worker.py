@@ -155,7 +155,7 @@ class RawWorker:
         self,
         a: pb.Assignment,
         message: str,
-        kind: int = job_pb2.ERROR_KIND_JOB_ERROR,
+        kind: job_pb2.ErrorKind.ValueType = job_pb2.ERROR_KIND_JOB_ERROR,
         stack_trace: str = "",
         retryable: bool = True,
     ) -> None:

@@ -7,7 +7,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from jobwarden.contract import JobStatus
 from jobwarden.v1 import executor_service_pb2, job_service_pb2
@@ -35,6 +35,9 @@ from .screens import (
     WorkersScreen,
 )
 from .widgets import StatusHeader
+
+if TYPE_CHECKING:
+    from ._context import ConsoleContext
 
 #: actions that change state in the engine: hidden and refused with --read-only
 MUTATING_ACTIONS = frozenset({"cancel", "retry", "retry_step", "retry_failed", "pause"})
@@ -592,6 +595,13 @@ def _pause_question(action: str, paused: bool, listing: job_service_pb2.ListActi
         ],
         f"Pause {action}",
     )
+
+
+if TYPE_CHECKING:
+
+    def _gives_the_screens_what_they_use(app: ConsoleApp) -> ConsoleContext:
+        # mypy fails here if the app lacks something the screens' protocol promises them.
+        return app
 
 
 __all__ = ["MUTATING_ACTIONS", "ConsoleApp"]

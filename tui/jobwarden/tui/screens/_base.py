@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar, cast
 
 from jobwarden.contract import JobStatus
+from jobwarden.tui._context import ConsoleContext
 from jobwarden.tui._format import STATUS_LABEL
 from jobwarden.tui.widgets import StatusCount, StatusHeader
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-
-if TYPE_CHECKING:
-    from jobwarden.tui._app import ConsoleApp
 
 
 class ConsoleScreen(Screen[None]):
@@ -38,8 +36,8 @@ class ConsoleScreen(Screen[None]):
     ]
 
     @property
-    def console(self) -> ConsoleApp:
-        return cast("ConsoleApp", self.app)
+    def console(self) -> ConsoleContext:
+        return cast(ConsoleContext, self.app)
 
     def header(self) -> StatusHeader:
         return StatusHeader(self.console.nav_line(self.NAV))
