@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from jobwarden.contract import TERMINAL_STATUSES, JobEventType, JobStatus
+from jobwarden.contract import TERMINAL_STATUSES, ErrorKind, JobEventType, JobStatus
 from jobwarden.v1 import executor_service_pb2 as pb
 from jobwarden.v1 import job_pb2, job_service_pb2_grpc, lock_service_pb2, lock_service_pb2_grpc
 from jobwarden.v1 import job_service_pb2 as js
@@ -214,6 +214,8 @@ class Figures:
     acknowledged_results: int = 0
     events: int = 0
     by_status: Counter[str] = field(default_factory=Counter)
+    #: why the FAILED jobs failed ("KIND: message"), so an unexpected failure says what it was
+    failures: Counter[str] = field(default_factory=Counter)
     #: every invariant broken, with the job it is about
     problems: list[str] = field(default_factory=list)
 
@@ -308,6 +310,8 @@ async def check_invariants(channel: grpc.aio.Channel, ledger: Ledger) -> Figures
     for job_id, job in stored.items():
         status = JobStatus(job.status)
         figures.by_status[status.name] += 1
+        if status is JobStatus.FAILED:
+            figures.failures[f"{ErrorKind(job.error.kind).name}: {job.error.message[:160]}"] += 1
         if status not in TERMINAL_STATUSES:
             problems.append(f"job {job_id} is still {status.name}")
         events = story.get(job_id, [])

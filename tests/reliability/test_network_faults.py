@@ -68,7 +68,7 @@ class Rig:
         await wait_all_terminal(self.jobs, timeout=60)
         figures = await check_invariants(self.channel, self.ledger)
         assert not figures.problems, "\n".join(figures.problems[:20])
-        assert figures.by_status == Counter({"COMPLETED": JOBS}), figures.by_status
+        assert figures.by_status == Counter({"COMPLETED": JOBS}), (figures.by_status, figures.failures)
         print(
             f"{figures.line()}; proxy: {self.proxy.connections} connections, {self.proxy.cuts} cuts, "
             f"{self.proxy.dropped} connections refused; runs per job: "
