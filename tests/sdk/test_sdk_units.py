@@ -20,11 +20,12 @@ from jobwarden.sdk import (
     StepError,
     Worker,
 )
-from jobwarden.sdk._convert import dict_to_struct, normalize_object, struct_to_dict
+from jobwarden.sdk._convert import normalize_object
 from jobwarden.sdk._exceptions import from_rpc_error
 from jobwarden.sdk._outbox import Outbox
 from jobwarden.sdk._requests import lock_request, retry_policy, statuses, submit_request, timeouts
 from jobwarden.v1 import job_pb2
+from jobwarden.wire import dict_to_struct, struct_to_dict
 
 
 class Recorder:

@@ -17,7 +17,6 @@ import grpc.aio
 from google.protobuf.message import Message
 from jobwarden.contract import TERMINAL_STATUSES, JobStatus, Limits
 from jobwarden.sdk._address import CHANNEL_OPTIONS, engine_address
-from jobwarden.sdk._convert import duration
 from jobwarden.sdk._credentials import aio_channel
 from jobwarden.sdk._exceptions import (
     EngineUnavailable,
@@ -37,6 +36,7 @@ from jobwarden.v1 import (
     lock_service_pb2,
     lock_service_pb2_grpc,
 )
+from jobwarden.wire import duration
 
 __all__ = ["JobClient"]
 
