@@ -382,3 +382,14 @@ def test_outbox_splits_what_would_not_fit_in_one_message() -> None:
     assert all(m.ByteSize() < Limits.MAX_MESSAGE_BYTES for m in batches)
     ids = [r.job_id for m in batches for r in (m.job_results.results or [m.job_result])]
     assert ids == [f"j{n}" for n in range(9)]
+
+
+def test_a_relative_run_at_reads_durations_as_the_rest_of_jobwarden_does() -> None:
+    from jobwarden.sdk._cli_support import UsageError
+    from jobwarden.sdk._commands import _parse_time
+
+    before = datetime.now(UTC)
+    later = _parse_time("+1h30m")
+    assert 5400 <= (later - before).total_seconds() < 5400 + 60
+    with pytest.raises(UsageError, match=r"--run-at takes an ISO 8601 time or \+30s"):
+        _parse_time("+soon")

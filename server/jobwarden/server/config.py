@@ -79,7 +79,7 @@ def parse_duration(value: Any, what: str) -> float:
         except ValueError as error:
             raise InvalidArgument(f"{what}: {error}") from None
     else:
-        raise InvalidArgument(f"{what}: expected a duration (e.g. 30, \"5m\"), got {value!r}")
+        raise InvalidArgument(f'{what}: expected a duration (e.g. 30, "5m"), got {value!r}')
     if not math.isfinite(seconds):
         raise InvalidArgument(f"{what} must be a finite duration")
     if seconds < 0:
