@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from jobwarden.contract import JobStatus
 from jobwarden.sdk import JobClient
-from jobwarden.sdk._convert import struct_to_dict
+from jobwarden.wire import struct_to_dict
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 BUF = NODE_DIR / "node_modules" / ".bin" / "buf"

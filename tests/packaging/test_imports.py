@@ -116,7 +116,7 @@ def test_the_sdk_root_loads_neither_the_cli_nor_opentelemetry() -> None:
 def test_the_console_root_still_gives_its_public_names() -> None:
     probe = (
         "import jobwarden.tui as tui\n"
-        "from jobwarden.tui import ConsoleApp, EngineClient, EngineError, JobFilter, SortOrder\n"
+        "from jobwarden.tui import ConsoleApp, JobFilter, SortOrder\n"
         "from jobwarden.tui._app import ConsoleApp as App\n"
         "assert ConsoleApp is App and tui.ConsoleApp is App\n"
         "assert set(tui.__all__) <= set(dir(tui))\n"

@@ -18,8 +18,8 @@ from jobwarden.sdk import (
     LockConflict,
     SyncJobClient,
 )
-from jobwarden.sdk._convert import struct_to_dict
 from jobwarden.v1 import job_pb2
+from jobwarden.wire import struct_to_dict
 
 from tests.engine.helpers import nested
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from jobwarden.contract import ErrorKind, ExecutionMode, JobStatus
 from jobwarden.sdk import JobClient
-from jobwarden.sdk._convert import struct_to_dict
+from jobwarden.wire import struct_to_dict
 
 from .conftest import TcpProxy, WorkerProcess, read_trace, wait_status, wait_until
 

@@ -20,11 +20,12 @@ from jobwarden.sdk import (
     StepError,
     Worker,
 )
-from jobwarden.sdk._convert import dict_to_struct, normalize_object, struct_to_dict
+from jobwarden.sdk._convert import normalize_object
 from jobwarden.sdk._exceptions import from_rpc_error
 from jobwarden.sdk._outbox import Outbox
 from jobwarden.sdk._requests import lock_request, retry_policy, statuses, submit_request, timeouts
 from jobwarden.v1 import job_pb2
+from jobwarden.wire import dict_to_struct, struct_to_dict
 
 
 class Recorder:
@@ -381,3 +382,14 @@ def test_outbox_splits_what_would_not_fit_in_one_message() -> None:
     assert all(m.ByteSize() < Limits.MAX_MESSAGE_BYTES for m in batches)
     ids = [r.job_id for m in batches for r in (m.job_results.results or [m.job_result])]
     assert ids == [f"j{n}" for n in range(9)]
+
+
+def test_a_relative_run_at_reads_durations_as_the_rest_of_jobwarden_does() -> None:
+    from jobwarden.sdk._cli_support import UsageError
+    from jobwarden.sdk._commands import _parse_time
+
+    before = datetime.now(UTC)
+    later = _parse_time("+1h30m")
+    assert 5400 <= (later - before).total_seconds() < 5400 + 60
+    with pytest.raises(UsageError, match=r"--run-at takes an ISO 8601 time or \+30s"):
+        _parse_time("+soon")

@@ -9,7 +9,7 @@ from typing import Any
 
 from jobwarden.contract import ErrorKind, JobStatus
 from jobwarden.sdk import JobClient
-from jobwarden.sdk._convert import struct_to_dict
+from jobwarden.wire import struct_to_dict
 
 from .conftest import WorkerProcess, read_trace, wait_status, wait_until
 

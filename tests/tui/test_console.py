@@ -270,7 +270,8 @@ async def test_a_refusal_shows_the_engines_message(engine: EngineHandle) -> None
         await pilot.press("right", "enter")
         await until(pilot, lambda: app.noted("refused"), what="the refusal")
         refusal = next(message for severity, message in app.notes if "refused" in message)
-        assert "FAILED_PRECONDITION" in refusal
+        # The SDK's error carries the engine's own words (the CLI shows the same line).
+        assert "only FAILED or CANCELLED jobs can be retried" in refusal
         # Unfreezing applies what waited.
         await pilot.press("f")
         await until(pilot, lambda: "FAILED" not in row_text(app, job.id), what="the pending update")

@@ -23,8 +23,9 @@ and a client submits and follows jobs::
 This package needs neither the server nor the console.
 """
 
-from jobwarden.sdk._client import JobClient
+from jobwarden.sdk._client import JobClient, WatchStream
 from jobwarden.sdk._context import Checkpoint, JobContext
+from jobwarden.sdk._credentials import ClientSecurity, caller_role
 from jobwarden.sdk._exceptions import (
     EngineError,
     EngineUnavailable,
@@ -46,6 +47,7 @@ from jobwarden.sdk._worker import Worker
 
 __all__ = [
     "Checkpoint",
+    "ClientSecurity",
     "EngineError",
     "EngineUnavailable",
     "Executor",
@@ -63,5 +65,7 @@ __all__ = [
     "Rejected",
     "StepError",
     "SyncJobClient",
+    "WatchStream",
     "Worker",
+    "caller_role",
 ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -20,16 +19,22 @@ from jobwarden.contract import ErrorKind, Limits, LockMode, StartTimeoutAction
 from jobwarden.sdk import _format as fmt
 from jobwarden.sdk._address import DEFAULT_ENGINE, ENGINE_ENV
 from jobwarden.sdk._cli_support import OK, UsageError, client_for, parse_json, runner
-from jobwarden.sdk._convert import dict_to_struct, duration, struct_to_dict
 from jobwarden.sdk._requests import lock_request
 from jobwarden.v1 import job_pb2
+from jobwarden.wire import (
+    NONE,
+    dict_to_struct,
+    duration,
+    duration_seconds,
+    format_duration,
+    parse_optional_duration,
+    struct_to_dict,
+)
 
 __all__ = ["register"]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 #: a duration flag given this value clears the setting
-CLEAR = "none"
+CLEAR = NONE
 
 
 def register(subparsers: Any) -> None:
@@ -170,13 +175,13 @@ _error_kind.__name__ = "error kind (" + ", ".join(k.name for k in ErrorKind) + "
 
 
 def parse_duration(text: str, flag: str) -> float | None:
-    """Seconds from ``30``, ``250ms``, ``5m``...; None for ``none``. UsageError names the flag."""
-    if text.strip().lower() == CLEAR:
+    """Seconds from ``30``, ``250ms``, ``5m``, ``1h30m``...; None for ``none``. UsageError names the flag."""
+    try:
+        seconds = parse_optional_duration(text)
+    except ValueError as error:
+        raise UsageError(f"{flag}: {error}") from None
+    if seconds is None:
         return None
-    match = _DURATION.match(text)
-    if not match:
-        raise UsageError(f"{flag}: {text!r} is not a duration (e.g. 30, 250ms, 30s, 5m, 2h, 1d, or none)")
-    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     try:
         duration(seconds)
     except ValueError:
@@ -186,19 +191,6 @@ def parse_duration(text: str, flag: str) -> float | None:
             f"(at most {format_duration(Limits.MAX_DURATION_SECONDS)}, about 10 years)"
         ) from None
     return seconds
-
-
-def format_duration(seconds: float) -> str:
-    if seconds and seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
-
-
-def _seconds(message: Any) -> float:
-    return float(message.seconds) + float(message.nanos) / 1e9
 
 
 # -- commands ----------------------------------------------------------------------------------------
@@ -477,7 +469,7 @@ def describe(config: job_pb2.ActionConfig) -> str:
         ("max_queued", str(config.max_queued) if config.max_queued else "unlimited"),
     ]
     for name in ("heartbeat", "takeover", "execution"):
-        value = format_duration(_seconds(getattr(t, name))) if t.HasField(name) else "-"
+        value = format_duration(duration_seconds(getattr(t, name))) if t.HasField(name) else "-"
         lines.append((f"{name}_timeout", value))
     lines.append(("start_timeout", _describe_start(t.start) if t.HasField("start") else "-"))
     lines.append(
@@ -501,9 +493,9 @@ def _describe_start(start: job_pb2.StartTimeout) -> str:
         action = StartTimeoutAction(start.action or StartTimeoutAction.FAIL).name
     except ValueError:
         action = str(start.action)
-    text = f"{format_duration(_seconds(start.duration))}, then {action}"
+    text = f"{format_duration(duration_seconds(start.duration))}, then {action}"
     if action == "RETRY":
-        every = format_duration(_seconds(start.retry_interval))
+        every = format_duration(duration_seconds(start.retry_interval))
         growth = ", doubling" if start.retry_backoff_exponential else ""
         text += f" after {every}{growth}, {start.retry_count} times, then FAIL"
     if start.HasField("run_request"):
@@ -518,10 +510,10 @@ def _describe_start(start: job_pb2.StartTimeout) -> str:
 
 def _describe_retry(policy: job_pb2.RetryPolicy) -> str:
     attempts = f"{policy.max_attempts} attempt" + ("" if policy.max_attempts == 1 else "s")
-    backoff = format_duration(_seconds(policy.initial_interval))
+    backoff = format_duration(duration_seconds(policy.initial_interval))
     text = f"{attempts}, backoff {backoff} x{policy.backoff_coefficient:g}"
-    if policy.HasField("max_interval") and _seconds(policy.max_interval):
-        text += f" up to {format_duration(_seconds(policy.max_interval))}"
+    if policy.HasField("max_interval") and duration_seconds(policy.max_interval):
+        text += f" up to {format_duration(duration_seconds(policy.max_interval))}"
     if policy.non_retryable_kinds:
         kinds = ", ".join(
             ErrorKind(k).name for k in policy.non_retryable_kinds if k in ErrorKind._value2member_map_

@@ -7,7 +7,7 @@ import builtins
 import inspect
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
@@ -17,8 +17,7 @@ import grpc.aio
 from google.protobuf.message import Message
 from jobwarden.contract import TERMINAL_STATUSES, JobStatus, Limits
 from jobwarden.sdk._address import CHANNEL_OPTIONS, engine_address
-from jobwarden.sdk._convert import duration
-from jobwarden.sdk._credentials import aio_channel
+from jobwarden.sdk._credentials import ClientSecurity, aio_channel
 from jobwarden.sdk._exceptions import (
     EngineUnavailable,
     InvalidRequest,
@@ -37,8 +36,9 @@ from jobwarden.v1 import (
     lock_service_pb2,
     lock_service_pb2_grpc,
 )
+from jobwarden.wire import duration
 
-__all__ = ["JobClient"]
+__all__ = ["JobClient", "WatchStream"]
 
 logger = logging.getLogger("jobwarden.client")
 
@@ -68,12 +68,23 @@ class JobClient:
     Args:
         engine: ``HOST:PORT``; default ``$JOBWARDEN_ENGINE`` or ``127.0.0.1:50051``.
         timeout: seconds each unary call may take.
+        security: the token and TLS to present; default from the environment (``ClientSecurity``).
+        channel_options: gRPC channel options that replace the SDK's own of the same name (the
+            console, for one, reconnects sooner and reads larger pages).
     """
 
-    def __init__(self, engine: str | None = None, *, timeout: float | None = 30.0) -> None:
+    def __init__(
+        self,
+        engine: str | None = None,
+        *,
+        timeout: float | None = 30.0,
+        security: ClientSecurity | None = None,
+        channel_options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
         self.address = engine_address(engine)
         self.timeout = timeout
-        self._channel = aio_channel(self.address, options=CHANNEL_OPTIONS)
+        options = dict(CHANNEL_OPTIONS) | dict(channel_options)
+        self._channel = aio_channel(self.address, options=list(options.items()), security=security)
         self._jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
         self._executors = executor_service_pb2_grpc.ExecutorServiceStub(self._channel)
         self._locks = lock_service_pb2_grpc.LockServiceStub(self._channel)
@@ -376,6 +387,13 @@ class JobClient:
         )
 
     # -- the event stream ------------------------------------------------------------------------
+    def open_watch(self, after_sequence: int = 0) -> WatchStream:
+        """The raw ``WatchJobs`` stream from ``after_sequence``, one response (a batch of events and
+        the engine's head, or an empty keep-alive) per ``read()``, and no reconnection: for a caller
+        that keeps its own (the console). Most callers want ``watch``."""
+        request = job_service_pb2.WatchJobsRequest(after_sequence=int64(after_sequence, "after_sequence", 0))
+        return WatchStream(self._jobs.WatchJobs(request), self.address)
+
     async def watch(
         self,
         *,
@@ -428,6 +446,29 @@ class JobClient:
             delay = min(max_backoff, 0.1 * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
             logger.info("watch: stream ended (%s); reconnecting after %s in %.1fs", error, last, delay)
             await asyncio.sleep(delay)
+
+
+class WatchStream:
+    """One open ``WatchJobs`` call (see ``JobClient.open_watch``); ``cancel()`` ends it."""
+
+    def __init__(self, call: Any, address: str) -> None:
+        self._call = call
+        self._address = address
+
+    async def read(self) -> job_service_pb2.WatchJobsResponse | None:
+        """The next response, or None when the engine ended the stream; the ``JobwardenError`` tree
+        when it broke (``EngineUnavailable``, ``Rejected`` for a subscriber that fell behind, ...)."""
+        try:
+            response = await self._call.read()
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, address=self._address) from None
+        if response is grpc.aio.EOF:
+            return None
+        assert isinstance(response, job_service_pb2.WatchJobsResponse)
+        return response
+
+    def cancel(self) -> None:
+        self._call.cancel()
 
 
 async def _notify(callback: Callable[[job_pb2.Job], object] | None, job: job_pb2.Job) -> None:

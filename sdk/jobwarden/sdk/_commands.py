@@ -9,7 +9,6 @@ import difflib
 import importlib
 import json
 import logging
-import re
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
@@ -34,6 +33,7 @@ from jobwarden.sdk._exceptions import ExecutorDefinitionError
 from jobwarden.sdk._executor import Executor
 from jobwarden.sdk._requests import int64, lock_request, statuses
 from jobwarden.v1 import job_pb2
+from jobwarden.wire import parse_duration
 
 __all__ = ["load_executors", "register"]
 
@@ -267,21 +267,24 @@ def _parse_labels(items: list[str]) -> dict[str, str]:
     return labels
 
 
-_RELATIVE = re.compile(r"^\+(\d+(?:\.\d+)?)([smhd])$")
+_RUN_AT_FORMS = "an ISO 8601 time or +30s/+5m/+1h30m/+1d"
 
 
 def _parse_time(text: str) -> datetime:
-    match = _RELATIVE.match(text.strip())
-    if match:
-        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+    relative = text.strip()
+    if relative.startswith("+"):
         try:
-            return datetime.now(UTC) + timedelta(**{unit: float(match.group(1))})
+            later = parse_duration(relative[1:])
+        except ValueError:
+            raise UsageError(f"--run-at takes {_RUN_AT_FORMS}, got {text!r}") from None
+        try:
+            return datetime.now(UTC) + timedelta(seconds=later)
         except OverflowError:
             raise UsageError(f"--run-at {text}: too far in the future") from None
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise UsageError(f"--run-at takes an ISO 8601 time or +30s/+5m/+2h/+1d, got {text!r}") from None
+        raise UsageError(f"--run-at takes {_RUN_AT_FORMS}, got {text!r}") from None
     try:
         return moment if moment.tzinfo else moment.astimezone()
     except (OverflowError, ValueError):

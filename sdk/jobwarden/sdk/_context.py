@@ -11,10 +11,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from jobwarden.contract import ExecutionMode, Limits
-from jobwarden.sdk._convert import encode_variable, normalize_object, struct_to_dict
+from jobwarden.sdk._convert import encode_variable, normalize_object
 from jobwarden.sdk._exceptions import JobCancelled, StepError
 from jobwarden.sdk._tracing import step_span
 from jobwarden.v1 import job_pb2
+from jobwarden.wire import struct_to_dict
 
 __all__ = ["Checkpoint", "JobContext"]
 

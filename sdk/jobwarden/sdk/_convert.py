@@ -1,4 +1,5 @@
-"""JSON values to and from ``google.protobuf.Struct``, fast enough for the per-job hot path."""
+"""What the SDK checks before a value goes on the wire: JSON it can hold, depth, the ``{"value": ...}``
+wrapping of results. The conversions themselves (Struct, Timestamp, Duration) are ``jobwarden.wire``."""
 
 from __future__ import annotations
 
@@ -6,22 +7,11 @@ import json
 import math
 import sys
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from jobwarden.contract import Limits
 
-__all__ = [
-    "VALUE_KEY",
-    "check_depth",
-    "dict_to_struct",
-    "duration",
-    "from_timestamp",
-    "normalize_object",
-    "struct_to_dict",
-    "timestamp",
-]
+__all__ = ["VALUE_KEY", "check_depth", "encode_variable", "normalize_object"]
 
 #: the key that wraps a JSON value that is not an object (``{"value": 3}``)
 VALUE_KEY = "value"
@@ -29,42 +19,6 @@ VALUE_KEY = "value"
 JsonObject = dict[str, Any]
 
 _MAX_DOUBLE_INT = int(sys.float_info.max)
-#: the longest duration a ``timedelta`` (and so a ``Duration`` built from one) can hold
-_MAX_DURATION_SECONDS = timedelta.max.days * 86400
-
-
-def _value_to_python(value: struct_pb2.Value) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "number_value":
-        number = value.number_value
-        # JSON has one number type; give integers back as int, as json.loads would.
-        if number.is_integer() and abs(number) < 2**53:
-            return int(number)
-        return number
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "struct_value":
-        return struct_to_dict(value.struct_value)
-    if kind == "list_value":
-        return [_value_to_python(item) for item in value.list_value.values]
-    return None
-
-
-def struct_to_dict(struct: struct_pb2.Struct) -> JsonObject:
-    """A ``Struct`` as a plain dict (integral numbers as ``int``)."""
-    return {key: _value_to_python(value) for key, value in struct.fields.items()}
-
-
-def dict_to_struct(
-    data: Mapping[str, Any] | None, struct: struct_pb2.Struct | None = None
-) -> struct_pb2.Struct:
-    """A JSON object as a ``Struct``; raises ``TypeError``/``ValueError`` for what JSON cannot hold."""
-    target = struct if struct is not None else struct_pb2.Struct()
-    if data:
-        target.update(data)
-    return target
 
 
 def check_depth(value: Any, what: str) -> None:
@@ -138,28 +92,3 @@ def encode_variable(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(_check_json(value, "the variable"), separators=(",", ":"))
-
-
-def timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
-    return stamp
-
-
-def from_timestamp(stamp: timestamp_pb2.Timestamp) -> datetime | None:
-    """The moment a ``Timestamp`` holds (UTC), or None when it is unset."""
-    if stamp.seconds == 0 and stamp.nanos == 0:
-        return None
-    return stamp.ToDatetime(tzinfo=UTC)
-
-
-def duration(seconds: float | timedelta) -> duration_pb2.Duration:
-    """A ``Duration``; ``ValueError`` for NaN, an infinity, or more seconds than a duration can hold."""
-    value = duration_pb2.Duration()
-    if isinstance(seconds, timedelta):
-        value.FromTimedelta(seconds)
-        return value
-    if not math.isfinite(seconds) or abs(seconds) >= _MAX_DURATION_SECONDS:
-        raise ValueError(f"{seconds!r} seconds is not a duration (at most {_MAX_DURATION_SECONDS})")
-    value.FromTimedelta(timedelta(seconds=seconds))
-    return value

@@ -16,6 +16,11 @@
 
 Every error carries the gRPC ``code`` it stands for and, where there is one, the ``job_id`` it is
 about. ``from_rpc_error`` is the one place that turns a gRPC error into this tree.
+
+Every client sees only this tree: ``JobClient``, ``SyncJobClient``, the ``jobwarden`` CLI and the
+console (which catches ``JobwardenError`` and shows its message). The engine's core has its own
+domain errors (it imports no grpc), mapped to gRPC codes in one place, ``jobwarden.server.api.errors``;
+a client never sees those classes, only the code and message they become.
 """
 
 from __future__ import annotations

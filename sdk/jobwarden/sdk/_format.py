@@ -7,11 +7,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf import json_format
-from google.protobuf.message import Message
 from jobwarden.contract import TERMINAL_STATUSES, ErrorKind, ExecutionMode, JobEventType, JobStatus, LockMode
-from jobwarden.sdk._convert import from_timestamp, struct_to_dict
 from jobwarden.v1 import job_pb2
+from jobwarden.wire import message_json, struct_to_dict, timestamp_datetime
 
 __all__ = ["ago", "event_line", "job_detail", "job_rows", "message_json", "table"]
 
@@ -29,7 +27,7 @@ def status_name(value: int) -> str:
 
 def ago(stamp: Any, now: datetime | None = None) -> str:
     """``"12s"``, ``"5m"``, ``"3h"``, ``"2d"`` since a Timestamp, or ``"-"`` when unset."""
-    moment = from_timestamp(stamp)
+    moment = timestamp_datetime(stamp)
     if moment is None:
         return "-"
     seconds = int(((now or datetime.now(UTC)) - moment).total_seconds())
@@ -71,25 +69,6 @@ def job_rows(jobs: Sequence[job_pb2.Job]) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
-def message_json(message: Message) -> dict[str, Any]:
-    """A message as JSON (proto3's JSON mapping), with the integers people sent back as integers."""
-    result: dict[str, Any] = _integral(json_format.MessageToDict(message, preserving_proto_field_name=True))
-    return result
-
-
-def _integral(value: Any) -> Any:
-    # A Struct holds every number as a double, so an input of {"asset_id": 42} comes back 42.0; JSON
-    # has one number type, and 42 is what was sent (as struct_to_dict gives it too). The API's own
-    # double fields (throughput, backoff_coefficient) read the same either way.
-    if isinstance(value, float):
-        return int(value) if value.is_integer() and abs(value) < 2**53 else value
-    if isinstance(value, dict):
-        return {key: _integral(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_integral(item) for item in value]
-    return value
-
-
 def job_detail(job: job_pb2.Job) -> str:
     """A job as a person reads it: one field a line, the error and its trace last."""
     lines = [
@@ -123,7 +102,7 @@ def job_detail(job: job_pb2.Job) -> str:
         ("finished", job.finished_at),
         ("run at", job.run_at),
     ):
-        moment = from_timestamp(stamp)
+        moment = timestamp_datetime(stamp)
         if moment is not None:
             lines.append(f"{label + ':':<12} {moment.isoformat(timespec='seconds')} ({ago(stamp)} ago)")
     lines.append(f"input:       {json.dumps(struct_to_dict(job.input), sort_keys=True)}")
@@ -169,7 +148,7 @@ def _status_note(job: job_pb2.Job) -> str:
 
 def event_line(event: job_pb2.JobEvent) -> str:
     job = event.job
-    moment = from_timestamp(event.time)
+    moment = timestamp_datetime(event.time)
     when = moment.astimezone().strftime("%H:%M:%S.%f")[:-3] if moment else "-"
     kind = _name(JobEventType, event.type)
     change = status_name(job.status)

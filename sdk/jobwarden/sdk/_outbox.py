@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from jobwarden.contract import Limits
-from jobwarden.sdk._convert import dict_to_struct, duration, timestamp
 from jobwarden.v1 import executor_service_pb2 as pb
+from jobwarden.wire import dict_to_struct, duration, timestamp
 
 __all__ = ["Outbox"]
 

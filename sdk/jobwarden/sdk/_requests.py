@@ -9,9 +9,10 @@ from typing import Any
 
 from google.protobuf import duration_pb2
 from jobwarden.contract import ErrorKind, JobStatus, Limits, LockMode, StartTimeoutAction
-from jobwarden.sdk._convert import _check_json, dict_to_struct, duration, timestamp
+from jobwarden.sdk._convert import _check_json
 from jobwarden.sdk._tracing import current_trace_context
 from jobwarden.v1 import job_pb2, job_service_pb2
+from jobwarden.wire import dict_to_struct, duration, timestamp
 
 __all__ = [
     "LockSpec",

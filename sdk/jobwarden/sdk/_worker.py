@@ -23,7 +23,7 @@ import grpc.aio
 from jobwarden.contract import ErrorKind, ExecutionMode, Limits
 from jobwarden.sdk._address import CHANNEL_OPTIONS, engine_address
 from jobwarden.sdk._context import Checkpoint, JobContext
-from jobwarden.sdk._convert import dict_to_struct, normalize_object
+from jobwarden.sdk._convert import normalize_object
 from jobwarden.sdk._credentials import aio_channel
 from jobwarden.sdk._exceptions import (
     EngineUnavailable,
@@ -40,6 +40,7 @@ from jobwarden.sdk._requests import lock_request
 from jobwarden.sdk._tracing import trace_attempt
 from jobwarden.v1 import executor_service_pb2 as pb
 from jobwarden.v1 import executor_service_pb2_grpc, job_pb2
+from jobwarden.wire import dict_to_struct
 
 __all__ = ["Worker"]
 

@@ -30,18 +30,19 @@
     max_interval = "1m"
     non_retryable_kinds = ["JOB_ERROR"]
 
-Durations are numbers of seconds or strings such as ``250ms``, ``30s``, ``5m``, ``2h``, ``1d``.
+Durations are numbers of seconds or strings such as ``250ms``, ``30s``, ``5m``, ``2h``, ``1h30m``,
+``1d`` (read by ``jobwarden.wire.parse_duration``).
 """
 
 from __future__ import annotations
 
 import math
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jobwarden import wire
 from jobwarden.contract import ErrorKind, LockMode, StartTimeoutAction
 
 from .core import (
@@ -58,9 +59,6 @@ from .core.validation import check_duration
 
 __all__ = ["FileConfig", "load_config", "parse_duration"]
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
 
 @dataclass(slots=True)
 class FileConfig:
@@ -75,10 +73,13 @@ def parse_duration(value: Any, what: str) -> float:
         raise InvalidArgument(f"{what}: expected a duration, got {value!r}")
     if isinstance(value, int | float):
         seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION_RE.match(value)):
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    elif isinstance(value, str):
+        try:
+            seconds = wire.parse_duration(value)
+        except ValueError as error:
+            raise InvalidArgument(f"{what}: {error}") from None
     else:
-        raise InvalidArgument(f'{what}: {value!r} is not a duration (e.g. 30, "250ms", "5m", "2h")')
+        raise InvalidArgument(f'{what}: expected a duration (e.g. 30, "5m"), got {value!r}')
     if not math.isfinite(seconds):
         raise InvalidArgument(f"{what} must be a finite duration")
     if seconds < 0:

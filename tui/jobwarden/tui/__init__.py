@@ -1,6 +1,7 @@
 """The jobwarden operations console: a live Textual view of an engine, over gRPC only.
 
-``ConsoleApp`` is the application (``jobwarden console --engine HOST:PORT``);
+``ConsoleApp`` is the application (``jobwarden console --engine HOST:PORT``); it talks to the engine
+through the SDK's ``JobClient`` and shows the SDK's errors (``jobwarden.sdk.JobwardenError``);
 ``jobwarden.tui.bench.measure_console_cpu`` runs it headless and reports what it costs.
 
 The names below are imported on first use (PEP 562), so that importing a part of the console
@@ -14,16 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._app import ConsoleApp
-    from ._client import EngineClient, EngineError
     from ._filter import JobFilter, SortOrder
 
-__all__ = ["ConsoleApp", "EngineClient", "EngineError", "JobFilter", "SortOrder"]
+__all__ = ["ConsoleApp", "JobFilter", "SortOrder"]
 
 #: the module that defines each public name
 _MODULE_OF = {
     "ConsoleApp": "._app",
-    "EngineClient": "._client",
-    "EngineError": "._client",
     "JobFilter": "._filter",
     "SortOrder": "._filter",
 }

@@ -9,14 +9,14 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from jobwarden.contract import JobStatus
+from jobwarden.contract import JobStatus, Limits
+from jobwarden.sdk import JobClient, JobwardenError
 from jobwarden.v1 import executor_service_pb2, job_service_pb2
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
 
-from ._client import EngineClient, EngineError
 from ._feed import JobFeed, LinkState, LinkStatus
 from ._filter import JobFilter, SortOrder
 from ._format import STATUS_LABEL, short_id
@@ -47,6 +47,18 @@ _SCREEN_ACTIONS = frozenset({"show", "filter", "freeze", "help", "refuse_read_on
 _MUTATING_KEYS = ("c", "r", "R", "p", "F")
 #: seconds between two safety-net comparisons of the header's counts with the engine's own
 RESYNC_EVERY = 30.0
+#: a call that takes longer than this is reported as an error rather than hanging a screen
+CALL_TIMEOUT = 10.0
+# The channel must come back quickly after the engine restarts: gRPC's default reconnect backoff
+# grows to two minutes, far longer than an operator should stare at "reconnecting". A page of
+# summaries may be larger than a message the SDK otherwise expects to read.
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 4 * Limits.MAX_MESSAGE_BYTES),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.enable_retries", 0),
+]
 _HERE = Path(__file__).parent
 _NAV = (("j", "Jobs"), ("w", "Workers"), ("l", "Locks"), ("a", "Actions"))
 
@@ -118,7 +130,7 @@ class ConsoleApp(App[None]):
         self.flush_times: deque[float] = deque(maxlen=10_000)
         self._worker_names: dict[str, str] = {}
         self._loading_older = False
-        self._client: EngineClient | None = None
+        self._client: JobClient | None = None
         self._feed: JobFeed | None = None
         self.jobs_screen = JobsScreen()
         self.workers_screen = WorkersScreen()
@@ -128,7 +140,7 @@ class ConsoleApp(App[None]):
     # -- life cycle -----------------------------------------------------------------------
 
     @property
-    def client(self) -> EngineClient:
+    def client(self) -> JobClient:
         if self._client is None:
             raise RuntimeError("the console is not running")
         return self._client
@@ -141,7 +153,7 @@ class ConsoleApp(App[None]):
 
     def on_mount(self) -> None:
         # The channel belongs to the running loop, so it is made here rather than in __init__.
-        self._client = EngineClient(self.engine)
+        self._client = JobClient(self.engine, timeout=CALL_TIMEOUT, channel_options=CHANNEL_OPTIONS)
         self._feed = JobFeed(
             self._client, self.store, clock=self.clock, stale_after=self.stale_after, counts=self.counts
         )
@@ -177,13 +189,13 @@ class ConsoleApp(App[None]):
         while True:
             try:
                 if polls % 5 == 0:
-                    self.learn_workers((await self.client.workers()).workers)
+                    self.learn_workers(await self.client.workers())
                 if self.clock() - synced_at >= RESYNC_EVERY:
                     self.stats = await self.client.stats()
                     if self.counts.resync(counts_by_status(self.stats.statuses), self.stats.head_sequence):
                         synced_at = self.clock()
                         self.resyncs += 1
-            except EngineError:
+            except JobwardenError:
                 pass
             polls += 1
             await asyncio.sleep(self.stats_interval)
@@ -443,8 +455,8 @@ class ConsoleApp(App[None]):
         if not self._may_change():
             return
         try:
-            job = (await self.client.get_job(job_id)).job
-        except EngineError as error:
+            job = await self.client.get(job_id)
+        except JobwardenError as error:
             self._report(f"Could not read {short_id(job_id)}: {error}", True)
             return
         row = JobRow.from_proto(job)
@@ -470,7 +482,7 @@ class ConsoleApp(App[None]):
             return
         try:
             await self.client.retry(job_id, reason=f"retried from step {step} in the console", from_step=step)
-        except EngineError as error:
+        except JobwardenError as error:
             self._report(f"Retry of {short_id(job_id)} refused: {error}", True)
             return
         self._report(f"Retried {short_id(job_id)} from step {step}", False)
@@ -484,12 +496,18 @@ class ConsoleApp(App[None]):
         token = ""
         try:
             while True:
-                page = await self.client.list_jobs(statuses={JobStatus.FAILED}, text=text, page_token=token)
+                page = await self.client.list(
+                    statuses={JobStatus.FAILED},
+                    text=text,
+                    page_token=token,
+                    page_size=Limits.MAX_PAGE_SIZE,
+                    summary=True,
+                )
                 ids.extend(job.id for job in page.jobs)
                 token = page.next_page_token
                 if not token:
                     break
-        except EngineError as error:
+        except JobwardenError as error:
             self._report(f"Could not list failed jobs: {error}", True)
             return
         scope = f" matching “{text}”" if text else ""
@@ -511,8 +529,8 @@ class ConsoleApp(App[None]):
             return
         paused = False
         try:
-            listing = await self.client.actions()
-        except EngineError as error:
+            listing = await self.client.list_actions()
+        except JobwardenError as error:
             self._report(f"Could not read the state of {action}: {error}", True)
             return
         paused = any(config.action == action and config.paused for config in listing.configs)
@@ -520,10 +538,10 @@ class ConsoleApp(App[None]):
             return
         try:
             if paused:
-                await self.client.resume(action)
+                await self.client.resume_action(action)
             else:
-                await self.client.pause(action)
-        except EngineError as error:
+                await self.client.pause_action(action)
+        except JobwardenError as error:
             self._report(f"{'Resume' if paused else 'Pause'} of {action} refused: {error}", True)
             return
         if paused:
@@ -544,7 +562,7 @@ class ConsoleApp(App[None]):
         self._loading_older = True
         try:
             added = await self.feed.load_older(self.job_filter.statuses, self.job_filter.text)
-        except EngineError as error:
+        except JobwardenError as error:
             if not quiet:
                 self._report(f"Could not load older jobs: {error}", True)
             return

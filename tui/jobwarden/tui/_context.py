@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from jobwarden.contract import JobStatus
+from jobwarden.sdk import JobClient
 from jobwarden.v1 import executor_service_pb2
 
-from ._client import EngineClient
 from ._filter import JobFilter, SortOrder
 from ._model import Clock, JobRow, JobStore
 
@@ -29,7 +29,7 @@ class ConsoleContext(Protocol):
     """
 
     @property
-    def client(self) -> EngineClient: ...
+    def client(self) -> JobClient: ...
     @property
     def clock(self) -> Clock: ...
     @property

@@ -13,14 +13,12 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
 import grpc
-import grpc.aio
 from jobwarden.contract import TERMINAL_STATUSES, JobStatus, Limits
+from jobwarden.sdk import JobClient, JobwardenError, WatchStream
 from jobwarden.v1 import job_pb2
 
-from ._client import EngineClient, EngineError
 from ._model import Clock, JobStore, StatusCounts, counts_by_status
 
 log = logging.getLogger("jobwarden.console")
@@ -64,7 +62,7 @@ class JobFeed:
 
     def __init__(
         self,
-        client: EngineClient,
+        client: JobClient,
         store: JobStore,
         *,
         clock: Clock,
@@ -81,7 +79,7 @@ class JobFeed:
         self._attempts = 0
         self._error = ""
         self._last_message_at = 0.0
-        self._call: Any = None
+        self._call: WatchStream | None = None
         self._need_snapshot = True
         #: per (statuses, words) of a history listing: the token of its next page ("" when done)
         self._history: dict[tuple[frozenset[JobStatus], str], str] = {}
@@ -104,7 +102,7 @@ class JobFeed:
                 self._error = self._error or "the engine closed the stream"
                 # A clean end of the stream is the engine going away: reconnect at once.
                 self._set_state(LinkState.RECONNECTING)
-            except EngineError as error:
+            except JobwardenError as error:
                 self._error = str(error)
                 self._set_state(LinkState.RECONNECTING)
                 if error.code is grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -150,11 +148,12 @@ class JobFeed:
             token = self._history.get(key, "-")
             if not key[0] or token == "":
                 break
-            response = await self.client.list_jobs(
+            response = await self.client.list(
                 statuses=key[0],
                 text=text,
                 page_size=Limits.MAX_PAGE_SIZE // 2,
                 page_token="" if token == "-" else token,
+                summary=True,
             )
             self._history[key] = response.next_page_token
             added += self.store.add_history(response.jobs)
@@ -173,15 +172,18 @@ class JobFeed:
         sequences: list[int] = []
         token = ""
         while True:
-            page = await self.client.list_jobs(statuses=_UNFINISHED, page_token=token)
+            page = await self.client.list(
+                statuses=_UNFINISHED, page_token=token, page_size=Limits.MAX_PAGE_SIZE, summary=True
+            )
             jobs.extend(page.jobs)
             sequences.append(page.sequence)
             token = page.next_page_token
             if not token:
                 break
-        recent = await self.client.list_jobs(
+        recent = await self.client.list(
             statuses=TERMINAL_STATUSES,
             page_size=max(1, min(self.store.keep_finished, Limits.MAX_PAGE_SIZE)),
+            summary=True,
         )
         jobs.extend(recent.jobs)
         sequences.append(recent.sequence)
@@ -192,36 +194,33 @@ class JobFeed:
         self._need_snapshot = False
 
     async def _follow(self) -> None:
-        call = self._call = self.client.watch(self.store.sequence)
+        call = self._call = self.client.open_watch(self.store.sequence)
         # The engine speaks on a watch only when something happens or a keep-alive is due, so
         # a watch that opens on a quiet engine is live once the engine has answered a call.
         await self._confirm_connected()
-        try:
-            while True:
-                try:
-                    # A stream silent for twice the stale limit is dead in a way TCP has not seen.
-                    response = await asyncio.wait_for(call.read(), timeout=2 * self.stale_after)
-                except TimeoutError:
-                    self._error = "no message from the engine"
-                    return
-                if response is grpc.aio.EOF:
-                    return
-                self._last_message_at = self._clock()
-                if self._state is not LinkState.LIVE:
-                    self._set_state(LinkState.LIVE)
-                    self._attempts = 0
-                    self._error = ""
-                self.head_sequence = response.head_sequence
-                if response.head_sequence < self.store.sequence:
-                    # The engine is behind what we have seen: a different (or restored) database.
-                    self._need_snapshot = True
-                    self._error = "the engine's history restarted; reloading"
-                    return
-                if response.events:
-                    self.store.apply(response.events)
-                    self.counts.apply(response.events)
-        except grpc.aio.AioRpcError as error:
-            raise EngineError.from_rpc(error) from None
+        while True:
+            try:
+                # A stream silent for twice the stale limit is dead in a way TCP has not seen.
+                response = await asyncio.wait_for(call.read(), timeout=2 * self.stale_after)
+            except TimeoutError:
+                self._error = "no message from the engine"
+                return
+            if response is None:
+                return
+            self._last_message_at = self._clock()
+            if self._state is not LinkState.LIVE:
+                self._set_state(LinkState.LIVE)
+                self._attempts = 0
+                self._error = ""
+            self.head_sequence = response.head_sequence
+            if response.head_sequence < self.store.sequence:
+                # The engine is behind what we have seen: a different (or restored) database.
+                self._need_snapshot = True
+                self._error = "the engine's history restarted; reloading"
+                return
+            if response.events:
+                self.store.apply(response.events)
+                self.counts.apply(response.events)
 
     async def _confirm_connected(self) -> None:
         stats = await self.client.stats()

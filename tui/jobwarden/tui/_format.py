@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
 
-from google.protobuf import json_format, struct_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
+from google.protobuf import struct_pb2
 from jobwarden.contract import ErrorKind, JobStatus, LockMode
+from jobwarden.wire import struct_to_dict
 from rich.cells import cell_len, set_cell_size
 
 #: how each status reads in a chip; WAITING_FOR_LOCK is shortened so every chip fits one width
@@ -62,11 +61,6 @@ def short_id(job_id: str) -> str:
     return job_id[-8:]
 
 
-def seconds(ts: Timestamp) -> float:
-    """A timestamp as seconds since the epoch; 0.0 when unset."""
-    return ts.seconds + ts.nanos * 1e-9
-
-
 def format_duration(value: float) -> str:
     """A compact duration: ``0s``, ``42s``, ``3m07s``, ``2h05m``, ``3d04h``."""
     total = max(0, int(value))
@@ -107,19 +101,8 @@ def struct_to_text(value: struct_pb2.Struct, *, present: bool = True) -> str:
     """A Struct as indented JSON, or "(none)"."""
     if not present or not value.fields:
         return "(none)"
-    data: Any = _integral(json_format.MessageToDict(value))
+    data = struct_to_dict(value)
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
-
-
-def _integral(value: Any) -> Any:
-    """Struct numbers are doubles: show 42.0 as 42, as the submitter wrote it."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _integral(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_integral(item) for item in value]
-    return value
 
 
 def truncate(text: str, width: int) -> str:

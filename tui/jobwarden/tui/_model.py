@@ -19,8 +19,9 @@ from jobwarden.contract import (
     LockMode,
 )
 from jobwarden.v1 import job_pb2, job_service_pb2
+from jobwarden.wire import timestamp_seconds as seconds
 
-from ._format import seconds, status_of
+from ._format import status_of
 
 Clock = Callable[[], float]
 

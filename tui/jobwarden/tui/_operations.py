@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from jobwarden.contract import OPERATOR_RETRYABLE_STATUSES, JobStatus, can_transition
+from jobwarden.sdk import JobwardenError
 
-from ._client import EngineError
 from ._format import STATUS_LABEL, short_id
 from ._model import JobRow
 
@@ -70,7 +70,7 @@ class Outcome:
     """How a batch of calls went."""
 
     done: int = 0
-    refused: list[tuple[str, EngineError]] = field(default_factory=list)
+    refused: list[tuple[str, JobwardenError]] = field(default_factory=list)
 
     def summary(self, verb: str) -> str:
         text = f"{verb} {self.done} job{'s' if self.done != 1 else ''}"
@@ -89,7 +89,7 @@ async def run_all(job_ids: Sequence[str], call: Callable[[str], Awaitable[object
         async with gate:
             try:
                 await call(job_id)
-            except EngineError as error:
+            except JobwardenError as error:
                 outcome.refused.append((job_id, error))
             else:
                 outcome.done += 1

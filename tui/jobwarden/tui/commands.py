@@ -85,7 +85,7 @@ def _console(args: argparse.Namespace) -> int:
     if ":" not in address:
         print(f"jobwarden console: --engine must be HOST:PORT, got {address!r}", file=sys.stderr)
         return 2
-    from jobwarden.sdk._credentials import caller_role
+    from jobwarden.sdk import caller_role
 
     try:
         role = caller_role(address)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
+from jobwarden import wire
 from jobwarden.contract import ErrorKind, JobStatus, StartTimeoutAction
 from jobwarden.server.core import (
     ActionConfig,
@@ -23,27 +24,22 @@ from jobwarden.server.core import (
 from jobwarden.server.core.errors import InvalidArgument
 from jobwarden.server.core.validation import check_lock_requests
 from jobwarden.v1 import job_pb2, job_service_pb2, lock_service_pb2
+from jobwarden.wire import dict_to_struct, duration, duration_seconds, struct_to_dict, timestamp_seconds
 
 __all__ = [
     "action_config_from_proto",
     "action_config_to_proto",
     "action_stats_to_proto",
-    "dict_to_struct",
-    "duration_seconds",
     "event_to_proto",
     "job_to_proto",
     "lock_holding_to_proto",
     "log_line_to_proto",
     "retry_policy_from_proto",
-    "struct_to_dict",
     "submit_spec_from_proto",
     "timeouts_from_proto",
     "timestamp",
-    "timestamp_seconds",
     "wire_enum",
 ]
-
-_MAX_SAFE_INT = 2**53
 
 
 def wire_enum(value: int) -> Any:
@@ -52,56 +48,12 @@ def wire_enum(value: int) -> Any:
     return int(value)
 
 
-def _value(value: struct_pb2.Value) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "number_value":
-        number = value.number_value
-        # Struct has only doubles; give back the integers people sent.
-        if number.is_integer() and -_MAX_SAFE_INT < number < _MAX_SAFE_INT:
-            return int(number)
-        return number
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "struct_value":
-        return {k: _value(v) for k, v in value.struct_value.fields.items()}
-    if kind == "list_value":
-        return [_value(v) for v in value.list_value.values]
-    return None
-
-
-def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return {k: _value(v) for k, v in struct.fields.items()}
-
-
-def dict_to_struct(data: Mapping[str, Any] | None) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    if data:
-        struct.update(data)
-    return struct
-
-
 def timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
-    if seconds is None:
-        return None
-    whole = int(seconds // 1)
-    return timestamp_pb2.Timestamp(seconds=whole, nanos=int((seconds - whole) * 1e9))
-
-
-def timestamp_seconds(ts: timestamp_pb2.Timestamp) -> float:
-    return ts.seconds + ts.nanos / 1e9
-
-
-def duration_seconds(d: duration_pb2.Duration) -> float:
-    return d.seconds + d.nanos / 1e9
+    return None if seconds is None else wire.timestamp(seconds)
 
 
 def _duration(seconds: float | None) -> duration_pb2.Duration | None:
-    if seconds is None:
-        return None
-    whole = int(seconds // 1)
-    return duration_pb2.Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
+    return None if seconds is None else duration(seconds)
 
 
 def _optional_duration(message: Any, name: str) -> float | None:
@@ -298,12 +250,6 @@ _JOB_TIMES = frozenset({"created_at", "updated_at", "started_at", "finished_at",
 _DEADLINES = ("start", "heartbeat", "takeover", "execution")
 
 
-def _set_time(ts: timestamp_pb2.Timestamp, seconds: float) -> None:
-    whole = int(seconds // 1)
-    ts.seconds = whole
-    ts.nanos = int((seconds - whole) * 1e9)
-
-
 def job_to_proto(d: Mapping[str, Any]) -> job_pb2.Job:
     """A job from its dict form (``Job.to_dict``, which leaves defaults out); input and result only
     when the dict has them. Only what is there is set: this runs for every answer and assignment."""
@@ -312,7 +258,7 @@ def job_to_proto(d: Mapping[str, Any]) -> job_pb2.Job:
     for key in _JOB_TIMES.intersection(d):
         value = d[key]
         if value is not None:
-            _set_time(getattr(job, key), value)
+            wire.timestamp(value, getattr(job, key))
     if d.get("attempt"):
         job.mode = d.get("mode", 0)
     error = d.get("error")
@@ -331,9 +277,9 @@ def job_to_proto(d: Mapping[str, Any]) -> job_pb2.Job:
                 step=a.get("step", ""),
             )
             if a.get("started_at") is not None:
-                _set_time(attempt.started_at, a["started_at"])
+                wire.timestamp(a["started_at"], attempt.started_at)
             if a.get("finished_at") is not None:
-                _set_time(attempt.finished_at, a["finished_at"])
+                wire.timestamp(a["finished_at"], attempt.finished_at)
             if a.get("error"):
                 attempt.error.CopyFrom(_job_error(a["error"]))
     locks = d.get("locks")
@@ -353,7 +299,7 @@ def job_to_proto(d: Mapping[str, Any]) -> job_pb2.Job:
         for name in _DEADLINES:
             value = deadlines.get(name)
             if value is not None:
-                _set_time(getattr(job.deadlines, name), value)
+                wire.timestamp(value, getattr(job.deadlines, name))
     job_input = d.get("input")
     if job_input:
         job.input.update(job_input)

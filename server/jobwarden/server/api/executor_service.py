@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from google.protobuf import duration_pb2
 from grpc import aio
 from jobwarden.server.core import (
     AssignmentOut,
@@ -35,17 +34,9 @@ from jobwarden.server.core import (
 )
 from jobwarden.v1 import executor_service_pb2 as pb
 from jobwarden.v1 import executor_service_pb2_grpc, job_pb2
+from jobwarden.wire import dict_to_struct, duration, duration_seconds, struct_to_dict, timestamp_seconds
 
-from .convert import (
-    dict_to_struct,
-    duration_seconds,
-    job_error_from_proto,
-    job_to_proto,
-    struct_to_dict,
-    timestamp,
-    timestamp_seconds,
-    wire_enum,
-)
+from .convert import job_error_from_proto, job_to_proto, timestamp, wire_enum
 from .decoding import Undecodable
 from .errors import grpc_errors, status_code
 
@@ -333,7 +324,7 @@ def _out(item: OutMessage) -> pb.ConnectResponse:
         return pb.ConnectResponse(
             registered=pb.Registered(
                 worker_id=item.worker_id,
-                heartbeat_interval=_duration(item.heartbeat_interval),
+                heartbeat_interval=duration(item.heartbeat_interval),
                 resumed_jobs=[pb.RunningJob(job_id=j, attempt=a) for j, a in item.resumed],
                 rejected_jobs=[pb.RunningJob(job_id=j, attempt=a) for j, a in item.rejected],
                 session_token=item.session_token,
@@ -407,8 +398,3 @@ def _pack(items: list[OutMessage]) -> list[pb.ConnectResponse]:
             out.extend(_out(x) for x in run)
         index = end
     return out
-
-
-def _duration(seconds: float) -> duration_pb2.Duration:
-    whole = int(seconds)
-    return duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))

@@ -8,8 +8,9 @@ from grpc import aio
 from jobwarden.server.core import Engine, InvalidArgument
 from jobwarden.v1 import lock_service_pb2 as pb
 from jobwarden.v1 import lock_service_pb2_grpc
+from jobwarden.wire import duration_seconds
 
-from .convert import duration_seconds, job_to_proto, lock_holding_to_proto
+from .convert import job_to_proto, lock_holding_to_proto
 from .errors import grpc_errors
 from .identity import actor_of
 

@@ -92,7 +92,7 @@ class ActionsScreen(PolledScreen):
 
     async def load(self) -> None:
         client = self.console.client
-        self.listing = await client.actions()
+        self.listing = await client.list_actions()
         self.stats = await client.stats()
 
     def show(self) -> None:

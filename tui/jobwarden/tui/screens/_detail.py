@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from jobwarden.contract import ExecutionMode, JobEventType, JobStatus
-from jobwarden.tui._client import EngineError
+from jobwarden.sdk import JobwardenError
 from jobwarden.tui._format import (
     STATUS_CLASS,
     STATUS_LABEL,
@@ -17,7 +17,6 @@ from jobwarden.tui._format import (
     format_time,
     lock_mode_label,
     progress_bar,
-    seconds,
     status_label,
     status_of,
     struct_to_text,
@@ -25,6 +24,7 @@ from jobwarden.tui._format import (
 from jobwarden.tui._model import JobRow
 from jobwarden.tui.widgets import ConsoleFooter
 from jobwarden.v1 import job_pb2, lock_service_pb2
+from jobwarden.wire import timestamp_seconds as seconds
 from rich.table import Table
 from rich.text import Text
 from textual import work
@@ -135,10 +135,10 @@ class JobDetailScreen(ConsoleScreen):
     async def _reload(self) -> None:
         client = self.console.client
         try:
-            job = (await client.get_job(self.job_id)).job
-            events = (await client.job_events(self.job_id)).events
-            locks = await client.lock_table()
-        except EngineError as error:
+            job = await client.get(self.job_id)
+            events = await client.events(self.job_id)
+            locks = await client.locks()
+        except JobwardenError as error:
             self.query_one("#detail-summary", Static).update(Text(f"Could not load {self.job_id}: {error}"))
             self._stale = True
             return
@@ -157,8 +157,8 @@ class JobDetailScreen(ConsoleScreen):
         log = self.query_one("#detail-log", Log)
         while True:
             try:
-                lines = list((await self.console.client.job_logs(self.job_id, self.log_index)).lines)
-            except EngineError:
+                lines = await self.console.client.logs(self.job_id, after_index=self.log_index)
+            except JobwardenError:
                 lines = []
             if lines:
                 log.write_lines(_log_line(line) for line in lines)
@@ -308,11 +308,11 @@ class JobDetailScreen(ConsoleScreen):
             text.append("No error.")
         self.query_one("#detail-error", Static).update(text)
 
-    def _show_locks(self, job: job_pb2.Job, table: lock_service_pb2.ListLocksResponse) -> None:
+    def _show_locks(self, job: job_pb2.Job, resources: Sequence[lock_service_pb2.ResourceLocks]) -> None:
         text = Text()
         if not job.locks:
             text.append("This job takes no locks.")
-        by_resource = {resource.resource: resource for resource in table.resources}
+        by_resource = {resource.resource: resource for resource in resources}
         for lock in job.locks:
             resource = by_resource.get(lock.resource)
             holds = resource is not None and any(holder.job_id == job.id for holder in resource.holders)

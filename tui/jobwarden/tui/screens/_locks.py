@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from jobwarden.tui._format import format_time, lock_mode_label, seconds, short_id
+from jobwarden.tui._format import format_time, lock_mode_label, short_id
 from jobwarden.v1 import lock_service_pb2
+from jobwarden.wire import timestamp_seconds as seconds
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Footer, Static
@@ -35,7 +36,7 @@ class LocksScreen(PolledScreen):
         table.add_column("Expires", key="expires")
 
     async def load(self) -> None:
-        self.resources = list((await self.console.client.lock_table()).resources)
+        self.resources = await self.console.client.locks()
 
     def show(self) -> None:
         now = self.console.clock()

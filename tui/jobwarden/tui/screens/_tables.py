@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jobwarden.tui._client import EngineError
+from jobwarden.sdk import JobwardenError
 from rich.text import Text
 from textual import work
 from textual.css.query import NoMatches
@@ -70,14 +70,14 @@ class PolledScreen(ConsoleScreen):
             try:
                 await self.load()
                 self.error = ""
-            except EngineError as error:
+            except JobwardenError as error:
                 self.error = str(error)
             self.polls += 1
             self._show()
             await asyncio.sleep(self.POLL_EVERY)
 
     async def load(self) -> None:
-        """Fetch from the engine (may raise ``EngineError``)."""
+        """Fetch from the engine (may raise ``JobwardenError``)."""
 
     def show(self) -> None:
         """Draw what ``load`` fetched, through the app's filter."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from jobwarden.tui._format import format_duration, seconds, truncate
+from jobwarden.tui._format import format_duration, truncate
 from jobwarden.tui.widgets import ConsoleFooter
 from jobwarden.v1 import executor_service_pb2
+from jobwarden.wire import timestamp_seconds as seconds
 from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
@@ -69,7 +70,7 @@ class WorkersScreen(PolledScreen):
             table.add_column(title, key=key)
 
     async def load(self) -> None:
-        self.workers_seen = list((await self.console.client.workers()).workers)
+        self.workers_seen = await self.console.client.workers()
         self.console.learn_workers(self.workers_seen)
 
     def show(self) -> None:
