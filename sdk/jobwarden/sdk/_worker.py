@@ -72,7 +72,8 @@ class Worker:
             keeps its locks and this worker keeps its slot.
         connect_timeout: give up (raise ``EngineUnavailable``) when the first connection has not
             succeeded after this many seconds; None keeps trying.
-        reconnect_initial, reconnect_max: bounds (seconds) of the reconnect backoff.
+        reconnect_initial, reconnect_max: bounds (seconds, >= 0; ``ValueError`` otherwise) of the
+            reconnect backoff.
     """
 
     def __init__(
@@ -102,8 +103,8 @@ class Worker:
         self.connect_timeout = connect_timeout
         self.reconnect_initial = reconnect_initial
         self.reconnect_max = reconnect_max
-        self._backoff = Backoff(reconnect_initial, reconnect_max)
         self._hosted = hosted_executors(executors)
+        self._backoff = Backoff(reconnect_initial, reconnect_max)
         # What outlives one session (and one run): who the worker is, and what it holds.
         self._identity = Identity()
         self._ledger = Ledger()
