@@ -6,7 +6,6 @@ import asyncio
 import builtins
 import inspect
 import logging
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -17,6 +16,7 @@ import grpc.aio
 from google.protobuf.message import Message
 from jobwarden.contract import TERMINAL_STATUSES, JobStatus, Limits
 from jobwarden.sdk._address import CHANNEL_OPTIONS, engine_address
+from jobwarden.sdk._backoff import Backoff
 from jobwarden.sdk._credentials import ClientSecurity, aio_channel
 from jobwarden.sdk._exceptions import (
     EngineUnavailable,
@@ -416,7 +416,7 @@ class JobClient:
         )
         last = None if after_sequence is None else int64(after_sequence, "after_sequence", 0)
         ever_connected = False
-        failures = 0
+        backoff = Backoff(0.1, max_backoff)
         while True:
             if last is not None:
                 request.after_sequence = last
@@ -424,7 +424,7 @@ class JobClient:
             try:
                 async for response in stream:
                     ever_connected = True
-                    failures = 0
+                    backoff.reset()
                     for event in response.events:
                         if last is not None and event.sequence <= last:
                             continue  # already seen before a reconnect
@@ -442,8 +442,7 @@ class JobClient:
                 stream.cancel()
             if not reconnect:
                 return
-            failures += 1
-            delay = min(max_backoff, 0.1 * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+            delay = backoff.next_delay()
             logger.info("watch: stream ended (%s); reconnecting after %s in %.1fs", error, last, delay)
             await asyncio.sleep(delay)
 

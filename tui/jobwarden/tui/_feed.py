@@ -17,6 +17,7 @@ from enum import Enum
 import grpc
 from jobwarden.contract import TERMINAL_STATUSES, JobStatus, Limits
 from jobwarden.sdk import JobClient, JobwardenError, WatchStream
+from jobwarden.sdk._backoff import Backoff
 from jobwarden.v1 import job_pb2
 
 from ._model import Clock, JobStore, StatusCounts, counts_by_status
@@ -26,7 +27,7 @@ log = logging.getLogger("jobwarden.console")
 #: statuses of the jobs the console always keeps
 _UNFINISHED = frozenset(JobStatus) - TERMINAL_STATUSES
 #: seconds between reconnection attempts, by attempt (the last one repeats)
-_BACKOFF = (0.2, 0.5, 1.0, 2.0)
+_BACKOFF = Backoff.schedule((0.2, 0.5, 1.0, 2.0))
 
 
 class LinkState(Enum):
@@ -125,7 +126,7 @@ class JobFeed:
                 self._cancel_call()
             self.reconnects += 1
             self._attempts += 1
-            await asyncio.sleep(_BACKOFF[min(self._attempts, len(_BACKOFF)) - 1])
+            await asyncio.sleep(_BACKOFF.delay(self._attempts))
 
     def has_older(self, statuses: frozenset[JobStatus], text: str) -> bool:
         """Whether finished jobs older than those kept may remain on the server for this filter."""
