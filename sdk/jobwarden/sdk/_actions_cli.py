@@ -10,15 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
 from jobwarden.contract import ErrorKind, Limits, LockMode, StartTimeoutAction
 from jobwarden.sdk import _format as fmt
-from jobwarden.sdk._address import DEFAULT_ENGINE, ENGINE_ENV
-from jobwarden.sdk._cli_support import OK, UsageError, client_for, parse_json, runner
+from jobwarden.sdk._cli_support import OK, UsageError, client_for, command_group, parse_json
 from jobwarden.sdk._requests import lock_request
 from jobwarden.v1 import job_pb2
 from jobwarden.wire import (
@@ -39,24 +38,12 @@ CLEAR = NONE
 
 def register(subparsers: Any) -> None:
     """Add ``jobwarden actions`` and its sub-commands."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--engine",
-        metavar="HOST:PORT",
-        help=f"the engine's address (default: ${ENGINE_ENV} or {DEFAULT_ENGINE})",
-    )
-    common.add_argument("--json", action="store_true", help="print JSON instead of text")
-    actions = subparsers.add_parser(
+    add = command_group(
+        subparsers,
         "actions",
         help="list, show and change per-action configuration; pause and resume dispatch",
         description="Per-action configuration: limits, timeouts, retry policy, lock templates, pause.",
     )
-    commands = actions.add_subparsers(dest="actions_command", metavar="SUBCOMMAND", required=True)
-
-    def add(name: str, run: Callable[[argparse.Namespace], Coroutine[Any, Any, int]], text: str) -> Any:
-        parser = commands.add_parser(name, help=text, description=text, parents=[common])
-        parser.set_defaults(func=runner(run, lambda args: f"jobwarden actions {args.actions_command}"))
-        return parser
 
     add("list", _list, "Every action the engine knows of, with its limits and counts.")
     get = add("get", _get, "Show one action's configuration.")

@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 from jobwarden.contract import Limits
-from jobwarden.sdk._address import ENGINE_ENV, engine_address
+from jobwarden.sdk._address import DEFAULT_ENGINE, ENGINE_ENV, engine_address
 from jobwarden.sdk._client import JobClient
 from jobwarden.sdk._exceptions import EngineUnavailable, JobwardenError
 
@@ -26,6 +26,36 @@ OK, ENGINE_ERROR, USAGE = 0, 1, 2
 
 class UsageError(Exception):
     """A command line that cannot be run as given (exit code 2)."""
+
+
+#: a sub-command's body: the parsed arguments in, the exit code out
+Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+def command_group(
+    subparsers: Any, group: str, help: str, description: str
+) -> Callable[[str, Command, str], argparse.ArgumentParser]:
+    """``jobwarden GROUP``: returns ``add(name, run, text)``, which adds ``jobwarden GROUP NAME`` with
+    the options every engine command has (``--engine``, ``--json``)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--engine",
+        metavar="HOST:PORT",
+        help=f"the engine's address (default: ${ENGINE_ENV} or {DEFAULT_ENGINE})",
+    )
+    common.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser = subparsers.add_parser(group, help=help, description=description)
+    dest = f"{group}_command"
+    commands = parser.add_subparsers(dest=dest, metavar="SUBCOMMAND", required=True)
+
+    def add(name: str, run: Command, text: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = commands.add_parser(
+            name, help=text, description=text, parents=[common]
+        )
+        sub.set_defaults(func=runner(run, lambda args: f"jobwarden {group} {getattr(args, dest)}"))
+        return sub
+
+    return add
 
 
 def runner(

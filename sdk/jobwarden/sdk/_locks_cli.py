@@ -10,37 +10,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 from jobwarden.contract import LockMode
 from jobwarden.sdk import _format as fmt
-from jobwarden.sdk._address import DEFAULT_ENGINE, ENGINE_ENV
-from jobwarden.sdk._cli_support import OK, UsageError, client_for, runner
+from jobwarden.sdk._cli_support import OK, UsageError, client_for, command_group
 
 __all__ = ["register"]
 
 
 def register(subparsers: Any) -> None:
     """Add ``jobwarden locks`` and its sub-commands."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--engine",
-        metavar="HOST:PORT",
-        help=f"the engine's address (default: ${ENGINE_ENV} or {DEFAULT_ENGINE})",
-    )
-    common.add_argument("--json", action="store_true", help="print JSON instead of text")
-    locks = subparsers.add_parser(
+    add = command_group(
+        subparsers,
         "locks",
         help="show the lock table; force-release the locks of a job whose executor has not stopped",
         description="The lock table: holders and waiters per resource.",
     )
-    commands = locks.add_subparsers(dest="locks_command", metavar="SUBCOMMAND", required=True)
-
-    def add(name: str, run: Callable[[argparse.Namespace], Coroutine[Any, Any, int]], text: str) -> Any:
-        parser = commands.add_parser(name, help=text, description=text, parents=[common])
-        parser.set_defaults(func=runner(run, lambda args: f"jobwarden locks {args.locks_command}"))
-        return parser
 
     listing = add("list", _list, "Holders and waiters of each locked resource.")
     listing.add_argument("--prefix", default="", help="only resources starting with this")
