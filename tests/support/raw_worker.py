@@ -183,14 +183,14 @@ class RawWorker:
         )
 
     @contextlib.asynccontextmanager
-    async def beating(self, every: float = 0.2) -> AsyncIterator[None]:
-        """Keep the session alive (heartbeats naming no job) while the block runs: a raw worker that
+    async def beating(self, *assignments: pb.Assignment, every: float = 0.2) -> AsyncIterator[None]:
+        """Heartbeat ``assignments`` (or just the session) while the block runs: a raw worker that
         sends nothing for 3 heartbeat intervals is rightly taken for dead, and on a loaded machine a
         test's own steps (CLI processes, console dialogs) can take that long."""
 
         async def beat() -> None:
             while True:
-                await self.heartbeat()
+                await self.heartbeat(*assignments)
                 await asyncio.sleep(every)
 
         task = asyncio.get_running_loop().create_task(beat())

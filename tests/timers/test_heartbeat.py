@@ -4,10 +4,8 @@ the checkpoint, a new attempt number that fences the old worker off), or the job
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -35,24 +33,11 @@ from tests.timers.helpers import (
 S = JobStatus
 
 
-@contextlib.asynccontextmanager
-async def kept_alive(
+def kept_alive(
     worker: RawWorker, *assignments: pb.Assignment, every: float = 0.01
-) -> AsyncIterator[None]:
+) -> contextlib.AbstractAsyncContextManager[None]:
     """Heartbeat ``assignments`` until the block ends (then the worker goes silent)."""
-
-    async def beat() -> None:
-        while True:
-            await worker.heartbeat(*assignments)
-            await asyncio.sleep(every)
-
-    task = asyncio.get_running_loop().create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return worker.beating(*assignments, every=every)
 
 
 @pytest.mark.parametrize("how", ["update", "heartbeat"])
