@@ -13,6 +13,8 @@ the database's schema version and migrates an older one (``migrations.py``).
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -441,9 +443,26 @@ def _insert_sql(table: str, columns: tuple[str, ...], mark: str) -> str:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    _switch_to_wal(cursor)
     # FULL: a committed transaction survives power loss, not only a process crash.
     cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=OFF")
     cursor.close()
+
+
+def _switch_to_wal(cursor: Any, patience: float = 30.0) -> None:
+    """``PRAGMA journal_mode=WAL``, waiting for other connections: SQLite answers "database is locked"
+    at once, without its busy handler, while another connection converts a new file to WAL (several
+    engines or tools opening one new database together)."""
+    deadline = time.monotonic() + patience
+    pause = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
