@@ -11,6 +11,7 @@ from jobwarden.server.core import (
     ActionConfig,
     ActionStatsView,
     Event,
+    InvalidArgument,
     JobError,
     LockHolding,
     LogLine,
@@ -19,9 +20,8 @@ from jobwarden.server.core import (
     StartTimeout,
     SubmitSpec,
     Timeouts,
+    check_lock_requests,
 )
-from jobwarden.server.core.errors import InvalidArgument
-from jobwarden.server.core.validation import check_lock_requests
 from jobwarden.v1 import job_pb2, job_service_pb2, lock_service_pb2
 
 __all__ = [

@@ -1,8 +1,14 @@
 """The domain core of the jobwarden engine: no gRPC, no Textual, only jobs, locks, timers and the store.
 
-The API layer (``jobwarden.server.api``) translates the wire to these objects and back.
+The API layer (``jobwarden.server.api``) translates the wire to these objects and back, and imports
+the core only from here: what it needs is exported on purpose. The engine is made of parts
+(``JobFlow``, ``Dispatcher``, ``WorkerProtocol``, ``DeadlineHandlers``, ``ExternalLocks``, ``Jobs``)
+joined by the ``Engine`` façade; docs/architecture.md draws them.
 """
 
+from .configs import ActionConfigs
+from .deadlines import DeadlineHandlers
+from .dispatch import Dispatcher
 from .engine import (
     ActionStatsView,
     Engine,
@@ -27,6 +33,9 @@ from .errors import (
     StoreUnavailable,
 )
 from .events import EventBatch, EventBus, EventFilter, Overflowed, Subscription
+from .external_locks import ExternalLocks
+from .flow import Dispatch, JobFlow
+from .jobs import Jobs, JobSnapshot
 from .locks import LockHolding, LockTable, ResourceView
 from .model import (
     ActionConfig,
@@ -44,6 +53,7 @@ from .model import (
     StartTimeout,
     Timeouts,
 )
+from .registry import Registry
 from .sessions import (
     AssignmentOut,
     CancelOut,
@@ -55,11 +65,14 @@ from .sessions import (
     WorkerSession,
 )
 from .store import JobQuery, Store
-from .validation import SubmitSpec
-from .writer import CommitReport
+from .timers import TimerHandler, TimerKind, Timers
+from .validation import SubmitSpec, check_action, check_lock_requests
+from .worker_protocol import WorkerProtocol
+from .writer import CommitReport, Writer
 
 __all__ = [
     "ActionConfig",
+    "ActionConfigs",
     "ActionStatsView",
     "AlreadyExists",
     "AssignmentOut",
@@ -68,7 +81,10 @@ __all__ = [
     "Checkpoint",
     "CommitReport",
     "CompletedStep",
+    "DeadlineHandlers",
     "Deadlines",
+    "Dispatch",
+    "Dispatcher",
     "Engine",
     "EngineConfig",
     "EngineStopping",
@@ -77,15 +93,19 @@ __all__ = [
     "EventBus",
     "EventFilter",
     "ExecutorSpec",
+    "ExternalLocks",
     "FailedPrecondition",
     "InvalidArgument",
     "InvalidTransition",
     "Job",
     "JobError",
+    "JobFlow",
     "JobNotFound",
     "JobQuery",
     "JobResultIn",
+    "JobSnapshot",
     "JobUpdateIn",
+    "Jobs",
     "JobwardenError",
     "LockHolding",
     "LockNotHeld",
@@ -98,6 +118,7 @@ __all__ = [
     "RefusalOut",
     "RegisteredOut",
     "Registration",
+    "Registry",
     "ResourceExhausted",
     "ResourceView",
     "ResultAckOut",
@@ -111,5 +132,12 @@ __all__ = [
     "SubmitSpec",
     "Subscription",
     "Timeouts",
+    "TimerHandler",
+    "TimerKind",
+    "Timers",
+    "WorkerProtocol",
     "WorkerSession",
+    "Writer",
+    "check_action",
+    "check_lock_requests",
 ]
