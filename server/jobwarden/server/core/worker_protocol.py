@@ -489,7 +489,7 @@ class WorkerProtocol:
                 reason=f"handed back by worker {session.name}" + (f": {reason}" if reason else ""),
             )
             self.flow.arm_start(job)
-            self.dispatcher.queues.push(job, urgent=True)
+            self.dispatcher.job_ready(job, urgent=True)
         self.dispatcher.schedule()
 
     def workers(self) -> list[WorkerSession]:
