@@ -125,7 +125,9 @@ class EngineUnderTest:
 
     async def set_paused(self, action: str, paused: bool) -> None:
         if paused:
-            await self._stub.PauseAction(job_service_pb2.PauseActionRequest(action=action), timeout=30)
+            # The bench pauses a fresh action before its first job: it asks for it to be configured.
+            request = job_service_pb2.PauseActionRequest(action=action, create_if_unknown=True)
+            await self._stub.PauseAction(request, timeout=30)
         else:
             await self._stub.ResumeAction(job_service_pb2.ResumeActionRequest(action=action), timeout=30)
 

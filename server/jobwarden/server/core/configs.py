@@ -42,14 +42,14 @@ class ActionConfigs:
         """A configuration read back from the store (already checked when it was stored)."""
         self.stored[config.action] = config
 
-    def put(self, config: ActionConfig, *, actor: str = "") -> ActionConfig | None:
+    def put(self, config: ActionConfig, *, actor: str | None = None) -> ActionConfig | None:
         """Check ``config`` (InvalidArgument, and nothing changes), make it the action's, and write it.
-        Returns the configuration it replaced."""
+        Returns the configuration it replaced. An ``actor`` is logged as the one who changed it."""
         self.validate(config)
         old = self.stored.get(config.action)
         self.stored[config.action] = config
         self._writer.action_config({"action": config.action, "doc": dumps(config.to_dict())})
-        if actor:
+        if actor is not None:
             log.info("action %s configured by %s: %s", config.action, actor, config.to_dict())
         return old
 
