@@ -106,7 +106,7 @@ async def test_raising_max_running_dispatches_at_once(engine: EngineHandle, stub
     for i in range(3):
         await submit(stubs, "capped", {"i": i})
     await worker.next_assignment()
-    engine.core._dispatch()
+    engine.core.dispatcher.dispatch()
     assert worker.assignments.empty()
     await set_config(stubs, job_pb2.ActionConfig(action="capped", max_running=3))
     await worker.next_assignment()

@@ -40,7 +40,7 @@ async def test_an_unknown_action_is_refused_and_nothing_is_stored(engine: Engine
     await _refused(stubs, "trancode")
     error = await rpc_error(stubs.jobs.PauseAction(js.PauseActionRequest(action="trancode")))
     assert "known actions: transcode; did you mean 'transcode'?" in (error.details() or "")
-    assert "trancode" not in engine.core._configs
+    assert "trancode" not in engine.core.configs.stored
 
 
 async def test_create_if_unknown_pauses_an_action_ahead_of_its_first_job(
@@ -94,7 +94,7 @@ async def test_the_cli_refuses_an_unknown_action_and_creates_it_on_request(
     assert out == ""
     assert "no action 'trancode'" in err
     assert "--create" in err
-    assert "trancode" not in engine.core._configs
+    assert "trancode" not in engine.core.configs.stored
     code, out, err = await cli("pause", "trancode", "--create", *at)
     assert (code, err) == (0, "")
     assert out.strip() == "trancode: paused (jobs keep queueing; running ones go on)"

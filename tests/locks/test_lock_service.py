@@ -273,7 +273,7 @@ async def test_locks_granted_to_a_caller_that_is_gone_are_given_back(
     await acquire(stubs, "first", ("tape", X))
     task = asyncio.ensure_future(core.acquire_locks("second", [("tape", int(X))], 30.0, 30.0))
     await wait_for(lambda: core.locks.is_waiting("second"))
-    core._release_locks_of("first")  # grants "second" now, synchronously
+    core.flow.release_locks_of("first")  # grants "second" now, synchronously
     assert core.locks.holds("second")
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

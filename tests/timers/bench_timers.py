@@ -31,7 +31,7 @@ from pathlib import Path
 import apscheduler
 from jobwarden.contract import JobStatus, StartTimeoutAction
 from jobwarden.server.core import Engine, EngineConfig, StartTimeout, Timeouts
-from jobwarden.server.core.timers import Timers
+from jobwarden.server.core.timers import TimerKind, Timers
 from jobwarden.server.core.validation import SubmitSpec
 
 
@@ -65,7 +65,7 @@ class FireLog:
     first: float = 0.0
     last: float = 0.0
 
-    async def on_fire(self, kind: str, key: str) -> None:
+    def on_fire(self, key: str) -> None:
         now = time.perf_counter()
         if not self.count:
             self.first = now
@@ -87,7 +87,8 @@ class FireLog:
 
 async def raw_timers(n: int, order: str, spread: float) -> None:
     log = FireLog()
-    timers = Timers(log.on_fire)
+    timers = Timers()
+    timers.on("start", log.on_fire)
     timers.start()
     gc.collect()
     before = rss_mb()
@@ -127,7 +128,8 @@ async def raw_timers(n: int, order: str, spread: float) -> None:
 
 
 async def disarm_rate(n: int) -> None:
-    timers = Timers(FireLog().on_fire)
+    timers = Timers()
+    timers.on("start", FireLog().on_fire)
     timers.start()
     far = time.time() + 3600
     for i in range(n):
@@ -149,7 +151,7 @@ async def disarm_rate(n: int) -> None:
 
 
 async def through_the_engine(n: int, duration: float, workdir: Path) -> None:
-    engine = Engine(EngineConfig(db_url=f"sqlite:///{workdir / 'bench.db'}"))
+    engine = Engine.from_config(EngineConfig(db_url=f"sqlite:///{workdir / 'bench.db'}"))
     await engine.start()
     batch = 5_000
     # The same submits without a timeout, for what arming a deadline adds to a submit.
@@ -175,15 +177,16 @@ async def through_the_engine(n: int, duration: float, workdir: Path) -> None:
     held = engine.timers.pending
     memory = rss_mb() - before
     log = FireLog()
-    handler = engine.timers._on_fire
+    handler = engine.timers.handler(TimerKind.START)
+    assert handler is not None
 
-    async def on_fire(kind: str, key: str) -> None:
+    def on_fire(key: str) -> None:
         job = engine.registry.jobs.get(key)
         if job is not None and job.deadlines.start is not None:
             log.lateness.append((job.deadlines.start, time.time() - job.deadlines.start))
-        await handler(kind, key)
+        handler(key)
 
-    engine.timers._on_fire = on_fire
+    engine.timers.on(TimerKind.START, on_fire, replace=True)
     print(
         f"  engine: submitted {n:,} jobs with a {duration:g}s start timeout in {submitted_in:.2f}s "
         f"({n / submitted_in:,.0f}/s, batches of {batch:,}, each committed), held {held:,} pending "
@@ -208,7 +211,7 @@ async def through_the_engine(n: int, duration: float, workdir: Path) -> None:
 async def paced_wakes(n: int, fires: int, rate: float, workdir: Path) -> None:
     """``n`` DELAYED jobs held at once; ``fires`` of them due at ``rate`` per second (the rest far in the
     future, as ballast), so lateness is measured at a pace the engine keeps up with."""
-    engine = Engine(EngineConfig(db_url=f"sqlite:///{workdir / 'paced.db'}"))
+    engine = Engine.from_config(EngineConfig(db_url=f"sqlite:///{workdir / 'paced.db'}"))
     await engine.start()
     t0 = time.time() + 5.0 + n / 2_500
     far = time.time() + 3600
@@ -223,15 +226,16 @@ async def paced_wakes(n: int, fires: int, rate: float, workdir: Path) -> None:
     submitted_at = time.time()
     held = engine.timers.pending
     log = FireLog()
-    handler = engine.timers._on_fire
+    handler = engine.timers.handler(TimerKind.WAKE)
+    assert handler is not None
 
-    async def on_fire(kind: str, key: str) -> None:
+    def on_fire(key: str) -> None:
         job = engine.registry.jobs.get(key)
         if job is not None and job.deadlines.wake is not None:
             log.lateness.append((job.deadlines.wake, time.time() - job.deadlines.wake))
-        await handler(kind, key)
+        handler(key)
 
-    engine.timers._on_fire = on_fire
+    engine.timers.on(TimerKind.WAKE, on_fire, replace=True)
     print(
         f"  engine, paced: {n:,} DELAYED jobs (run_at) submitted in {submitted_in:.2f}s, held {held:,} "
         f"pending timers; {fires:,} of them due at {rate:,.0f}/s"

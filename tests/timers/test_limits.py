@@ -95,7 +95,7 @@ async def test_timed_out_jobs_count_against_the_cap(engine: EngineHandle, stubs:
     assignment = await worker.next_assignment()
     assert assignment.job_id == first.id
     await wait_status(stubs, first.id, S.TIMED_OUT)
-    engine.core._dispatch()  # a dispatch pass now must not start the second job
+    engine.core.dispatcher.dispatch()  # a dispatch pass now must not start the second job
     assert (await get(stubs, second.id)).status == S.QUEUED
     assert worker.assignments.empty()
     await worker.complete(assignment)
@@ -122,7 +122,7 @@ async def test_max_queued_rejects_with_the_reason_and_never_runs(engine: EngineH
     worker = await RawWorker(engine.address, ["limited"], capacity=10).connect()
     got = {(await worker.next_assignment()).job_id for _ in kept}
     assert got == {j.id for j in kept}
-    engine.core._dispatch()
+    engine.core.dispatcher.dispatch()
     assert worker.assignments.empty()
     assert await status_path(stubs, rejected.id) == [S.REJECTED]
     assert (await get(stubs, rejected.id)).attempt == 0
@@ -149,13 +149,13 @@ async def test_pause_and_resume_dispatch(engine: EngineHandle, stubs: Stubs) -> 
     assert paused.paused
     waiting = [await submit(stubs, "pausable", {"i": i}) for i in range(3)]
     assert all(j.status == S.QUEUED for j in waiting), "a paused action keeps queueing"
-    engine.core._dispatch()
+    engine.core.dispatcher.dispatch()
     assert worker.assignments.empty()
     # The running job is not touched by the pause.
     await worker.complete(first)
     assert (await worker.next_ack()).accepted
     assert (await get(stubs, running.id)).status == S.COMPLETED
-    engine.core._dispatch()
+    engine.core.dispatcher.dispatch()
     assert worker.assignments.empty()
     stats = await stubs.jobs.GetStats(js.GetStatsRequest())
     assert [a.paused for a in stats.actions if a.action == "pausable"] == [True]

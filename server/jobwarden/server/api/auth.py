@@ -52,8 +52,7 @@ from typing import Any
 
 import grpc
 from grpc import aio
-from jobwarden.server.core import Engine, InvalidArgument
-from jobwarden.server.core.validation import check_action
+from jobwarden.server.core import Engine, InvalidArgument, check_action
 from jobwarden.v1 import executor_service_pb2 as ep
 
 from ._intercept import guard

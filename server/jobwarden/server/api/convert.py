@@ -12,6 +12,7 @@ from jobwarden.server.core import (
     ActionConfig,
     ActionStatsView,
     Event,
+    InvalidArgument,
     JobError,
     LockHolding,
     LogLine,
@@ -20,9 +21,8 @@ from jobwarden.server.core import (
     StartTimeout,
     SubmitSpec,
     Timeouts,
+    check_lock_requests,
 )
-from jobwarden.server.core.errors import InvalidArgument
-from jobwarden.server.core.validation import check_lock_requests
 from jobwarden.v1 import job_pb2, job_service_pb2, lock_service_pb2
 from jobwarden.wire import dict_to_struct, duration, duration_seconds, struct_to_dict, timestamp_seconds
 

@@ -10,8 +10,7 @@ from typing import Any
 import grpc
 from grpc import aio
 from jobwarden.contract import JobStatus
-from jobwarden.server.core import Engine, EventFilter, InvalidArgument, JobQuery
-from jobwarden.server.core.validation import check_action
+from jobwarden.server.core import Engine, EventFilter, InvalidArgument, JobQuery, check_action
 from jobwarden.v1 import job_service_pb2, job_service_pb2_grpc
 
 from .convert import (

@@ -70,7 +70,7 @@ class EngineServer:
     def __init__(self, config: EngineConfig, options: ServerOptions | None = None) -> None:
         self.config = config
         self.options = options or ServerOptions()
-        self.engine = Engine(config)
+        self.engine = Engine.from_config(config)
         self.port = 0
         self._server: aio.Server | None = None
         self.auth: AuthInterceptor | None = None

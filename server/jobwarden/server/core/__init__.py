@@ -1,8 +1,14 @@
 """The domain core of the jobwarden engine: no gRPC, no Textual, only jobs, locks, timers and the store.
 
-The API layer (``jobwarden.server.api``) translates the wire to these objects and back.
+The API layer (``jobwarden.server.api``) translates the wire to these objects and back, and imports
+the core only from here: what it needs is exported on purpose. The engine is made of parts
+(``JobFlow``, ``Dispatcher``, ``WorkerProtocol``, ``DeadlineHandlers``, ``ExternalLocks``, ``Jobs``)
+joined by the ``Engine`` façade; docs/architecture.md draws them.
 """
 
+from .configs import ActionConfigs
+from .deadlines import DeadlineHandlers
+from .dispatch import Dispatcher
 from .engine import (
     ActionStatsView,
     Engine,
@@ -27,6 +33,9 @@ from .errors import (
     StoreUnavailable,
 )
 from .events import EventBatch, EventBus, EventFilter, Overflowed, Subscription
+from .external_locks import ExternalLocks
+from .flow import Dispatch, JobFlow
+from .jobs import Jobs, JobSnapshot
 from .locks import LockHolding, LockTable, ResourceView
 from .memory_store import MemoryStore
 from .migrations import SCHEMA_VERSION, SchemaVersionError
@@ -46,6 +55,7 @@ from .model import (
     StartTimeout,
     Timeouts,
 )
+from .registry import Registry
 from .sessions import (
     AssignmentOut,
     CancelOut,
@@ -58,12 +68,15 @@ from .sessions import (
 )
 from .store import JobQuery, SqlStore, Store
 from .store_api import JobStore, LockRow, WriteSet
-from .validation import SubmitSpec
-from .writer import CommitReport
+from .timers import TimerHandler, TimerKind, Timers
+from .validation import SubmitSpec, check_action, check_lock_requests
+from .worker_protocol import WorkerProtocol
+from .writer import CommitReport, Writer
 
 __all__ = [
     "SCHEMA_VERSION",
     "ActionConfig",
+    "ActionConfigs",
     "ActionStatsView",
     "AlreadyExists",
     "AssignmentOut",
@@ -72,7 +85,10 @@ __all__ = [
     "Checkpoint",
     "CommitReport",
     "CompletedStep",
+    "DeadlineHandlers",
     "Deadlines",
+    "Dispatch",
+    "Dispatcher",
     "Engine",
     "EngineConfig",
     "EngineStopping",
@@ -81,16 +97,20 @@ __all__ = [
     "EventBus",
     "EventFilter",
     "ExecutorSpec",
+    "ExternalLocks",
     "FailedPrecondition",
     "InvalidArgument",
     "InvalidTransition",
     "Job",
     "JobError",
+    "JobFlow",
     "JobNotFound",
     "JobQuery",
     "JobResultIn",
+    "JobSnapshot",
     "JobStore",
     "JobUpdateIn",
+    "Jobs",
     "JobwardenError",
     "LockHolding",
     "LockNotHeld",
@@ -105,6 +125,7 @@ __all__ = [
     "RefusalOut",
     "RegisteredOut",
     "Registration",
+    "Registry",
     "ResourceExhausted",
     "ResourceView",
     "ResultAckOut",
@@ -120,6 +141,13 @@ __all__ = [
     "SubmitSpec",
     "Subscription",
     "Timeouts",
+    "TimerHandler",
+    "TimerKind",
+    "Timers",
+    "WorkerProtocol",
     "WorkerSession",
     "WriteSet",
+    "Writer",
+    "check_action",
+    "check_lock_requests",
 ]

@@ -1,5 +1,5 @@
-"""What each deadline does when it passes: start timeouts, the two heartbeat deadlines, execution
-timeouts, retry backoffs, cancel grace and external lock TTLs.
+"""What each job deadline does when it passes: start timeouts, the two heartbeat deadlines, execution
+timeouts, retry backoffs and cancel grace. (External lock TTLs are ``ExternalLocks``'.)
 
 A timer only says "look at this job now": each handler re-reads the job and does nothing when the
 deadline has moved or no longer applies.
@@ -8,6 +8,7 @@ deadline has moved or no longer applies.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from jobwarden.contract import (
@@ -18,10 +19,12 @@ from jobwarden.contract import (
     StartTimeoutAction,
 )
 
+from .dispatch import Dispatcher
 from .errors import (
     InvalidArgument,
 )
-from .flow import EngineBase
+from .flow import JobFlow
+from .jobs import Jobs
 from .model import (
     Job,
     JobError,
@@ -30,37 +33,51 @@ from .sessions import (
     CancelOut,
     WorkerSession,
 )
-from .timers import TimerKind
-from .validation import (
-    SubmitSpec,
-)
+from .timers import TimerHandler, TimerKind
+from .validation import SubmitSpec
 
 __all__ = ["DeadlineHandlers"]
 
 log = logging.getLogger("jobwarden.engine")
 
 
-class DeadlineHandlers(EngineBase):
-    """What happens when a deadline passes."""
+class DeadlineHandlers:
+    """What happens when a job's deadline passes: one timer handler per kind, registered on the
+    timers when this part is made."""
 
-    async def _on_timer(self, kind: str, key: str) -> None:
-        if not self._running:
-            return
-        if kind == TimerKind.LOCK_TTL:
-            self._on_lock_ttl(key)
-            return
-        job = self.registry.jobs.get(key)
-        if job is None:
-            return
-        handler = {
-            TimerKind.START: self._on_start_timeout,
-            TimerKind.HEARTBEAT: self._on_heartbeat_timeout,
-            TimerKind.TAKEOVER: self._on_takeover_timeout,
-            TimerKind.EXECUTION: self._on_execution_timeout,
-            TimerKind.WAKE: self._on_wake,
-            TimerKind.CANCEL: self._on_cancel_timeout,
-        }[kind]
-        handler(job, self.clock())
+    def __init__(self, flow: JobFlow, dispatcher: Dispatcher, jobs: Jobs) -> None:
+        self.flow = flow
+        self.dispatcher = dispatcher
+        self.jobs = jobs
+        self.config = flow.config
+        self.clock = flow.clock
+        self.registry = flow.registry
+        self.timers = flow.timers
+        for kind, handler in (
+            (TimerKind.START, self._on_start_timeout),
+            (TimerKind.HEARTBEAT, self._on_heartbeat_timeout),
+            (TimerKind.TAKEOVER, self._on_takeover_timeout),
+            (TimerKind.EXECUTION, self._on_execution_timeout),
+            (TimerKind.WAKE, self._on_wake),
+            (TimerKind.CANCEL, self._on_cancel_timeout),
+        ):
+            self.timers.on(kind, self._for_job(handler))
+
+    def _for_job(self, handler: Callable[[Job, float], None]) -> TimerHandler:
+        """A timer handler that finds the job its key names (and does nothing once the job ended or
+        the engine stopped), then lets ``handler`` decide."""
+        flow = self.flow
+        jobs = self.registry.jobs
+        clock = self.clock
+
+        def fire(job_id: str) -> None:
+            if not flow.running:
+                return
+            job = jobs.get(job_id)
+            if job is not None:
+                handler(job, clock())
+
+        return fire
 
     def _not_yet(self, kind: str, job: Job, deadline: float | None, now: float) -> bool:
         """True (and re-armed) when the deadline moved later since the timer was set."""
@@ -75,18 +92,18 @@ class DeadlineHandlers(EngineBase):
         if job.status is not JobStatus.DELAYED or self._not_yet(TimerKind.WAKE, job, job.deadlines.wake, now):
             return
         job.deadlines.wake = None
-        self._set_start_deadline(job, now)
+        self.flow.set_start_deadline(job, now)
         reason = "retry backoff over" if job.next_mode is ExecutionMode.RETRY else "its time came"
         self.registry.transition(job, JobStatus.QUEUED, reason=reason)
-        self._arm_start(job)
-        self._enqueue(job)
+        self.flow.arm_start(job)
+        self.dispatcher.job_ready(job)
 
     def _on_start_timeout(self, job: Job, now: float) -> None:
         if job.status not in (JobStatus.QUEUED, JobStatus.WAITING_FOR_LOCK):
             return
         if self._not_yet(TimerKind.START, job, job.deadlines.start, now):
             return
-        start = self._timeouts(job).start
+        start = self.flow.timeouts(job).start
         job.deadlines.start = None
         if start is None:
             return
@@ -101,8 +118,8 @@ class DeadlineHandlers(EngineBase):
         if start.action is StartTimeoutAction.RETRY and job.start_retries < start.retry_count:
             delay = start.retry_delay(job.start_retries)
             job.start_retries += 1
-            self.queues.remove(job.id)
-            give_back_locks = self._let_go_of_locks(job)
+            self.dispatcher.job_unready(job.id)
+            give_back_locks = self.flow.let_go_of_locks(job)
             job.deadlines.wake = now + delay
             self.registry.transition(
                 job,
@@ -115,7 +132,7 @@ class DeadlineHandlers(EngineBase):
             return
         spent = f" and {start.retry_count} start retries" if start.action is StartTimeoutAction.RETRY else ""
         error = JobError(ErrorKind.START_TIMEOUT, f"{waited}{spent}", retryable=False)
-        self._end(job, JobStatus.FAILED, reason=f"START_TIMEOUT: {error.message}", error=error)
+        self.flow.end(job, JobStatus.FAILED, reason=f"START_TIMEOUT: {error.message}", error=error)
 
     def _submit_run_request(
         self, job: Job, action: str, job_input: dict[str, Any], correlation_id: str
@@ -127,36 +144,36 @@ class DeadlineHandlers(EngineBase):
             labels={"jobwarden.start_timeout_of": job.id},
         )
         try:
-            locks = self._check_submit(spec)
+            locks = self.jobs.check_submit(spec)
         except InvalidArgument as error:
             log.error("start timeout run request of job %s refused: %s", job.id, error.message)
             return
-        self._create(spec, locks, actor=f"start-timeout:{job.id}")
+        self.jobs.create(spec, locks, actor=f"start-timeout:{job.id}")
 
     def _on_heartbeat_timeout(self, job: Job, now: float) -> None:
         if job.status is not JobStatus.RUNNING:
             return
         if self._not_yet(TimerKind.HEARTBEAT, job, job.deadlines.heartbeat, now):
             return
-        if job.stopping and self._holder(job) is not None:
+        if job.stopping and self.dispatcher.holder(job) is not None:
             # An executor that ignores its stop says nothing, but its worker's session is alive and
             # may still be running it: only the session's death lets the job (and its locks) go.
             return
-        heartbeat = self._timeouts(job).heartbeat or 0.0
-        self._time_out(job, now, reason=f"no update for {heartbeat:g}s")
+        heartbeat = self.flow.timeouts(job).heartbeat or 0.0
+        self.flow.time_out(job, now, reason=f"no update for {heartbeat:g}s")
 
     def _on_takeover_timeout(self, job: Job, now: float) -> None:
         if job.status is not JobStatus.TIMED_OUT:
             return
         if self._not_yet(TimerKind.TAKEOVER, job, job.deadlines.takeover, now):
             return
-        old = self._holder(job)
+        old = self.dispatcher.holder(job)
         if job.stop_request is not None:
             self._stopping_past_takeover(job, old)
             return
         candidates = [
             s
-            for s in self.sessions.values()
+            for s in self.dispatcher.sessions.values()
             if s is not old
             and (spec := s.executors.get(job.action)) is not None
             and spec.supports_resume
@@ -166,20 +183,20 @@ class DeadlineHandlers(EngineBase):
             target = max(candidates, key=lambda s: s.free_for(job.action))
             if old is not None:
                 old.send(CancelOut(job.id, job.attempt, f"taken over by worker {target.name}"))
-            self._finish_attempt(job, JobStatus.TIMED_OUT)
+            self.flow.finish_attempt(job, JobStatus.TIMED_OUT)
             job.next_mode = ExecutionMode.RESUME
-            self._start(job, target)
+            self.dispatcher.start(job, target)
             return
         if old is not None:
             old.send(CancelOut(job.id, job.attempt, "lost: silent past the second deadline"))
-        silent = self._timeouts(job).heartbeat
+        silent = self.flow.timeouts(job).heartbeat
         what = f"no update for {silent:g}s and" if silent else "its worker went away and"
         error = JobError(
             ErrorKind.LOST,
-            f"{what} nobody took it over within {self._takeover_timeout(job):g}s more",
+            f"{what} nobody took it over within {self.flow.takeover_timeout(job):g}s more",
         )
-        self._fail(job, error)
-        self._schedule_dispatch()
+        self.flow.fail(job, error)
+        self.dispatcher.schedule()
 
     def _stopping_past_takeover(self, job: Job, old: WorkerSession | None) -> None:
         """A job being stopped is never taken over: another worker would run it beside an executor
@@ -188,14 +205,14 @@ class DeadlineHandlers(EngineBase):
         stop = job.stop_request
         assert stop is not None
         if old is not None:
-            self._back_to_running(
+            self.flow.back_to_running(
                 job,
                 reason=f"its worker {old.name} is still connected: the job ends when its executor stops",
                 actor="engine",
             )
             old.send(CancelOut(job.id, job.attempt, stop.reason))
             return
-        self._finish_stop(
+        self.flow.finish_stop(
             job,
             actor="engine",
             how="its worker's session was declared dead before it confirmed that the executor stopped",
@@ -206,9 +223,9 @@ class DeadlineHandlers(EngineBase):
             return
         if self._not_yet(TimerKind.EXECUTION, job, job.deadlines.execution, now):
             return
-        limit = self._timeouts(job).execution or 0.0
+        limit = self.flow.timeouts(job).execution or 0.0
         job.deadlines.execution = None
-        self._request_stop(
+        self.flow.request_stop(
             job,
             f"execution timeout of {limit:g}s passed",
             error=JobError(
@@ -220,7 +237,7 @@ class DeadlineHandlers(EngineBase):
         """The worker has not confirmed the stop within cancel_grace. While its session lives the job
         (and its locks) stays: the executor may still be writing. Say so, and ask again."""
         stop = job.stop_request
-        session = self._holder(job)
+        session = self.dispatcher.holder(job)
         if stop is None or not job.stopping or session is None:
             return
         grace = self.config.cancel_grace
@@ -231,14 +248,3 @@ class DeadlineHandlers(EngineBase):
         log.warning("job %s (%s): %s", job.id, stop.reason, reason)
         self.registry.record(job, reason=reason)
         session.send(CancelOut(job.id, job.attempt, stop.reason))
-
-    def _on_lock_ttl(self, holder: str) -> None:
-        expires_at = self._lock_ttls.get(holder)
-        if expires_at is None or not self.locks.holds(holder):
-            return
-        if expires_at > self.clock() + 0.001:
-            self.timers.arm(TimerKind.LOCK_TTL, holder, expires_at)
-            return
-        del self._lock_ttls[holder]
-        log.info("locks of %s expired (TTL)", holder)
-        self._release_locks_of(holder)

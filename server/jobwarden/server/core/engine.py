@@ -1,79 +1,45 @@
-"""The engine: the registry, the lock table, the timers, the workers and the store, driven together.
+"""The engine: its parts made and joined, its life cycle, and the API the servicers call.
 
 Everything runs in one asyncio event loop, so no state here needs a lock. Durable writes go through
 the group-committing ``Writer``; a caller that must not be answered before its change is durable
 awaits ``writer.flush()``. Messages to workers and events to watchers leave only after the batch that
 holds their change has committed.
+
+The parts (docs/architecture.md draws them): ``JobFlow`` (flow.py) the steps every job takes and the
+state they change; ``Dispatcher`` (dispatch.py) the ready queues, the sessions and assignment;
+``WorkerProtocol`` (worker_protocol.py) what workers send; ``DeadlineHandlers`` (deadlines.py) what
+each job deadline does; ``ExternalLocks`` (external_locks.py) LockService's holders; ``Jobs``
+(jobs.py) the job API. Each takes its collaborators when it is made; this façade makes them, starts
+and stops them, recovers what the store holds, and lends the servicers the parts' public methods.
 """
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import logging
-from collections import Counter
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from typing import Any
+import time
+from collections.abc import Callable
 
-from jobwarden.contract import (
-    ACTIVE_STATUSES,
-    OPERATOR_RETRYABLE_STATUSES,
-    TERMINAL_STATUSES,
-    WAITING_STATUSES,
-    ExecutionMode,
-    JobEventType,
-    JobStatus,
-    Limits,
-    LockMode,
-)
+from jobwarden.contract import ACTIVE_STATUSES, JobStatus, LockMode
 
+from .configs import ActionConfigs
 from .deadlines import DeadlineHandlers
-from .errors import (
-    EngineStopping,
-    FailedPrecondition,
-    InvalidArgument,
-    InvalidTransition,
-    JobNotFound,
-    NotFound,
-)
-from .events import EventBus, EventFilter, Subscription
+from .dispatch import Dispatcher
+from .errors import NotFound
+from .events import EventBus
 from .external_locks import ExternalLocks
-from .flow import _clear_attempt_fields, _lock_map
-from .ids import id_abbreviation, new_job_id, parse_job_id
-from .model import (
-    ActionConfig,
-    Event,
-    Job,
-    LockRequest,
-    LogLine,
-)
+from .flow import JobFlow, lock_map
+from .jobs import Jobs, JobSnapshot
+from .locks import LockTable
+from .model import ActionConfig
 from .registry import Registry
-from .sessions import (
-    CancelOut,
-)
-from .store import JobQuery, dumps
-from .timers import TimerKind
-from .validation import (
-    SubmitSpec,
-    check_action,
-    check_duration,
-    check_lock_requests,
-    check_payload,
-    check_retry_policy,
-    check_string,
-    check_string_map,
-    check_template,
-    check_timeouts,
-    check_trace_context,
-    expand_lock_templates,
-)
+from .store import Store
+from .store_api import JobStore
+from .timers import TimerKind, Timers
+from .validation import check_action
 from .values import ActionStatsView, EngineConfig, JobResultIn, JobUpdateIn, Registration, StatsView
 from .worker_protocol import WorkerProtocol
 from .writer import Writer
-
-#: a job as it was at one moment (``Job.to_dict()``): what a change answers with
-JobSnapshot = dict[str, Any]
 
 __all__ = [
     "ActionStatsView",
@@ -89,61 +55,126 @@ __all__ = [
 log = logging.getLogger("jobwarden.engine")
 
 
-class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
-    """The engine: life cycle, configuration, and the job API (submit, read, cancel, retry, stats, watch)."""
+class Engine:
+    """The engine: life cycle, configuration, and the job, worker and lock API of its parts."""
+
+    def __init__(
+        self, config: EngineConfig, store: JobStore, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        #: the database (read in reader threads, written by ``writer``)
+        self.store = store
+        #: changes made in memory, stamped with sequences from where the store stands (set at start)
+        self.bus = EventBus(0, max_pending=config.watch_max_pending)
+        self.writer = Writer(store, self.bus.publish, caller_timeout=config.commit_timeout)
+        self.registry = Registry(
+            self.writer, sequence=0, finished_cache_size=config.finished_cache_size, clock=clock
+        )
+        self.locks = LockTable()
+        self.timers = Timers()
+        self.configs = ActionConfigs(self.writer)
+        # The parts, each given what it works with.
+        self.flow = JobFlow(
+            config,
+            store=store,
+            writer=self.writer,
+            registry=self.registry,
+            locks=self.locks,
+            timers=self.timers,
+            configs=self.configs,
+            clock=clock,
+        )
+        self.dispatcher = Dispatcher(self.flow)
+        self.protocol = WorkerProtocol(self.flow, self.dispatcher)
+        self.jobs = Jobs(self.flow, self.dispatcher, self.bus)
+        self.deadlines = DeadlineHandlers(self.flow, self.dispatcher, self.jobs)
+        self.external_locks = ExternalLocks(self.flow)
+        #: the ready queues and the worker sessions (the dispatcher's)
+        self.queues = self.dispatcher.queues
+        self.sessions = self.dispatcher.sessions
+        self.started_at = 0.0
+        # What the servicers call, lent from the part that does it (bound once: no extra call per
+        # message on the hot path).
+        self.action_config = self.configs.get
+        jobs = self.jobs
+        self.submit = jobs.submit
+        self.get_job = jobs.get_job
+        self.resolve_job_id = jobs.resolve_job_id
+        self.list_jobs = jobs.list_jobs
+        self.job_events = jobs.job_events
+        self.events_between = jobs.events_between
+        self.job_logs = jobs.job_logs
+        self.cancel = jobs.cancel
+        self.retry = jobs.retry
+        self.stats = jobs.stats
+        self.subscribe = jobs.subscribe
+        protocol = self.protocol
+        self.register = protocol.register
+        self.disconnect = protocol.disconnect
+        self.worker_update = protocol.worker_update
+        self.worker_result = protocol.worker_result
+        self.worker_logs = protocol.worker_logs
+        self.worker_heartbeat = protocol.worker_heartbeat
+        self.worker_cancel_ack = protocol.worker_cancel_ack
+        self.worker_release = protocol.worker_release
+        self.workers = protocol.workers
+        external = self.external_locks
+        self.acquire_locks = external.acquire_locks
+        self.release_locks = external.release_locks
+        self.list_locks = external.list_locks
+        self.lock_holder_note = external.lock_holder_note
+        self.force_release_job_locks = external.force_release_job_locks
+
+    @classmethod
+    def from_config(cls, config: EngineConfig, *, clock: Callable[[], float] = time.time) -> Engine:
+        """An engine on the store ``config.db_url`` names."""
+        return cls(config, Store(config.db_url), clock=clock)
+
+    @property
+    def running(self) -> bool:
+        return self.flow.running
 
     async def start(self) -> None:
         """Open the store, recover every unfinished job, re-arm every deadline, and start serving."""
-        await self._read(self.store.create_schema)
-        head = await self._read(self.store.max_sequence)
-        self.bus = EventBus(head, max_pending=self.config.watch_max_pending)
-        self.writer = Writer(self.store, self.bus.publish, caller_timeout=self.config.commit_timeout)
+        read = self.flow.read
+        await read(self.store.create_schema)
+        head = await read(self.store.max_sequence)
+        self.bus.head = head
+        self.registry.sequence = head
         self.writer.start()
-        self.registry = Registry(
-            self.writer, sequence=head, finished_cache_size=self.config.finished_cache_size, clock=self.clock
-        )
-        for action, status, count in await self._read(self.store.status_counts):
+        for action, status, count in await read(self.store.status_counts):
             self.registry.counts[(action, JobStatus(status))] = count
-        for config in await self._read(self.store.load_action_configs):
-            self._configs[config.action] = config
+        for config in await read(self.store.load_action_configs):
+            self.configs.load(config)
         for config in self.config.actions:
-            self._validate_action_config(config)
-            self._configs[config.action] = config
-            self.writer.action_config({"action": config.action, "doc": dumps(config.to_dict())})
-        await self._read(self.store.mark_all_workers_disconnected)
+            self.configs.put(config)
+        await read(self.store.mark_all_workers_disconnected)
         await self._recover()
         self.timers.start()
-        self._running = True
+        self.flow.running = True
         self.started_at = self.clock()
-        self._sweeper = asyncio.get_running_loop().create_task(
-            self._sweep_sessions(), name="jobwarden-sweeper"
-        )
+        self.protocol.start()
         await self.writer.flush()
-        self._schedule_dispatch()
+        self.dispatcher.schedule()
 
     async def stop(self) -> None:
         """Stop serving: close worker sessions and watchers, write what is pending, close the store.
         Running jobs stay RUNNING in the store; the next start turns them TIMED_OUT."""
-        if not self._running:
+        if not self.flow.running:
             return
-        self._running = False
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        for session in list(self.sessions.values()):
-            session.close()
-        self.sessions.clear()
-        for future in self._lock_waiters.values():
-            if not future.done():
-                future.set_exception(EngineStopping("the engine is stopping"))
+        self.flow.running = False
+        self.protocol.stop()
+        self.external_locks.stop()
         self.bus.close_all()
         self.timers.stop()
         await self.writer.close()
-        self._readers.shutdown(wait=False, cancel_futures=True)
+        self.flow.close_readers()
         self.store.close()
 
     async def _recover(self) -> None:
         now = self.clock()
-        lock_rows = await self._read(self.store.load_locks)
+        lock_rows = await self.flow.read(self.store.load_locks)
         for row in lock_rows:
             self.locks.restore(
                 row.holder,
@@ -153,17 +184,16 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
                 since=row.since,
                 expires_at=row.expires_at,
             )
-        jobs = await self._read(self.store.load_unfinished_jobs)
+        jobs = await self.flow.read(self.store.load_unfinished_jobs)
         for job in jobs:
             self.registry.load(job)
         for row in lock_rows:
             if row.job_id is not None and row.job_id not in self.registry.jobs:
                 # A finished job's lock can only be left by a bug; never let it block others.
                 log.warning("releasing lock %s left by finished job %s", row.resource, row.job_id)
-                self._release_locks_of(row.holder)
+                self.flow.release_locks_of(row.holder)
             elif row.job_id is None and row.expires_at is not None:
-                self._lock_ttls[row.holder] = row.expires_at
-                self.timers.arm(TimerKind.LOCK_TTL, row.holder, row.expires_at)
+                self.external_locks.restore_ttl(row.holder, row.expires_at)
         waiting = sorted(
             (j for j in jobs if j.status is JobStatus.WAITING_FOR_LOCK), key=lambda j: (j.queue_order, j.id)
         )
@@ -173,13 +203,13 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
             if job.status is JobStatus.RUNNING:
                 self.registry.transition(job, JobStatus.TIMED_OUT, reason="the engine restarted while it ran")
                 deadlines.heartbeat = None
-                deadlines.takeover = now + self._takeover_timeout(job)
+                deadlines.takeover = now + self.flow.takeover_timeout(job)
                 self.timers.arm(TimerKind.TAKEOVER, job.id, deadlines.takeover)
             elif job.status is JobStatus.TIMED_OUT:
-                deadlines.takeover = deadlines.takeover or now + self._takeover_timeout(job)
+                deadlines.takeover = deadlines.takeover or now + self.flow.takeover_timeout(job)
                 self.timers.arm(TimerKind.TAKEOVER, job.id, deadlines.takeover)
             elif job.status is JobStatus.QUEUED:
-                self.queues.push(job, urgent=job.locks_held)
+                self.dispatcher.queues.push(job, urgent=job.locks_held)
             elif job.status is JobStatus.DELAYED:
                 wake = deadlines.wake or job.run_at or now
                 self.timers.arm(TimerKind.WAKE, job.id, wake)
@@ -188,30 +218,26 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
                     self.timers.arm(TimerKind.EXECUTION, job.id, deadlines.execution)
                 if job.cancel_requested and job.stop_request is None:
                     # Written by an engine from before stop requests were kept.
-                    self._decide_cancel(job, job.status_reason or "cancel requested", "engine")
+                    self.flow.decide_cancel(job, job.status_reason or "cancel requested", "engine")
                 if job.stop_request is not None:
                     self.timers.arm(TimerKind.CANCEL, job.id, now + self.config.cancel_grace)
             if job.status in (JobStatus.QUEUED, JobStatus.WAITING_FOR_LOCK) and deadlines.start is not None:
                 self.timers.arm(TimerKind.START, job.id, deadlines.start)
         for job in waiting:
-            if self.locks.acquire(job.id, _lock_map(job.locks), now=now, job_id=job.id):
-                self._locks_taken(job)
+            if self.locks.acquire(job.id, lock_map(job.locks), now=now, job_id=job.id):
+                self.flow.locks_taken(job)
                 self.registry.transition(job, JobStatus.QUEUED, reason="its locks were granted")
-                self.queues.push(job, urgent=True)
+                self.dispatcher.queues.push(job, urgent=True)
 
     def action_configs(self) -> list[ActionConfig]:
-        return [self._configs[a] for a in sorted(self._configs)]
+        return self.configs.all()
 
     async def set_action_config(self, config: ActionConfig, *, actor: str = "api") -> ActionConfig:
-        self._check_running()
-        self._validate_action_config(config)
-        old = self._configs.get(config.action)
-        self._configs[config.action] = config
-        self.writer.action_config({"action": config.action, "doc": dumps(config.to_dict())})
-        log.info("action %s configured by %s: %s", config.action, actor, config.to_dict())
+        self.flow.check_running()
+        old = self.configs.put(config, actor=actor)
         await self.writer.flush()
         if old is not None and (old.paused != config.paused or old.max_running != config.max_running):
-            self._schedule_dispatch()
+            self.dispatcher.schedule()
         return config
 
     async def set_paused(
@@ -225,19 +251,19 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
         current = self.action_config(action)
         config = ActionConfig.from_dict({**current.to_dict(), "paused": paused})
         result = await self.set_action_config(config, actor=actor)
-        self._schedule_dispatch()
+        self.dispatcher.schedule()
         return result
 
     def known_actions(self) -> set[str]:
         """Actions with a stored configuration, with jobs in the store, or served by a connected worker."""
-        known = set(self._configs)
+        known = set(self.configs.stored)
         known.update(action for (action, _), count in self.registry.counts.items() if count > 0)
         for session in self.sessions.values():
             known.update(session.executors)
         return known
 
     def _knows_action(self, action: str) -> bool:
-        if action in self._configs or any(action in s.executors for s in self.sessions.values()):
+        if action in self.configs.stored or any(action in s.executors for s in self.sessions.values()):
             return True
         return any(self.registry.counts[(action, status)] > 0 for status in JobStatus)
 
@@ -250,441 +276,4 @@ class Engine(WorkerProtocol, DeadlineHandlers, ExternalLocks):
             f"no action {action!r}: no job, worker or config has named it; known actions: "
             f"{listed or 'none'}{hint} (to configure it ahead of its first job, pass "
             "create_if_unknown: jobwarden actions pause NAME --create)"
-        )
-
-    def _validate_action_config(self, config: ActionConfig) -> None:
-        check_action(config.action)
-        check_timeouts(config.timeouts, f"actions.{config.action}.timeouts")
-        if config.retry_policy is not None:
-            check_retry_policy(config.retry_policy, f"actions.{config.action}.retry_policy")
-        for name, value in (("max_running", config.max_running), ("max_queued", config.max_queued)):
-            if value < 0 or value > 10_000_000:
-                raise InvalidArgument(f"actions.{config.action}.{name} must be between 0 and 10000000")
-        check_lock_requests(
-            [(t.resource, int(t.mode)) for t in config.lock_templates],
-            f"actions.{config.action}.lock_templates",
-        )
-        for template in config.lock_templates:
-            check_template(template.resource)
-
-    async def submit(
-        self, specs: Sequence[SubmitSpec], *, actor: str = "api"
-    ) -> list[tuple[JobSnapshot, bool]]:
-        """Submit jobs in one commit. Returns each job and whether it was a duplicate (idempotency key).
-        Every spec is checked first: one bad spec refuses the whole batch, and nothing changes."""
-        self._check_running()
-        if not specs:
-            raise InvalidArgument("no jobs to submit")
-        if len(specs) > Limits.MAX_BATCH_SUBMIT:
-            raise InvalidArgument(
-                f"{len(specs)} jobs in one batch, at most {Limits.MAX_BATCH_SUBMIT} allowed"
-            )
-        checked = []
-        for index, spec in enumerate(specs):
-            try:
-                checked.append(self._check_submit(spec))
-            except InvalidArgument as error:
-                prefix = f"jobs[{index}]: " if len(specs) > 1 else ""
-                raise InvalidArgument(prefix + error.message) from None
-        unknown_keys = [
-            s.idempotency_key
-            for s in specs
-            if s.idempotency_key and s.idempotency_key not in self.registry.keys
-        ]
-        stored = await self._read(self.store.jobs_by_idempotency_key, unknown_keys) if unknown_keys else {}
-        self._check_running()
-        # Every key is checked before anything is made: one reused key refuses the whole batch.
-        first_of_key: dict[str, tuple[int, SubmitSpec, list[LockRequest]]] = {}
-        for index, (spec, locks) in enumerate(zip(specs, checked, strict=True)):
-            key = spec.idempotency_key
-            if not key:
-                continue
-            # Memory first: a concurrent submit with this key may have registered it while we read.
-            existing = self.registry.by_key(key) or stored.get(key)
-            prefix = f"jobs[{index}]: " if len(specs) > 1 else ""
-            if existing is not None:
-                _refuse_reused_key(key, spec, locks, existing, prefix)
-            elif key in first_of_key:
-                first_index, first_spec, first_locks = first_of_key[key]
-                differ = _request_differences(spec, locks, _spec_as_job(first_spec, first_locks))
-                if differ:
-                    raise FailedPrecondition(
-                        f"{prefix}idempotency_key {key!r} is also used by jobs[{first_index}] of this "
-                        f"batch with a different request ({', '.join(differ)} differ); nothing was submitted"
-                    )
-            else:
-                first_of_key[key] = (index, spec, locks)
-        results: list[tuple[JobSnapshot, bool]] = []
-        for spec, locks in zip(specs, checked, strict=True):
-            key = spec.idempotency_key
-            if key:
-                existing = self.registry.by_key(key) or stored.get(key)
-                if existing is not None:
-                    results.append((existing.snapshot(), True))
-                    continue
-            results.append((self._create(spec, locks, actor).snapshot(), False))
-        await self.writer.flush()
-        return results
-
-    def _check_submit(self, spec: SubmitSpec) -> list[LockRequest]:
-        check_action(spec.action)
-        check_payload(spec.input, "input")
-        if not -Limits.MAX_PRIORITY <= spec.priority <= Limits.MAX_PRIORITY:
-            raise InvalidArgument(
-                f"priority must be between -{Limits.MAX_PRIORITY} and {Limits.MAX_PRIORITY}"
-            )
-        check_string_map(
-            spec.labels,
-            "labels",
-            Limits.MAX_LABELS,
-            Limits.MAX_LABEL_KEY_LENGTH,
-            Limits.MAX_LABEL_VALUE_LENGTH,
-        )
-        for key in spec.labels:
-            if "=" in key or "\n" in key or "\n" in spec.labels[key]:
-                raise InvalidArgument(f"labels: key {key!r} (or its value) has '=' or a line break")
-        check_string_map(
-            spec.workflow_variables,
-            "workflow_variables",
-            Limits.MAX_VARIABLES,
-            Limits.MAX_VARIABLE_KEY_LENGTH,
-            Limits.MAX_VARIABLE_VALUE_LENGTH,
-        )
-        check_string(spec.correlation_id, "correlation_id")
-        check_string(spec.idempotency_key, "idempotency_key")
-        check_trace_context(spec.trace_context)
-        check_timeouts(spec.timeouts)
-        if spec.retry_policy is not None:
-            check_retry_policy(spec.retry_policy)
-        if spec.run_at is not None:
-            check_duration(abs(spec.run_at - self.clock()), "run_at (distance from now)", allow_zero=True)
-        requested = list(spec.locks)
-        templates = self.action_config(spec.action).lock_templates
-        if templates:
-            requested += expand_lock_templates(templates, spec.input)
-        return check_lock_requests(requested)
-
-    def _create(self, spec: SubmitSpec, locks: list[LockRequest], actor: str) -> Job:
-        now = self.clock()
-        job = Job(
-            id=new_job_id(),
-            action=spec.action,
-            status=JobStatus.QUEUED,
-            input=spec.input,
-            created_at=now,
-            updated_at=now,
-            priority=spec.priority,
-            labels=dict(spec.labels),
-            locks=locks,
-            correlation_id=spec.correlation_id,
-            idempotency_key=spec.idempotency_key,
-            run_at=spec.run_at,
-            timeouts=spec.timeouts,
-            retry_policy=spec.retry_policy,
-            workflow_variables=dict(spec.workflow_variables),
-            trace_context=dict(spec.trace_context),
-        )
-        config = self.action_config(spec.action)
-        reason = ""
-        if config.max_queued and self.registry.waiting(spec.action) >= config.max_queued:
-            job.status = JobStatus.REJECTED
-            job.finished_at = now
-            reason = (
-                f"the run limit was reached: {spec.action} already has {config.max_queued} jobs waiting "
-                "(max_queued)"
-            )
-            job.status_reason = reason
-        elif spec.run_at is not None and spec.run_at > now:
-            job.status = JobStatus.DELAYED
-            job.deadlines.wake = spec.run_at
-            reason = "run_at is in the future"
-            job.status_reason = reason
-        else:
-            self._set_start_deadline(job, now)
-        self.registry.add(job, actor=actor, reason=reason)
-        if job.status is JobStatus.QUEUED:
-            self._arm_start(job)
-            self._enqueue(job)
-        elif job.status is JobStatus.DELAYED and job.deadlines.wake is not None:
-            self.timers.arm(TimerKind.WAKE, job.id, job.deadlines.wake)
-        return job
-
-    async def get_job(self, job_id: str) -> Job:
-        """The job as committed: a change still on its way to the store is waited for (one group
-        commit at most), so a reader never sees a state that a crash could take back."""
-        job_id = await self.resolve_job_id(job_id)
-        job = self.registry.get(job_id)
-        if job is None:
-            job = await self._read(self.store.get_job, job_id)
-        elif job.sequence > self.bus.head:
-            await self.writer.flush()
-        if job is None:
-            raise JobNotFound(job_id)
-        return job
-
-    async def resolve_job_id(self, text: str) -> str:
-        """The full id ``text`` names: itself, or the one job whose id starts or ends with it (people
-        copy the console's last 8 characters); InvalidArgument when several do, JobNotFound when none."""
-        part = id_abbreviation(text)
-        if part is None:
-            return parse_job_id(text)
-        # Every acknowledged job is in the store once what is pending is written.
-        await self.writer.flush()
-        shown = 5
-        found = await self._read(self.store.job_ids_abbreviated, part, shown + 1)
-        if not found:
-            raise NotFound(f"no job id starts or ends with {text!r}", job_id=text)
-        if len(found) > 1:
-            listed = ", ".join(found[:shown]) + (", ..." if len(found) > shown else "")
-            many = f"{shown} or more" if len(found) > shown else str(len(found))
-            raise InvalidArgument(f"job id {text!r} is ambiguous: it matches {many} jobs: {listed}")
-        return str(found[0])
-
-    async def list_jobs(self, query: JobQuery) -> tuple[list[Job], str, int]:
-        """A page of jobs, newest first; the next page token ('' on the last page); the head sequence
-        the page reflects."""
-        if query.page_size < 0 or query.page_size > Limits.MAX_PAGE_SIZE:
-            raise InvalidArgument(f"page_size must be between 0 and {Limits.MAX_PAGE_SIZE}")
-        page_size = query.page_size or Limits.DEFAULT_PAGE_SIZE
-        if query.before_id:
-            try:
-                query.before_id = parse_job_id(query.before_id)
-            except InvalidArgument:
-                raise InvalidArgument("malformed page_token") from None
-        if query.action:
-            check_action(query.action)
-        check_string(query.text, "text")
-        check_string(query.label, "label")
-        head = self.bus.head
-        query.page_size = page_size + 1
-        jobs = await self._read(self.store.list_jobs, query)
-        next_token = ""
-        if len(jobs) > page_size:
-            jobs = jobs[:page_size]
-            next_token = jobs[-1].id
-        return jobs, next_token, head
-
-    async def job_events(self, job_id: str) -> list[Event]:
-        job = await self.get_job(job_id)
-        return await self._read(self.store.job_events, job.id)
-
-    async def events_between(
-        self, after: int, up_to: int, limit: int, job_ids: Sequence[str] = ()
-    ) -> list[Event]:
-        return await self._read(self.store.events_between, after, up_to, limit, job_ids)
-
-    async def job_logs(self, job_id: str, after_index: int, limit: int) -> list[LogLine]:
-        job = await self.get_job(job_id)
-        if after_index < 0:
-            raise InvalidArgument("after_index must not be negative")
-        if limit < 0 or limit > 10_000:
-            raise InvalidArgument("limit must be between 0 and 10000")
-        return await self._read(self.store.job_logs, job.id, after_index, limit or 1000)
-
-    async def cancel(self, job_id: str, *, reason: str = "", actor: str = "api") -> JobSnapshot:
-        """Cancel a waiting job at once; ask the worker of a running one (CANCELLED when it confirms).
-        A second cancel while the first waits for the worker is refused, and changes nothing."""
-        self._check_running()
-        check_string(reason, "reason", Limits.MAX_MESSAGE_LENGTH)
-        job = await self.get_job(job_id)
-        reason = reason or f"cancelled by {actor}"
-        if job.status in TERMINAL_STATUSES:
-            raise InvalidTransition(
-                f"job {job.id} is already {job.status.name}; only an unfinished job can be cancelled",
-                job_id=job.id,
-            )
-        if job.cancel_requested and job.status not in WAITING_STATUSES:
-            raise InvalidTransition(await self._cancel_pending(job), job_id=job.id)
-        if job.status in WAITING_STATUSES:
-            self._end(job, JobStatus.CANCELLED, reason=reason, actor=actor)
-        else:
-            job.cancel_requested = True
-            job.status_reason = reason
-            self._decide_cancel(job, reason, actor)
-            self.registry.record(job, JobEventType.CANCEL_REQUESTED, actor=actor, reason=reason)
-            session = self._holder(job)
-            if session is not None:
-                attempt = job.attempt
-                self.writer.after_commit(lambda: session.send(CancelOut(job.id, attempt, reason)))
-            self.timers.arm(TimerKind.CANCEL, job.id, self.clock() + self.config.cancel_grace)
-        snapshot = job.snapshot()
-        await self.writer.flush()
-        return snapshot
-
-    async def _cancel_pending(self, job: Job) -> str:
-        """Why a second cancel of ``job`` is refused: who asked first, and when (from its history)."""
-        events = await self._read(self.store.job_events, job.id)
-        asked = next((ev for ev in reversed(events) if ev.type is JobEventType.CANCEL_REQUESTED), None)
-        by = ""
-        if asked is not None:
-            when = datetime.fromtimestamp(asked.time, UTC).isoformat(timespec="seconds")
-            by = f" by {asked.actor} at {when}" + (f" ({asked.reason})" if asked.reason else "")
-        return (
-            f"job {job.id} is {job.status.name} and its cancel was already requested{by}; the engine "
-            "waits for its worker to confirm that the executor stopped (or for the worker's session to "
-            "be declared dead); nothing changed"
-        )
-
-    async def retry(
-        self, job_id: str, *, from_step: str = "", reason: str = "", actor: str = "api"
-    ) -> JobSnapshot:
-        """A new attempt of a FAILED or CANCELLED job, from its last checkpoint or from ``from_step``."""
-        self._check_running()
-        check_string(reason, "reason", Limits.MAX_MESSAGE_LENGTH)
-        check_string(from_step, "from_step", Limits.MAX_STEP_NAME_LENGTH)
-        job = await self.get_job(job_id)
-        if job.status not in OPERATOR_RETRYABLE_STATUSES:
-            raise InvalidTransition(
-                f"job {job.id} is {job.status.name}; only FAILED or CANCELLED jobs can be retried",
-                job_id=job.id,
-            )
-        if from_step and not job.checkpoint.has_step(from_step):
-            finished = ", ".join(s.name for s in job.checkpoint.completed_steps) or "none"
-            raise InvalidArgument(
-                f"job {job.id} has no finished step {from_step!r} (finished steps: {finished})", job_id=job.id
-            )
-        if from_step:
-            job.checkpoint = job.checkpoint.truncated_before(from_step)
-        job.next_mode = ExecutionMode.RETRY
-        job.cancel_requested = False
-        _clear_attempt_fields(job)
-        job.start_retries = 0
-        job.finished_at = None
-        self._set_start_deadline(job, self.clock())
-        what = f"from step {from_step!r}" if from_step else "from the last checkpoint"
-        self.registry.transition(
-            job, JobStatus.QUEUED, actor=actor, reason=reason or f"retried by {actor} {what}"
-        )
-        self._arm_start(job)
-        self._enqueue(job)
-        snapshot = job.snapshot()
-        await self.writer.flush()
-        return snapshot
-
-    def stats(self) -> StatsView:
-        counts = self._committed_counts()
-        statuses: dict[JobStatus, int] = {}
-        per_action: dict[str, dict[JobStatus, int]] = {}
-        for (action, status), count in counts.items():
-            if count:
-                statuses[status] = statuses.get(status, 0) + count
-                per_action.setdefault(action, {})[status] = count
-        actions = set(per_action) | set(self._configs)
-        for session in self.sessions.values():
-            actions |= set(session.executors)
-        views = []
-        without_workers = []
-        for action in sorted(actions):
-            serving = [s for s in self.sessions.values() if action in s.executors]
-            action_counts = per_action.get(action, {})
-            config = self.action_config(action)
-            views.append(
-                ActionStatsView(
-                    action=action,
-                    counts=action_counts,
-                    paused=config.paused,
-                    workers=len(serving),
-                    free_capacity=sum(s.free_for(action) for s in serving),
-                    max_running=config.max_running,
-                )
-            )
-            waiting = sum(action_counts.get(s, 0) for s in (JobStatus.QUEUED, JobStatus.WAITING_FOR_LOCK))
-            if waiting and not serving:
-                without_workers.append(action)
-        return StatsView(
-            statuses=statuses,
-            actions=views,
-            running=statuses.get(JobStatus.RUNNING, 0),
-            queued=statuses.get(JobStatus.QUEUED, 0),
-            throughput=self.registry.throughput(),
-            actions_without_workers=without_workers,
-            head_sequence=self.bus.head,
-            workers=len(self.sessions),
-            watchers=len(self.bus.subscribers()),
-        )
-
-    def _committed_counts(self) -> Counter[tuple[str, JobStatus]]:
-        """The registry's counts less the changes whose events are not published yet.
-
-        The registry counts a change when it numbers its event; ``head_sequence`` is the last
-        event published. Without this, a client that seeds its counts from ``GetStats`` and then
-        follows ``WatchJobs`` from the head would count a change in flight twice.
-        """
-        counts = Counter(self.registry.counts)
-        for ev in self.writer.uncommitted_events():
-            action, status = ev.snapshot["action"], JobStatus(ev.snapshot["status"])
-            if ev.type is JobEventType.SUBMITTED:
-                counts[(action, status)] -= 1
-            elif ev.previous_status is not None and ev.previous_status is not status:
-                counts[(action, status)] -= 1
-                counts[(action, ev.previous_status)] += 1
-        return counts
-
-    def subscribe(
-        self,
-        event_filter: EventFilter | None = None,
-        *,
-        peer: str = "",
-        on_cut: Callable[[], None] | None = None,
-    ) -> Subscription:
-        return self.bus.subscribe(event_filter, peer=peer, on_cut=on_cut)
-
-
-def _request_differences(spec: SubmitSpec, locks: list[LockRequest], job: Job) -> list[str]:
-    """The fields that define a job in which ``spec`` (with its checked ``locks``) differs from
-    ``job``: what makes a reused idempotency key a different request. Compared as the store keeps
-    them (``to_dict``), so a job read back after a restart compares like one in memory."""
-    fields = {
-        "action": (spec.action, job.action),
-        "input": (spec.input, job.input),
-        "priority": (spec.priority, job.priority),
-        "labels": (spec.labels, job.labels),
-        "locks": (_lock_set(locks), _lock_set(job.locks)),
-        "correlation_id": (spec.correlation_id, job.correlation_id),
-        "run_at": (spec.run_at, job.run_at),
-        "timeouts": (spec.timeouts.to_dict(), job.timeouts.to_dict()),
-        "retry_policy": (
-            spec.retry_policy.to_dict() if spec.retry_policy else None,
-            job.retry_policy.to_dict() if job.retry_policy else None,
-        ),
-        "workflow_variables": (spec.workflow_variables, job.workflow_variables),
-    }
-    return [name for name, (asked, first) in fields.items() if asked != first]
-
-
-def _lock_set(locks: Sequence[LockRequest]) -> set[tuple[str, int]]:
-    return {(lock.resource, int(lock.mode)) for lock in locks}
-
-
-def _spec_as_job(spec: SubmitSpec, locks: list[LockRequest]) -> Job:
-    """A job made of ``spec``, only to compare another spec of the same batch with it."""
-    return Job(
-        id="",
-        action=spec.action,
-        status=JobStatus.QUEUED,
-        input=spec.input,
-        created_at=0.0,
-        updated_at=0.0,
-        priority=spec.priority,
-        labels=spec.labels,
-        locks=locks,
-        correlation_id=spec.correlation_id,
-        run_at=spec.run_at,
-        timeouts=spec.timeouts,
-        retry_policy=spec.retry_policy,
-        workflow_variables=spec.workflow_variables,
-    )
-
-
-def _refuse_reused_key(
-    key: str, spec: SubmitSpec, locks: list[LockRequest], existing: Job, prefix: str
-) -> None:
-    """FailedPrecondition when ``spec`` is not the request that made ``existing`` under ``key``."""
-    differ = _request_differences(spec, locks, existing)
-    if differ:
-        raise FailedPrecondition(
-            f"{prefix}idempotency_key {key!r} was already used for job {existing.id} with a different "
-            f"request ({', '.join(differ)} differ); send the same request to get that job back, or use "
-            "a new key; nothing was submitted",
-            job_id=existing.id,
         )

@@ -11,11 +11,12 @@ from typing import Any
 from jobwarden.contract import Limits, LockMode
 
 from .errors import (
+    EngineStopping,
     FailedPrecondition,
     InvalidArgument,
     JobNotFound,
 )
-from .flow import EngineBase, _lock_map
+from .flow import JobFlow, lock_map
 from .ids import parse_job_id
 from .locks import LockHolding, ResourceView
 from .timers import TimerKind
@@ -30,19 +31,68 @@ __all__ = ["ExternalLocks"]
 log = logging.getLogger("jobwarden.engine")
 
 
-class ExternalLocks(EngineBase):
-    """Locks held by systems outside jobwarden, with a TTL."""
+class ExternalLocks:
+    """Locks held by systems outside jobwarden, with a TTL (its timers are this part's)."""
+
+    def __init__(self, flow: JobFlow) -> None:
+        self.flow = flow
+        self.clock = flow.clock
+        self.locks = flow.locks
+        self.registry = flow.registry
+        self.timers = flow.timers
+        self.writer = flow.writer
+        self.store = flow.store
+        self.read = flow.read
+        #: external holders waiting in AcquireLock
+        self._waiters: dict[str, asyncio.Future[None]] = {}
+        #: holder -> when its locks expire
+        self._ttls: dict[str, float] = {}
+        self.timers.on(TimerKind.LOCK_TTL, self._on_lock_ttl)
+        flow.on_external_grant(self._wake_waiter)
+
+    def restore_ttl(self, holder: str, expires_at: float) -> None:
+        """A holding read back from the store at start: its TTL runs on."""
+        self._ttls[holder] = expires_at
+        self.timers.arm(TimerKind.LOCK_TTL, holder, expires_at)
+
+    def stop(self) -> None:
+        """Wake every holder still waiting in AcquireLock with EngineStopping."""
+        for future in self._waiters.values():
+            if not future.done():
+                future.set_exception(EngineStopping("the engine is stopping"))
+
+    def _wake_waiter(self, holder: str) -> bool:
+        """The locks ``holder`` waits for were granted: wake its AcquireLock (it persists them and arms
+        their TTL). False when it no longer waits."""
+        waiter = self._waiters.get(holder)
+        if waiter is None or waiter.done():
+            return False
+        waiter.set_result(None)
+        return True
+
+    def _on_lock_ttl(self, holder: str) -> None:
+        if not self.flow.running:
+            return
+        expires_at = self._ttls.get(holder)
+        if expires_at is None or not self.locks.holds(holder):
+            return
+        if expires_at > self.clock() + 0.001:
+            self.timers.arm(TimerKind.LOCK_TTL, holder, expires_at)
+            return
+        del self._ttls[holder]
+        log.info("locks of %s expired (TTL)", holder)
+        self.flow.release_locks_of(holder)
 
     async def acquire_locks(
         self, holder: str, requests: list[tuple[str, int]], ttl: float, wait: float | None
     ) -> list[tuple[str, LockHolding]]:
         """Locks for an external holder, all at once, released when ``ttl`` passes (counted from the
         grant). Unfree locks: FailedPrecondition at once, or with ``wait`` a FIFO wait up to that long."""
-        self._check_running()
+        self.flow.check_running()
         self._check_holder(holder)
         if not requests:
             raise InvalidArgument("at least one lock is required")
-        locks = _lock_map(check_lock_requests(requests))
+        locks = lock_map(check_lock_requests(requests))
         check_duration(ttl, "ttl")
         if wait is not None:
             check_duration(wait, "wait", allow_zero=True)
@@ -51,12 +101,12 @@ class ExternalLocks(EngineBase):
             if not may_wait:
                 raise FailedPrecondition(f"the locks are not free: {self._describe_busy(locks)}")
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._lock_waiters[holder] = future
+            self._waiters[holder] = future
             try:
                 await asyncio.wait_for(asyncio.shield(future), wait)
             except TimeoutError:
                 if not future.done():
-                    self._handle_grants(self.locks.withdraw(holder))
+                    self.flow.handle_grants(self.locks.withdraw(holder))
                     raise FailedPrecondition(
                         f"the locks were not granted within {wait:g}s: {self._describe_busy(locks)}"
                     ) from None
@@ -64,17 +114,17 @@ class ExternalLocks(EngineBase):
                 # The caller gave up (deadline, cancel, disconnect): leave the queue, or give back
                 # locks granted just now, before their TTL was armed; either would otherwise linger.
                 if self.locks.is_waiting(holder):
-                    self._handle_grants(self.locks.withdraw(holder))
+                    self.flow.handle_grants(self.locks.withdraw(holder))
                 elif self.locks.holds(holder):
-                    self._release_locks_of(holder)
+                    self.flow.release_locks_of(holder)
                 raise
             finally:
-                self._lock_waiters.pop(holder, None)
+                self._waiters.pop(holder, None)
         expires_at = self.clock() + ttl
         for holding in self.locks.held_by(holder).values():
             holding.expires_at = expires_at
-        self._lock_ttls[holder] = expires_at
-        self._persist_holdings(holder)
+        self._ttls[holder] = expires_at
+        self.flow.persist_holdings(holder)
         self.timers.arm(TimerKind.LOCK_TTL, holder, expires_at)
         await self.writer.flush()
         return sorted(self.locks.held_by(holder).items())
@@ -101,7 +151,7 @@ class ExternalLocks(EngineBase):
         return "; ".join(parts) or "earlier waiters come first"
 
     async def release_locks(self, holder: str, resources: Sequence[str]) -> int:
-        self._check_running()
+        self.flow.check_running()
         if not holder:
             raise InvalidArgument("holder is required")
         if not self.locks.holds(holder):
@@ -109,10 +159,10 @@ class ExternalLocks(EngineBase):
         holdings = self.locks.held_by(holder)
         if any(h.job_id is not None for h in holdings.values()):
             raise FailedPrecondition("a job's locks are released by the engine when the job ends")
-        released = self._release_locks_of(holder, resources or None)
+        released = self.flow.release_locks_of(holder, resources or None)
         if not self.locks.holds(holder):
             self.timers.disarm(TimerKind.LOCK_TTL, holder)
-            self._lock_ttls.pop(holder, None)
+            self._ttls.pop(holder, None)
         await self.writer.flush()
         return released
 
@@ -132,7 +182,7 @@ class ExternalLocks(EngineBase):
         """End a job being stopped as decided (KILLED or CANCELLED) without waiting for its worker, so
         its locks pass on: the admin's word that its executor no longer touches them. The worker's later
         messages about that attempt are refused as stale. Returns the locks released and the job."""
-        self._check_running()
+        self.flow.check_running()
         job_id = parse_job_id(job_id)
         if not reason.strip():
             raise InvalidArgument(
@@ -141,7 +191,7 @@ class ExternalLocks(EngineBase):
         check_string(reason, "reason", Limits.MAX_MESSAGE_LENGTH)
         job = self.registry.jobs.get(job_id)
         if job is None:
-            finished = self.registry.get(job_id) or await self._read(self.store.get_job, job_id)
+            finished = self.registry.get(job_id) or await self.read(self.store.get_job, job_id)
             if finished is None:
                 raise JobNotFound(job_id)
             raise FailedPrecondition(
@@ -155,7 +205,7 @@ class ExternalLocks(EngineBase):
             )
         released = len(self.locks.held_by(job.id))
         log.warning("locks of job %s force-released by %s: %s", job.id, actor, reason)
-        self._finish_stop(job, actor=actor, how=f"locks force-released by admin:{actor}: {reason}")
+        self.flow.finish_stop(job, actor=actor, how=f"locks force-released by admin:{actor}: {reason}")
         snapshot = job.snapshot()
         await self.writer.flush()
         return released, snapshot

@@ -7,6 +7,9 @@ itself (a plain function would go through a thread pool and fall behind under lo
 
 A timer only says "look at this job now": the callback re-reads the job and decides, so a timer that
 fires for a deadline that has since moved or gone does nothing harmful.
+
+Each part of the engine registers what its own kinds of timer do (``timers.on(kind, handler)``):
+``Deadlines`` the job deadlines, ``ExternalLocks`` the lock TTLs; a new part brings its own kinds.
 """
 
 from __future__ import annotations
@@ -14,14 +17,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 
-__all__ = ["TimerKind", "Timers"]
+__all__ = ["TimerHandler", "TimerKind", "Timers"]
 
 log = logging.getLogger("jobwarden.timers")
 
@@ -43,12 +46,13 @@ class TimerKind:
     LOCK_TTL = "lock_ttl"
 
 
-FireCallback = Callable[[str, str], Awaitable[None]]
+#: what a timer of one kind does when it fires, given the timer's key (a job id, a lock holder, ...)
+TimerHandler = Callable[[str], None]
 
 
 class Timers:
-    def __init__(self, on_fire: FireCallback) -> None:
-        self._on_fire = on_fire
+    def __init__(self) -> None:
+        self._handlers: dict[str, TimerHandler] = {}
         self._scheduler = AsyncIOScheduler(
             timezone=UTC,
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
@@ -58,6 +62,17 @@ class Timers:
         #: seconds late of each fire while record_lateness is on (the benchmark reads it)
         self.lateness: list[float] = []
         self.record_lateness = False
+
+    def on(self, kind: str, handler: TimerHandler, *, replace: bool = False) -> None:
+        """Call ``handler(key)`` when a timer of ``kind`` fires. A kind has one handler: registering
+        a second one is refused (two parts claiming a kind is a bug), unless ``replace`` says so."""
+        if kind in self._handlers and not replace:
+            raise ValueError(f"timer kind {kind!r} already has a handler")
+        self._handlers[kind] = handler
+
+    def handler(self, kind: str) -> TimerHandler | None:
+        """The handler of ``kind``, if one is registered."""
+        return self._handlers.get(kind)
 
     def start(self) -> None:
         self._scheduler.start()
@@ -74,7 +89,7 @@ class Timers:
         return self._armed.get(f"{kind}:{key}")
 
     def arm(self, kind: str, key: str, at: float) -> None:
-        """Fire ``on_fire(kind, key)`` at POSIX time ``at`` (at once if it has passed)."""
+        """Call the handler of ``kind`` with ``key`` at POSIX time ``at`` (at once if it has passed)."""
         timer_id = f"{kind}:{key}"
         if self._armed.get(timer_id) == at:
             return
@@ -102,6 +117,6 @@ class Timers:
             self.lateness.append(time.time() - at)
         self.fired += 1
         try:
-            await self._on_fire(kind, key)
+            self._handlers[kind](key)
         except Exception:
             log.exception("timer %s failed", timer_id)

@@ -1,4 +1,5 @@
-"""The engine side of ExecutorService.Connect: sessions, the messages workers send, and dispatch.
+"""The engine side of ExecutorService.Connect: sessions opening and closing, and the messages
+workers send (updates, results, logs, heartbeats, cancel acks, hand-backs).
 
 Every message about a job names its attempt (a fencing token): a message for an attempt that is not
 the live one, or not held by this worker, is refused and changes nothing.
@@ -22,6 +23,7 @@ from jobwarden.contract import (
     Limits,
 )
 
+from .dispatch import Dispatcher
 from .errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -29,7 +31,7 @@ from .errors import (
     JobNotFound,
     StaleAttempt,
 )
-from .flow import EngineBase, _status_name
+from .flow import JobFlow, status_name
 from .ids import parse_job_id
 from .model import (
     Checkpoint,
@@ -39,7 +41,6 @@ from .model import (
     LogLine,
 )
 from .sessions import (
-    AssignmentOut,
     CancelOut,
     RefusalOut,
     RegisteredOut,
@@ -62,14 +63,41 @@ __all__ = ["WorkerProtocol"]
 log = logging.getLogger("jobwarden.engine")
 
 
-class WorkerProtocol(EngineBase):
-    """Worker sessions: register, updates, results, logs, heartbeats, cancel acks, hand-backs, dispatch."""
+class WorkerProtocol:
+    """Worker sessions: register, updates, results, logs, heartbeats, cancel acks, hand-backs."""
+
+    def __init__(self, flow: JobFlow, dispatcher: Dispatcher) -> None:
+        self.flow = flow
+        self.dispatcher = dispatcher
+        self.config = flow.config
+        self.clock = flow.clock
+        self.registry = flow.registry
+        self.writer = flow.writer
+        self.timers = flow.timers
+        self.store = flow.store
+        self.read = flow.read
+        self.sessions = dispatcher.sessions
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start declaring silent sessions dead."""
+        self._sweeper = asyncio.get_running_loop().create_task(
+            self._sweep_sessions(), name="jobwarden-sweeper"
+        )
+
+    def stop(self) -> None:
+        """Stop the sweeper and close every session (its stream ends; its jobs stay as they are)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for session in list(self.sessions.values()):
+            session.close()
+        self.sessions.clear()
 
     def register(self, reg: Registration) -> WorkerSession:
         """Open a worker session. Re-attaches the jobs it reports still running when they are still
         its own; the rest it must stop (``rejected`` in the answer). A worker id whose session is alive
         is refused (AlreadyExists) unless the register presents that session's token."""
-        self._check_running()
+        self.flow.check_running()
         self._check_registration(reg)
         now = self.clock()
         worker_id = reg.worker_id or f"w-{uuid.uuid4().hex[:12]}"
@@ -105,7 +133,7 @@ class WorkerProtocol(EngineBase):
             session.hold(job)
             job.heartbeat_at = now
             if job.status is JobStatus.TIMED_OUT:
-                self._back_to_running(
+                self.flow.back_to_running(
                     job, reason=f"worker {session.name} reconnected", actor=f"worker:{worker_id}"
                 )
             resumed.append((job_id, attempt))
@@ -124,7 +152,7 @@ class WorkerProtocol(EngineBase):
             session.capacity,
             len(resumed),
         )
-        self._schedule_dispatch()
+        self.dispatcher.schedule()
         return session
 
     def _check_replaces(self, old: WorkerSession, reg: Registration) -> None:
@@ -183,8 +211,8 @@ class WorkerProtocol(EngineBase):
                 continue
             session.drop(job)
             if job.status is JobStatus.RUNNING:
-                self._time_out(job, now, reason=f"worker {session.name} disconnected ({reason})")
-        if self._running:
+                self.flow.time_out(job, now, reason=f"worker {session.name} disconnected ({reason})")
+        if self.flow.running:
             self._persist_worker(session, connected=False)
         log.info("worker %s (%s) disconnected: %s", session.name, session.id, reason)
 
@@ -271,9 +299,9 @@ class WorkerProtocol(EngineBase):
             job.job_variables = {**job.job_variables, **update.job_variables}
         if update.workflow_variables:
             job.workflow_variables = {**job.workflow_variables, **update.workflow_variables}
-        self._heard_from(job)
+        self.flow.heard_from(job)
         if job.status is JobStatus.TIMED_OUT:
-            self._back_to_running(
+            self.flow.back_to_running(
                 job, reason="an update arrived before the takeover deadline", actor=f"worker:{session.id}"
             )
         else:
@@ -324,9 +352,9 @@ class WorkerProtocol(EngineBase):
             job.result = result.result or {}
             job.progress = 100
             job.error = None
-            self._end(job, JobStatus.COMPLETED, actor=actor)
+            self.flow.end(job, JobStatus.COMPLETED, actor=actor)
         elif status == JobStatus.CANCELLED:
-            self._end(
+            self.flow.end(
                 job,
                 JobStatus.CANCELLED,
                 actor=actor,
@@ -337,17 +365,17 @@ class WorkerProtocol(EngineBase):
                 ErrorKind.JOB_ERROR, "the executor reported a failure without an error"
             )
             failure.step = failure.step or job.step
-            self._fail(job, failure, actor=actor)
+            self.flow.fail(job, failure, actor=actor)
         attempt = result.attempt
         self.writer.after_commit(lambda: session.send(ResultAckOut(job.id, attempt, True)))
-        self._schedule_dispatch()
+        self.dispatcher.schedule()
 
     def _result_of_killed(self, session: WorkerSession, job: Job, result: JobResultIn) -> None:
         """A result for an attempt the engine had decided to kill (its execution timeout passed): it says
         the executor stopped, which is all it is taken for. What the executor reported is noted in the
         job's error and dropped, as a late result (accepted: the stop is acknowledged)."""
-        reported = _status_name(result.status)
-        self._finish_stop(
+        reported = status_name(result.status)
+        self.flow.finish_stop(
             job,
             actor=f"worker:{session.id}",
             how=f"its executor stopped later and reported {reported}, which was dropped",
@@ -358,7 +386,7 @@ class WorkerProtocol(EngineBase):
 
     def _result_problem(self, result: JobResultIn, job: Job) -> str:
         if result.status not in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
-            given = "UNSPECIFIED" if result.status == 0 else _status_name(result.status)
+            given = "UNSPECIFIED" if result.status == 0 else status_name(result.status)
             return f"status must be COMPLETED, FAILED or CANCELLED, not {given}"
         try:
             if result.result is not None:
@@ -389,17 +417,17 @@ class WorkerProtocol(EngineBase):
                 f"{len(lines)} log lines in one message, at most {Limits.MAX_LOG_LINES_PER_MESSAGE}",
                 job_id=job_id,
             )
-        if job.id not in self._log_index:
-            base = await self._read(self.store.max_log_index, job.id)
-            self._log_index.setdefault(job.id, base)
-        index = self._log_index[job.id]
+        if job.id not in self.flow.log_index:
+            base = await self.read(self.store.max_log_index, job.id)
+            self.flow.log_index.setdefault(job.id, base)
+        index = self.flow.log_index[job.id]
         out = []
         for when, level, message in lines:
             index += 1
             if len(message) > Limits.MAX_LOG_LINE_LENGTH:
                 message = message[: Limits.MAX_LOG_LINE_LENGTH] + " …[truncated]"
             out.append(LogLine(job.id, index, attempt, when or self.clock(), (level or "INFO")[:32], message))
-        self._log_index[job.id] = index
+        self.flow.log_index[job.id] = index
         self.writer.log_lines(out)
 
     def worker_heartbeat(
@@ -418,13 +446,13 @@ class WorkerProtocol(EngineBase):
             except (StaleAttempt, JobNotFound, InvalidArgument) as error:
                 refusals.append(RefusalOut(job_id, attempt, error.code, error.message, "heartbeat"))
                 continue
-            self._heard_from(job)
+            self.flow.heard_from(job)
             if extend is not None:
                 job.deadlines.execution = self.clock() + extend
                 self.timers.arm(TimerKind.EXECUTION, job.id, job.deadlines.execution)
                 self.registry.touch(job)
             if job.status is JobStatus.TIMED_OUT:
-                self._back_to_running(
+                self.flow.back_to_running(
                     job,
                     reason="a heartbeat arrived before the takeover deadline",
                     actor=f"worker:{session.id}",
@@ -435,7 +463,7 @@ class WorkerProtocol(EngineBase):
         job = self._held_job(session, job_id, attempt)
         if job.stop_request is None:
             raise FailedPrecondition(f"no cancel was requested for job {job_id}", job_id=job_id)
-        self._finish_stop(job, actor=f"worker:{session.id}")
+        self.flow.finish_stop(job, actor=f"worker:{session.id}")
 
     def worker_release(self, session: WorkerSession, jobs: Sequence[tuple[str, int]], reason: str) -> None:
         """A draining worker hands running jobs back: they go first in the queue, as RESUME when the
@@ -451,18 +479,18 @@ class WorkerProtocol(EngineBase):
                 )
         for job in found:
             spec = session.executors.get(job.action)
-            self._finish_attempt(job, JobStatus.QUEUED, session)
+            self.flow.finish_attempt(job, JobStatus.QUEUED, session)
             job.next_mode = ExecutionMode.RESUME if spec and spec.supports_resume else ExecutionMode.RETRY
-            self._set_start_deadline(job, self.clock())
+            self.flow.set_start_deadline(job, self.clock())
             self.registry.transition(
                 job,
                 JobStatus.QUEUED,
                 actor=f"worker:{session.id}",
                 reason=f"handed back by worker {session.name}" + (f": {reason}" if reason else ""),
             )
-            self._arm_start(job)
-            self.queues.push(job, urgent=True)
-        self._schedule_dispatch()
+            self.flow.arm_start(job)
+            self.dispatcher.job_ready(job, urgent=True)
+        self.dispatcher.schedule()
 
     def workers(self) -> list[WorkerSession]:
         return sorted(self.sessions.values(), key=lambda s: s.connected_at)
@@ -476,38 +504,3 @@ class WorkerProtocol(EngineBase):
             for session in list(self.sessions.values()):
                 if now - session.last_seen > limit:
                     self.disconnect(session, reason=f"silent for {now - session.last_seen:.1f}s")
-
-    def _dispatch(self) -> None:
-        """Hand ready jobs to workers with free capacity: never beyond a worker's capacity, an executor's
-        max_concurrency or an action's max_running."""
-        self._dispatch_scheduled = False
-        if not self._running:
-            return
-        for action in self.queues.actions():
-            config = self.action_config(action)
-            if config.paused:
-                continue
-            serving = [s for s in self.sessions.values() if action in s.executors]
-            if not serving:
-                continue
-            while self.queues.size(action):
-                if config.max_running and self.registry.active(action) >= config.max_running:
-                    break
-                session = max(serving, key=lambda s: s.free_for(action))
-                if session.free_for(action) <= 0:
-                    break
-                job_id = self.queues.pop(action)
-                if job_id is None:
-                    break
-                job = self.registry.jobs.get(job_id)
-                if job is None or job.status is not JobStatus.QUEUED:
-                    continue
-                if job.locks and not job.locks_held and not self._take_locks(job):
-                    continue
-                self._start(job, session)
-
-    def _send_assignment(self, session: WorkerSession, job: Job, attempt: int) -> None:
-        # The job may have been cancelled, taken over or finished while the commit ran.
-        if job.attempt != attempt or session.jobs.get(job.id) != attempt or job.status not in ACTIVE_STATUSES:
-            return
-        session.send(AssignmentOut(job.snapshot(), attempt, job.mode, job.deadlines))

@@ -22,7 +22,8 @@ from typing import Any
 
 from .errors import StoreUnavailable
 from .model import Event, Job, LogLine
-from .store import Store, WriteSet, event_row, job_row
+from .store import WriteSet, event_row, job_row
+from .store_api import JobStore
 
 __all__ = ["CommitReport", "CommitStats", "Writer"]
 
@@ -97,7 +98,7 @@ class _Batch:
 class Writer:
     def __init__(
         self,
-        store: Store,
+        store: JobStore,
         publish: Callable[[list[Event]], None],
         *,
         caller_timeout: float = 10.0,
