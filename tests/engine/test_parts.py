@@ -1,6 +1,6 @@
 """The engine's parts on their own: a ``JobFlow`` and a ``Dispatcher`` (and the ``Jobs`` part that makes
-jobs) on a real SQLite store, without gRPC and without the ``Engine`` façade; and a new part that
-brings its own kind of timer."""
+jobs) on a real SQLite store and on the in-memory one, without gRPC and without the ``Engine`` façade;
+and a new part that brings its own kind of timer."""
 
 from __future__ import annotations
 
@@ -17,12 +17,15 @@ from jobwarden.server.core import (
     AssignmentOut,
     DeadlineHandlers,
     Dispatcher,
+    Engine,
     EngineConfig,
     EventBus,
     ExecutorSpec,
     JobFlow,
     Jobs,
+    JobStore,
     LockTable,
+    MemoryStore,
     Registry,
     Store,
     SubmitSpec,
@@ -36,7 +39,7 @@ from tests.support.waiting import wait_for
 
 @dataclass
 class Parts:
-    store: Store
+    store: JobStore
     writer: Writer
     timers: Timers
     flow: JobFlow
@@ -44,10 +47,10 @@ class Parts:
     jobs: Jobs
 
 
-@pytest.fixture
-async def parts(tmp_path: Path) -> AsyncIterator[Parts]:
+@pytest.fixture(params=["sqlite", "memory"])
+async def parts(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Parts]:
     config = EngineConfig(db_url=f"sqlite:///{tmp_path / 'parts.db'}")
-    store = Store(config.db_url)
+    store: JobStore = Store(config.db_url) if request.param == "sqlite" else MemoryStore()
     store.create_schema()
     bus = EventBus()
     writer = Writer(store, bus.publish)
@@ -183,3 +186,24 @@ async def test_a_timer_kind_claimed_twice_is_refused_and_the_first_handler_stays
     reminders.remind("step-2", time.time())
     await asyncio.wait_for(reminders.heard.wait(), 15)
     assert reminders.fired == ["step-2"]
+
+
+async def test_a_whole_engine_runs_on_the_in_memory_store_and_recovers_from_it() -> None:
+    """The store is a seam: the façade takes any ``JobStore``. A restart on the same store finds the
+    unfinished job and its history."""
+    store = MemoryStore()
+    first = Engine(EngineConfig(), store)
+    await first.start()
+    spec = SubmitSpec(action="ingest", locks=[("asset:3", int(LockMode.EXCLUSIVE))])
+    [(snapshot, _)] = await first.submit([spec])
+    await first.stop()
+
+    second = Engine(EngineConfig(), store)
+    await second.start()
+    try:
+        job = await second.get_job(snapshot["id"])
+        assert job.status is JobStatus.QUEUED
+        assert [lock.resource for lock in job.locks] == ["asset:3"]
+        assert [ev.type for ev in await second.job_events(job.id)] == [JobEventType.SUBMITTED]
+    finally:
+        await second.stop()
