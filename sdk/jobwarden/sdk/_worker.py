@@ -16,14 +16,11 @@ import os
 import socket
 import time
 from collections.abc import Mapping
-from datetime import datetime, timedelta
-from typing import Any
 
 import grpc
 from jobwarden.contract import Limits
 from jobwarden.sdk._address import engine_address
 from jobwarden.sdk._backoff import Backoff
-from jobwarden.sdk._context import JobContext
 from jobwarden.sdk._dispatch import Dispatcher
 from jobwarden.sdk._drain import Drain, signals_drain
 from jobwarden.sdk._exceptions import EngineUnavailable, ExecutorDefinitionError, from_rpc_error
@@ -251,34 +248,6 @@ class Worker:
         if not self._locks_declared and self._runner is not None:
             self._locks_declared = True
             self._runner.spawn(declare_locks(self.address, self._hosted.values(), worker_name=self.name))
-
-    # -- the reporter interface of JobContext (kept for callers of the worker's own) ---------------
-    def report_update(
-        self,
-        ctx: JobContext,
-        *,
-        progress: int | None = None,
-        message: str | None = None,
-        step: str | None = None,
-        completed_step: tuple[str, dict[str, Any]] | None = None,
-        job_variables: Mapping[str, str] | None = None,
-        workflow_variables: Mapping[str, str] | None = None,
-    ) -> None:
-        self._ledger.report_update(
-            ctx,
-            progress=progress,
-            message=message,
-            step=step,
-            completed_step=completed_step,
-            job_variables=job_variables,
-            workflow_variables=workflow_variables,
-        )
-
-    def report_log(self, ctx: JobContext, level: str, message: str, time: datetime) -> None:
-        self._ledger.report_log(ctx, level, message, time)
-
-    def report_heartbeat(self, ctx: JobContext, extend_execution: timedelta | None) -> None:
-        self._ledger.report_heartbeat(ctx, extend_execution)
 
 
 def _is_int(value: object) -> bool:
