@@ -8,7 +8,6 @@ from jobwarden.tui._format import truncate
 from jobwarden.tui.widgets import ConsoleFooter
 from jobwarden.v1 import job_pb2, job_service_pb2
 from rich.text import Text
-from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Static
@@ -51,6 +50,9 @@ _NARROW_ACTION = 16
 
 
 class ActionsScreen(PolledScreen):
+    COLUMNS = _COLUMNS
+    NARROW_COLUMNS = _NARROW_COLUMNS
+    NARROW_BELOW = NARROW
     NAV = "Actions"
     CSS_PATH = "screens.tcss"
 
@@ -62,30 +64,12 @@ class ActionsScreen(PolledScreen):
         super().__init__()
         self.listing = job_service_pb2.ListActionsResponse()
         self.stats = job_service_pb2.GetStatsResponse()
-        #: whether the table has its narrow columns
-        self.narrow = False
 
     def compose(self) -> ComposeResult:
         yield self.header()
         yield Static("", id="actions-summary", classes="summary")
         yield DataTable(id="actions", cursor_type="row", zebra_stripes=True)
         yield ConsoleFooter()
-
-    def on_mount(self) -> None:
-        self._set_columns(self.app.size.width < NARROW)
-
-    def on_resize(self, event: events.Resize) -> None:
-        narrow = event.size.width < NARROW
-        if narrow != self.narrow:
-            self._set_columns(narrow)
-            self._show()
-
-    def _set_columns(self, narrow: bool) -> None:
-        self.narrow = narrow
-        table = self.query_one(DataTable)
-        table.clear(columns=True)
-        for key, title in _NARROW_COLUMNS if narrow else _COLUMNS:
-            table.add_column(title, key=key)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return self.console.allows(action)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from jobwarden.sdk import JobwardenError
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.css.query import NoMatches
 from textual.widgets import DataTable
 
@@ -48,18 +48,43 @@ def _sort_key(values: Any) -> Any:
 
 
 class PolledScreen(ConsoleScreen):
-    """A screen that asks the engine for its rows every ``POLL_EVERY`` seconds while it is shown."""
+    """A screen that asks the engine for its rows every ``POLL_EVERY`` seconds while it is shown.
+
+    A screen that names ``COLUMNS`` gets them laid out on its table, or ``NARROW_COLUMNS`` while the
+    terminal is narrower than ``NARROW_BELOW`` (``self.narrow`` says which, for its cells)."""
 
     POLL_EVERY = 1.0
+    COLUMNS: ClassVar[Sequence[tuple[str, str]]] = ()
+    NARROW_COLUMNS: ClassVar[Sequence[tuple[str, str]]] = ()
+    NARROW_BELOW: ClassVar[int] = 0
 
     def __init__(self) -> None:
         super().__init__()
         self.error = ""
         self.polls = 0
+        self.narrow = False
+
+    def on_mount(self) -> None:
+        if self.COLUMNS:
+            self.set_columns(self.app.size.width < self.NARROW_BELOW)
+
+    def on_resize(self, event: events.Resize) -> None:
+        narrow = event.size.width < self.NARROW_BELOW
+        if self.COLUMNS and narrow != self.narrow:
+            self.set_columns(narrow)
+            self._show()
 
     def on_screen_resume(self) -> None:
         super().on_screen_resume()
         self._poll()
+
+    def set_columns(self, narrow: bool) -> None:
+        """Lay out ``table`` with its wide or its narrow columns."""
+        self.narrow = narrow
+        table = self.query_one(DataTable)
+        table.clear(columns=True)
+        for key, title in self.NARROW_COLUMNS if narrow else self.COLUMNS:
+            table.add_column(title, key=key)
 
     def on_screen_suspend(self) -> None:
         self.workers.cancel_group(self, "poll")

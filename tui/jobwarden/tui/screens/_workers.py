@@ -7,7 +7,6 @@ from jobwarden.tui.widgets import ConsoleFooter
 from jobwarden.v1 import executor_service_pb2
 from jobwarden.wire import timestamp_seconds as seconds
 from rich.text import Text
-from textual import events
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
@@ -38,36 +37,21 @@ _NARROW_OTHERS = 48
 
 
 class WorkersScreen(PolledScreen):
+    COLUMNS = _COLUMNS
+    NARROW_COLUMNS = _NARROW_COLUMNS
+    NARROW_BELOW = NARROW
     NAV = "Workers"
     CSS_PATH = "screens.tcss"
 
     def __init__(self) -> None:
         super().__init__()
         self.workers_seen: list[executor_service_pb2.Worker] = []
-        #: whether the table has its narrow columns
-        self.narrow = False
 
     def compose(self) -> ComposeResult:
         yield self.header()
         yield Static("", id="workers-summary", classes="summary")
         yield DataTable(id="workers", cursor_type="row", zebra_stripes=True)
         yield ConsoleFooter()
-
-    def on_mount(self) -> None:
-        self._set_columns(self.app.size.width < NARROW)
-
-    def on_resize(self, event: events.Resize) -> None:
-        narrow = event.size.width < NARROW
-        if narrow != self.narrow:
-            self._set_columns(narrow)
-            self._show()
-
-    def _set_columns(self, narrow: bool) -> None:
-        self.narrow = narrow
-        table = self.query_one(DataTable)
-        table.clear(columns=True)
-        for key, title in _NARROW_COLUMNS if narrow else _COLUMNS:
-            table.add_column(title, key=key)
 
     async def load(self) -> None:
         self.workers_seen = await self.console.client.workers()
