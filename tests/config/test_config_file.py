@@ -220,11 +220,32 @@ BAD = [
     (
         "fractional limit",
         "[actions.t]\nmax_running = 2.5\n",
-        "actions.t.max_running: Couldn't parse integer: 2.5",
+        "actions.t.max_running: expected a whole number, got 2.5",
     ),
     ("limit beyond int32", "[actions.t]\nmax_running = 1099511627776\n", "actions.t.max_running: Value out"),
+    (
+        "limit as a string",
+        "[actions.t]\nmax_running = '3'\n",
+        "actions.t.max_running: expected a whole number",
+    ),
+    ("boolean limit", "[actions.t]\nmax_running = true\n", "actions.t.max_running: expected a whole number"),
+    (
+        "resource not a string",
+        "[actions.t]\nlock_templates = [{ resource = 3 }]\n",
+        "actions.t.lock_templates[0].resource: expected a string, got 3",
+    ),
+    (
+        "a date in a run request's input",
+        "[actions.t.timeouts.start]\nduration = 1\n"
+        "run_request = { action = 'a', input = { at = 1979-05-27 } }\n",
+        "actions.t.timeouts.start.run_request.input.at: Value 1979-05-27 has unexpected type",
+    ),
     ("negative limit", "[actions.t]\nmax_queued = -1\n", "actions.t.max_queued must be between 0"),
-    ("string boolean", '[actions.t]\npaused = "false"\n', "actions.t.paused: Expected true or false"),
+    (
+        "string boolean",
+        '[actions.t]\npaused = "false"\n',
+        "actions.t.paused: expected true or false, got 'false'",
+    ),
     (
         "unknown lock mode",
         '[actions.t]\nlock_templates = [{ resource = "a", mode = "WRITE" }]\n',
@@ -279,7 +300,7 @@ BAD = [
     (
         "coefficient not a number",
         '[actions.t.retry_policy]\nbackoff_coefficient = "x"\n',
-        "actions.t.retry_policy.backoff_coefficient: Couldn't parse float: x",
+        "actions.t.retry_policy.backoff_coefficient: expected a number, got 'x'",
     ),
     ("timeouts not a table", "[actions.t]\ntimeouts = 3\n", "actions.t.timeouts must be a table"),
     ("actions not a table", "actions = 3\n", "actions must be a table"),

@@ -196,7 +196,31 @@ def _json_value(field: FieldDescriptor, value: Any, what: str) -> Any:
         return _json_fields(value, field.message_type, what)
     if field.enum_type is not None and isinstance(value, str):
         return _json_enum(field.enum_type, value, what)
+    _check_scalar_type(field, value, what)
     return value
+
+
+_WHOLE_NUMBERS = {
+    FieldDescriptor.CPPTYPE_INT32,
+    FieldDescriptor.CPPTYPE_INT64,
+    FieldDescriptor.CPPTYPE_UINT32,
+    FieldDescriptor.CPPTYPE_UINT64,
+}
+_NUMBERS = {FieldDescriptor.CPPTYPE_DOUBLE, FieldDescriptor.CPPTYPE_FLOAT}
+
+
+def _check_scalar_type(field: FieldDescriptor, value: Any, what: str) -> None:
+    """TOML values are typed: a string where the message has a number (JSON's mapping takes "3" for
+    3) or a number where it has a string is a mistake in the file, named as such."""
+    kind = field.cpp_type
+    if kind == FieldDescriptor.CPPTYPE_STRING and not isinstance(value, str):
+        raise InvalidArgument(f"{what}: expected a string, got {value!r}")
+    if kind == FieldDescriptor.CPPTYPE_BOOL and not isinstance(value, bool):
+        raise InvalidArgument(f"{what}: expected true or false, got {value!r}")
+    if kind in _WHOLE_NUMBERS and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InvalidArgument(f"{what}: expected a whole number, got {value!r}")
+    if kind in _NUMBERS and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise InvalidArgument(f"{what}: expected a number, got {value!r}")
 
 
 def _json_duration(value: Any, what: str) -> str:
