@@ -167,7 +167,7 @@ def _renamed(table: dict[str, Any], what: str) -> dict[str, Any]:
 def _json_fields(table: Any, message: Descriptor, what: str) -> dict[str, Any]:
     """A TOML table as the proto3 JSON of ``message``: human durations ("5m", 30) become JSON's
     ("300s"), enum values may drop their prefix ("EXCLUSIVE" for LOCK_MODE_EXCLUSIVE, any case).
-    Every other value is left for ``json_format`` to check against the message."""
+    Scalars are checked for their TOML type here; ranges and the rest are ``json_format``'s."""
     table = _table(table, what)
     fields = message.fields_by_name
     unknown = sorted(set(table) - set(fields))
