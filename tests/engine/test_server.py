@@ -50,7 +50,7 @@ def test_serve_help_and_bad_config(tmp_path: Path) -> None:
     bad.write_text("[actions.transcode]\nmax_running = 2\nheartbeat_timeout = 'soon'\n")
     result = run_cli("serve", "--config", str(bad), "--port", "0")
     assert result.returncode == 2
-    assert "actions.transcode.heartbeat_timeout: 'soon' is not a duration" in result.stderr
+    assert "actions.transcode.timeouts.heartbeat: 'soon' is not a duration" in result.stderr
     missing = run_cli("serve", "--config", str(tmp_path / "missing.toml"))
     assert missing.returncode == 2
     assert "does not exist" in missing.stderr

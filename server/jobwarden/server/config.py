@@ -10,12 +10,14 @@
     [actions.transcode]
     max_running = 4
     max_queued = 1000
-    heartbeat_timeout = "30s"
-    takeover_timeout = "60s"
-    execution_timeout = "2h"
-    locks = [{ resource = "asset:{input.asset_id}", mode = "EXCLUSIVE" }]
+    lock_templates = [{ resource = "asset:{input.asset_id}", mode = "EXCLUSIVE" }]
 
-    [actions.transcode.start_timeout]
+    [actions.transcode.timeouts]
+    heartbeat = "30s"
+    takeover = "60s"
+    execution = "2h"
+
+    [actions.transcode.timeouts.start]
     duration = "5m"
     action = "RETRY"            # FAIL | RETRY | NONE
     retry_interval = "10s"
@@ -32,32 +34,37 @@
 
 Durations are numbers of seconds or strings such as ``250ms``, ``30s``, ``5m``, ``2h``, ``1h30m``,
 ``1d`` (read by ``jobwarden.wire.parse_duration``).
+
+An ``[actions.NAME]`` table is the API's ``ActionConfig`` message with its field names, as
+``jobwarden actions get NAME --json`` prints it (that output, written as TOML, means the same here);
+it is read through the same conversion and checks as ``SetActionConfig``. Enum values may drop their
+prefix (``EXCLUSIVE`` for ``LOCK_MODE_EXCLUSIVE``). The names of earlier releases (``OLD_NAMES``) are
+still read, with a warning.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from jobwarden import wire
-from jobwarden.contract import ErrorKind, LockMode, StartTimeoutAction
+from jobwarden.contract import Limits
+from jobwarden.v1 import job_pb2
 
-from .core import (
-    ActionConfig,
-    EngineConfig,
-    InvalidArgument,
-    LockRequest,
-    RetryPolicy,
-    RunRequest,
-    StartTimeout,
-    Timeouts,
-)
+from .api.convert import action_config_from_proto
+from .core import ActionConfig, ActionConfigs, EngineConfig, InvalidArgument
 from .core.validation import check_duration
 
-__all__ = ["FileConfig", "load_config", "parse_duration"]
+__all__ = ["OLD_NAMES", "FileConfig", "action_from_table", "load_config", "parse_duration"]
+
+log = logging.getLogger("jobwarden.server.config")
 
 
 @dataclass(slots=True)
@@ -87,14 +94,6 @@ def parse_duration(value: Any, what: str) -> float:
     return seconds
 
 
-def _enum(enum: Any, value: Any, what: str) -> Any:
-    try:
-        return enum[str(value).upper()]
-    except KeyError:
-        names = " | ".join(m.name for m in enum)
-        raise InvalidArgument(f"{what}: unknown value {value!r} ({names})") from None
-
-
 def _check_keys(table: dict[str, Any], allowed: set[str], what: str) -> None:
     unknown = set(table) - allowed
     if unknown:
@@ -102,19 +101,13 @@ def _check_keys(table: dict[str, Any], allowed: set[str], what: str) -> None:
 
 
 # TOML gives typed values; a value of the wrong type is named here rather than coerced
-# (bool("false") is True, int(2.7) is 2) or left to fail later with a bare KeyError or TypeError.
+# (int(2.7) is 2) or left to fail later with a bare KeyError or TypeError.
 
 
 def _table(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidArgument(f"{what} must be a table, got {value!r}")
     return value
-
-
-def _required(table: dict[str, Any], key: str, what: str) -> Any:
-    if key not in table:
-        raise InvalidArgument(f"{what}.{key} is required")
-    return table[key]
 
 
 def _int(table: dict[str, Any], key: str, what: str, default: int, high: int = 10_000_000) -> int:
@@ -126,134 +119,185 @@ def _int(table: dict[str, Any], key: str, what: str, default: int, high: int = 1
     return value
 
 
-def _bool(table: dict[str, Any], key: str, what: str) -> bool:
-    value = table.get(key, False)
-    if not isinstance(value, bool):
-        raise InvalidArgument(f"{what}.{key}: expected true or false, got {value!r}")
-    return value
-
-
-def _str(table: dict[str, Any], key: str, what: str, default: str | None = None) -> str:
-    value = table.get(key, default) if default is not None else _required(table, key, what)
+def _str(table: dict[str, Any], key: str, what: str, default: str) -> str:
+    value = table.get(key, default)
     if not isinstance(value, str):
         raise InvalidArgument(f"{what}.{key}: expected a string, got {value!r}")
     return value
 
 
-def _list(table: dict[str, Any], key: str, what: str) -> list[Any]:
-    value = table.get(key, [])
-    if not isinstance(value, list):
-        raise InvalidArgument(f"{what}.{key} must be a list, got {value!r}")
+# -- [actions.NAME]: the ActionConfig message, spelt as `jobwarden actions get NAME --json` prints it --
+
+#: What this file called a setting before it took the API's spelling, and the API's path for it. Read
+#: for one more release, with a warning, so that no operator's file stops working without notice.
+OLD_NAMES: dict[str, tuple[str, ...]] = {
+    "heartbeat_timeout": ("timeouts", "heartbeat"),
+    "takeover_timeout": ("timeouts", "takeover"),
+    "execution_timeout": ("timeouts", "execution"),
+    "start_timeout": ("timeouts", "start"),
+    "locks": ("lock_templates",),
+}
+
+
+def _renamed(table: dict[str, Any], what: str) -> dict[str, Any]:
+    """``table`` with the old names moved to their ActionConfig paths, each one warned about."""
+    table = dict(table)
+    for old, path in OLD_NAMES.items():
+        if old not in table:
+            continue
+        new = ".".join(path)
+        parent = table
+        for name in path[:-1]:
+            parent[name] = dict(_table(parent.get(name, {}), f"{what}.{name}"))
+            parent = parent[name]
+        if path[-1] in parent:
+            raise InvalidArgument(f"{what}.{old} and {what}.{new} are the same setting: give only {new}")
+        parent[path[-1]] = table.pop(old)
+        log.warning(
+            "config file: %s.%s is an old name, read for this release only: write %s.%s (the spelling "
+            "of the API and of `jobwarden actions get --json`)",
+            what,
+            old,
+            what,
+            new,
+        )
+    return table
+
+
+def _json_fields(table: Any, message: Descriptor, what: str) -> dict[str, Any]:
+    """A TOML table as the proto3 JSON of ``message``: human durations ("5m", 30) become JSON's
+    ("300s"), enum values may drop their prefix ("EXCLUSIVE" for LOCK_MODE_EXCLUSIVE, any case).
+    Scalars are checked for their TOML type here; ranges and the rest are ``json_format``'s."""
+    table = _table(table, what)
+    fields = message.fields_by_name
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise InvalidArgument(f"{what}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(fields)})")
+    document: dict[str, Any] = {}
+    for name, value in table.items():
+        field = fields[name]
+        where = f"{what}.{name}"
+        if field.is_repeated:
+            if not isinstance(value, list):
+                raise InvalidArgument(f"{where} must be a list, got {value!r}")
+            document[name] = [_json_value(field, item, f"{where}[{i}]") for i, item in enumerate(value)]
+        else:
+            document[name] = _json_value(field, value, where)
+    return document
+
+
+def _json_value(field: FieldDescriptor, value: Any, what: str) -> Any:
+    if field.message_type is not None:
+        kind = field.message_type.full_name
+        if kind == "google.protobuf.Duration":
+            return _json_duration(value, what)
+        if kind == "google.protobuf.Struct":
+            return value
+        return _json_fields(value, field.message_type, what)
+    if field.enum_type is not None and isinstance(value, str):
+        return _json_enum(field.enum_type, value, what)
+    _check_scalar_type(field, value, what)
     return value
 
 
-def action_from_table(action: str, table: dict[str, Any]) -> ActionConfig:
+_WHOLE_NUMBERS = {
+    FieldDescriptor.CPPTYPE_INT32,
+    FieldDescriptor.CPPTYPE_INT64,
+    FieldDescriptor.CPPTYPE_UINT32,
+    FieldDescriptor.CPPTYPE_UINT64,
+}
+_NUMBERS = {FieldDescriptor.CPPTYPE_DOUBLE, FieldDescriptor.CPPTYPE_FLOAT}
+
+
+def _check_scalar_type(field: FieldDescriptor, value: Any, what: str) -> None:
+    """TOML values are typed: a string where the message has a number (JSON's mapping takes "3" for
+    3) or a number where it has a string is a mistake in the file, named as such."""
+    kind = field.cpp_type
+    if kind == FieldDescriptor.CPPTYPE_STRING and not isinstance(value, str):
+        raise InvalidArgument(f"{what}: expected a string, got {value!r}")
+    if kind == FieldDescriptor.CPPTYPE_BOOL and not isinstance(value, bool):
+        raise InvalidArgument(f"{what}: expected true or false, got {value!r}")
+    if kind in _WHOLE_NUMBERS and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InvalidArgument(f"{what}: expected a whole number, got {value!r}")
+    if kind in _NUMBERS and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise InvalidArgument(f"{what}: expected a number, got {value!r}")
+
+
+def _json_duration(value: Any, what: str) -> str:
+    seconds = parse_duration(value, what)
+    try:
+        return wire.duration(seconds).ToJsonString()
+    except ValueError:
+        raise InvalidArgument(
+            f"{what} of {seconds:g}s is absurd (more than {Limits.MAX_DURATION_SECONDS}s)"
+        ) from None
+
+
+def _json_enum(enum: EnumDescriptor, value: str, what: str) -> str:
+    prefix = enum.values_by_number[0].name.removesuffix("UNSPECIFIED")
+    name = value.strip().upper()
+    for candidate in (name, prefix + name):
+        if candidate in enum.values_by_name and enum.values_by_name[candidate].number != 0:
+            return candidate
+    names = " | ".join(v.name.removeprefix(prefix) for v in enum.values if v.number != 0)
+    raise InvalidArgument(f"{what}: unknown value {value!r} ({names})")
+
+
+_FAILED_FIELD = re.compile(r"Failed to parse (\w+) field: ")
+_AT_PATH = re.compile(r" at ActionConfig(\S*?)\.*$")
+
+
+def _parse_error(error: json_format.ParseError, what: str) -> str:
+    """json_format's 'Failed to parse a field: Failed to parse b field: X at ActionConfig.a.b..' as
+    'actions.NAME.a.b: X'."""
+    text = " ".join(str(error).split())
+    fields = _FAILED_FIELD.findall(text)
+    detail = _FAILED_FIELD.sub("", text)
+    at = _AT_PATH.search(detail)
+    if at:
+        path, detail = at.group(1), detail[: at.start()]
+    else:
+        path = "".join(f".{name}" for name in fields)
+    return f"{what}{path}: {detail.rstrip('.')}"
+
+
+def _exclusive_by_default(table: dict[str, Any]) -> dict[str, Any]:
+    """A lock template without a mode is EXCLUSIVE, as with ``actions set --lock`` (and in earlier
+    releases of this file); the message itself has no default."""
+    templates = table.get("lock_templates")
+    if not isinstance(templates, list):
+        return table
+    filled = [
+        {**item, "mode": "EXCLUSIVE"} if isinstance(item, dict) and "mode" not in item else item
+        for item in templates
+    ]
+    return {**table, "lock_templates": filled}
+
+
+def action_from_table(action: str, table: Any) -> ActionConfig:
+    """An ``[actions.NAME]`` table as the engine's ActionConfig, read the way SetActionConfig reads
+    one: the proto message, the API's conversion, the engine's checks. InvalidArgument names the
+    setting by its path in the file."""
     what = f"actions.{action}"
-    table = _table(table, what)
-    _check_keys(
-        table,
-        {
-            "max_running",
-            "max_queued",
-            "heartbeat_timeout",
-            "takeover_timeout",
-            "execution_timeout",
-            "locks",
-            "start_timeout",
-            "retry_policy",
-            "paused",
-        },
-        what,
-    )
-    start = None
-    if "start_timeout" in table:
-        where = f"{what}.start_timeout"
-        st = _table(table["start_timeout"], where)
-        _check_keys(
-            st,
-            {
-                "duration",
-                "action",
-                "retry_interval",
-                "retry_backoff_exponential",
-                "retry_count",
-                "run_request",
-            },
-            where,
+    table = _renamed(_table(table, what), what)
+    if table.get("action", action) != action:
+        raise InvalidArgument(
+            f"{what}.action is {table['action']!r}: a table configures the action it is named after"
         )
-        run_request = None
-        if "run_request" in st:
-            rr = _table(st["run_request"], f"{where}.run_request")
-            _check_keys(rr, {"action", "input", "correlation_id"}, f"{where}.run_request")
-            run_request = RunRequest(
-                action=_str(rr, "action", f"{where}.run_request"),
-                input=_table(rr.get("input", {}), f"{where}.run_request.input"),
-                correlation_id=_str(rr, "correlation_id", f"{where}.run_request", ""),
-            )
-        start = StartTimeout(
-            duration=parse_duration(_required(st, "duration", where), f"{where}.duration"),
-            action=_enum(StartTimeoutAction, st.get("action", "FAIL"), f"{where}.action"),
-            retry_interval=parse_duration(st.get("retry_interval", 0), f"{where}.retry_interval"),
-            retry_backoff_exponential=_bool(st, "retry_backoff_exponential", where),
-            retry_count=_int(st, "retry_count", where, 0),
-            run_request=run_request,
-        )
-    retry_policy = None
-    if "retry_policy" in table:
-        where = f"{what}.retry_policy"
-        rp = _table(table["retry_policy"], where)
-        _check_keys(
-            rp,
-            {
-                "max_attempts",
-                "initial_interval",
-                "backoff_coefficient",
-                "max_interval",
-                "non_retryable_kinds",
-            },
-            where,
-        )
-        coefficient = rp.get("backoff_coefficient", 2.0)
-        if isinstance(coefficient, bool) or not isinstance(coefficient, int | float):
-            raise InvalidArgument(f"{where}.backoff_coefficient: expected a number, got {coefficient!r}")
-        retry_policy = RetryPolicy(
-            max_attempts=_int(rp, "max_attempts", where, 1),
-            initial_interval=parse_duration(rp.get("initial_interval", 1), f"{where}.initial_interval"),
-            backoff_coefficient=float(coefficient),
-            max_interval=parse_duration(rp.get("max_interval", 0), f"{where}.max_interval"),
-            non_retryable_kinds=frozenset(
-                _enum(ErrorKind, k, f"{where}.non_retryable_kinds")
-                for k in _list(rp, "non_retryable_kinds", where)
-            ),
-        )
-
-    def optional(name: str) -> float | None:
-        return parse_duration(table[name], f"{what}.{name}") if name in table else None
-
-    locks = []
-    for index, item in enumerate(_list(table, "locks", what)):
-        where = f"{what}.locks[{index}]"
-        entry = _table(item, where)
-        _check_keys(entry, {"resource", "mode"}, where)
-        locks.append(
-            LockRequest(
-                _str(entry, "resource", where), _enum(LockMode, entry.get("mode", "EXCLUSIVE"), where)
-            )
-        )
-    return ActionConfig(
-        action=action,
-        timeouts=Timeouts(
-            start=start,
-            heartbeat=optional("heartbeat_timeout"),
-            takeover=optional("takeover_timeout"),
-            execution=optional("execution_timeout"),
-        ),
-        retry_policy=retry_policy,
-        max_running=_int(table, "max_running", what, 0),
-        max_queued=_int(table, "max_queued", what, 0),
-        lock_templates=locks,
-        paused=_bool(table, "paused", what),
-    )
+    table = _exclusive_by_default(table)
+    message = job_pb2.ActionConfig()
+    try:
+        json_format.ParseDict(_json_fields(table, message.DESCRIPTOR, what), message)
+    except json_format.ParseError as error:
+        raise InvalidArgument(_parse_error(error, what)) from None
+    message.action = action
+    try:
+        config = action_config_from_proto(message)
+    except InvalidArgument as error:
+        # The conversion names fields from the ActionConfig down ("timeouts.start.duration").
+        raise InvalidArgument(f"{what}.{error.message}") from None
+    ActionConfigs.validate(config)
+    return config
 
 
 def load_config(path: str | Path) -> FileConfig:
@@ -291,7 +335,7 @@ def _from_data(data: dict[str, Any]) -> FileConfig:
     )
     config = EngineConfig()
     if "db" in engine_table:
-        config.db_url = _str(engine_table, "db", "engine")
+        config.db_url = _str(engine_table, "db", "engine", config.db_url)
     for name in ("heartbeat_interval", "default_takeover_timeout", "cancel_grace", "commit_timeout"):
         if name in engine_table:
             seconds = parse_duration(engine_table[name], f"engine.{name}")
