@@ -1,11 +1,11 @@
 """How many pending deadlines the engine holds, how fast it arms them, and how late they fire.
 
-Not a test (pytest does not collect it): run it by hand and read the figures.
+Run it by hand and read the figures (``jobwarden bench timers`` measures timers through the API).
 
-    .venv/bin/python -m tests.timers.bench_timers                # both parts, 100,000 each
-    .venv/bin/python -m tests.timers.bench_timers --timers 20000 --jobs 0
+    .venv/bin/python -m jobwarden.bench.timer_table                # both parts, 100,000 each
+    .venv/bin/python -m jobwarden.bench.timer_table --timers 20000 --jobs 0
 
-Part 1 arms ``--timers`` deadlines on ``jobwarden.server.core.timers.Timers`` directly (APScheduler 3,
+Part 1 arms ``--timers`` deadlines on ``jobwarden.server.core.Timers`` directly (APScheduler 3,
 one date-trigger timer each, async callbacks), in deadline order and in random order, then lets them
 fire; it also measures disarming. Part 2 submits ``--jobs`` jobs with a start timeout (action FAIL)
 to a real engine core over a SQLite file, so each fire is a full state change (event, write), and
@@ -30,9 +30,15 @@ from pathlib import Path
 
 import apscheduler
 from jobwarden.contract import JobStatus, StartTimeoutAction
-from jobwarden.server.core import Engine, EngineConfig, StartTimeout, Timeouts
-from jobwarden.server.core.timers import TimerKind, Timers
-from jobwarden.server.core.validation import SubmitSpec
+from jobwarden.server.core import (
+    Engine,
+    EngineConfig,
+    StartTimeout,
+    SubmitSpec,
+    Timeouts,
+    TimerKind,
+    Timers,
+)
 
 
 def rss_mb() -> float:
