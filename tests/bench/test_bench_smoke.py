@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from jobwarden.sdk.cli import main
-from jobwarden.server.bench import (
+from jobwarden.bench import (
     ConsoleSizes,
     DepthSizes,
     FanoutSizes,
@@ -24,7 +23,8 @@ from jobwarden.server.bench import (
     TimersSizes,
     run_scenario,
 )
-from jobwarden.server.bench._target import BenchSetup
+from jobwarden.bench._target import BenchSetup
+from jobwarden.sdk.cli import main
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -8,12 +8,12 @@ import os
 import time
 from pathlib import Path
 
-from jobwarden.server.bench import SCENARIOS, Measure, ScenarioResult, Target
-from jobwarden.server.bench._fanout import _split
-from jobwarden.server.bench._render import markdown, print_results, print_summary
-from jobwarden.server.bench._runner import AllSizes
-from jobwarden.server.bench._seed import seed_finished_jobs, stored_jobs
-from jobwarden.server.bench._stats import CpuMeter, percentiles
+from jobwarden.bench import SCENARIOS, Measure, ScenarioResult, Target
+from jobwarden.bench._fanout import _split
+from jobwarden.bench._render import markdown, print_results, print_summary
+from jobwarden.bench._runner import AllSizes
+from jobwarden.bench._seed import seed_finished_jobs, stored_jobs
+from jobwarden.bench._stats import CpuMeter, percentiles
 from jobwarden.server.core.ids import new_job_id
 from jobwarden.server.core.store import Store
 from rich.console import Console

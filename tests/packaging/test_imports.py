@@ -136,7 +136,7 @@ def test_the_console_root_still_gives_its_public_names() -> None:
 
 
 def jobwarden_modules() -> dict[str, Path]:
-    """Every module of the ``jobwarden`` namespace package (its three roots), by dotted name."""
+    """Every module of the ``jobwarden`` namespace package (its four roots), by dotted name."""
     spec = importlib.util.find_spec("jobwarden")
     assert spec is not None
     assert spec.submodule_search_locations is not None

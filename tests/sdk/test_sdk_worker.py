@@ -229,10 +229,10 @@ async def _progress_is(client: JobClient, job_id: str, progress: int) -> bool:
 
 
 async def test_the_overhead_bench_runs_through_a_worker_process() -> None:
-    """tests/sdk/bench_sdk.py measures the SDK's per-job cost; keep it working (no speed is asserted)."""
-    from .bench_sdk import bench_null
+    """jobwarden.bench.sdk_overhead measures the SDK's per-job cost; keep it working (no speed asserted)."""
+    from jobwarden.bench.sdk_overhead import NOOP, bench_null
 
-    rate = await bench_null(jobs=300, capacity=20, target="bench_sdk:Noop")
+    rate = await bench_null(jobs=300, capacity=20, target=NOOP)
     assert rate > 0
 
 

@@ -8,20 +8,18 @@ Two measures, each through one worker process with a no-op executor:
 - ``--engine HOST:PORT``: against a real engine: submits N jobs in batches, then times how long
   one worker takes to finish them all (the engine's share included).
 
-    python tests/sdk/bench_sdk.py --null --jobs 20000 --capacity 100
-    python tests/sdk/bench_sdk.py --engine 127.0.0.1:50051 --jobs 5000 --capacity 100
+    python -m jobwarden.bench.sdk_overhead --null --jobs 20000 --capacity 100
+    python -m jobwarden.bench.sdk_overhead --engine 127.0.0.1:50051 --jobs 5000 --capacity 100
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -31,7 +29,9 @@ from jobwarden.sdk import Executor, JobClient, JobContext
 from jobwarden.v1 import executor_service_pb2 as pb
 from jobwarden.v1 import executor_service_pb2_grpc, job_pb2
 
-HERE = Path(__file__).resolve().parent
+#: the executors a worker process loads (``jobwarden worker MODULE:CLASS``)
+NOOP = "jobwarden.bench.sdk_overhead:Noop"
+SYNC_NOOP = "jobwarden.bench.sdk_overhead:SyncNoop"
 
 
 class Noop(Executor):
@@ -118,12 +118,9 @@ class NullEngine(executor_service_pb2_grpc.ExecutorServiceServicer):
 
 
 def _worker_process(address: str, capacity: int, target: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     return subprocess.Popen(
         [sys.executable, "-m", "jobwarden.sdk.cli", "worker", target, "--engine", address,
          "--capacity", str(capacity), "--log-level", "WARNING"],
-        env=env,
-        cwd=HERE,
     )  # fmt: skip
 
 
@@ -177,7 +174,7 @@ def main() -> None:
     parser.add_argument("--capacity", type=int, default=100)
     parser.add_argument("--sync", action="store_true", help="a plain (thread pool) executor")
     args = parser.parse_args()
-    target = "bench_sdk:SyncNoop" if args.sync else "bench_sdk:Noop"
+    target = SYNC_NOOP if args.sync else NOOP
     kind = "sync" if args.sync else "async"
     if args.null or not args.engine:
         rate = asyncio.run(bench_null(args.jobs, args.capacity, target))

@@ -1,4 +1,4 @@
-"""The benchmark's client processes: ``python -m jobwarden.server.bench._agent ROLE SPEC_JSON``.
+"""The benchmark's client processes: ``python -m jobwarden.bench._agent ROLE SPEC_JSON``.
 
 Clients run apart from the engine so that the engine's process is measured alone. Each role prints
 ``ready`` once connected, then one JSON line with what it measured (wall-clock ``time.time()`` stamps,
@@ -442,7 +442,7 @@ _ROLES: dict[str, Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobwarden.server.bench._agent")
+    parser = argparse.ArgumentParser(prog="python -m jobwarden.bench._agent")
     parser.add_argument("role", choices=sorted(_ROLES))
     parser.add_argument("spec", help="the role's settings as a JSON object")
     args = parser.parse_args(argv)

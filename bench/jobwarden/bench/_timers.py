@@ -29,12 +29,11 @@ async def run_timers(
     progress: Progress,
     profiler: Profiler | None = None,
 ) -> ScenarioResult:
-    engine = target.engine
-    if engine is None:
+    timers = target.timers
+    if timers is None:
         raise ScenarioUnavailable(
             "timers reads the engine's timer records in process: run it without --engine"
         )
-    timers = engine.timers
     result = ScenarioResult("timers", asdict(sizes))
     action = new_action("timers")
     heartbeat_action = f"{action}-hb"

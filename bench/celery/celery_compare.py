@@ -1,7 +1,7 @@
 """The same no-op workload through Celery 5 (Redis broker and result backend) and through
 jobwarden, in one run, and jobwarden's ratio to Celery.
 
-    .venv/bin/python tests/benchmarks/celery_compare.py --jobs 20000 --rounds 2
+    .venv/bin/python bench/celery/celery_compare.py --jobs 20000 --rounds 2
 
 Celery: one worker, prefork pool at concurrency 2 (``--pool threads --concurrency 8`` for a thread
 pool), tasks sent one ``apply_async`` each (Celery has no batch send), end to end until every

@@ -1,7 +1,7 @@
 """Where the engine's time goes, from a py-spy raw profile (``jobwarden bench ... --profile FILE``,
 or ``py-spy record --format raw --threads --pid PID``).
 
-    .venv/bin/python tests/benchmarks/profile_summary.py /tmp/throughput.txt --top 25
+    .venv/bin/python -m jobwarden.bench.profile_summary /tmp/throughput.txt --top 25
 
 Prints the share of samples per thread, then the functions with the most samples, both *self*
 (the function itself was running) and *inclusive* (it was on the stack), as shares of every

@@ -1,5 +1,5 @@
 """The executors the benchmark's worker processes run
-(``jobwarden worker jobwarden.server.bench._executors:Noop``).
+(``jobwarden worker jobwarden.bench._executors:Noop``).
 
 Their action comes from ``$JOBWARDEN_BENCH_ACTION`` so each run uses an action of its own. ``Stamp``
 appends ``job_id receipt_time`` to the file named by ``$JOBWARDEN_BENCH_STAMPS`` (one ``write`` per job

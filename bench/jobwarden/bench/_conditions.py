@@ -33,7 +33,7 @@ def _version(name: str) -> str:
 def source_revision() -> str:
     """The git commit the engine's code comes from (with "+changes" when its files are modified);
     outside a git checkout, ``$JOBWARDEN_REVISION`` or ""."""
-    root = Path(__file__).resolve().parents[4]
+    root = Path(__file__).resolve().parents[3]
     if not (root / ".git").exists():
         # A copy of the code (e.g. from git archive) can say where it came from.
         return os.environ.get("JOBWARDEN_REVISION", "")
@@ -55,7 +55,6 @@ def source_revision() -> str:
                 "--",
                 "server",
                 "sdk",
-                ":!server/jobwarden/server/bench",
             ],
             capture_output=True,
             text=True,

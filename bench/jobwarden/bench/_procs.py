@@ -18,7 +18,7 @@ from ._stats import process_cpu_seconds
 
 __all__ = ["Agent", "Profiler", "WorkerGroup", "open_log", "run_json_command"]
 
-_EXECUTORS = "jobwarden.server.bench._executors"
+_EXECUTORS = "jobwarden.bench._executors"
 
 
 def open_log(path: Path) -> Any:
@@ -110,7 +110,7 @@ class Agent:
 
     async def start(self, timeout: float = 60.0) -> Agent:
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "jobwarden.server.bench._agent", self.role, json.dumps(self.spec),
+            sys.executable, "-m", "jobwarden.bench._agent", self.role, json.dumps(self.spec),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             limit=64 << 20,
         )  # fmt: skip

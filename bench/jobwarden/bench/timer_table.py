@@ -1,11 +1,11 @@
 """How many pending deadlines the engine holds, how fast it arms them, and how late they fire.
 
-Not a test (pytest does not collect it): run it by hand and read the figures.
+Run it by hand and read the figures (``jobwarden bench timers`` measures timers through the API).
 
-    .venv/bin/python -m tests.timers.bench_timers                # both parts, 100,000 each
-    .venv/bin/python -m tests.timers.bench_timers --timers 20000 --jobs 0
+    .venv/bin/python -m jobwarden.bench.timer_table                # both parts, 100,000 each
+    .venv/bin/python -m jobwarden.bench.timer_table --timers 20000 --jobs 0
 
-Part 1 arms ``--timers`` deadlines on ``jobwarden.server.core.timers.Timers`` directly (APScheduler 3,
+Part 1 arms ``--timers`` deadlines on ``jobwarden.server.core.Timers`` directly (APScheduler 3,
 one date-trigger timer each, async callbacks), in deadline order and in random order, then lets them
 fire; it also measures disarming. Part 2 submits ``--jobs`` jobs with a start timeout (action FAIL)
 to a real engine core over a SQLite file, so each fire is a full state change (event, write), and
@@ -30,9 +30,16 @@ from pathlib import Path
 
 import apscheduler
 from jobwarden.contract import JobStatus, StartTimeoutAction
-from jobwarden.server.core import Engine, EngineConfig, StartTimeout, Timeouts
-from jobwarden.server.core.timers import TimerKind, Timers
-from jobwarden.server.core.validation import SubmitSpec
+from jobwarden.server.core import (
+    Engine,
+    EngineConfig,
+    StartTimeout,
+    SubmitSpec,
+    Timeouts,
+    TimerHandler,
+    TimerKind,
+    Timers,
+)
 
 
 def rss_mb() -> float:
@@ -150,6 +157,26 @@ async def disarm_rate(n: int) -> None:
     timers.stop()
 
 
+def log_lateness(timers: Timers, log: FireLog, handler: TimerHandler) -> TimerHandler:
+    """``handler`` that first notes each fire's deadline and lateness from the timer table's own
+    record (``Timers.lateness``, appended just before the handler runs), and turns that record on."""
+    timers.lateness.clear()
+    timers.record_lateness = True
+
+    def on_fire(key: str) -> None:
+        late = timers.lateness[-1]
+        log.lateness.append((time.time() - late, late))
+        handler(key)
+
+    return on_fire
+
+
+def committed(engine: Engine, action: str, statuses: frozenset[JobStatus]) -> int:
+    """Committed jobs of ``action`` in ``statuses``, as GetStats counts them (``Engine.stats()``)."""
+    view = next((v for v in engine.stats().actions if v.action == action), None)
+    return sum(view.counts.get(s, 0) for s in statuses) if view is not None else 0
+
+
 async def through_the_engine(n: int, duration: float, workdir: Path) -> None:
     engine = Engine.from_config(EngineConfig(db_url=f"sqlite:///{workdir / 'bench.db'}"))
     await engine.start()
@@ -180,13 +207,7 @@ async def through_the_engine(n: int, duration: float, workdir: Path) -> None:
     handler = engine.timers.handler(TimerKind.START)
     assert handler is not None
 
-    def on_fire(key: str) -> None:
-        job = engine.registry.jobs.get(key)
-        if job is not None and job.deadlines.start is not None:
-            log.lateness.append((job.deadlines.start, time.time() - job.deadlines.start))
-        handler(key)
-
-    engine.timers.on(TimerKind.START, on_fire, replace=True)
+    engine.timers.on(TimerKind.START, log_lateness(engine.timers, log, handler), replace=True)
     print(
         f"  engine: submitted {n:,} jobs with a {duration:g}s start timeout in {submitted_in:.2f}s "
         f"({n / submitted_in:,.0f}/s, batches of {batch:,}, each committed), held {held:,} pending "
@@ -196,11 +217,12 @@ async def through_the_engine(n: int, duration: float, workdir: Path) -> None:
     fire_began = time.perf_counter()
     queued = frozenset({JobStatus.QUEUED})
     # Polling a counter on purpose: an Event set from the engine would change what is measured.
-    while engine.registry.count("bench", queued) and time.perf_counter() - fire_began < 600:  # noqa: ASYNC110
+    while committed(engine, "bench", queued) and time.perf_counter() - fire_began < 600:  # noqa: ASYNC110
         await asyncio.sleep(0.1)
     await engine.writer.flush()
     fire_span = time.perf_counter() - fire_began
-    failed = engine.registry.count("bench", frozenset({JobStatus.FAILED}))
+    engine.timers.record_lateness = False
+    failed = committed(engine, "bench", frozenset({JobStatus.FAILED}))
     print(
         f"    {failed:,} jobs FAILED(START_TIMEOUT), written, {fire_span:.2f}s after the last submit "
         f"(deadlines arrive at the submit rate); lateness of {log.report(submitted_at)}"
@@ -229,13 +251,7 @@ async def paced_wakes(n: int, fires: int, rate: float, workdir: Path) -> None:
     handler = engine.timers.handler(TimerKind.WAKE)
     assert handler is not None
 
-    def on_fire(key: str) -> None:
-        job = engine.registry.jobs.get(key)
-        if job is not None and job.deadlines.wake is not None:
-            log.lateness.append((job.deadlines.wake, time.time() - job.deadlines.wake))
-        handler(key)
-
-    engine.timers.on(TimerKind.WAKE, on_fire, replace=True)
+    engine.timers.on(TimerKind.WAKE, log_lateness(engine.timers, log, handler), replace=True)
     print(
         f"  engine, paced: {n:,} DELAYED jobs (run_at) submitted in {submitted_in:.2f}s, held {held:,} "
         f"pending timers; {fires:,} of them due at {rate:,.0f}/s"
@@ -243,9 +259,10 @@ async def paced_wakes(n: int, fires: int, rate: float, workdir: Path) -> None:
     )
     queued = frozenset({JobStatus.QUEUED})
     deadline = time.perf_counter() + fires / rate + 600
-    while engine.registry.count("paced", queued) < fires and time.perf_counter() < deadline:  # noqa: ASYNC110
+    while committed(engine, "paced", queued) < fires and time.perf_counter() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.1)
     await engine.writer.flush()
+    engine.timers.record_lateness = False
     print(
         f"    {len(log.lateness):,} woke DELAYED -> QUEUED, written; lateness of {log.report(submitted_at)}"
     )
