@@ -125,7 +125,9 @@ async def test_takeover_resumes_on_another_worker_with_the_checkpoint(
         "ingest",
         {"asset": 7},
         locks=[lock("asset:7")],
-        timeouts=timeouts(heartbeat=0.05, takeover=0.05),
+        # The new attempt has the same heartbeat timeout: long enough for its worker's heartbeats to
+        # keep it RUNNING on a loaded machine while the old worker's late messages are checked.
+        timeouts=timeouts(heartbeat=0.5, takeover=0.05),
     )
     first = await old.next_assignment()
     assert first.mode == ExecutionMode.EXECUTE
@@ -143,36 +145,37 @@ async def test_takeover_resumes_on_another_worker_with_the_checkpoint(
         new = await RawWorker(engine.address, [("ingest", True, 0)], name="new").connect()
     # The old worker is silent from here: TIMED_OUT, then taken over by the new one.
     second = await new.next_assignment()
-    assert second.job_id == job.id
-    assert second.attempt == 2, "a takeover is a new attempt: its number fences the old worker off"
-    assert second.mode == ExecutionMode.RESUME
-    assert second.checkpoint.step == "download"
-    assert second.checkpoint.data["path"] == "/tmp/a7"
-    assert second.job.input["asset"] == 7
-    assert engine.core.locks.holds(job.id), "the job kept its locks through the timeout and the takeover"
+    async with kept_alive(new, second, every=0.05):
+        assert second.job_id == job.id
+        assert second.attempt == 2, "a takeover is a new attempt: its number fences the old worker off"
+        assert second.mode == ExecutionMode.RESUME
+        assert second.checkpoint.step == "download"
+        assert second.checkpoint.data["path"] == "/tmp/a7"
+        assert second.job.input["asset"] == 7
+        assert engine.core.locks.holds(job.id), "the job kept its locks through the timeout and the takeover"
 
-    cancel = await old.next_cancel()
-    assert (cancel.job_id, cancel.attempt) == (job.id, 1)
-    assert "taken over" in cancel.reason
+        cancel = await old.next_cancel()
+        assert (cancel.job_id, cancel.attempt) == (job.id, 1)
+        assert "taken over" in cancel.reason
 
-    # The old worker's late messages are refused and change nothing.
-    await old.update(first, progress=99, message="late")
-    refusal = await old.next_refusal()
-    assert refusal.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
-    assert refusal.job_id == job.id
-    await old.complete(first, {"from": "old"})
-    ack = await old.next_ack()
-    assert not ack.accepted
-    running = await get(stubs, job.id)
-    assert running.status == S.RUNNING
-    assert running.worker_id == new.worker_id
-    # The new attempt's own report (none yet); the old attempt's stays with it.
-    assert running.progress == 0
-    assert running.message != "late"
-    assert running.attempts[0].progress == 50
+        # The old worker's late messages are refused and change nothing.
+        await old.update(first, progress=99, message="late")
+        refusal = await old.next_refusal()
+        assert refusal.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+        assert refusal.job_id == job.id
+        await old.complete(first, {"from": "old"})
+        ack = await old.next_ack()
+        assert not ack.accepted
+        running = await get(stubs, job.id)
+        assert running.status == S.RUNNING
+        assert running.worker_id == new.worker_id
+        # The new attempt's own report (none yet); the old attempt's stays with it.
+        assert running.progress == 0
+        assert running.message != "late"
+        assert running.attempts[0].progress == 50
 
-    await new.complete(second, {"from": "new"})
-    assert (await new.next_ack()).accepted
+        await new.complete(second, {"from": "new"})
+        assert (await new.next_ack()).accepted
     done = await get(stubs, job.id)
     assert done.status == S.COMPLETED
     assert done.result["from"] == "new"
