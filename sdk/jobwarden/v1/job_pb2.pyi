@@ -328,30 +328,87 @@ Global___Checkpoint: _TypeAlias = Checkpoint  # noqa: Y015
 
 @_typing.final
 class RunRequest(_message.Message):
-    """A job to submit when a start timeout fires."""
+    """A job to submit when a start timeout fires, or (workflow set) a workflow run to start instead."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ACTION_FIELD_NUMBER: _builtins.int
     INPUT_FIELD_NUMBER: _builtins.int
     CORRELATION_ID_FIELD_NUMBER: _builtins.int
+    WORKFLOW_FIELD_NUMBER: _builtins.int
     action: _builtins.str
     correlation_id: _builtins.str
     @_builtins.property
     def input(self) -> _struct_pb2.Struct: ...
+    @_builtins.property
+    def workflow(self) -> Global___WorkflowRunRequest:
+        """Set: start a work order of this workflow instead of submitting a job (action is then empty)."""
+
     def __init__(
         self,
         *,
         action: _builtins.str = ...,
         input: _struct_pb2.Struct | None = ...,
         correlation_id: _builtins.str = ...,
+        workflow: Global___WorkflowRunRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "correlation_id", b"correlation_id", "input", b"input"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "correlation_id", b"correlation_id", "input", b"input", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___RunRequest: _TypeAlias = RunRequest  # noqa: Y015
+
+@_typing.final
+class WorkflowRunRequest(_message.Message):
+    """A workflow run that a start timeout starts (after Unmeshed's ProcessRequest)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
+    workflow: _builtins.str
+    version: _builtins.int
+    """0: the latest version."""
+    @_builtins.property
+    def input(self) -> _struct_pb2.Struct:
+        """Absent: the timed-out job's input."""
+
+    @_builtins.property
+    def context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        workflow: _builtins.str = ...,
+        version: _builtins.int = ...,
+        input: _struct_pb2.Struct | None = ...,
+        context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "input", b"input", "version", b"version", "workflow", b"workflow"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___WorkflowRunRequest: _TypeAlias = WorkflowRunRequest  # noqa: Y015
 
 @_typing.final
 class StartTimeout(_message.Message):
@@ -654,6 +711,9 @@ class Job(_message.Message):
     HEARTBEAT_AT_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
+    WORKFLOW_RUN_ID_FIELD_NUMBER: _builtins.int
+    WORKFLOW_STEP_FIELD_NUMBER: _builtins.int
+    WORK_ORDER_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """A UUID (version 7, time-ordered)."""
     action: _builtins.str
@@ -680,6 +740,10 @@ class Job(_message.Message):
     """True while the job holds all of its locks."""
     sequence: _builtins.int
     """The sequence of the last event that changed this job: a client ignores events older than what it has."""
+    workflow_run_id: _builtins.str
+    """A workflow step's job: its run, the step's name and the run's work order. Empty otherwise."""
+    workflow_step: _builtins.str
+    work_order_id: _builtins.str
     @_builtins.property
     def input(self) -> _struct_pb2.Struct: ...
     @_builtins.property
@@ -758,10 +822,13 @@ class Job(_message.Message):
         heartbeat_at: _timestamp_pb2.Timestamp | None = ...,
         sequence: _builtins.int = ...,
         trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        workflow_run_id: _builtins.str = ...,
+        workflow_step: _builtins.str = ...,
+        work_order_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "created_at", b"created_at", "deadlines", b"deadlines", "error", b"error", "finished_at", b"finished_at", "heartbeat_at", b"heartbeat_at", "input", b"input", "result", b"result", "retry_policy", b"retry_policy", "run_at", b"run_at", "started_at", b"started_at", "timeouts", b"timeouts", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "attempt", b"attempt", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "checkpoint", b"checkpoint", "correlation_id", b"correlation_id", "created_at", b"created_at", "deadlines", b"deadlines", "error", b"error", "finished_at", b"finished_at", "heartbeat_at", b"heartbeat_at", "id", b"id", "idempotency_key", b"idempotency_key", "input", b"input", "job_variables", b"job_variables", "labels", b"labels", "locks", b"locks", "locks_held", b"locks_held", "message", b"message", "mode", b"mode", "priority", b"priority", "progress", b"progress", "result", b"result", "retry_policy", b"retry_policy", "run_at", b"run_at", "sequence", b"sequence", "started_at", b"started_at", "status", b"status", "status_reason", b"status_reason", "step", b"step", "timeouts", b"timeouts", "trace_context", b"trace_context", "updated_at", b"updated_at", "worker_id", b"worker_id", "workflow_variables", b"workflow_variables"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "attempt", b"attempt", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "checkpoint", b"checkpoint", "correlation_id", b"correlation_id", "created_at", b"created_at", "deadlines", b"deadlines", "error", b"error", "finished_at", b"finished_at", "heartbeat_at", b"heartbeat_at", "id", b"id", "idempotency_key", b"idempotency_key", "input", b"input", "job_variables", b"job_variables", "labels", b"labels", "locks", b"locks", "locks_held", b"locks_held", "message", b"message", "mode", b"mode", "priority", b"priority", "progress", b"progress", "result", b"result", "retry_policy", b"retry_policy", "run_at", b"run_at", "sequence", b"sequence", "started_at", b"started_at", "status", b"status", "status_reason", b"status_reason", "step", b"step", "timeouts", b"timeouts", "trace_context", b"trace_context", "updated_at", b"updated_at", "work_order_id", b"work_order_id", "worker_id", b"worker_id", "workflow_run_id", b"workflow_run_id", "workflow_step", b"workflow_step", "workflow_variables", b"workflow_variables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015

@@ -10,6 +10,7 @@ from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from jobwarden.v1 import job_pb2 as _job_pb2
+from jobwarden.v1 import workflow_pb2 as _workflow_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -422,14 +423,28 @@ class WatchJobsRequest(_message.Message):
     STATUSES_FIELD_NUMBER: _builtins.int
     ACTIONS_FIELD_NUMBER: _builtins.int
     JOB_IDS_FIELD_NUMBER: _builtins.int
+    WORKFLOW_EVENTS_FIELD_NUMBER: _builtins.int
+    RUN_IDS_FIELD_NUMBER: _builtins.int
+    WORK_ORDER_IDS_FIELD_NUMBER: _builtins.int
+    EXCLUDE_JOB_EVENTS_FIELD_NUMBER: _builtins.int
     after_sequence: _builtins.int
     """Absent: live events only. Present: every event after it (0 for the whole history), then live."""
+    workflow_events: _builtins.bool
+    """Also stream workflow events (work orders, runs, steps) in workflow_events. Off: job events only."""
+    exclude_job_events: _builtins.bool
+    """With workflow_events: no job events at all."""
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[_job_pb2.JobStatus.ValueType]: ...
     @_builtins.property
     def actions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """With workflow_events: only these runs' and work orders' events (empty: all)."""
+
+    @_builtins.property
+    def work_order_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -437,10 +452,14 @@ class WatchJobsRequest(_message.Message):
         statuses: _abc.Iterable[_job_pb2.JobStatus.ValueType] | None = ...,
         actions: _abc.Iterable[_builtins.str] | None = ...,
         job_ids: _abc.Iterable[_builtins.str] | None = ...,
+        workflow_events: _builtins.bool = ...,
+        run_ids: _abc.Iterable[_builtins.str] | None = ...,
+        work_order_ids: _abc.Iterable[_builtins.str] | None = ...,
+        exclude_job_events: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_after_sequence", b"_after_sequence", "after_sequence", b"after_sequence"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_sequence", b"_after_sequence", "actions", b"actions", "after_sequence", b"after_sequence", "job_ids", b"job_ids", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_sequence", b"_after_sequence", "actions", b"actions", "after_sequence", b"after_sequence", "exclude_job_events", b"exclude_job_events", "job_ids", b"job_ids", "run_ids", b"run_ids", "statuses", b"statuses", "work_order_ids", b"work_order_ids", "workflow_events", b"workflow_events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__after_sequence: _TypeAlias = _typing.Literal["after_sequence"]  # noqa: Y015
     _WhichOneofArgType__after_sequence: _TypeAlias = _typing.Literal["_after_sequence", b"_after_sequence"]  # noqa: Y015
@@ -454,19 +473,27 @@ class WatchJobsResponse(_message.Message):
 
     EVENTS_FIELD_NUMBER: _builtins.int
     HEAD_SEQUENCE_FIELD_NUMBER: _builtins.int
+    WORKFLOW_EVENTS_FIELD_NUMBER: _builtins.int
     head_sequence: _builtins.int
     """The newest event sequence the engine has committed."""
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.JobEvent]:
         """Events in sequence order, possibly several at once. Empty on a keep-alive."""
 
+    @_builtins.property
+    def workflow_events(self) -> _containers.RepeatedCompositeFieldContainer[_workflow_pb2.WorkflowEvent]:
+        """Workflow events (WatchJobsRequest.workflow_events), in sequence order. Job and workflow events
+        share one sequence: merged by sequence, the two lists of one response are one ordered stream.
+        """
+
     def __init__(
         self,
         *,
         events: _abc.Iterable[_job_pb2.JobEvent] | None = ...,
         head_sequence: _builtins.int = ...,
+        workflow_events: _abc.Iterable[_workflow_pb2.WorkflowEvent] | None = ...,
     ) -> None: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "head_sequence", b"head_sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "head_sequence", b"head_sequence", "workflow_events", b"workflow_events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___WatchJobsResponse: _TypeAlias = WatchJobsResponse  # noqa: Y015
