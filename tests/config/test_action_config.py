@@ -145,7 +145,7 @@ BAD = [
     ),
     (
         "unknown error kind",
-        _bad(retry_policy=job_pb2.RetryPolicy(max_attempts=2, non_retryable_kinds=[42])),
+        _bad(retry_policy=job_pb2.RetryPolicy(max_attempts=2, non_retryable_kinds=[42])),  # type: ignore[list-item]  # an unknown kind on purpose
         "42",
     ),
 ]

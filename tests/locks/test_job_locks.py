@@ -282,7 +282,7 @@ async def test_a_lock_handed_on_is_freed_before_it_is_granted_in_the_event_order
     await worker.complete(a)
     b = await worker.next_assignment()
     assert b.job_id == second.id
-    events = []
+    events: list[job_pb2.JobEvent] = []
     for job_id in (first.id, second.id):
         events += (await stubs.jobs.GetJobEvents(js.GetJobEventsRequest(job_id=job_id))).events
     holders: set[str] = set()

@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2
 from jobwarden.contract import JobStatus
 from jobwarden.server.api import EngineServer, ServerOptions
 from jobwarden.v1 import job_pb2, lock_service_pb2
@@ -89,7 +90,7 @@ async def test_metrics_match_the_registry_during_a_run(server: EngineServer, stu
         lock_service_pb2.AcquireLockRequest(
             holder="mam-sync",
             locks=[job_pb2.LockRequest(resource="asset:1", mode=job_pb2.LOCK_MODE_EXCLUSIVE)],
-            ttl={"seconds": 600},
+            ttl=duration_pb2.Duration(seconds=600),
         )
     )
     # (A job takes its locks when a worker could run it.)
@@ -102,9 +103,10 @@ async def test_metrics_match_the_registry_during_a_run(server: EngineServer, stu
         )
     ).job
     with pytest.raises(grpc.aio.AioRpcError):
-        await stubs.jobs.ListJobs(js.ListJobsRequest(statuses=[1] * 1001))  # refused by the limits
+        # Refused by the limits.
+        await stubs.jobs.ListJobs(js.ListJobsRequest(statuses=[job_pb2.JOB_STATUS_QUEUED] * 1001))
     with pytest.raises(grpc.aio.AioRpcError):
-        await stubs.channel.unary_unary("/jobwarden.v1.JobService/GetJob")(b"\xff\xff")  # undecodable
+        await stubs.channel.unary_unary("/jobwarden.v1.JobService/GetJob")(b"\xff\xff")  # type: ignore[arg-type]  # undecodable
     await core.writer.flush()
 
     samples = await scrape(server)

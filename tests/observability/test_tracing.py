@@ -501,7 +501,7 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):
 async def test_serve_exports_over_otlp_when_the_standard_variables_say_where(sqlite_url: str) -> None:
     collector = Collector()
     receiver = grpc.aio.server()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, receiver)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, receiver)  # type: ignore[no-untyped-call]
     port = receiver.add_insecure_port("127.0.0.1:0")
     await receiver.start()
     engine = EngineProcess(

@@ -124,7 +124,8 @@ class Crash(Executor):
 
     async def execute(self, ctx: JobContext) -> None:
         try:
-            {}["missing"]
+            empty: dict[str, int] = {}
+            empty["missing"]
         except KeyError as error:
             raise RuntimeError("could not read the manifest") from error
 

@@ -90,7 +90,10 @@ def test_a_zero_delay_draws_nothing() -> None:
         (lambda: Backoff(0.2, math.inf), "maximum delay must be a number of seconds >= 0, got inf"),
         (lambda: Backoff(math.nan, 1.0), "initial delay must be a number of seconds >= 0, got nan"),
         (lambda: Backoff(True, 1.0), "initial delay must be a number of seconds >= 0, got True"),
-        (lambda: Backoff(0.2, "10"), "maximum delay must be a number of seconds >= 0, got '10'"),
+        (
+            lambda: Backoff(0.2, "10"),  # type: ignore[arg-type]  # a bad type on purpose
+            "maximum delay must be a number of seconds >= 0, got '10'",
+        ),
         (lambda: Backoff(0.2, 10.0, factor=0.5), "factor must be a number >= 1, got 0.5"),
         (lambda: Backoff(0.2, 10.0, jitter=1.5), "jitter must be a number from 0 to 1, got 1.5"),
         (lambda: Backoff.schedule(()), "a backoff schedule needs at least one delay"),

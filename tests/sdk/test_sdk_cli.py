@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from jobwarden.contract import JobStatus
@@ -135,7 +136,7 @@ async def test_watch_tails_the_stream(engine: object, client: JobClient) -> None
         job = await client.submit("tailed", {"x": 1})
         await client.cancel(job.id)
         assert process.stdout is not None
-        seen = []
+        seen: list[dict[str, Any]] = []
         while len(seen) < 2:
             line = await asyncio.wait_for(process.stdout.readline(), 30)
             assert line, "watch ended"

@@ -139,12 +139,12 @@ async def test_watch_reconnects_from_its_last_sequence_without_gap_or_duplicate(
 async def test_the_sync_client_does_the_same_without_an_event_loop(engine: object, tmp_path: Path) -> None:
     address = engine.address  # type: ignore[attr-defined]
 
-    def use() -> tuple[str, list[int], int]:
+    def use() -> tuple[str, list[job_pb2.JobEventType.ValueType], int]:
         with SyncJobClient(address) as sync:
             job = sync.submit("sync-client", {"x": 1}, labels={"k": "v"})
             fetched = sync.get(job.id)
             sync.cancel(job.id)
-            types = []
+            types: list[job_pb2.JobEventType.ValueType] = []
             for event in sync.watch(after_sequence=0, job_ids=[job.id]):
                 types.append(event.type)
                 if JobStatus(event.job.status) is JobStatus.CANCELLED:

@@ -236,7 +236,7 @@ def test_bad_executors_are_refused_before_any_job_runs() -> None:
         class Generator(Executor):
             action = "gen"
 
-            async def execute(self, ctx: JobContext) -> Any:  # type: ignore[override]
+            async def execute(self, ctx: JobContext) -> Any:
                 yield 1
 
 
@@ -337,7 +337,7 @@ def test_outbox_merges_updates_and_batches_results() -> None:
     outbox.update(("b", 1), progress=5)
     outbox.log(("a", 1), "INFO", "hello", datetime.now(UTC))
     for job in ("a", "b", "c"):
-        outbox.result(pb.JobResult(job_id=job, attempt=1, status=6))
+        outbox.result(pb.JobResult(job_id=job, attempt=1, status=job_pb2.JOB_STATUS_COMPLETED))
     messages = outbox.take(vouched=[])
     kinds = [message.WhichOneof("message") for message in messages]
     assert kinds == ["job_log", "job_updates", "job_results"]
@@ -371,7 +371,7 @@ def test_outbox_splits_what_would_not_fit_in_one_message() -> None:
         outbox.log(("chatty", 1), "INFO", f"line {n}", datetime.now(UTC))
     big = "x" * 900_000
     for n in range(9):
-        result = pb.JobResult(job_id=f"j{n}", attempt=1, status=6)
+        result = pb.JobResult(job_id=f"j{n}", attempt=1, status=job_pb2.JOB_STATUS_COMPLETED)
         result.result.update({"blob": big})
         outbox.result(result)
     messages = outbox.take(vouched=[])

@@ -6,7 +6,7 @@ import asyncio
 import builtins
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
@@ -403,7 +403,7 @@ class JobClient:
         job_ids: Iterable[str] | None = None,
         reconnect: bool = True,
         max_backoff: float = 5.0,
-    ) -> AsyncIterator[job_pb2.JobEvent]:
+    ) -> AsyncGenerator[job_pb2.JobEvent, None]:
         """Every job event, in sequence order, as it happens.
 
         With ``after_sequence`` the missed events come first (0 replays the whole history). When the
