@@ -79,12 +79,14 @@ async def snapshot(stubs: Stubs) -> tuple[list[tuple[str, int, int]], int]:
             "the decoder allows (a JSON payload may nest at most 20 levels)",
         ),
         (
-            lambda s: s.jobs.SubmitJob(request("work", locks=[job_pb2.LockRequest(resource="r", mode=7)])),
+            lambda s: s.jobs.SubmitJob(request("work", locks=[job_pb2.LockRequest(resource="r", mode=7)])),  # type: ignore[arg-type]
             "INVALID_ARGUMENT",
             "unknown lock mode 7",
         ),
         (
-            lambda s: s.jobs.SubmitJob(request("work", locks=[job_pb2.LockRequest(resource="", mode=1)])),
+            lambda s: s.jobs.SubmitJob(
+                request("work", locks=[job_pb2.LockRequest(resource="", mode=job_pb2.LOCK_MODE_SHARED)])
+            ),
             "INVALID_ARGUMENT",
             "empty resource",
         ),
@@ -98,7 +100,7 @@ async def snapshot(stubs: Stubs) -> tuple[list[tuple[str, int, int]], int]:
         (lambda s: s.jobs.ListJobs(js.ListJobsRequest(page_size=5000)), "INVALID_ARGUMENT", "page_size"),
         (lambda s: s.jobs.ListJobs(js.ListJobsRequest(page_token="zzz")), "INVALID_ARGUMENT", "page_token"),
         (
-            lambda s: s.jobs.ListJobs(js.ListJobsRequest(statuses=[42])),
+            lambda s: s.jobs.ListJobs(js.ListJobsRequest(statuses=[42])),  # type: ignore[list-item]
             "INVALID_ARGUMENT",
             "unknown job status",
         ),
@@ -125,14 +127,14 @@ async def test_refused_transitions_are_failed_precondition_and_change_nothing(
     before = await get(stubs, running.id)
     error = await rpc_error(stubs.jobs.RetryJob(js.RetryJobRequest(job_id=running.id)))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "is RUNNING; only FAILED or CANCELLED jobs can be retried" in error.details()
+    assert "is RUNNING; only FAILED or CANCELLED jobs can be retried" in (error.details() or "")
     assert await get(stubs, running.id) == before
     await worker.complete(a)
     await worker.next_ack()
     done = await get(stubs, running.id)
     error = await rpc_error(stubs.jobs.CancelJob(js.CancelJobRequest(job_id=running.id)))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "already COMPLETED" in error.details()
+    assert "already COMPLETED" in (error.details() or "")
     error = await rpc_error(stubs.jobs.RetryJob(js.RetryJobRequest(job_id=running.id)))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert await get(stubs, running.id) == done
@@ -142,7 +144,7 @@ async def test_refused_transitions_are_failed_precondition_and_change_nothing(
     await worker.next_ack()
     error = await rpc_error(stubs.jobs.RetryJob(js.RetryJobRequest(job_id=failed.id, from_step="nope")))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "no finished step 'nope'" in error.details()
+    assert "no finished step 'nope'" in (error.details() or "")
     assert (await get(stubs, failed.id)).status == JobStatus.FAILED
     await worker.close()
 
@@ -275,7 +277,7 @@ def _result(a: pb.Assignment, status: int, **fields: object) -> pb.JobResult:
 
 
 def _failed(a: pb.Assignment, kind: int, message: str = "boom") -> pb.JobResult:
-    return _result(a, job_pb2.JOB_STATUS_FAILED, error=job_pb2.JobError(kind=kind, message=message))
+    return _result(a, job_pb2.JOB_STATUS_FAILED, error=job_pb2.JobError(kind=kind, message=message))  # type: ignore[arg-type]
 
 
 MALFORMED_RESULTS = [

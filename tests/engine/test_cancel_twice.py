@@ -42,7 +42,7 @@ async def test_a_second_cancel_is_refused_and_changes_nothing(engine: EngineHand
     assert "waits for its worker to confirm" in details
     assert await get(stubs, job_id) == before
     assert (await stubs.jobs.GetJobEvents(js.GetJobEventsRequest(job_id=job_id))).events == events
-    assert [e.type for e in events].count(JobEventType.CANCEL_REQUESTED) == 1
+    assert [JobEventType(e.type) for e in events].count(JobEventType.CANCEL_REQUESTED) == 1
     # The worker confirms: CANCELLED, and a cancel now is refused as for any finished job.
     await worker.send(pb.ConnectRequest(cancel_ack=pb.CancelAck(job_id=job_id, attempt=1)))
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import grpc
 from jobwarden.contract import JobStatus
+from jobwarden.v1 import job_pb2, job_service_pb2_grpc
 from jobwarden.v1 import job_service_pb2 as js
-from jobwarden.v1 import job_service_pb2_grpc
 
 from tests.engine.helpers import request
 from tests.support import EngineProcess, RawWorker, wait_for
@@ -86,9 +86,13 @@ async def test_acknowledged_submits_and_results_survive_kill_9(db_url: str, tmp_
             assert job.status == JobStatus.COMPLETED, f"acknowledged result of {job_id} lost"
             assert job.result["attempt"] == attempt
         # Every job that was RUNNING when the engine died is TIMED_OUT now, waiting to be resumed.
-        still_running = await jobs.ListJobs(js.ListJobsRequest(statuses=[JobStatus.RUNNING], page_size=1000))
+        still_running = await jobs.ListJobs(
+            js.ListJobsRequest(statuses=[job_pb2.JOB_STATUS_RUNNING], page_size=1000)
+        )
         assert not still_running.jobs
-        timed_out = await jobs.ListJobs(js.ListJobsRequest(statuses=[JobStatus.TIMED_OUT], page_size=1000))
+        timed_out = await jobs.ListJobs(
+            js.ListJobsRequest(statuses=[job_pb2.JOB_STATUS_TIMED_OUT], page_size=1000)
+        )
         # An assignment may have been committed but still on the wire when the engine died; and a submit
         # may have been committed (even dispatched, in the same commit) without its answer reaching us:
         # that call failed, so it promised nothing, yet its job exists. Either way the job is one of ours

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf import struct_pb2
 from jobwarden.contract import JobStatus
 from jobwarden.v1 import job_service_pb2 as js
@@ -8,7 +10,7 @@ from tests.conftest import EngineHandle, Stubs
 from tests.support import RawWorker
 
 
-def struct(d: dict) -> struct_pb2.Struct:
+def struct(d: dict[str, Any]) -> struct_pb2.Struct:
     s = struct_pb2.Struct()
     s.update(d)
     return s

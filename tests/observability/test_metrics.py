@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TEST_CONFIG, Stubs
 from tests.engine.helpers import request
-from tests.support import RawWorker
+from tests.support import RawWorker, raw_unary
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ async def test_metrics_match_the_registry_during_a_run(server: EngineServer, stu
         # Refused by the limits.
         await stubs.jobs.ListJobs(js.ListJobsRequest(statuses=[job_pb2.JOB_STATUS_QUEUED] * 1001))
     with pytest.raises(grpc.aio.AioRpcError):
-        await stubs.channel.unary_unary("/jobwarden.v1.JobService/GetJob")(b"\xff\xff")  # type: ignore[arg-type]  # undecodable
+        await raw_unary(stubs.channel, "/jobwarden.v1.JobService/GetJob")(b"\xff\xff")  # undecodable
     await core.writer.flush()
 
     samples = await scrape(server)

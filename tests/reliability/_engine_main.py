@@ -17,8 +17,9 @@ from jobwarden.server.core import EngineConfig
 
 async def main(db_url: str, overrides: dict[str, object]) -> None:
     server = EngineServer(
-        EngineConfig(db_url=db_url, **overrides), ServerOptions(port=0, watch_keepalive=1.0)
-    )  # type: ignore[arg-type]
+        EngineConfig(db_url=db_url, **overrides),  # type: ignore[arg-type]  # fields from the test, as JSON
+        ServerOptions(port=0, watch_keepalive=1.0),
+    )
     await server.start()
     print(f"listening on {server.address}", flush=True)
     stop = asyncio.Event()

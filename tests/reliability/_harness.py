@@ -24,7 +24,7 @@ from jobwarden.v1 import job_service_pb2 as js
 from tests.engine.helpers import struct
 from tests.support import RawWorker
 
-NON_TERMINAL = [s for s in JobStatus if s not in TERMINAL_STATUSES]
+NON_TERMINAL = [job_pb2.JobStatus.ValueType(s) for s in JobStatus if s not in TERMINAL_STATUSES]
 
 
 @dataclass
@@ -228,7 +228,7 @@ class Figures:
         )
 
 
-async def all_jobs(jobs: job_service_pb2_grpc.JobServiceStub, **filters: Any) -> list[job_pb2.Job]:
+async def all_jobs(jobs: job_service_pb2_grpc.JobServiceAsyncStub, **filters: Any) -> list[job_pb2.Job]:
     out: list[job_pb2.Job] = []
     token = ""
     while True:
@@ -241,7 +241,7 @@ async def all_jobs(jobs: job_service_pb2_grpc.JobServiceStub, **filters: Any) ->
             return out
 
 
-async def wait_all_terminal(jobs: job_service_pb2_grpc.JobServiceStub, timeout: float = 90.0) -> None:
+async def wait_all_terminal(jobs: job_service_pb2_grpc.JobServiceAsyncStub, timeout: float = 90.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         page = await jobs.ListJobs(js.ListJobsRequest(statuses=NON_TERMINAL, page_size=5, summary=True))

@@ -66,7 +66,7 @@ def _request(rng: random.Random, n: int) -> js.SubmitJobRequest:
 
 
 async def _submitter(
-    jobs: job_service_pb2_grpc.JobServiceStub, ledger: Ledger, rng: random.Random, stop: asyncio.Event
+    jobs: job_service_pb2_grpc.JobServiceAsyncStub, ledger: Ledger, rng: random.Random, stop: asyncio.Event
 ) -> None:
     n = 0
     while not stop.is_set():

@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import pytest
 from jobwarden.contract import JobStatus
+from jobwarden.server.core import SqlStore
 from jobwarden.v1 import job_service_pb2 as js
 from sqlalchemy import event
 
@@ -132,6 +133,7 @@ def _sqlite_fault(engine: EngineHandle) -> Fault:
     def on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
         dbapi_connection.execute(f"PRAGMA query_only = {1 if state['read_only'] else 0}")
 
+    assert isinstance(engine.core.store, SqlStore)
     event.listen(engine.core.store.engine, "checkout", on_checkout)
     path = engine.db_url.removeprefix("sqlite:///")
 

@@ -12,9 +12,8 @@ from typing import Any
 
 import grpc
 import pytest
-from jobwarden.contract import JobStatus
 from jobwarden.sdk import Executor, JobContext, Worker
-from jobwarden.v1 import executor_service_pb2, executor_service_pb2_grpc, job_service_pb2_grpc
+from jobwarden.v1 import executor_service_pb2, executor_service_pb2_grpc, job_pb2, job_service_pb2_grpc
 from jobwarden.v1 import job_service_pb2 as js
 
 from tests.conftest import EngineFactory, EngineHandle
@@ -57,7 +56,9 @@ class Rig:
             self.ledger.submitted.append(job.id)
 
     async def finished(self) -> int:
-        page = await self.jobs.ListJobs(js.ListJobsRequest(statuses=[JobStatus.COMPLETED], page_size=1000))
+        page = await self.jobs.ListJobs(
+            js.ListJobsRequest(statuses=[job_pb2.JOB_STATUS_COMPLETED], page_size=1000)
+        )
         return len(page.jobs)
 
     async def worker_connected(self) -> bool:
@@ -169,7 +170,9 @@ async def test_stalled_stream_is_a_dead_worker(rig: Rig) -> None:
     await wait_for_async(
         lambda: _not(rig.worker_connected()), timeout=30, message="the engine to drop the worker"
     )
-    timed_out = await rig.jobs.ListJobs(js.ListJobsRequest(statuses=[JobStatus.RUNNING], page_size=1000))
+    timed_out = await rig.jobs.ListJobs(
+        js.ListJobsRequest(statuses=[job_pb2.JOB_STATUS_RUNNING], page_size=1000)
+    )
     assert not timed_out.jobs, "a stalled worker's jobs must not stay RUNNING"
     rig.proxy.set_mode(Mode.PASS)
     await wait_for_async(rig.worker_connected, timeout=30, message="the worker to reconnect")

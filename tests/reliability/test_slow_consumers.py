@@ -24,7 +24,7 @@ from jobwarden.v1 import job_service_pb2_grpc
 
 from tests.conftest import TEST_CONFIG
 from tests.engine.helpers import request
-from tests.support import wait_for, wait_for_async
+from tests.support import next_message, wait_for, wait_for_async
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST, SLOW = 90, 10
@@ -57,7 +57,7 @@ def engine_address(tmp_path: Path) -> Iterator[str]:
 
 
 class FastWatcher:
-    def __init__(self, stub: job_service_pb2_grpc.JobServiceStub, sent: dict[int, float]) -> None:
+    def __init__(self, stub: job_service_pb2_grpc.JobServiceAsyncStub, sent: dict[int, float]) -> None:
         self.sequences: list[int] = []
         self.lags: list[float] = []
         self.sent = sent
@@ -175,10 +175,11 @@ async def test_a_cut_frees_the_slot_at_once_though_the_client_never_reads(
             submitted += 10
         assert submitted > 100, "cut before gRPC's window was full: the write never waited"
         await wait_for_async(lambda: _equals(watchers(), 0), message="GetStats.watchers to drop")
+        assert server.limits is not None
         assert not server.limits.watchers, "the cut watcher still holds its per-client slot"
         # The same client watches again, at the limit of one, while the first has read nothing.
         fresh = jobs.WatchJobs(js.WatchJobsRequest(after_sequence=0))
-        first = await asyncio.wait_for(fresh.read(), 30)
+        first = await next_message(fresh, 30)
         assert first.events[0].sequence == 1
         assert await watchers() == 1
         fresh.cancel()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import duration_pb2
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -159,10 +160,10 @@ class JobMachine(RuleBasedStateMachine):
             mode = job_pb2.LOCK_MODE_EXCLUSIVE if exclusive else job_pb2.LOCK_MODE_SHARED
             fields["locks"] = [job_pb2.LockRequest(resource=lock, mode=mode)]
         if short_heartbeat:
-            fields["timeouts"] = job_pb2.JobTimeouts(heartbeat={"nanos": 300_000_000})
+            fields["timeouts"] = job_pb2.JobTimeouts(heartbeat=duration_pb2.Duration(nanos=300_000_000))
         if attempts > 1:
             fields["retry_policy"] = job_pb2.RetryPolicy(
-                max_attempts=attempts, initial_interval={"nanos": 100_000_000}
+                max_attempts=attempts, initial_interval=duration_pb2.Duration(nanos=100_000_000)
             )
         job = self.call(self.jobs.SubmitJob, request(ACTION, {"n": len(self.ids)}, **fields)).job
         self.ids.append(job.id)
@@ -328,12 +329,14 @@ class JobMachine(RuleBasedStateMachine):
             if LockMode.EXCLUSIVE in modes and len(modes) > 1:
                 problems.append(f"{view.resource} held EXCLUSIVE with others: {modes}")
             for holding in view.holders:
-                job = core.registry.jobs.get(holding.job_id or "")
-                if holding.job_id and (job is None or job.status not in (*ACTIVE_STATUSES, JobStatus.QUEUED)):
+                holding_job = core.registry.jobs.get(holding.job_id or "")
+                if holding.job_id and (
+                    holding_job is None or holding_job.status not in (*ACTIVE_STATUSES, JobStatus.QUEUED)
+                ):
                     problems.append(f"{view.resource} held by job {holding.job_id}, which is not running")
         counts = Counter({status: 0 for status in JobStatus})
-        for (_, status), count in core.registry.counts.items():
-            counts[status] += count
+        for (_, counted), count in core.registry.counts.items():
+            counts[counted] += count
         head = core.bus.head
         # The store: every event, gap-free, and each job's story allowed by the state machine.
         events = await core.events_between(0, head, 100_000)

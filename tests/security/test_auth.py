@@ -27,7 +27,7 @@ from jobwarden.v1 import lock_service_pb2 as ls
 
 from tests.conftest import EngineHandle
 from tests.security.conftest import TOKENS, SecureEngineFactory, token_of
-from tests.support import wait_for, wait_for_async
+from tests.support import next_message, wait_for, wait_for_async
 
 READ = {
     "GetJob",
@@ -116,7 +116,7 @@ async def call(channel: grpc.aio.Channel, name: str, token: str | None) -> grpc.
                     worker_name="matrix", executors=[ep.ExecutorSpec(action="transcode")], capacity=1
                 )
                 await connect.write(ep.ConnectRequest(register=register))
-                first = await connect.read()
+                first = await next_message(connect)
                 connect.cancel()
                 assert first.WhichOneof("message") == "registered"
             elif server_streaming:
@@ -216,7 +216,7 @@ async def test_reflection_needs_a_reader(channel: grpc.aio.Channel) -> None:
         stream = stub.ServerReflectionInfo(metadata=metadata)
         await stream.write(request)
         try:
-            return await stream.read()
+            return await next_message(stream)
         finally:
             stream.cancel()
 
@@ -267,11 +267,11 @@ async def test_only_an_admin_force_releases_a_stopping_jobs_locks_and_is_named_f
     stream = executor_service_pb2_grpc.ExecutorServiceStub(channel).Connect(metadata=as_("wanda"))
     register = ep.Register(worker_name="deaf", executors=[ep.ExecutorSpec(action="transcode")], capacity=2)
     await stream.write(ep.ConnectRequest(register=register))
-    assert (await stream.read()).WhichOneof("message") == "registered"
+    assert (await next_message(stream)).WhichOneof("message") == "registered"
 
-    async def next_message(kind: str) -> Any:
+    async def next_of(kind: str) -> Any:
         while True:
-            message = await asyncio.wait_for(stream.read(), 15)
+            message = await next_message(stream)
             if message.WhichOneof("message") == kind:
                 return getattr(message, kind)
             if kind == "assignment" and message.WhichOneof("message") == "assignments":
@@ -282,8 +282,8 @@ async def test_only_an_admin_force_releases_a_stopping_jobs_locks_and_is_named_f
     quick.execution.FromMilliseconds(50)
     submit = js.SubmitJobRequest(action="transcode", locks=asset, timeouts=quick)
     job = (await jobs.SubmitJob(submit, metadata=as_("otto"))).job
-    await next_message("assignment")
-    assert (await next_message("cancel_request")).job_id == job.id  # and the worker ignores it
+    await next_of("assignment")
+    assert (await next_of("cancel_request")).job_id == job.id  # and the worker ignores it
     waiter = (
         await jobs.SubmitJob(js.SubmitJobRequest(action="transcode", locks=asset), metadata=as_("otto"))
     ).job
@@ -313,7 +313,7 @@ async def test_only_an_admin_force_releases_a_stopping_jobs_locks_and_is_named_f
     history = (await jobs.GetJobEvents(js.GetJobEventsRequest(job_id=job.id), metadata=as_("vera"))).events
     assert history[-1].actor == "ada"
     assert "locks force-released by admin:ada: encoder wedged" in history[-1].reason
-    assert (await next_message("assignment")).job_id == waiter.id, "the lock passed on"
+    assert (await next_of("assignment")).job_id == waiter.id, "the lock passed on"
     stream.cancel()
 
 
@@ -336,7 +336,7 @@ async def test_a_worker_token_serves_its_actions_only(
             )
         )
         try:
-            return await stream.read()
+            return await next_message(stream)
         finally:
             stream.cancel()
 

@@ -20,24 +20,24 @@ import random
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
 from google.protobuf import descriptor as pd
-from google.protobuf import message_factory
+from google.protobuf import duration_pb2, message_factory
 from google.protobuf.message import DecodeError, Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jobwarden.contract import JobStatus
-from jobwarden.v1 import executor_service_pb2, job_service_pb2, lock_service_pb2
+from jobwarden.v1 import executor_service_pb2, job_pb2, job_service_pb2, lock_service_pb2
 from jobwarden.v1 import executor_service_pb2 as ep
 from jobwarden.v1 import job_service_pb2 as js
 
 from tests.conftest import EngineFactory, EngineHandle
 from tests.engine.helpers import request
 from tests.reliability._harness import Ledger, check_invariants
-from tests.support import RawWorker
+from tests.support import RawWorker, raw_unary, raw_unary_stream
 
 #: hypothesis examples per kind, and requests per example
 EXAMPLES = 70
@@ -210,7 +210,7 @@ def _methods() -> list[Method]:
 
 METHODS = _methods()
 CALLS = st.sampled_from(METHODS).flatmap(
-    lambda m: message_strategy(m.request.DESCRIPTOR).map(lambda r: (m, r))
+    lambda m: message_strategy(cast(pd.Descriptor, m.request.DESCRIPTOR)).map(lambda r: (m, r))
 )
 CONNECT_MESSAGES = message_strategy(ep.ConnectRequest.DESCRIPTOR)
 
@@ -324,7 +324,7 @@ class Fuzzer:
         self.tally.requests["garbage body"] += 1
         try:
             if method.server_streaming:
-                stream = self.channel.unary_stream(method.path)(body, timeout=5)
+                stream = raw_unary_stream(self.channel, method.path)(body, timeout=5)
                 try:
                     await asyncio.wait_for(stream.read(), 0.05)
                 except TimeoutError:
@@ -333,7 +333,7 @@ class Fuzzer:
                     stream.cancel()
                 answer = b""
             else:
-                answer = await self.channel.unary_unary(method.path)(body, timeout=5)
+                answer = await raw_unary(self.channel, method.path)(body, timeout=5)
         except grpc.aio.AioRpcError as error:
             self.tally.codes[error.code().name] += 1
             code, details = error.code(), error.details() or ""
@@ -360,7 +360,7 @@ class Fuzzer:
         bodies = [m.SerializeToString() for m in messages]
         if garbage is not None:
             bodies.insert(1, garbage)
-        stream = self.channel.stream_stream(
+        stream: grpc.aio.StreamStreamCall[bytes, ep.ConnectResponse] = self.channel.stream_stream(
             "/jobwarden.v1.ExecutorService/Connect",
             response_deserializer=ep.ConnectResponse.FromString,
         )(timeout=5)
@@ -369,9 +369,10 @@ class Fuzzer:
                 await stream.write(body)
             await stream.done_writing()
             while True:
-                response = await asyncio.wait_for(stream.read(), 2)
-                if response is grpc.aio.EOF:
+                read = await asyncio.wait_for(stream.read(), 2)
+                if read is grpc.aio.EOF:
                     break
+                response = cast(ep.ConnectResponse, read)
                 if response.WhichOneof("message") == "assignment":
                     self.tally.touched_jobs.add(response.assignment.job_id)
                 elif response.WhichOneof("message") == "assignments":
@@ -542,7 +543,9 @@ async def _well_formed_calls_answered(engine: EngineHandle, channel: grpc.aio.Ch
     await jobs.GetStats(js.GetStatsRequest())
     await locks.AcquireLock(
         lock_service_pb2.AcquireLockRequest(
-            holder="after", locks=[{"resource": "r", "mode": 2}], ttl={"seconds": 60}
+            holder="after",
+            locks=[job_pb2.LockRequest(resource="r", mode=job_pb2.LOCK_MODE_EXCLUSIVE)],
+            ttl=duration_pb2.Duration(seconds=60),
         )
     )
     assert (await locks.ReleaseLock(lock_service_pb2.ReleaseLockRequest(holder="after"))).released == 1

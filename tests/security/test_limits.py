@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2
 from jobwarden.contract import Limits
 from jobwarden.v1 import executor_service_pb2 as ep
 from jobwarden.v1 import job_pb2, lock_service_pb2
@@ -19,7 +21,7 @@ from tests.engine.helpers import nested, request, struct
 from tests.engine.test_bad_input import deep_request
 from tests.security.conftest import SecureEngineFactory
 from tests.security.test_auth import fingerprint
-from tests.support import RawWorker
+from tests.support import RawWorker, next_message, raw_unary, raw_unary_stream
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -35,26 +37,31 @@ async def limited(secure_engine_factory: SecureEngineFactory) -> EngineHandle:
     return await secure_engine_factory(max_watchers_per_client=WATCHERS_PER_CLIENT)
 
 
+@dataclass
+class TargetedStubs(Stubs):
+    # A job the cases may name, so that a refusal is about the limit and not an unknown id.
+    target: str = ""
+
+
 @pytest.fixture
-async def stubs(limited: EngineHandle) -> AsyncIterator[Stubs]:
+async def stubs(limited: EngineHandle) -> AsyncIterator[TargetedStubs]:
     from jobwarden.v1 import executor_service_pb2_grpc, job_service_pb2_grpc, lock_service_pb2_grpc
 
     channel = grpc.aio.insecure_channel(
         limited.address, options=[("grpc.max_send_message_length", 4 * Limits.MAX_MESSAGE_BYTES)]
     )
-    stubs = Stubs(
+    stubs = TargetedStubs(
         job_service_pb2_grpc.JobServiceStub(channel),
         executor_service_pb2_grpc.ExecutorServiceStub(channel),
         lock_service_pb2_grpc.LockServiceStub(channel),
         channel,
     )
-    # A job the cases may name, so that a refusal is about the limit and not an unknown id.
-    stubs.target = (await stubs.jobs.SubmitJob(request("target"))).job.id  # type: ignore[attr-defined]
+    stubs.target = (await stubs.jobs.SubmitJob(request("target"))).job.id
     yield stubs
     await channel.close()
 
 
-CASES: list[tuple[str, grpc.StatusCode, Callable[[Stubs], Any]]] = [
+CASES: list[tuple[str, grpc.StatusCode, Callable[[TargetedStubs], Any]]] = [
     (
         "a message over the size limit",
         EXHAUSTED,
@@ -122,7 +129,8 @@ CASES: list[tuple[str, grpc.StatusCode, Callable[[Stubs], Any]]] = [
             request(
                 "a",
                 locks=[
-                    job_pb2.LockRequest(resource=f"r{i}", mode=1) for i in range(Limits.MAX_LOCKS_PER_JOB + 1)
+                    job_pb2.LockRequest(resource=f"r{i}", mode=job_pb2.LOCK_MODE_SHARED)
+                    for i in range(Limits.MAX_LOCKS_PER_JOB + 1)
                 ],
             )
         ),
@@ -131,7 +139,14 @@ CASES: list[tuple[str, grpc.StatusCode, Callable[[Stubs], Any]]] = [
         "a long resource",
         INVALID,
         lambda s: s.jobs.SubmitJob(
-            request("a", locks=[job_pb2.LockRequest(resource=big(Limits.MAX_RESOURCE_LENGTH + 1), mode=1)])
+            request(
+                "a",
+                locks=[
+                    job_pb2.LockRequest(
+                        resource=big(Limits.MAX_RESOURCE_LENGTH + 1), mode=job_pb2.LOCK_MODE_SHARED
+                    )
+                ],
+            )
         ),
     ),
     (
@@ -159,7 +174,7 @@ CASES: list[tuple[str, grpc.StatusCode, Callable[[Stubs], Any]]] = [
     (
         "too many statuses in a filter",
         INVALID,
-        lambda s: s.jobs.ListJobs(js.ListJobsRequest(statuses=[1] * 1001)),
+        lambda s: s.jobs.ListJobs(js.ListJobsRequest(statuses=[job_pb2.JOB_STATUS_QUEUED] * 1001)),
     ),
     (
         "a long cancel reason",
@@ -180,9 +195,10 @@ CASES: list[tuple[str, grpc.StatusCode, Callable[[Stubs], Any]]] = [
             lock_service_pb2.AcquireLockRequest(
                 holder="h",
                 locks=[
-                    job_pb2.LockRequest(resource=f"r{i}", mode=1) for i in range(Limits.MAX_LOCKS_PER_JOB + 1)
+                    job_pb2.LockRequest(resource=f"r{i}", mode=job_pb2.LOCK_MODE_SHARED)
+                    for i in range(Limits.MAX_LOCKS_PER_JOB + 1)
                 ],
-                ttl={"seconds": 5},
+                ttl=duration_pb2.Duration(seconds=5),
             )
         ),
     ),
@@ -191,7 +207,9 @@ CASES: list[tuple[str, grpc.StatusCode, Callable[[Stubs], Any]]] = [
         INVALID,
         lambda s: s.locks.AcquireLock(
             lock_service_pb2.AcquireLockRequest(
-                holder=big(257), locks=[job_pb2.LockRequest(resource="r", mode=1)], ttl={"seconds": 5}
+                holder=big(257),
+                locks=[job_pb2.LockRequest(resource="r", mode=job_pb2.LOCK_MODE_SHARED)],
+                ttl=duration_pb2.Duration(seconds=5),
             )
         ),
     ),
@@ -212,7 +230,11 @@ CASES: list[tuple[str, grpc.StatusCode, Callable[[Stubs], Any]]] = [
 
 @pytest.mark.parametrize(("what", "code", "make"), CASES, ids=[c[0] for c in CASES])
 async def test_over_the_limit_is_refused_and_changes_nothing(
-    limited: EngineHandle, stubs: Stubs, what: str, code: grpc.StatusCode, make: Callable[[Stubs], Any]
+    limited: EngineHandle,
+    stubs: TargetedStubs,
+    what: str,
+    code: grpc.StatusCode,
+    make: Callable[[TargetedStubs], Any],
 ) -> None:
     await limited.core.writer.flush()
     before = fingerprint(limited)
@@ -336,9 +358,9 @@ async def test_an_undecodable_body_is_invalid_argument_logged_once_and_changes_n
     before = fingerprint(limited)
     caplog.clear()
     call = (
-        stubs.channel.unary_stream(path)(body, timeout=10).read()
+        raw_unary_stream(stubs.channel, path)(body, timeout=10).read()
         if streaming
-        else stubs.channel.unary_unary(path)(body, timeout=10)
+        else raw_unary(stubs.channel, path)(body, timeout=10)
     )
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await call
@@ -365,7 +387,7 @@ async def test_an_undecodable_message_on_the_worker_stream_is_refused_there(
     caplog.set_level(logging.DEBUG)
     connect = "/jobwarden.v1.ExecutorService/Connect"
     caplog.clear()
-    first = stubs.channel.stream_stream(connect)(timeout=10)
+    first: grpc.aio.StreamStreamCall[bytes, bytes] = stubs.channel.stream_stream(connect)(timeout=10)
     await first.write(GARBAGE)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await first.read()
@@ -377,17 +399,17 @@ async def test_an_undecodable_message_on_the_worker_stream_is_refused_there(
     _logged_once_as_a_warning(caplog, "jobwarden.v1.ConnectRequest")
 
     job = (await stubs.jobs.SubmitJob(request("w"))).job
-    stream = stubs.channel.stream_stream(connect, response_deserializer=ep.ConnectResponse.FromString)(
-        timeout=30
-    )
+    stream: grpc.aio.StreamStreamCall[bytes, ep.ConnectResponse] = stubs.channel.stream_stream(
+        connect, response_deserializer=ep.ConnectResponse.FromString
+    )(timeout=30)
     register = ep.Register(worker_name="w", executors=[ep.ExecutorSpec(action="w")], capacity=1)
     await stream.write(ep.ConnectRequest(register=register).SerializeToString())
-    registered = (await stream.read()).registered
-    assignment = (await stream.read()).assignment
+    registered = (await next_message(stream)).registered
+    assignment = (await next_message(stream)).assignment
     assert assignment.job_id == job.id
     caplog.clear()
     await stream.write(deep_request(60).SerializeToString()[:7] + b"\xff\xff")
-    refusal = (await stream.read()).refusal
+    refusal = (await next_message(stream)).refusal
     assert refusal.code == INVALID.value[0]
     assert refusal.refused == "undecodable"
     assert refusal.message.startswith("the request body is not a valid jobwarden.v1.ConnectRequest: ")
@@ -396,5 +418,5 @@ async def test_an_undecodable_message_on_the_worker_stream_is_refused_there(
     assert session.jobs == {job.id: assignment.attempt}
     done = ep.JobResult(job_id=job.id, attempt=assignment.attempt, status=job_pb2.JOB_STATUS_COMPLETED)
     await stream.write(ep.ConnectRequest(job_result=done).SerializeToString())
-    assert (await stream.read()).result_ack.accepted
+    assert (await next_message(stream)).result_ack.accepted
     stream.cancel()

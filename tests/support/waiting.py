@@ -9,7 +9,7 @@ T = TypeVar("T")
 
 
 async def wait_for(
-    predicate: Callable[[], T], timeout: float = 15.0, interval: float = 0.01, message: str = ""
+    predicate: Callable[[], T | None], timeout: float = 15.0, interval: float = 0.01, message: str = ""
 ) -> T:
     """Poll ``predicate`` until it returns something truthy; fail with ``message`` after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -23,8 +23,13 @@ async def wait_for(
 
 
 async def wait_for_async(
-    predicate: Callable[[], Awaitable[T]], timeout: float = 15.0, interval: float = 0.02, message: str = ""
+    predicate: Callable[[], Awaitable[T | None]],
+    timeout: float = 15.0,
+    interval: float = 0.02,
+    message: str = "",
 ) -> T:
+    """As ``wait_for``, for a predicate that must be awaited. A predicate that returns ``X | None``
+    makes this return an ``X``."""
     deadline = time.monotonic() + timeout
     while True:
         value = await predicate()

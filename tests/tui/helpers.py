@@ -17,7 +17,7 @@ from textual.pilot import Pilot
 
 
 async def until(
-    pilot: Pilot[object], condition: Callable[[], object], *, timeout: float = 20.0, what: str = ""
+    pilot: Pilot[Any], condition: Callable[[], object], *, timeout: float = 20.0, what: str = ""
 ) -> None:
     """Let the app run until ``condition()`` is true; fail with ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -27,7 +27,7 @@ async def until(
         await pilot.pause(0.05)
 
 
-async def settle(pilot: Pilot[object]) -> None:
+async def settle(pilot: Pilot[Any]) -> None:
     """Let a couple of flushes pass (the console draws stream changes a few times a second)."""
     app = pilot.app
     flushes = getattr(app, "flushes", 0)
@@ -51,7 +51,7 @@ class RecordingConsole(ConsoleApp):
         super().__init__(*args, **kwargs)
         self.notes: list[tuple[str, str]] = []
 
-    def notify(self, message: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def notify(self, message: str, *args: Any, **kwargs: Any) -> None:
         self.notes.append((str(kwargs.get("severity", "information")), str(message)))
         super().notify(message, *args, **kwargs)
 
@@ -64,7 +64,11 @@ def row_text(app: ConsoleApp, job_id: str) -> str:
 
 
 async def submit(
-    channel: grpc.aio.Channel, action: str, *, locks: tuple[tuple[str, int], ...] = (), **input_: Any
+    channel: grpc.aio.Channel,
+    action: str,
+    *,
+    locks: tuple[tuple[str, job_pb2.LockMode.ValueType], ...] = (),
+    **input_: Any,
 ) -> job_pb2.Job:
     """Submit one job through the real API and return it as the engine stored it."""
     stub = job_service_pb2_grpc.JobServiceStub(channel)

@@ -7,9 +7,10 @@ app with ``run_test`` and checks what reaches the engine through its own API.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
-from jobwarden.contract import JobStatus, LockMode
+from jobwarden.contract import JobStatus
 from jobwarden.tui.screens import (
     ActionsScreen,
     ConfirmScreen,
@@ -27,6 +28,7 @@ from jobwarden.v1 import (
     lock_service_pb2,
     lock_service_pb2_grpc,
 )
+from textual.screen import Screen
 from textual.widgets import Button, Log, Static
 from textual.widgets._footer import FooterKey
 
@@ -42,7 +44,7 @@ def footer_actions(app: RecordingConsole) -> set[str]:
 
 
 def console(engine: EngineHandle, **options: object) -> RecordingConsole:
-    return RecordingConsole(engine.address, flush_interval=0.1, stats_interval=0.3, **options)  # type: ignore[arg-type]
+    return RecordingConsole(engine.address, flush_interval=0.1, stats_interval=0.3, **options)
 
 
 async def test_rows_appear_and_change_as_the_job_runs(engine: EngineHandle) -> None:
@@ -160,7 +162,10 @@ async def test_detail_shows_the_job_and_follows_its_log(engine: EngineHandle) ->
 
         # A crash shows with its whole stack trace, and the timeline records the change.
         await worker.fail(
-            assignment, "ValueError: bad frame", kind=2, stack_trace="Traceback...\nValueError: bad frame"
+            assignment,
+            "ValueError: bad frame",
+            kind=job_pb2.ERROR_KIND_CRASHED,
+            stack_trace="Traceback...\nValueError: bad frame",
         )
         await worker.next_ack()
         error = screen.query_one("#detail-error", Static)
@@ -301,7 +306,8 @@ async def test_read_only_hides_every_action_that_changes_state(engine: EngineHan
         await pilot.pause(0.3)
         assert isinstance(app.screen, JobDetailScreen)
         assert (await engine_job(channel, job.id)).status == JobStatus.QUEUED
-        palette = [command.title for command in app.get_system_commands(app.screen)]
+        detail: Screen[Any] = app.screen
+        palette = [command.title for command in app.get_system_commands(detail)]
         assert "Retry all failed" not in palette
     await channel.close()
 
@@ -310,14 +316,14 @@ async def test_pause_and_resume_an_action_and_the_other_screens(engine: EngineHa
     channel = engine.channel()
     app = console(engine)
     async with app.run_test(size=SIZE) as pilot, contextlib.AsyncExitStack() as stack:
-        queued = await submit(channel, "ingest", locks=(("asset:9", int(LockMode.SHARED)),))
+        queued = await submit(channel, "ingest", locks=(("asset:9", job_pb2.LOCK_MODE_SHARED),))
         worker = await RawWorker(engine.address, ["thumbnail"], name="thumb-box", capacity=2).connect()
         await stack.enter_async_context(worker.beating())
         locks = lock_service_pb2_grpc.LockServiceStub(channel)
         await locks.AcquireLock(
             lock_service_pb2.AcquireLockRequest(
                 holder="mam-sync",
-                locks=[job_pb2.LockRequest(resource="asset:77", mode=int(LockMode.EXCLUSIVE))],
+                locks=[job_pb2.LockRequest(resource="asset:77", mode=job_pb2.LOCK_MODE_EXCLUSIVE)],
                 ttl=Duration(seconds=60),
             )
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from google.protobuf import struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -14,18 +16,20 @@ from jobwarden.v1 import job_pb2
 NOW = 1_700_000_000.0
 
 
-def job(
-    job_id: str, status: JobStatus = JobStatus.QUEUED, sequence: int = 1, **fields: object
-) -> job_pb2.Job:
+def job(job_id: str, status: JobStatus = JobStatus.QUEUED, sequence: int = 1, **fields: Any) -> job_pb2.Job:
     created = Timestamp(seconds=int(NOW) - 100)
     message = job_pb2.Job(
-        id=job_id, action="transcode", status=int(status), sequence=sequence, created_at=created
+        id=job_id,
+        action="transcode",
+        status=job_pb2.JobStatus.ValueType(status),
+        sequence=sequence,
+        created_at=created,
     )
     for name, value in fields.items():
         if isinstance(value, Timestamp):
             getattr(message, name).CopyFrom(value)
         elif name.endswith("_at"):
-            getattr(message, name).CopyFrom(Timestamp(seconds=int(value)))  # type: ignore[call-overload]
+            getattr(message, name).CopyFrom(Timestamp(seconds=int(value)))
         else:
             setattr(message, name, value)
     return message
@@ -42,7 +46,7 @@ def store(keep_finished: int = 100) -> JobStore:
 
 def test_row_copies_what_the_table_shows() -> None:
     message = job("a", JobStatus.FAILED, progress=40, message="encoding", attempt=2, worker_id="w1")
-    message.error.kind = int(ErrorKind.CRASHED)
+    message.error.kind = job_pb2.ErrorKind.ValueType(ErrorKind.CRASHED)
     message.error.message = "boom"
     message.locks.add(resource="asset:1", mode=int(LockMode.SHARED))
     message.labels["tenant"] = "acme"
@@ -157,9 +161,9 @@ def change(sequence: int, job_id: str, previous: JobStatus | None, status: JobSt
     return job_pb2.JobEvent(
         sequence=sequence,
         job_id=job_id,
-        type=int(kind),
+        type=job_pb2.JobEventType.ValueType(kind),
         job=job(job_id, status, sequence=sequence),
-        previous_status=int(previous or 0),
+        previous_status=job_pb2.JobStatus.ValueType(previous or 0),
     )
 
 
@@ -175,7 +179,10 @@ def test_status_counts_follow_events_after_their_seed() -> None:
             change(11, "b", None, JobStatus.QUEUED),
             change(12, "a", JobStatus.QUEUED, JobStatus.RUNNING),
             job_pb2.JobEvent(
-                sequence=13, job_id="a", type=int(JobEventType.UPDATED), job=job("a", JobStatus.RUNNING)
+                sequence=13,
+                job_id="a",
+                type=job_pb2.JobEventType.ValueType(JobEventType.UPDATED),
+                job=job("a", JobStatus.RUNNING),
             ),
             change(14, "a", JobStatus.RUNNING, JobStatus.COMPLETED),
             # The same event again (a replay) is not counted twice.
@@ -202,7 +209,7 @@ def test_status_counts_resync_only_when_the_stream_is_at_the_stats_head() -> Non
 
 
 def test_a_row_shows_only_what_is_true_of_its_status() -> None:
-    last = {"worker_id": "w1", "step": "upload", "message": "uploading", "progress": 50}
+    last: dict[str, Any] = {"worker_id": "w1", "step": "upload", "message": "uploading", "progress": 50}
     running = JobRow.from_proto(job("a", JobStatus.RUNNING, **last))
     assert running.current_text() == ("[upload] uploading", False)
     assert running.current_worker_id == "w1"
@@ -219,7 +226,7 @@ def test_a_row_shows_only_what_is_true_of_its_status() -> None:
     assert completed.current_worker_id == ""
     assert completed.shows_progress
     failed_message = job("a", JobStatus.FAILED, **last)
-    failed_message.error.kind = int(ErrorKind.LOST)
+    failed_message.error.kind = job_pb2.ErrorKind.ValueType(ErrorKind.LOST)
     failed_message.error.message = "no update for 4s"
     assert JobRow.from_proto(failed_message).current_text() == ("LOST: no update for 4s", True)
     cancelled = JobRow.from_proto(job("a", JobStatus.CANCELLED, status_reason="by an operator", **last))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from functools import partial
 
 import pytest
 from google.protobuf.duration_pb2 import Duration
@@ -33,7 +34,7 @@ sizes = pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "160x45"])
 
 
 def console(engine: EngineHandle, **options: object) -> RecordingConsole:
-    return RecordingConsole(engine.address, flush_interval=0.1, stats_interval=0.3, **options)  # type: ignore[arg-type]
+    return RecordingConsole(engine.address, flush_interval=0.1, stats_interval=0.3, **options)
 
 
 def plain(renderable: object, width: int = 200) -> str:
@@ -53,9 +54,7 @@ async def test_read_only_keys_say_why_and_the_header_says_so(engine: EngineHandl
         assert "read-only (the token's role is viewer)" in str(notes.content)
         for key, what in (("c", "Cancel"), ("r", "Retry"), ("p", "Pause action")):
             await pilot.press(key)
-            await until(
-                pilot, lambda what=what: app.noted(f"{what}: not available"), what=f"why {key} is off"
-            )
+            await until(pilot, partial(app.noted, f"{what}: not available"), what=f"why {key} is off")
         assert all("the token's role is viewer" in message for _, message in app.notes)
         assert app.screen is app.jobs_screen
         assert (await engine_job(channel, job.id)).status == JobStatus.QUEUED

@@ -62,7 +62,9 @@ def keys(*names: str) -> Callable[[Pilot[Any]], Awaitable[None]]:
 def polled(screen_type: type) -> Callable[[Pilot[Any]], Awaitable[None]]:
     async def wait(pilot: Pilot[Any]) -> None:
         await until(pilot, lambda: isinstance(pilot.app.screen, screen_type), what=screen_type.__name__)
-        await until(pilot, lambda: pilot.app.screen.polls >= 1, what=f"{screen_type.__name__} data")
+        await until(
+            pilot, lambda: getattr(pilot.app.screen, "polls", 0) >= 1, what=f"{screen_type.__name__} data"
+        )
 
     return wait
 
