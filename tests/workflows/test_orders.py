@@ -129,7 +129,7 @@ async def test_cancel_a_run_tells_the_running_jobs_worker(wf: Any, jobs: Any, wo
         wf,
         started.run.id,
         WorkflowRunStatus.RUNNING,
-        check=lambda r: r.steps[0].job_status == JobStatus.RUNNING,
+        check=lambda r: JobStatus(r.steps[0].job_status) is JobStatus.RUNNING,
     )
     job_id = running.steps[0].job_id
     cancelled = await wf.CancelWorkflowRun(
