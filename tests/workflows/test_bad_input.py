@@ -180,8 +180,8 @@ async def test_bad_retries_and_cancels_change_nothing(wf: Any, workers: StartWor
     error = await refused(wf.RetryWorkOrder, ws.RetryWorkOrderRequest(work_order_id=order_id))
     assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert error.details() == (
-        f"work order {order_id}'s last run {started.run.id} is RUNNING; retry it once it has ended (or cancel "
-        "it first); nothing changed"
+        f"work order {order_id}'s last run {started.run.id} is RUNNING; retry it once it has ended "
+        "(or cancel it first); nothing changed"
     )
     gate.set()
     run = await wait_run(wf, started.run.id)
