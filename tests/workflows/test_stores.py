@@ -60,11 +60,15 @@ async def test_orders_runs_and_events_are_stored(
         worker.stop()
         serving.cancel()
     by_status = await any_wf.ListWorkOrders(
-        ws.ListWorkOrdersRequest(statuses=[WorkflowRunStatus.COMPLETED], correlation_id="patient-123")
+        ws.ListWorkOrdersRequest(
+            statuses=[workflow_pb2.WORKFLOW_RUN_STATUS_COMPLETED], correlation_id="patient-123"
+        )
     )
     assert [o.id for o in by_status.orders] == [started.order.id]
     assert (
-        await any_wf.ListWorkOrders(ws.ListWorkOrdersRequest(statuses=[WorkflowRunStatus.FAILED]))
+        await any_wf.ListWorkOrders(
+            ws.ListWorkOrdersRequest(statuses=[workflow_pb2.WORKFLOW_RUN_STATUS_FAILED])
+        )
     ).orders == []
 
     # A new engine on the same database reads it all back.
