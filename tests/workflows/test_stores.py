@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from jobwarden.contract import WorkflowRunStatus
 from jobwarden.sdk import Worker
-from jobwarden.v1 import job_service_pb2, job_service_pb2_grpc, workflow_service_pb2_grpc
+from jobwarden.v1 import job_service_pb2, job_service_pb2_grpc, workflow_pb2, workflow_service_pb2_grpc
 from jobwarden.v1 import workflow_service_pb2 as ws
 
 from tests.conftest import EngineFactory, EngineHandle
