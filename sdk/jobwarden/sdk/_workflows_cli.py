@@ -22,7 +22,6 @@ from jobwarden.sdk._commands import _parse_input, _parse_labels
 from jobwarden.sdk._exceptions import JobwardenError, WorkflowDefinitionError
 from jobwarden.sdk._workflow_files import SUFFIXES, load_workflow
 from jobwarden.sdk._workflow_requests import (
-    RUN_TERMINAL_STATUSES,
     run_status_name,
     run_statuses,
     step_status_name,
@@ -420,12 +419,11 @@ async def _order(args: argparse.Namespace) -> int:
 async def _cancel(
     args: argparse.Namespace, client: JobClient, found: workflow_service_pb2.GetWorkOrderResponse
 ) -> int:
+    """Cancel the work order's last run (the engine refuses a finished one, saying so)."""
     order = found.order
-    last = found.runs[-1] if found.runs else None
-    if last is None or last.status in RUN_TERMINAL_STATUSES:
-        state = f"its last run {last.id} is {run_status_name(last.status)}" if last else "it has no run"
-        raise UsageError(f"work order {order.id} has no run to cancel: {state}")
-    run = await client.cancel_workflow_run(last.id, args.reason)
+    if not found.runs:
+        raise UsageError(f"work order {order.id} has no run to cancel")
+    run = await client.cancel_workflow_run(found.runs[-1].id, args.reason)
     if args.json:
         _print_json(fmt.message_json(run))
     else:
