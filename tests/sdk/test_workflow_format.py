@@ -65,6 +65,11 @@ def test_a_run_names_the_failed_step_and_shows_each_step() -> None:
     lines = run_text(run, now=now).splitlines()
     assert lines[0] == "run 2  run-1  FAILED  media-publish v1  rerun from publish"
     assert lines[1] == "  error: step 'publish': the CDN refused (job job-9)"
+    run.error.message = "step 'publish' failed: the CDN refused"
+    assert (
+        run_text(run, now=now).splitlines()[1]
+        == "  error: step 'publish' failed: the CDN refused (job job-9)"
+    )
     rows = {line.split()[0]: line.split() for line in lines[2:]}
     assert rows["STEP"] == ["STEP", "STATUS", "DURATION", "JOB", "ATTEMPT", "NOTE"]
     assert rows["ingest"][:5] == ["ingest", "COMPLETED", "1.5s", "job-1", "1"]

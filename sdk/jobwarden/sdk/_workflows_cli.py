@@ -389,7 +389,7 @@ async def _orders(args: argparse.Namespace) -> int:
 
 async def _order(args: argparse.Namespace) -> int:
     words = list(args.words)
-    verb = words.pop(0) if words[0] in ("retry", "cancel", "show") and len(words) > 1 else "show"
+    verb = words.pop(0) if words[0] in ("retry", "cancel", "show") else "show"
     if len(words) != 1:
         raise UsageError(
             f"takes one work order id: jobwarden order [retry|cancel] ID, got {' '.join(args.words)!r}"
@@ -461,12 +461,15 @@ def run_text(run: workflow_pb2.WorkflowRun, now: datetime | None = None) -> str:
     elif run.previous_run_id:
         head += "  rerun from the start"
     lines = [head]
-    if run.status_reason:
+    error = run.error
+    if run.status_reason and run.status_reason != error.message:
         lines.append(f"  reason: {run.status_reason}")
-    if run.error.message or run.error.step:
-        where = f"step {run.error.step!r}: " if run.error.step else ""
-        job = f" (job {run.error.job_id})" if run.error.job_id else ""
-        lines.append(f"  error: {where}{run.error.message}{job}")
+    if error.message or error.step:
+        # The engine's message usually names the step already; name it once.
+        named = error.step and f"{error.step!r}" in error.message
+        where = f"step {error.step!r}: " if error.step and not named else ""
+        job = f" (job {error.job_id})" if error.job_id else ""
+        lines.append(f"  error: {where}{error.message}{job}")
     if run.HasField("output") and run.status == workflow_pb2.WORKFLOW_RUN_STATUS_COMPLETED:
         lines.append(f"  output: {json.dumps(struct_to_dict(run.output), sort_keys=True)}")
     rows = [
