@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from jobwarden.contract import StepStatus, WorkflowRunStatus
 from jobwarden.sdk import JobClient, Workflow
-from jobwarden.sdk._workflow_requests import run_status_name, step_status_name
 from jobwarden.v1 import workflow_pb2
 
 RENDITIONS = ("1080p", "720p", "480p")
@@ -99,12 +99,12 @@ async def main(asset_id: int = 42) -> int:
 
         def show(event: workflow_pb2.WorkflowEvent) -> None:
             if event.step:
-                status = next((s.status for s in event.run.steps if s.name == event.step), 0)
-                print(f"  {event.step:<16} {step_status_name(status)}")
+                step = next(s for s in event.run.steps if s.name == event.step)
+                print(f"  {event.step:<16} {StepStatus(step.status).name}")
 
         run = await client.wait_workflow_run(started.run.id, on_change=show)
-        print(f"run {run.id}: {run_status_name(run.status)}")
-        return 0 if run.status == workflow_pb2.WORKFLOW_RUN_STATUS_COMPLETED else 1
+        print(f"run {run.id}: {WorkflowRunStatus(run.status).name}")
+        return 0 if WorkflowRunStatus(run.status) is WorkflowRunStatus.COMPLETED else 1
 
 
 if __name__ == "__main__":
