@@ -224,7 +224,9 @@ def definition_text(definition: workflow_pb2.WorkflowDefinition) -> str:
             f"{_edge_word(edge.kind)} → {edge.target}" + (f" if {edge.condition}" if edge.condition else "")
             for edge in out
         )
-        rows.append([step.name, _step_kind(step), _join_word(step.join), edges])
+        # A join mode matters only where several edges meet.
+        joins = sum(edge.target == step.name for edge in definition.edges) > 1
+        rows.append([step.name, _step_kind(step), _join_word(step.join) if joins else "", edges])
     lines.append("")
     lines.append(fmt.table(["STEP", "RUNS", "JOIN", "EDGES"], rows))
     return "\n".join(lines)
@@ -332,14 +334,16 @@ class _StepReport:
         step = next((s for s in event.run.steps if s.name == event.step), None)
         if step is None:
             return
-        note = ""
+        status = step_status_name(step.status)
         if step.status == workflow_pb2.STEP_STATUS_FAILED and step.error.message:
-            note = f": {step.error.message}"
+            line = f"{status}: {step.error.message}"
         elif step.reused_from_run_id:
-            note = f" (reused from run {step.reused_from_run_id})"
+            line = f"{status:<10} reused from run {step.reused_from_run_id}"
         elif step.job_id:
-            note = f"  job {step.job_id}"
-        print(f"  {step.name:<20} {step_status_name(step.status)}{note}", file=sys.stderr, flush=True)
+            line = f"{status:<10} job {step.job_id}"
+        else:
+            line = status
+        print(f"  {step.name:<20} {line}", file=sys.stderr, flush=True)
 
 
 # -- work orders -------------------------------------------------------------------------------------
@@ -462,7 +466,8 @@ def run_text(run: workflow_pb2.WorkflowRun, now: datetime | None = None) -> str:
         head += "  rerun from the start"
     lines = [head]
     error = run.error
-    if run.status_reason and run.status_reason != error.message:
+    completed = run.status == workflow_pb2.WORKFLOW_RUN_STATUS_COMPLETED
+    if run.status_reason and run.status_reason != error.message and not completed:
         lines.append(f"  reason: {run.status_reason}")
     if error.message or error.step:
         # The engine's message usually names the step already; name it once.
