@@ -1064,10 +1064,7 @@ class WorkflowRunner:
 
 
 def _run_header(run: WorkflowRun) -> dict[str, Any]:
-    d = run.to_dict(payloads=False)
-    d.pop("steps", None)
-    d.pop("edges", None)
-    return d
+    return run.to_dict(payloads=False, steps=False)
 
 
 def _check_variables(values: dict[str, str], what: str) -> None:
