@@ -147,6 +147,8 @@ async def test_start_wait_failure_retry_from_a_step_orders_and_order(
     publish = next(step for step in run_two["steps"] if step["name"] == "publish")
     job = await client.get(publish["job_id"])
     assert (job.workflow_run_id, job.workflow_step, job.work_order_id) == (run_two["id"], "publish", order)
+    code, out, _ = await jobwarden("get", job.id, "--engine", address)
+    assert f"in run:      {run_two['id']} step publish (work order {order})" in out
 
 
 async def test_cancel_a_running_order(engine: Any, tmp_path: Path) -> None:
