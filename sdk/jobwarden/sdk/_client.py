@@ -9,7 +9,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 import grpc.aio
@@ -27,6 +27,12 @@ from jobwarden.sdk._exceptions import (
     from_rpc_error,
 )
 from jobwarden.sdk._requests import LockSpec, int64, lock_request, statuses, submit_request
+from jobwarden.sdk._workflow_requests import (
+    RUN_TERMINAL_STATUSES,
+    RunStatusSpec,
+    run_statuses,
+    start_request,
+)
 from jobwarden.v1 import (
     executor_service_pb2,
     executor_service_pb2_grpc,
@@ -35,6 +41,9 @@ from jobwarden.v1 import (
     job_service_pb2_grpc,
     lock_service_pb2,
     lock_service_pb2_grpc,
+    workflow_pb2,
+    workflow_service_pb2,
+    workflow_service_pb2_grpc,
 )
 from jobwarden.wire import duration
 
@@ -43,6 +52,13 @@ __all__ = ["JobClient", "WatchStream"]
 logger = logging.getLogger("jobwarden.client")
 
 T = TypeVar("T")
+
+
+class WorkflowLike(Protocol):
+    """What ``put_workflow`` takes besides a ``WorkflowDefinition``: a builder (``Workflow``)."""
+
+    def definition(self) -> workflow_pb2.WorkflowDefinition: ...
+
 
 #: watch errors after which the stream is opened again from the last sequence
 _RECONNECT_CODES = frozenset(
@@ -59,7 +75,8 @@ _RECONNECT_CODES = frozenset(
 
 
 class JobClient:
-    """An asyncio client of the engine's ``JobService``, ``ExecutorService`` and ``LockService``.
+    """An asyncio client of the engine's ``JobService``, ``ExecutorService``, ``LockService`` and
+    ``WorkflowService``.
 
     ``async with JobClient("127.0.0.1:50051") as client: job = await client.submit("resize", {...})``.
     Methods return the API's messages (``jobwarden.v1.job_pb2.Job`` and friends) and raise the
@@ -88,6 +105,7 @@ class JobClient:
         self._jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
         self._executors = executor_service_pb2_grpc.ExecutorServiceStub(self._channel)
         self._locks = lock_service_pb2_grpc.LockServiceStub(self._channel)
+        self._workflows = workflow_service_pb2_grpc.WorkflowServiceStub(self._channel)
 
     async def __aenter__(self) -> JobClient:
         return self
@@ -386,12 +404,214 @@ class JobClient:
             self._locks.ForceReleaseJobLocks(request, timeout=self.timeout),
         )
 
+    # -- workflows -------------------------------------------------------------------------------
+    async def put_workflow(
+        self, definition: workflow_pb2.WorkflowDefinition | WorkflowLike
+    ) -> workflow_service_pb2.PutWorkflowResponse:
+        """Store a definition as its name's next version (``.definition``, ``.created``).
+
+        ``definition`` is a ``WorkflowDefinition`` or anything with a ``definition()`` method that
+        makes one (``jobwarden.sdk.Workflow``). The same content as the latest version creates
+        nothing (``created`` False) and returns that version. ``InvalidRequest`` names the step or
+        edge at fault (an unknown step, a cycle, a template that does not compile, ...)."""
+        message = (
+            definition if isinstance(definition, workflow_pb2.WorkflowDefinition) else definition.definition()
+        )
+        request = workflow_service_pb2.PutWorkflowRequest(definition=message)
+        _check_size(request, f"the definition of workflow {message.name!r}")
+        return await self._call(
+            workflow_service_pb2.PutWorkflowResponse,
+            self._workflows.PutWorkflow(request, timeout=self.timeout),
+        )
+
+    async def get_workflow(self, name: str, *, version: int = 0) -> workflow_pb2.WorkflowDefinition:
+        """A definition: ``version`` of ``name``, or its latest (0); ``JobNotFound`` if none."""
+        request = workflow_service_pb2.GetWorkflowRequest(name=name, version=version)
+        response = await self._call(
+            workflow_service_pb2.GetWorkflowResponse,
+            self._workflows.GetWorkflow(request, timeout=self.timeout),
+        )
+        return response.definition
+
+    async def list_workflows(
+        self, *, name: str = "", all_versions: bool = False
+    ) -> builtins.list[workflow_pb2.WorkflowDefinition]:
+        """The latest version of each workflow (or every version), by name then version."""
+        request = workflow_service_pb2.ListWorkflowsRequest(name=name, all_versions=all_versions)
+        response = await self._call(
+            workflow_service_pb2.ListWorkflowsResponse,
+            self._workflows.ListWorkflows(request, timeout=self.timeout),
+        )
+        return list(response.definitions)
+
+    async def start_workflow(
+        self,
+        workflow: str,
+        input: Mapping[str, Any] | None = None,
+        *,
+        version: int = 0,
+        context: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        correlation_id: str = "",
+        idempotency_key: str = "",
+    ) -> workflow_service_pb2.StartWorkflowResponse:
+        """Make a work order of ``workflow`` (its latest version, or ``version``) and its first run
+        (``.order``, ``.run``). ``context`` overrides the definition's context variables. With an
+        ``idempotency_key`` seen before, the first work order is returned (``.duplicate``) if this is
+        the same request, else ``InvalidTransition`` and nothing is started."""
+        request = start_request(
+            workflow,
+            input,
+            version=version,
+            context=context,
+            labels=labels,
+            correlation_id=correlation_id,
+            idempotency_key=idempotency_key,
+        )
+        _check_size(request, f"the start of workflow {workflow!r}")
+        return await self._call(
+            workflow_service_pb2.StartWorkflowResponse,
+            self._workflows.StartWorkflow(request, timeout=self.timeout),
+        )
+
+    async def get_work_order(self, work_order_id: str) -> workflow_service_pb2.GetWorkOrderResponse:
+        """A work order (``.order``) and every run of it, oldest first (``.runs``); the id may be
+        abbreviated to 8 characters or more."""
+        request = workflow_service_pb2.GetWorkOrderRequest(work_order_id=work_order_id)
+        return await self._call(
+            workflow_service_pb2.GetWorkOrderResponse,
+            self._workflows.GetWorkOrder(request, timeout=self.timeout),
+        )
+
+    async def list_work_orders(
+        self,
+        *,
+        workflow: str = "",
+        statuses: Iterable[RunStatusSpec] | None = None,
+        correlation_id: str = "",
+        limit: int = 0,
+        page_token: str = "",
+    ) -> workflow_service_pb2.ListWorkOrdersResponse:
+        """One page of work orders, newest first (``.orders``, ``.next_page_token``). ``statuses``
+        take ``WorkflowRunStatus`` numbers or names (``"failed"``); ``limit`` 0 means 100."""
+        request = workflow_service_pb2.ListWorkOrdersRequest(
+            workflow=workflow,
+            statuses=run_statuses(statuses),
+            correlation_id=correlation_id,
+            limit=limit,
+            page_token=page_token,
+        )
+        return await self._call(
+            workflow_service_pb2.ListWorkOrdersResponse,
+            self._workflows.ListWorkOrders(request, timeout=self.timeout),
+        )
+
+    async def iter_work_orders(self, **filters: Any) -> AsyncIterator[workflow_pb2.WorkOrder]:
+        """Every work order matching ``list_work_orders``' filters, newest first, page after page."""
+        token = ""
+        while True:
+            page = await self.list_work_orders(page_token=token, **filters)
+            for order in page.orders:
+                yield order
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def get_workflow_run(self, run_id: str) -> workflow_pb2.WorkflowRun:
+        """A run with its steps, edges, input and output; the id may be abbreviated."""
+        request = workflow_service_pb2.GetWorkflowRunRequest(run_id=run_id)
+        response = await self._call(
+            workflow_service_pb2.GetWorkflowRunResponse,
+            self._workflows.GetWorkflowRun(request, timeout=self.timeout),
+        )
+        return response.run
+
+    async def retry_work_order(
+        self, work_order_id: str, *, from_step: str = "", latest_version: bool = False
+    ) -> workflow_service_pb2.RetryWorkOrderResponse:
+        """A new run of a work order whose last run ended (``.order``, ``.run``): from the start, or
+        from ``from_step``, reusing the outcome of every step not downstream of it; on the pinned
+        version, or the latest with ``latest_version``. ``InvalidTransition`` while the last run is
+        unfinished, ``InvalidRequest`` for a step not in the run's definition."""
+        request = workflow_service_pb2.RetryWorkOrderRequest(
+            work_order_id=work_order_id, from_step=from_step, latest_version=latest_version
+        )
+        return await self._call(
+            workflow_service_pb2.RetryWorkOrderResponse,
+            self._workflows.RetryWorkOrder(request, timeout=self.timeout),
+        )
+
+    async def cancel_workflow_run(self, run_id: str, reason: str = "") -> workflow_pb2.WorkflowRun:
+        """Cancel a run: its waiting steps at once, its running jobs through their workers; the run
+        ends CANCELLED. ``InvalidTransition`` for a finished run."""
+        request = workflow_service_pb2.CancelWorkflowRunRequest(run_id=run_id, reason=reason)
+        response = await self._call(
+            workflow_service_pb2.CancelWorkflowRunResponse,
+            self._workflows.CancelWorkflowRun(request, timeout=self.timeout),
+        )
+        return response.run
+
+    async def wait_workflow_run(
+        self, run_id: str, *, on_change: Callable[[workflow_pb2.WorkflowEvent], object] | None = None
+    ) -> workflow_pb2.WorkflowRun:
+        """Wait until the run is finished (COMPLETED, FAILED or CANCELLED) and return it whole.
+
+        ``on_change`` (a function or a coroutine function) gets each of the run's workflow events
+        (step changes included). Bound the wait with ``asyncio.timeout(...)``."""
+        head = (await self.stats()).head_sequence
+        run = await self.get_workflow_run(run_id)
+        if run.status in RUN_TERMINAL_STATUSES:
+            return run
+        async for event in self.watch_workflows(after_sequence=head, run_ids=[run.id]):
+            await _notify(on_change, event)
+            if event.run.id == run.id and event.run.status in RUN_TERMINAL_STATUSES:
+                return await self.get_workflow_run(run.id)
+        raise EngineUnavailable(f"the watch of workflow run {run.id} ended")
+
+    async def watch_workflows(
+        self,
+        *,
+        after_sequence: int | None = None,
+        run_ids: Iterable[str] | None = None,
+        work_order_ids: Iterable[str] | None = None,
+        reconnect: bool = True,
+        max_backoff: float = 5.0,
+    ) -> AsyncIterator[workflow_pb2.WorkflowEvent]:
+        """Every workflow event (work orders, runs, steps), in sequence order, as it happens; only
+        those of ``run_ids`` and ``work_order_ids`` when given. Replays and reconnects as ``watch``
+        does. Job events are left out; ``watch_all`` has both, merged."""
+        request = job_service_pb2.WatchJobsRequest(
+            workflow_events=True,
+            exclude_job_events=True,
+            run_ids=list(run_ids or ()),
+            work_order_ids=list(work_order_ids or ()),
+        )
+        async for event in self._watch(request, after_sequence, reconnect, max_backoff):
+            if isinstance(event, workflow_pb2.WorkflowEvent):
+                yield event
+
+    async def watch_all(
+        self,
+        *,
+        after_sequence: int | None = None,
+        reconnect: bool = True,
+        max_backoff: float = 5.0,
+    ) -> AsyncIterator[job_pb2.JobEvent | workflow_pb2.WorkflowEvent]:
+        """Job and workflow events together, as one stream in sequence order (gap-free)."""
+        request = job_service_pb2.WatchJobsRequest(workflow_events=True)
+        async for event in self._watch(request, after_sequence, reconnect, max_backoff):
+            yield event
+
     # -- the event stream ------------------------------------------------------------------------
-    def open_watch(self, after_sequence: int = 0) -> WatchStream:
+    def open_watch(self, after_sequence: int = 0, *, workflow_events: bool = False) -> WatchStream:
         """The raw ``WatchJobs`` stream from ``after_sequence``, one response (a batch of events and
         the engine's head, or an empty keep-alive) per ``read()``, and no reconnection: for a caller
-        that keeps its own (the console). Most callers want ``watch``."""
-        request = job_service_pb2.WatchJobsRequest(after_sequence=int64(after_sequence, "after_sequence", 0))
+        that keeps its own (the console). With ``workflow_events`` the responses carry workflow
+        events too (``.workflow_events``; merged by sequence with ``.events``, one ordered stream).
+        Most callers want ``watch`` or ``watch_workflows``."""
+        request = job_service_pb2.WatchJobsRequest(
+            after_sequence=int64(after_sequence, "after_sequence", 0), workflow_events=workflow_events
+        )
         return WatchStream(self._jobs.WatchJobs(request), self.address)
 
     async def watch(
@@ -414,6 +634,19 @@ class JobClient:
         request = job_service_pb2.WatchJobsRequest(
             statuses=_statuses(statuses), actions=list(actions or ()), job_ids=list(job_ids or ())
         )
+        async for event in self._watch(request, after_sequence, reconnect, max_backoff):
+            if isinstance(event, job_pb2.JobEvent):
+                yield event
+
+    async def _watch(
+        self,
+        request: job_service_pb2.WatchJobsRequest,
+        after_sequence: int | None,
+        reconnect: bool,
+        max_backoff: float,
+    ) -> AsyncIterator[job_pb2.JobEvent | workflow_pb2.WorkflowEvent]:
+        """The events ``request`` asks for, job and workflow events merged by sequence, reopening the
+        stream from the last sequence seen when it breaks."""
         last = None if after_sequence is None else int64(after_sequence, "after_sequence", 0)
         ever_connected = False
         backoff = Backoff(0.1, max_backoff)
@@ -425,7 +658,7 @@ class JobClient:
                 async for response in stream:
                     ever_connected = True
                     backoff.reset()
-                    for event in response.events:
+                    for event in _merged(response):
                         if last is not None and event.sequence <= last:
                             continue  # already seen before a reconnect
                         last = event.sequence
@@ -470,11 +703,27 @@ class WatchStream:
         self._call.cancel()
 
 
-async def _notify(callback: Callable[[job_pb2.Job], object] | None, job: job_pb2.Job) -> None:
+async def _notify(callback: Callable[[Any], object] | None, item: Any) -> None:
     if callback is not None:
-        result = callback(job)
+        result = callback(item)
         if inspect.isawaitable(result):
             await result
+
+
+def _merged(
+    response: job_service_pb2.WatchJobsResponse,
+) -> builtins.list[job_pb2.JobEvent | workflow_pb2.WorkflowEvent]:
+    """A response's job and workflow events as one list in sequence order."""
+    if not response.workflow_events:
+        return list(response.events)
+    if not response.events:
+        return list(response.workflow_events)
+    events: builtins.list[job_pb2.JobEvent | workflow_pb2.WorkflowEvent] = [
+        *response.events,
+        *response.workflow_events,
+    ]
+    events.sort(key=lambda event: event.sequence)
+    return events
 
 
 def _check_size(request: Message, what: str, advice: str = "") -> None:

@@ -5,16 +5,24 @@ from __future__ import annotations
 import asyncio
 import builtins
 import threading
-from collections.abc import Coroutine, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
 from jobwarden.contract import JobStatus
-from jobwarden.sdk._client import JobClient
+from jobwarden.sdk._client import JobClient, WorkflowLike
 from jobwarden.sdk._requests import LockSpec, submit_request
 from jobwarden.sdk._tracing import current_trace_context
-from jobwarden.v1 import executor_service_pb2, job_pb2, job_service_pb2, lock_service_pb2
+from jobwarden.sdk._workflow_requests import RunStatusSpec
+from jobwarden.v1 import (
+    executor_service_pb2,
+    job_pb2,
+    job_service_pb2,
+    lock_service_pb2,
+    workflow_pb2,
+    workflow_service_pb2,
+)
 
 __all__ = ["SyncJobClient"]
 
@@ -184,6 +192,100 @@ class SyncJobClient:
     def release_lock(self, holder: str, resources: Iterable[str] = ()) -> int:
         return self._run(self._client.release_lock(holder, resources))
 
+    # -- workflows: see the ``JobClient`` methods of the same names -----------------------------
+    def put_workflow(
+        self, definition: workflow_pb2.WorkflowDefinition | WorkflowLike
+    ) -> workflow_service_pb2.PutWorkflowResponse:
+        return self._run(self._client.put_workflow(definition))
+
+    def get_workflow(self, name: str, *, version: int = 0) -> workflow_pb2.WorkflowDefinition:
+        return self._run(self._client.get_workflow(name, version=version))
+
+    def list_workflows(
+        self, *, name: str = "", all_versions: bool = False
+    ) -> builtins.list[workflow_pb2.WorkflowDefinition]:
+        return self._run(self._client.list_workflows(name=name, all_versions=all_versions))
+
+    def start_workflow(
+        self,
+        workflow: str,
+        input: Mapping[str, Any] | None = None,
+        *,
+        version: int = 0,
+        context: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        correlation_id: str = "",
+        idempotency_key: str = "",
+    ) -> workflow_service_pb2.StartWorkflowResponse:
+        return self._run(
+            self._client.start_workflow(
+                workflow,
+                input,
+                version=version,
+                context=context,
+                labels=labels,
+                correlation_id=correlation_id,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    def get_work_order(self, work_order_id: str) -> workflow_service_pb2.GetWorkOrderResponse:
+        return self._run(self._client.get_work_order(work_order_id))
+
+    def list_work_orders(
+        self,
+        *,
+        workflow: str = "",
+        statuses: Iterable[RunStatusSpec] | None = None,
+        correlation_id: str = "",
+        limit: int = 0,
+        page_token: str = "",
+    ) -> workflow_service_pb2.ListWorkOrdersResponse:
+        return self._run(
+            self._client.list_work_orders(
+                workflow=workflow,
+                statuses=statuses,
+                correlation_id=correlation_id,
+                limit=limit,
+                page_token=page_token,
+            )
+        )
+
+    def get_workflow_run(self, run_id: str) -> workflow_pb2.WorkflowRun:
+        return self._run(self._client.get_workflow_run(run_id))
+
+    def retry_work_order(
+        self, work_order_id: str, *, from_step: str = "", latest_version: bool = False
+    ) -> workflow_service_pb2.RetryWorkOrderResponse:
+        return self._run(
+            self._client.retry_work_order(work_order_id, from_step=from_step, latest_version=latest_version)
+        )
+
+    def cancel_workflow_run(self, run_id: str, reason: str = "") -> workflow_pb2.WorkflowRun:
+        return self._run(self._client.cancel_workflow_run(run_id, reason))
+
+    def wait_workflow_run(self, run_id: str, timeout: float | None = None) -> workflow_pb2.WorkflowRun:
+        """Wait until the run is finished and return it; ``TimeoutError`` after ``timeout`` seconds."""
+        return self._run(asyncio.wait_for(self._client.wait_workflow_run(run_id), timeout))
+
+    def watch_workflows(
+        self,
+        *,
+        after_sequence: int | None = None,
+        run_ids: Iterable[str] | None = None,
+        work_order_ids: Iterable[str] | None = None,
+        reconnect: bool = True,
+    ) -> Iterator[workflow_pb2.WorkflowEvent]:
+        """See ``JobClient.watch_workflows``."""
+        yield from self._iterate(
+            self._client.watch_workflows(
+                after_sequence=after_sequence,
+                run_ids=run_ids,
+                work_order_ids=work_order_ids,
+                reconnect=reconnect,
+            )
+        )
+
     def watch(
         self,
         *,
@@ -194,13 +296,18 @@ class SyncJobClient:
         reconnect: bool = True,
     ) -> Iterator[job_pb2.JobEvent]:
         """See ``JobClient.watch``: every event, reconnecting from the last sequence on its own."""
-        stream = self._client.watch(
-            after_sequence=after_sequence,
-            statuses=statuses,
-            actions=actions,
-            job_ids=job_ids,
-            reconnect=reconnect,
+        yield from self._iterate(
+            self._client.watch(
+                after_sequence=after_sequence,
+                statuses=statuses,
+                actions=actions,
+                job_ids=job_ids,
+                reconnect=reconnect,
+            )
         )
+
+    def _iterate(self, stream: AsyncIterator[T]) -> Iterator[T]:
+        """An async iterator of the client's loop as a plain iterator, closed when dropped."""
         try:
             while True:
                 try:
@@ -221,6 +328,5 @@ async def _close(stream: Any) -> None:
     await stream.aclose()
 
 
-async def _next(stream: Any) -> job_pb2.JobEvent:
-    event: job_pb2.JobEvent = await stream.__anext__()
-    return event
+async def _next(stream: AsyncIterator[T]) -> T:
+    return await stream.__anext__()
