@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Generator, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
@@ -275,7 +275,7 @@ class SyncJobClient:
         run_ids: Iterable[str] | None = None,
         work_order_ids: Iterable[str] | None = None,
         reconnect: bool = True,
-    ) -> Iterator[workflow_pb2.WorkflowEvent]:
+    ) -> Generator[workflow_pb2.WorkflowEvent, None, None]:
         """See ``JobClient.watch_workflows``."""
         yield from self._iterate(
             self._client.watch_workflows(
@@ -294,7 +294,7 @@ class SyncJobClient:
         actions: Iterable[str] | None = None,
         job_ids: Iterable[str] | None = None,
         reconnect: bool = True,
-    ) -> Iterator[job_pb2.JobEvent]:
+    ) -> Generator[job_pb2.JobEvent, None, None]:
         """See ``JobClient.watch``: every event, reconnecting from the last sequence on its own."""
         yield from self._iterate(
             self._client.watch(
