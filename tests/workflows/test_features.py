@@ -7,7 +7,7 @@ from typing import Any
 
 from jobwarden.contract import StepStatus, WorkflowRunStatus
 from jobwarden.sdk import JobContext
-from jobwarden.v1 import workflow_pb2
+from jobwarden.v1 import job_pb2, job_service_pb2, workflow_pb2
 from jobwarden.v1 import workflow_service_pb2 as ws
 from jobwarden.wire import struct_to_dict
 
@@ -113,7 +113,7 @@ async def test_a_thousand_step_fan_out_and_fan_in(wf: Any, workers: StartWorkers
     assert all(StepStatus(s.status) is StepStatus.COMPLETED for s in run.steps)
 
 
-async def test_conditions_templates_context_and_output(wf: Any, workers: StartWorkers) -> None:
+async def test_conditions_templates_context_and_output(wf: Any, jobs: Any, workers: StartWorkers) -> None:
     seen: dict[str, Any] = {}
 
     def probe(ctx: JobContext) -> dict[str, Any]:
@@ -127,10 +127,12 @@ async def test_conditions_templates_context_and_output(wf: Any, workers: StartWo
         return {"handled": "big"}
 
     await workers(behaving("probe", probe), behaving("big", big), behaving("small", succeed()))
+    probe_step = action("probe", input={"size": "{{ input.size }}", "name": "clip-{{ input.id }}"})
+    probe_step.action.locks.add(resource="asset:{{ input.id }}", mode=job_pb2.LOCK_MODE_EXCLUSIVE)
     message = definition(
         "conditional",
         [
-            action("probe", input={"size": "{{ input.size }}", "name": "clip-{{ input.id }}"}),
+            probe_step,
             action(
                 "big",
                 input={
@@ -164,6 +166,11 @@ async def test_conditions_templates_context_and_output(wf: Any, workers: StartWo
     assert dict(run.context) == {"region": "eu-west", "tier": "platinum"}
     assert dict(steps_by_name(run)["probe"].job_variables) == {"quality": "high"}
     assert struct_to_dict(run.output) == {"size": 120, "region": "eu-west", "label": "clip-9"}
+    # A lock resource is a template too.
+    probe_job = (
+        await jobs.GetJob(job_service_pb2.GetJobRequest(job_id=steps_by_name(run)["probe"].job_id))
+    ).job
+    assert [lock.resource for lock in probe_job.locks] == ["asset:9"]
 
 
 def struct_map(values: Any) -> dict[str, str]:
@@ -195,7 +202,7 @@ async def test_a_delay_step_waits_durably_and_shows_delayed(wf: Any, workers: St
     await workers(behaving("before", succeed()), behaving("after", succeed()))
     message = definition(
         "delayed",
-        [action("before"), delay("wait", 1.5), action("after")],
+        [action("before"), delay("wait", 2.5), action("after")],
         [edge("before", "wait"), edge("wait", "after")],
     )
     started = await start(wf, message)
