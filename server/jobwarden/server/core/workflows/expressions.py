@@ -9,6 +9,7 @@ whose message names the expression and CEL's error.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Iterator
@@ -33,7 +34,13 @@ _MACROS = frozenset({"map", "filter", "all", "exists", "exists_one"})
 
 # cel-python logs every evaluation at DEBUG, which would flood a debug log of the engine.
 logging.getLogger("celpy").setLevel(logging.WARNING)
-_ENV = celpy.Environment()
+
+
+@functools.cache
+def _environment() -> celpy.Environment:
+    # Made on first use: building CEL's parser takes a second or more, which an engine that never
+    # sees a workflow should not pay at start.
+    return celpy.Environment()
 
 
 class ExpressionError(Exception):
@@ -80,8 +87,9 @@ def compile_expression(text: str) -> Expression:
     if len(text) > WorkflowLimits.MAX_EXPRESSION_LENGTH:
         raise ExpressionError(f"an expression longer than {WorkflowLimits.MAX_EXPRESSION_LENGTH} characters")
     try:
-        ast = _ENV.compile(text)
-        program = _ENV.program(ast)
+        environment = _environment()
+        ast = environment.compile(text)
+        program = environment.program(ast)
     except Exception as error:
         detail = " ".join(str(error).split())
         raise ExpressionError(f"{text!r} does not compile: {detail}") from None
