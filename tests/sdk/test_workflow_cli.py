@@ -3,8 +3,11 @@ engine, the media-publish example's executors in a real worker process."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -224,3 +227,21 @@ async def test_bad_files_and_command_lines_change_nothing(engine: Any, tmp_path:
     assert err.startswith("jobwarden order: ")
     code, out, _ = await jobwarden("orders", "--json", "--engine", address)
     assert json.loads(out) == []
+
+
+async def test_the_python_example_puts_starts_and_follows_its_run(
+    engine: Any, media_worker: WorkerProcess
+) -> None:
+    env = {**os.environ, "JOBWARDEN_ENGINE": engine.address}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "examples.workflows.media_publish", "5",
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 90)
+    assert process.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert lines[0] == "media-publish version 1 (new)"
+    assert re.fullmatch(
+        r"  publish +COMPLETED", next(line for line in lines if "publish" in line and "COMPLETED" in line)
+    )
+    assert lines[-1].endswith(": COMPLETED")
