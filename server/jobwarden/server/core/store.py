@@ -205,7 +205,8 @@ class SqlStore:
             if self._many_rows:
                 # One statement per table, not one step per row: the sqlite3 module lets go of the GIL
                 # around every step, and taking it back from a busy event loop can cost a switch
-                # interval (5 ms) each time, so a 40-row commit took 10 ms instead of one.
+                # interval (5 ms) each time (a 30-row commit beside a busy thread: 13-20 ms row by
+                # row, 9 ms in one statement).
                 for table, columns, rows in (
                     ("jobs", hot.insert_job_columns, ws.new_jobs),
                     ("events", hot.event_columns, ws.events),
