@@ -144,7 +144,8 @@ async def test_detail_shows_the_job_and_follows_its_log(engine: EngineHandle) ->
             pilot, lambda: any("loading scene intro" in line for line in log.lines), what="the log line"
         )
         overview = screen.query_one("#detail-overview", Static)
-        assert '"scene": "intro"' in str(overview.content)
+        # The overview and the log are loaded by workers of their own: wait for each, not one for both.
+        await until(pilot, lambda: '"scene": "intro"' in str(overview.content), what="the overview")
 
         # New lines are followed as they come.
         await worker.send(
