@@ -1,14 +1,24 @@
 """The same no-op workload through Celery 5 (Redis broker and result backend) and through
-jobwarden, in one run, and jobwarden's ratio to Celery.
+jobwarden, in one run, and jobwarden's ratio to Celery in both fair pairings.
 
     .venv/bin/python bench/celery/celery_compare.py --jobs 20000 --rounds 2
 
 Celery: one worker, prefork pool at concurrency 2 (``--pool threads --concurrency 8`` for a thread
-pool), tasks sent one ``apply_async`` each (Celery has no batch send), end to end until every
-result is in the backend (``ResultSet.join_native``). jobwarden: ``jobwarden bench throughput``
-with the same number of jobs (an engine on SQLite with synchronous=FULL, 2 worker processes of
-capacity 100, SubmitJobs batches of 1000). The rounds alternate Celery and jobwarden so both see the
-same machine. Without Redis at 127.0.0.1:6379 it says so and exits 0 (a skip).
+pool; ``--pool prefork --pool threads`` runs each), tasks sent one ``apply_async`` each (Celery
+has no batch send), end to end until every result is in the backend (``ResultSet.join_native``).
+jobwarden: ``jobwarden bench throughput`` with the same number of jobs (an engine on SQLite with
+synchronous=FULL, 2 worker processes of capacity 100), twice: one ``SubmitJob`` per job with 64 in
+flight, and ``SubmitJobs`` batches of 1000.
+
+Two pairings, each from the same round:
+
+- one per call: jobwarden's one SubmitJob per job against Celery's one apply_async per task (the
+  first pool given);
+- batched against Celery's best: jobwarden's batches against the fastest Celery pool of the round
+  (Celery has no batched send, so one apply_async per task is its best way in).
+
+Each round runs Celery, then both jobwarden runs, so all see the same machine. Without Redis at
+127.0.0.1:6379 it says so and exits 0 (a skip).
 
 ``--chains N`` measures Celery chains instead (N chains of ``--length`` no-op tasks, each task
 started when the one before it finished, as a linear workflow's steps are), against ``jobwarden
@@ -175,7 +185,11 @@ def chains_main(args: argparse.Namespace) -> int:
     for index in range(args.rounds):
         print(f"round {index + 1}/{args.rounds}: Celery chains ...", file=sys.stderr, flush=True)
         celery = run_celery_chains(
-            args.chains, args.length, redis_url=args.redis, pool=args.pool, concurrency=args.concurrency
+            args.chains,
+            args.length,
+            redis_url=args.redis,
+            pool=(args.pool or ["prefork"])[0],
+            concurrency=args.concurrency,
         )
         if args.celery_only:
             rounds.append({"celery": celery})
@@ -198,10 +212,13 @@ def chains_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_jobwarden(jobs: int, *, workers: int, capacity: int) -> dict[str, Any]:
+def run_jobwarden(
+    jobs: int, *, workers: int, capacity: int, batch: int = 1000, inflight: int = 2
+) -> dict[str, Any]:
     command = [
         sys.executable, "-m", "jobwarden.sdk.cli", "bench", "throughput", "--jobs", str(jobs),
-        "--workers", str(workers), "--capacity", str(capacity), "--json", "--no-progress",
+        "--workers", str(workers), "--capacity", str(capacity), "--batch", str(batch),
+        "--inflight", str(inflight), "--json", "--no-progress",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
     if done.returncode != 0:
@@ -210,6 +227,8 @@ def run_jobwarden(jobs: int, *, workers: int, capacity: int) -> dict[str, Any]:
     measures = {m["name"]: m["value"] for m in document["measures"]}
     return {
         "jobs": jobs,
+        "batch": batch,
+        "inflight": inflight,
         "end_to_end": measures["end to end"],
         "enqueue": measures["submits accepted"],
         "seconds": document["details"]["seconds"],
@@ -225,13 +244,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=20_000, help="no-op jobs per system per round")
     parser.add_argument("--rounds", type=int, default=1, help="rounds, each Celery then jobwarden")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/15", help="broker and result backend")
-    parser.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
+    parser.add_argument(
+        "--pool",
+        action="append",
+        choices=["prefork", "threads", "solo"],
+        help="Celery pool (repeatable: each runs every round; default prefork)",
+    )
     parser.add_argument("--concurrency", type=int, default=2, help="Celery worker concurrency")
     parser.add_argument("--workers", type=int, default=2, help="jobwarden worker processes")
     parser.add_argument("--capacity", type=int, default=100, help="jobwarden worker capacity")
     parser.add_argument("--chains", type=int, default=0, help="compare chains of --length tasks instead")
     parser.add_argument("--length", type=int, default=10, help="tasks per chain (steps per workflow run)")
     parser.add_argument("--celery-only", action="store_true", help="with --chains: run Celery's side alone")
+    parser.add_argument(
+        "--inflight", type=int, default=64, help="jobwarden SubmitJob calls in flight (one per call)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.jobs <= 0 or args.rounds <= 0:
@@ -247,43 +274,70 @@ def main(argv: list[str] | None = None) -> int:
         if args.length <= 0:
             parser.error("--length must be positive")
         return chains_main(args)
+    pools = args.pool or ["prefork"]
     rounds = []
     for index in range(args.rounds):
-        print(f"round {index + 1}/{args.rounds}: Celery ({args.pool}, concurrency {args.concurrency}) ...",
-              file=sys.stderr, flush=True)  # fmt: skip
-        celery = run_celery(args.jobs, redis_url=args.redis, pool=args.pool, concurrency=args.concurrency)
-        print(f"round {index + 1}/{args.rounds}: jobwarden ...", file=sys.stderr, flush=True)
-        jobwarden = run_jobwarden(args.jobs, workers=args.workers, capacity=args.capacity)
+        celery: dict[str, dict[str, Any]] = {}
+        for pool in pools:
+            print(f"round {index + 1}/{args.rounds}: Celery ({pool}, concurrency {args.concurrency}) ...",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            celery[pool] = run_celery(
+                args.jobs, redis_url=args.redis, pool=pool, concurrency=args.concurrency
+            )
+        print(f"round {index + 1}/{args.rounds}: jobwarden, one SubmitJob per job ...", file=sys.stderr,
+              flush=True)  # fmt: skip
+        single = run_jobwarden(
+            args.jobs, workers=args.workers, capacity=args.capacity, batch=1, inflight=args.inflight
+        )
+        print(f"round {index + 1}/{args.rounds}: jobwarden, SubmitJobs of 1000 ...", file=sys.stderr,
+              flush=True)  # fmt: skip
+        batched = run_jobwarden(args.jobs, workers=args.workers, capacity=args.capacity)
+        first = celery[pools[0]]
+        best_pool = max(celery, key=lambda p: celery[p]["end_to_end"])
+        best = celery[best_pool]
         rounds.append(
             {
                 "celery": celery,
-                "jobwarden": jobwarden,
-                "ratio": jobwarden["end_to_end"] / celery["end_to_end"],
+                "celery_best_pool": best_pool,
+                "jobwarden_one_per_call": single,
+                "jobwarden_batched": batched,
+                "ratio_one_per_call": single["end_to_end"] / first["end_to_end"],
+                "ratio_batched_vs_best": batched["end_to_end"] / best["end_to_end"],
             }
         )
-    ratio = statistics.median(r["ratio"] for r in rounds)
+    one_per_call = statistics.median(r["ratio_one_per_call"] for r in rounds)
+    batched_ratio = statistics.median(r["ratio_batched_vs_best"] for r in rounds)
     if args.json:
-        print(json.dumps({"rounds": rounds, "median_ratio": ratio}, indent=2))
+        print(json.dumps({"rounds": rounds, "median_ratio_one_per_call": one_per_call,
+                          "median_ratio_batched_vs_best": batched_ratio}, indent=2))  # fmt: skip
         return 0
-    conditions = rounds[0]["jobwarden"]["conditions"]
+    conditions = rounds[0]["jobwarden_batched"]["conditions"]
     print(
         f"{args.jobs:,} no-op jobs with results; {conditions['cores']} cores ({conditions['cpu']}); "
         f"load {conditions['load_average']}; Python {conditions['python']}"
     )
     print(
-        f"Celery: Redis broker + result backend, 1 worker, {args.pool} pool, concurrency {args.concurrency}"
+        f"Celery: Redis broker + result backend, 1 worker, {'/'.join(pools)} pool, "
+        f"concurrency {args.concurrency}, one apply_async per task"
     )
-    print(f"jobwarden: SQLite synchronous=FULL, {args.workers} workers x capacity {args.capacity}")
-    print(f"{'round':>5}  {'system':<10} {'end to end':>14} {'enqueue/submit':>16} {'ratio':>7}")
+    print(
+        f"jobwarden: SQLite synchronous=FULL, {args.workers} workers x capacity {args.capacity}; "
+        f"one SubmitJob per job ({args.inflight} in flight), and SubmitJobs of 1000"
+    )
+    print(f"{'round':>5}  {'system':<28} {'end to end':>14} {'enqueue/submit':>16} {'ratio':>7}")
     for index, r in enumerate(rounds, 1):
-        for name in ("celery", "jobwarden"):
-            figures = r[name]
-            ratio_text = f"{r['ratio']:.1f}x" if name == "jobwarden" else ""
+        lines = [(f"celery {pool}", figures, "") for pool, figures in r["celery"].items()]
+        lines.append(
+            ("jobwarden one per call", r["jobwarden_one_per_call"], f"{r['ratio_one_per_call']:.1f}x")
+        )
+        lines.append(("jobwarden batched", r["jobwarden_batched"], f"{r['ratio_batched_vs_best']:.1f}x"))
+        for name, figures, ratio_text in lines:
             print(
-                f"{index:>5}  {name:<10} {figures['end_to_end']:>9,.0f} /s {figures['enqueue']:>11,.0f} /s"
+                f"{index:>5}  {name:<28} {figures['end_to_end']:>9,.0f} /s {figures['enqueue']:>11,.0f} /s"
                 f" {ratio_text:>7}"
             )
-    print(f"jobwarden / Celery, end to end (median of {len(rounds)}): {ratio:.1f}x")
+    print(f"one per call, jobwarden / Celery {pools[0]} (median of {len(rounds)}): {one_per_call:.1f}x")
+    print(f"batched jobwarden / Celery's best pool (median of {len(rounds)}): {batched_ratio:.1f}x")
     return 0
 
 

@@ -16,6 +16,7 @@ from jobwarden.bench import (
     ConsoleSizes,
     DepthSizes,
     FanoutSizes,
+    FloorSizes,
     LatencySizes,
     LocksSizes,
     ScenarioResult,
@@ -75,6 +76,35 @@ def test_throughput_from_the_command_line_as_json(tmp_path: Path) -> None:
     assert document["details"]["commits"] >= 1
     assert "event loop" in document["details"]["engine_threads_cpu_percent"]
     assert "SQLite" in document["conditions"]["engine"]
+
+
+async def test_floor_measures_the_bare_echo_and_one_job_per_call_in_one_run() -> None:
+    sizes = FloorSizes(calls=300, inflight=8, jobs=120, workers=1, capacity=20, rounds=2)
+    result = await run_scenario("floor", sizes)
+    assert_shape(result, "floor")
+    assert result.value("bare grpc.aio unary") > 0
+    assert result.value("bare server CPU per call") > 0
+    assert result.value("one job per call, end to end") > 0
+    rounds = result.details["rounds"]
+    assert len(rounds) == 2
+    for one in rounds:
+        # Every job went through SubmitJob and finished; the ratio is that round's own.
+        assert one["jobwarden"]["completed"] == 120
+        assert one["ratio_percent"] == pytest.approx(
+            100 * one["jobwarden_jobs_per_second"] / one["echo_calls_per_second"], abs=0.2
+        )
+
+
+def test_one_job_per_call_goes_through_submit_job(tmp_path: Path) -> None:
+    done = run_cli(
+        "throughput", "--jobs", "40", "--workers", "1", "--capacity", "10", "--batch", "1", "--inflight", "4",
+        "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    measures = {m["name"]: m for m in document["measures"]}
+    assert measures["completed"]["value"] == 40
+    assert "SubmitJob of 1" in measures["submits accepted"]["note"]
 
 
 async def test_latency() -> None:

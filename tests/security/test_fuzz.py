@@ -30,7 +30,13 @@ from google.protobuf.message import DecodeError, Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jobwarden.contract import JobStatus
-from jobwarden.v1 import executor_service_pb2, job_pb2, job_service_pb2, lock_service_pb2
+from jobwarden.v1 import (
+    executor_service_pb2,
+    job_pb2,
+    job_service_pb2,
+    lock_service_pb2,
+    workflow_service_pb2,
+)
 from jobwarden.v1 import executor_service_pb2 as ep
 from jobwarden.v1 import job_service_pb2 as js
 
@@ -191,6 +197,7 @@ def _methods() -> list[Method]:
         (job_service_pb2, "JobService"),
         (executor_service_pb2, "ExecutorService"),
         (lock_service_pb2, "LockService"),
+        (workflow_service_pb2, "WorkflowService"),
     ):
         descriptor = module.DESCRIPTOR.services_by_name[service]
         for m in descriptor.methods:

@@ -7,6 +7,7 @@ app with ``run_test`` and checks what reaches the engine through its own API.
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
@@ -146,7 +147,8 @@ async def test_detail_shows_the_job_and_follows_its_log(engine: EngineHandle) ->
             pilot, lambda: any("loading scene intro" in line for line in log.lines), what="the log line"
         )
         overview = screen.query_one("#detail-overview", Static)
-        assert '"scene": "intro"' in str(overview.content)
+        # The overview and the log are loaded by workers of their own: wait for each, not one for both.
+        await until(pilot, lambda: '"scene": "intro"' in str(overview.content), what="the overview")
 
         # New lines are followed as they come.
         await worker.send(
@@ -237,7 +239,12 @@ async def test_retry_of_marked_jobs_and_retry_all_failed(engine: EngineHandle) -
         await pilot.press("right", "enter")
         await until(pilot, lambda: app.noted("Retried 2 jobs"), what="the notification")
         for job in jobs[1:]:
+            # Retried: QUEUED at once, attempt 2 once dispatched to the worker (poll: not at once).
+            deadline = time.monotonic() + 30
             stored = await engine_job(channel, job.id)
+            while not (stored.attempt == 2 or len(stored.attempts) == 2) and time.monotonic() < deadline:
+                await pilot.pause(0.05)
+                stored = await engine_job(channel, job.id)
             assert stored.status != JobStatus.FAILED
             assert stored.attempt == 2 or len(stored.attempts) == 2
         assert not app.marks

@@ -1,10 +1,10 @@
 """``jobwarden bench``: measure a jobwarden deployment on this machine.
 
-Scenarios (``SCENARIOS``): ``throughput``, ``latency``, ``fanout``, ``locks``, ``timers``, ``depth``,
-``console`` and ``workflow``. Each starts a fresh engine in this process (SQLite with
-``synchronous=FULL`` in a temp dir, unless ``BenchSetup.db`` or ``BenchSetup.engine`` says
-otherwise); workers and clients run in processes of their own so the engine's process is measured
-alone::
+Scenarios (``SCENARIOS``): ``throughput``, ``floor`` (the bare gRPC floor), ``latency``, ``fanout``,
+``locks``, ``timers``, ``depth``, ``console`` and ``workflow``. Each starts a fresh engine in this
+process (SQLite with ``synchronous=FULL`` in a temp dir, unless ``BenchSetup.db`` or
+``BenchSetup.engine`` says otherwise); workers and clients run in processes of their own so the
+engine's process is measured alone::
 
     result = await run_scenario("throughput", ThroughputSizes(jobs=5000))
     print(result.value("end to end"))
@@ -21,6 +21,7 @@ from ._sizes import (
     ConsoleSizes,
     DepthSizes,
     FanoutSizes,
+    FloorSizes,
     LatencySizes,
     LocksSizes,
     ThroughputSizes,
@@ -37,6 +38,7 @@ __all__ = [
     "ConsoleSizes",
     "DepthSizes",
     "FanoutSizes",
+    "FloorSizes",
     "LatencySizes",
     "LocksSizes",
     "Measure",
@@ -52,6 +54,7 @@ __all__ = [
 #: every scenario, in the order ``jobwarden bench all`` runs them
 SCENARIOS: tuple[str, ...] = (
     "throughput",
+    "floor",
     "latency",
     "fanout",
     "locks",

@@ -12,6 +12,11 @@ comparable across the processes of one machine):
   it waits until every stream has seen HEAD and reports, per stream, what arrived and how late.
 - ``workflows``: starts ``runs`` runs of ``workflow`` (one ``StartWorkflow`` each, ``inflight`` at
   once) and reports when the first was sent and the last accepted.
+- ``echo``: a bare ``grpc.aio`` server with one unary method that answers each request with its own
+  bytes (no interceptor, no serializer); writes its port to ``port_file`` and serves until the stdin
+  line ``stop``: the floor any Python gRPC server stands on (``floor``).
+- ``unary``: ``calls`` unary calls of ``method`` with ``payload`` (hex bytes), ``inflight`` at once:
+  calls/s.
 
 Only the SDK's stubs are imported here: no engine code.
 """
@@ -27,6 +32,7 @@ import threading
 import time
 from array import array
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -189,11 +195,17 @@ async def _submit(spec: dict[str, Any]) -> dict[str, Any]:
                     else [maker.make(i, total) for i in range(begin, end)]
                 )
                 sent = time.time()
-                response = await stub.SubmitJobs(job_service_pb2.SubmitJobsRequest(jobs=jobs), timeout=120)
+                if len(jobs) == 1 and batch_size == 1:
+                    # One job per call is what most clients do: SubmitJob, not a SubmitJobs of one.
+                    one = await stub.SubmitJob(jobs[0], timeout=120)
+                    items = [one]
+                else:
+                    many = await stub.SubmitJobs(job_service_pb2.SubmitJobsRequest(jobs=jobs), timeout=120)
+                    items = list(many.jobs)
                 latencies.append(time.time() - sent)
-                accepted += len(response.jobs)
+                accepted += len(items)
                 if sample_size:
-                    for item in response.jobs:
+                    for item in items:
                         # Reservoir sampling: every job equally likely to be in the sample.
                         if len(sample) < sample_size:
                             sample.append(item.job.id)
@@ -482,11 +494,87 @@ async def _workflows(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# -- echo and unary: the bare gRPC floor --------------------------------------------------------
+
+ECHO_METHOD = "/jobwarden.bench.Echo/Echo"
+
+
+def _echo_handler() -> grpc.GenericRpcHandler:
+    async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        return request
+
+    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(
+        echo
+    )  # no (de)serializers: bytes in, bytes out
+    return grpc.method_handlers_generic_handler("jobwarden.bench.Echo", {"Echo": handler})
+
+
+async def _echo(spec: dict[str, Any]) -> dict[str, Any]:
+    server = grpc.aio.server(options=_OPTIONS)
+    server.add_generic_rpc_handlers((_echo_handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    Path(spec["port_file"]).write_text(str(port))  # noqa: ASYNC240 (a few bytes, before serving)
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+
+    def read_stdin() -> None:
+        for line in sys.stdin:
+            if line.startswith("stop"):
+                break
+        loop.call_soon_threadsafe(stopped.set)
+
+    threading.Thread(target=read_stdin, daemon=True).start()
+    _ready()
+    await stopped.wait()
+    await server.stop(0.5)
+    return {"port": port, "cpu_seconds": time.process_time()}
+
+
+async def _unary(spec: dict[str, Any]) -> dict[str, Any]:
+    calls: int = spec["calls"]
+    inflight: int = spec.get("inflight", 64)
+    payload = bytes.fromhex(spec.get("payload", ""))
+    async with grpc.aio.insecure_channel(spec["engine"], options=_OPTIONS) as channel:
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            spec.get("method", ECHO_METHOD)
+        )
+        for _ in range(min(100, calls)):  # connection and caches warm before the clock starts
+            await call(payload, timeout=30)
+        _ready()
+        left = calls
+        latencies: array[float] = array("d")
+
+        async def caller() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                sent = time.perf_counter()
+                await call(payload, timeout=30)
+                latencies.append(time.perf_counter() - sent)
+
+        cpu_before = time.process_time()
+        first_send = time.time()
+        await asyncio.gather(*(caller() for _ in range(max(1, inflight))))
+        last_ack = time.time()
+        cpu_seconds = time.process_time() - cpu_before
+    return {
+        "calls": calls,
+        "first_send": first_send,
+        "last_ack": last_ack,
+        "rate": calls / max(last_ack - first_send, 1e-9),
+        "latency_seconds": _percentiles(latencies),
+        "cpu_seconds": cpu_seconds,
+    }
+
+
 _ROLES: dict[str, Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]] = {
     "submit": _submit,
     "steady": _steady,
     "watch": _watch,
     "workflows": _workflows,
+    "echo": _echo,
+    "unary": _unary,
 }
 
 

@@ -18,6 +18,7 @@ from ._conditions import machine_conditions
 from ._console import run_console
 from ._depth import run_depth
 from ._fanout import run_fanout
+from ._floor import run_floor
 from ._latency import run_latency
 from ._locks import run_locks
 from ._procs import Profiler
@@ -28,6 +29,7 @@ from ._sizes import (
     ConsoleSizes,
     DepthSizes,
     FanoutSizes,
+    FloorSizes,
     LatencySizes,
     LocksSizes,
     ThroughputSizes,
@@ -43,6 +45,7 @@ __all__ = ["SCENARIOS", "AllSizes", "run_all", "run_scenario"]
 
 Sizes = (
     ThroughputSizes
+    | FloorSizes
     | LatencySizes
     | FanoutSizes
     | LocksSizes
@@ -56,6 +59,7 @@ _Runner = Callable[[EngineUnderTest, Any, Progress, Profiler | None], Awaitable[
 #: the scenarios that run against one engine (depth restarts its own)
 _ENGINE_SCENARIOS: dict[str, _Runner] = {
     "throughput": run_throughput,
+    "floor": run_floor,
     "latency": run_latency,
     "fanout": run_fanout,
     "locks": run_locks,
@@ -70,6 +74,7 @@ class AllSizes:
     """The sizes ``all`` runs each scenario with (chosen to fit in under ten minutes here)."""
 
     throughput: ThroughputSizes = field(default_factory=ThroughputSizes)
+    floor: FloorSizes = field(default_factory=FloorSizes)
     latency: LatencySizes = field(default_factory=LatencySizes)
     fanout: FanoutSizes = field(default_factory=lambda: FanoutSizes(jobs=5_000))
     locks: LocksSizes = field(default_factory=LocksSizes)

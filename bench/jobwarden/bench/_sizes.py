@@ -11,6 +11,7 @@ __all__ = [
     "ConsoleSizes",
     "DepthSizes",
     "FanoutSizes",
+    "FloorSizes",
     "LatencySizes",
     "LocksSizes",
     "ThroughputSizes",
@@ -31,6 +32,20 @@ class ThroughputSizes:
     batch: int = 1000
     #: SubmitJobs calls in flight at once
     inflight: int = 2
+
+
+@dataclass(slots=True)
+class FloorSizes:
+    #: unary calls to the bare echo server
+    calls: int = 20_000
+    #: calls (echo) and SubmitJob calls (jobwarden) in flight at once
+    inflight: int = 64
+    #: jobs submitted one SubmitJob each
+    jobs: int = 10_000
+    workers: int = 2
+    capacity: int = 100
+    #: echo then jobwarden, this many times in turn
+    rounds: int = 1
 
 
 @dataclass(slots=True)
@@ -129,6 +144,7 @@ SIZES: dict[str, type[Any]] = {
     "throughput": ThroughputSizes,
     "latency": LatencySizes,
     "fanout": FanoutSizes,
+    "floor": FloorSizes,
     "locks": LocksSizes,
     "timers": TimersSizes,
     "depth": DepthSizes,

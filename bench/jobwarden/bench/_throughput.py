@@ -54,7 +54,11 @@ async def run_throughput(
         "submits accepted",
         figures.submit_rate,
         "jobs/s",
-        note=f"SubmitJobs of {sizes.batch}, {sizes.inflight} in flight, while workers drain",
+        note=(
+            f"SubmitJob of 1, {sizes.inflight} in flight, while workers drain"
+            if sizes.batch == 1
+            else f"SubmitJobs of {sizes.batch}, {sizes.inflight} in flight, while workers drain"
+        ),
     )
     result.add("completed", figures.completed, "jobs", note=f"of {figures.jobs} submitted")
     if figures.cpu is not None:

@@ -22,6 +22,8 @@ for _needed in ("sqlalchemy", "rich", "grpc_health"):
 
 _SCENARIO_HELP = {
     "throughput": "N no-op jobs through W worker processes: jobs/s from first submit to last COMPLETED",
+    "floor": "the bare grpc.aio unary rate (an echo server in its own process), and one SubmitJob "
+    "per job as a share of it",
     "latency": "a steady submit rate: submit->start and submit->complete p50/p90/p99/max",
     "fanout": "S watchers during a throughput run: events/s each, lag, and that each got every event",
     "locks": "jobs contending on a few resources, SHARED and EXCLUSIVE mixed: jobs/s and lock waits",
@@ -37,8 +39,10 @@ _SIZE_HELP = {
     "workers": "worker processes",
     "capacity": "jobs each worker runs at once",
     "batch": "jobs per SubmitJobs call",
-    "inflight": "SubmitJobs calls in flight at once",
+    "inflight": "calls in flight at once (SubmitJob when --batch is 1, else SubmitJobs)",
     "rate": "per second",
+    "calls": "unary calls to the bare echo server",
+    "rounds": "rounds, each the echo server then jobwarden",
     "seconds": "seconds measured",
     "warmup": "seconds not counted at the start",
     "watchers": "WatchJobs streams, each on its own connection",
@@ -95,7 +99,8 @@ def register(subparsers: Any) -> None:
 
     bench = subparsers.add_parser(
         "bench",
-        help="measure this deployment (throughput, latency, fanout, locks, timers, depth, console, workflow)",
+        help="measure this deployment "
+        "(throughput, floor, latency, fanout, locks, timers, depth, console, workflow)",
         description="Measure jobwarden on this machine. Engines the bench starts run in its own process "
         "(SQLite, durable, in a temp dir); workers and clients run in processes of their own.",
     )

@@ -85,6 +85,9 @@ class DecodeInterceptor(aio.ServerInterceptor):
         self.own_refusals = frozenset(own_refusals)
         #: refusals so far, by gRPC status code name (metrics read it)
         self.refusals: Counter[str] = Counter()
+        #: the wrapped handler of each method, made on its first call (a method's handler is the same
+        #: object every call: wrapping it anew per call cost a few closures each)
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     async def intercept_service(
         self,
@@ -95,10 +98,14 @@ class DecodeInterceptor(aio.ServerInterceptor):
         if handler is None or handler.request_deserializer is None:
             return handler  # type: ignore[no-any-return]
         method: str = handler_call_details.method
-        handler = handler._replace(request_deserializer=tolerant(handler.request_deserializer))
-        if method in self.own_refusals:
-            return handler  # type: ignore[no-any-return]
-        return self._refusing(handler, method)
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]  # type: ignore[no-any-return]
+        wrapped = handler._replace(request_deserializer=tolerant(handler.request_deserializer))
+        if method not in self.own_refusals:
+            wrapped = self._refusing(wrapped, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped  # type: ignore[no-any-return]
 
     async def refuse(self, context: Context, method: str, undecodable: Undecodable) -> None:
         """End the call with INVALID_ARGUMENT and the reason (one WARNING line, no traceback)."""

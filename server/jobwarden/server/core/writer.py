@@ -62,11 +62,22 @@ class _Batch:
     logs: list[LogLine] = field(default_factory=list)
     other: WriteSet = field(default_factory=WriteSet)
     callbacks: list[Callable[[], None]] = field(default_factory=list)
+    #: what every ``flush()`` of this batch awaits (one future for all of them)
     future: asyncio.Future[None] | None = None
     #: each changed work order and run once, written as it is when the batch is cut
     orders: dict[str, WorkOrder] = field(default_factory=dict)
     runs: dict[str, WorkflowRun] = field(default_factory=dict)
     workflow_events: list[WorkflowEvent] = field(default_factory=list)
+    #: fails ``future`` with ``_TooLate`` once the first flusher has waited ``caller_timeout``
+    deadline: asyncio.TimerHandle | None = None
+
+    def settle(self) -> None:
+        """Committed: every flusher may go on."""
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        if self.future is not None and not self.future.done():
+            self.future.set_result(None)
 
     def is_empty(self) -> bool:
         return not (
@@ -106,6 +117,15 @@ class _Batch:
         ws.workflow_runs = [workflow_rows.run_row(run) for run in self.runs.values()]
         ws.workflow_events = [workflow_rows.event_row(ev) for ev in self.workflow_events]
         return ws
+
+
+class _TooLate(Exception):
+    """The batch's flushers waited ``caller_timeout``; each raises a StoreUnavailable of its own."""
+
+
+def _too_late(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(_TooLate())
 
 
 class Writer:
@@ -215,14 +235,25 @@ class Writer:
         return [*writing, *self._open.events]
 
     async def flush(self) -> None:
-        """Wait until everything recorded so far is committed (StoreUnavailable after caller_timeout)."""
+        """Wait until everything recorded so far is committed (StoreUnavailable after caller_timeout,
+        counted from the first flush of the batch: a later one of the same batch may give up sooner).
+
+        The flushes of one batch share one future and one timer: a submit per call costs no
+        ``wait_for`` (a timer and futures of its own), only a shield."""
         batch = self._open
-        if batch.future is None:
-            batch.future = asyncio.get_running_loop().create_future()
+        future = batch.future
+        if future is None or future.done():
+            # (done: its flushers gave up; a new one waits its own caller_timeout)
+            loop = asyncio.get_running_loop()
+            future = batch.future = loop.create_future()
+            batch.deadline = loop.call_later(self.caller_timeout, _too_late, future)
+            # Nobody may be left to retrieve the exception when the last flusher was cancelled.
+            future.add_done_callback(_retrieve)
         self._wake.set()
         try:
-            await asyncio.wait_for(asyncio.shield(batch.future), self.caller_timeout)
-        except TimeoutError:
+            # Shielded: a cancelled caller must not cancel the future of everyone else.
+            await asyncio.shield(future)
+        except _TooLate:
             raise StoreUnavailable(
                 f"the store did not commit within {self.caller_timeout:g}s ({self.last_error or 'busy'}); "
                 "nothing was acknowledged"
@@ -240,8 +271,8 @@ class Writer:
             self._wake.clear()
             batch = self._open
             if batch.is_empty():
-                if batch.future is not None and not batch.future.done():
-                    batch.future.set_result(None)
+                if batch.future is not None:
+                    batch.settle()
                     batch.future = None
                 if self._closing:
                     return
@@ -285,8 +316,7 @@ class Writer:
                     callback()
                 except Exception:
                     log.exception("after-commit callback failed")
-            if batch.future is not None and not batch.future.done():
-                batch.future.set_result(None)
+            batch.settle()
             if self._closing:
                 self._wake.set()
 
@@ -300,3 +330,8 @@ class Writer:
             except TimeoutError:
                 self._task.cancel()
         self._executor.shutdown(wait=True)
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
