@@ -698,6 +698,7 @@ class EventTail:
         head: int,
         poll_interval: float = 0.5,
         page: int = 1000,
+        prepare: Callable[[EventTail], Awaitable[None]] | None = None,
     ) -> None:
         self.lease = lease
         self._read_events = read_events
@@ -713,6 +714,8 @@ class EventTail:
         self._task: asyncio.Task[None] | None = None
         self._listener: Any = None
         self._gap_since = 0.0
+        #: reads what the standby shows besides events (counts at a snapshot, configs), first
+        self._prepare = prepare
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="jobwarden-event-tail")
@@ -736,6 +739,9 @@ class EventTail:
     async def _run(self) -> None:
         while True:
             try:
+                if self._prepare is not None:
+                    await self._prepare(self)
+                    self._prepare = None
                 if self._listener is None:
                     self._listener = await self._run_sql(self.lease.listener)
                 while await self._poll_once():
