@@ -24,6 +24,7 @@ from jobwarden.v1 import job_service_pb2 as js
 from tests.engine.helpers import request
 from tests.support.cluster import EngineCluster, leads, list_engines
 from tests.support.engine_process import EngineProcess
+from tests.support.net import free_port
 from tests.support.private_postgres import PrivatePostgres
 from tests.support.raw_worker import RawWorker
 from tests.support.waiting import wait_for
@@ -377,3 +378,58 @@ def test_a_second_engine_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
         # kill -9 frees the lock: the next engine starts.
         with EngineProcess(url):
             pass
+
+
+def scrape(port: int) -> dict[str, float]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+async def test_leadership_shows_in_metrics_and_the_takeover_in_the_log(
+    cluster_db: str, tmp_path: Path
+) -> None:
+    ports = [free_port(), free_port()]
+    engines = [
+        EngineProcess(
+            cluster_db,
+            extra_args=("--engine-id", f"m{index}", "--metrics-port", str(port), *FAST),
+            log_path=tmp_path / f"m{index}.log",
+        ).start()
+        for index, port in enumerate(ports)
+    ]
+    cluster = EngineCluster(cluster_db, size=0)
+    cluster.engines = engines
+    try:
+        leader = await cluster.wait_for_leader()
+        standby = next(e for e in engines if e is not leader)
+        leader_port, standby_port = ports[engines.index(leader)], ports[engines.index(standby)]
+        await wait_for(
+            lambda: scrape(leader_port).get("jobwarden_lease_renewal_seconds_count", 0) > 0,
+            timeout=30,
+            message="a lease renewal in the leader's metrics",
+        )
+        seen = scrape(leader_port)
+        assert seen["jobwarden_engine_leader"] == 1
+        assert seen["jobwarden_leader_epoch"] >= 1
+        assert seen['jobwarden_leadership_changes_total{role="leader"}'] == 1
+        assert scrape(standby_port)["jobwarden_engine_leader"] == 0
+        epoch = seen["jobwarden_leader_epoch"]
+        leader.kill()
+        assert await cluster.wait_for_leader() is standby
+        taken = scrape(standby_port)
+        assert taken["jobwarden_engine_leader"] == 1
+        assert taken["jobwarden_leader_epoch"] == epoch + 1
+        assert taken['jobwarden_leadership_changes_total{role="leader"}'] == 1
+        log = (tmp_path / f"m{engines.index(standby)}.log").read_text()
+        assert f"engine m{engines.index(standby)} at {standby.address} leads at epoch {int(epoch) + 1}" in log
+    finally:
+        for engine in engines:
+            engine.terminate()
