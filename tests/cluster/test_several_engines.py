@@ -200,6 +200,18 @@ async def test_standbys_serve_reads_and_watch_the_leaders_events_gap_free(cluste
         }
         standby_watch = await all_events(standby.address)
         assert_gap_free(standby_watch)
+        # A client that read the leader's newest sequence and comes to the standby at once is not
+        # told it is out of range while the standby's tail catches up.
+        newest = await submit(leader.address, action="idle")
+        call = stub.WatchJobs(js.WatchJobsRequest(after_sequence=newest.sequence))
+        later = await submit(leader.address, action="idle")
+        seen: list[Any] = []
+        async for response in call:
+            seen.extend(response.events)
+            if any(ev.job_id == later.id for ev in seen):
+                break
+        call.cancel()
+        assert [ev.sequence for ev in seen] == list(range(newest.sequence + 1, seen[-1].sequence + 1))
         await worker.close()
 
 

@@ -337,6 +337,16 @@ class Engine:
         self.registry.counts.clear()
         self.registry.counts.update(tail.counts)
 
+    async def caught_up(self, sequence: int, timeout: float = 2.0) -> bool:
+        """Whether this engine has seen every event up to ``sequence``; a standby waits up to
+        ``timeout`` for its tail (a client that read ``sequence`` from the leader, then came here)."""
+        deadline = time.monotonic() + timeout
+        while self.registry.sequence < sequence:
+            if self.is_leader or time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
     async def events_between_any(self, after: int, up_to: int, limit: int) -> list[Event]:
         return await self.flow.read(self.store.events_between, after, up_to, limit)
 
