@@ -250,6 +250,15 @@ class Writer:
                     self._report(CommitReport([], size, time.perf_counter() - started, False, error.message))
                     self._stop_fenced(error, batch)
                     return
+                except StoreUnavailable as error:
+                    # The guard holds the batch back (the lease awaits its renewal): nothing was sent
+                    # to the store, so look again soon instead of backing off as from a failed write.
+                    self.healthy = False
+                    if self.last_error != error.message:
+                        self.last_error = error.message
+                        log.error("store write of %d rows held back: %s", size, error.message)
+                    await asyncio.sleep(0.05)
+                    continue
                 except Exception as error:
                     self.stats.failures += 1
                     self.healthy = False
