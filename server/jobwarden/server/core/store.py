@@ -33,6 +33,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from . import migrations
+from .errors import Fenced
+from .leadership import with_options
 from .model import ActionConfig, Event, Job, LogLine
 from .store_api import JobQuery, LockRow, WorkOrderQuery, WriteSet
 from .tables import (
@@ -180,9 +182,12 @@ def _event_from_row(row: Any) -> Event:
 class SqlStore:
     """The database behind the engine. Thread-safe for one writer thread and any reader threads."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, idle_in_transaction_timeout: float | None = None) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        #: set while this engine leads several on one PostgreSQL: every write checks it first, in
+        #: its own transaction (leadership.py); None: the one engine on its store, no check
+        self.fence_epoch: int | None = None
         if self.is_sqlite:
             self.engine: Engine = create_engine(
                 url,
@@ -192,7 +197,15 @@ class SqlStore:
             )
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
-            self.engine = create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+            connect_args: dict[str, Any] = {}
+            if idle_in_transaction_timeout is not None:
+                # A leader stopped mid-transaction (SIGSTOP, a hung host) must not hold its FOR SHARE
+                # on the lease row, and so block the next leader's takeover, for ever.
+                ms = max(int(idle_in_transaction_timeout * 1000), 500)
+                connect_args["options"] = with_options(url, f"-c idle_in_transaction_session_timeout={ms}")
+            self.engine = create_engine(
+                url, pool_size=8, max_overflow=8, pool_pre_ping=True, connect_args=connect_args
+            )
         self._hot = _HotStatements(self.engine.dialect.paramstyle)
         #: SQLite: many rows per statement (UPDATE ... FROM needs SQLite 3.33)
         self._many_rows = self.is_sqlite and sqlite3.sqlite_version_info >= (3, 33, 0)
@@ -214,9 +227,18 @@ class SqlStore:
         SQLAlchemy's transaction objects and per-row parameter processing would hold the GIL against
         the event loop, commit after commit."""
         hot = self._hot
+        fence = self.fence_epoch
         connection = self.engine.raw_connection()
         try:
             cursor = connection.cursor()
+            if fence is not None:
+                # In this transaction: a takeover's UPDATE of the row waits for it, and once the
+                # epoch moved on, no write of this engine's can commit (leadership.py).
+                cursor.execute(
+                    "SELECT epoch FROM engine_leader WHERE id = 1 AND epoch = %s FOR SHARE", (fence,)
+                )
+                if cursor.fetchone() is None:
+                    raise Fenced(f"the lease's epoch is no longer {fence}: a newer leader took over")
             if self._many_rows:
                 # One statement per table, not one step per row: the sqlite3 module lets go of the GIL
                 # around every step, and taking it back from a busy event loop can cost a switch
@@ -270,6 +292,10 @@ class SqlStore:
                 cursor.executemany(
                     hot.insert_workflow_event, hot.rows(ws.workflow_events, hot.workflow_event_columns)
                 )
+            if fence is not None and (ws.events or ws.workflow_events):
+                # Delivered at commit: standbys tailing the event tables read at once.
+                newest = max(ev["sequence"] for ev in [*ws.events, *ws.workflow_events])
+                cursor.execute("SELECT pg_notify('jobwarden_events', %s)", (str(newest),))
             cursor.close()
             connection.commit()
         except BaseException:
