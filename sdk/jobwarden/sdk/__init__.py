@@ -26,6 +26,7 @@ This package needs neither the server nor the console.
 from jobwarden.sdk._client import JobClient, WatchStream
 from jobwarden.sdk._context import Checkpoint, JobContext
 from jobwarden.sdk._credentials import ClientSecurity, caller_role
+from jobwarden.sdk._endpoints import engine_addresses
 from jobwarden.sdk._exceptions import (
     EngineError,
     EngineUnavailable,
@@ -68,4 +69,5 @@ __all__ = [
     "WatchStream",
     "Worker",
     "caller_role",
+    "engine_addresses",
 ]

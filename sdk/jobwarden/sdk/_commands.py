@@ -17,7 +17,7 @@ from typing import Any
 
 from jobwarden.contract import TERMINAL_STATUSES, JobStatus
 from jobwarden.sdk import _format as fmt
-from jobwarden.sdk._address import DEFAULT_ENGINE, ENGINE_ENV, engine_address
+from jobwarden.sdk._address import DEFAULT_ENGINE, ENGINE_ENV
 from jobwarden.sdk._cli_support import (
     ENGINE_ERROR,
     OK,
@@ -29,6 +29,7 @@ from jobwarden.sdk._cli_support import (
 )
 from jobwarden.sdk._client import JobClient
 from jobwarden.sdk._convert import check_depth
+from jobwarden.sdk._endpoints import engine_addresses
 from jobwarden.sdk._exceptions import ExecutorDefinitionError
 from jobwarden.sdk._executor import Executor
 from jobwarden.sdk._requests import int64, lock_request, statuses
@@ -43,8 +44,11 @@ def register(subparsers: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--engine",
-        metavar="HOST:PORT",
-        help=f"the engine's address (default: ${ENGINE_ENV} or {DEFAULT_ENGINE})",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help=(
+            f"the engine's address, or several engines' on one database (the leader is found); "
+            f"default: ${ENGINE_ENV} or {DEFAULT_ENGINE}"
+        ),
     )
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -607,7 +611,7 @@ async def _worker(args: argparse.Namespace) -> int:
     try:
         worker = Worker(
             executors,
-            engine=engine_address(args.engine),
+            engine=engine_addresses(args.engine),
             capacity=args.capacity,
             name=args.name,
             drain_timeout=args.drain_timeout,
@@ -619,7 +623,7 @@ async def _worker(args: argparse.Namespace) -> int:
     provider = _worker_tracing(args, worker.name)
     print(
         f"jobwarden worker {worker.name}: serving {', '.join(worker.actions)} "
-        f"(capacity {worker.capacity}) with the engine at {worker.address}",
+        f"(capacity {worker.capacity}) with the engine at {', '.join(worker.addresses)}",
         file=sys.stderr,
         flush=True,
     )
