@@ -33,7 +33,7 @@ from jobwarden.sdk._endpoints import engine_addresses
 from jobwarden.sdk._exceptions import ExecutorDefinitionError
 from jobwarden.sdk._executor import Executor
 from jobwarden.sdk._requests import int64, lock_request, statuses
-from jobwarden.v1 import job_pb2
+from jobwarden.v1 import cluster_service_pb2, job_pb2
 from jobwarden.wire import parse_duration
 
 __all__ = ["load_executors", "register"]
@@ -216,6 +216,12 @@ def register(subparsers: Any) -> None:
 
     add("workers", _workers, "List the connected workers.", as_json)
     add("stats", _stats, "Counts per status and per action.", as_json)
+    add(
+        "engines",
+        _engines,
+        "List the engines on the engine's database: which leads, its epoch and lease, the standbys.",
+        as_json,
+    )
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -526,6 +532,32 @@ async def _workers(args: argparse.Namespace) -> int:
         print(fmt.table(["ID", "NAME", "ACTIONS", "JOBS", "STATE", "HEARTBEAT"], rows))
     else:
         print("no workers connected", file=sys.stderr)
+    return OK
+
+
+async def _engines(args: argparse.Namespace) -> int:
+    async with client_for(args) as client:
+        cluster = await client.engines()
+    if args.json:
+        _print_json(fmt.message_json(cluster))
+        return OK
+    rows = [
+        [
+            engine.engine_id + (" *" if engine.engine_id == cluster.engine_id else ""),
+            engine.address,
+            fmt.engine_role(engine.role),
+            str(engine.epoch),
+            fmt.ago(engine.seen_at),
+            fmt.until(engine.lease_expires_at)
+            if engine.role == cluster_service_pb2.ENGINE_ROLE_LEADER
+            else "-",
+        ]
+        for engine in cluster.engines
+    ]
+    print(fmt.table(["ENGINE", "ADDRESS", "ROLE", "EPOCH", "SEEN", "LEASE ENDS"], rows))
+    if not cluster.leader_id:
+        print("no engine leads now: writes and workers wait for the next leader", file=sys.stderr)
+    print(f"(* answered: {cluster.engine_id})", file=sys.stderr)
     return OK
 
 
