@@ -79,6 +79,10 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[rank - 1]
 
 
+class NoLeaderElection(Exception):
+    """The engines under test do not elect a leader (no ClusterService): the chaos cannot run."""
+
+
 class ThreadedProxy:
     """``FaultyProxy`` on an event loop of its own thread, so that a blocked test loop (or a sync
     caller) does not stall the bytes it relays."""
@@ -170,7 +174,11 @@ class Cluster:
             with grpc.insecure_channel(engine.address) as channel:
                 stub = cluster_service_pb2_grpc.ClusterServiceStub(channel)
                 return stub.ListEngines(cluster_service_pb2.ListEnginesRequest(), timeout=timeout)
-        except grpc.RpcError:
+        except grpc.RpcError as error:
+            if error.code() is grpc.StatusCode.UNIMPLEMENTED:
+                raise NoLeaderElection(
+                    f"the engine at {engine.address} serves no ClusterService: it elects no leader"
+                ) from None
             return None
 
     def leader(self, exclude: EngineProcess | None = None) -> tuple[EngineProcess, int] | None:
