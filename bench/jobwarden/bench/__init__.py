@@ -1,7 +1,8 @@
 """``jobwarden bench``: measure a jobwarden deployment on this machine.
 
-Scenarios (``SCENARIOS``): ``throughput``, ``latency``, ``fanout``, ``locks``, ``timers``, ``depth``
-and ``console``. Each starts a fresh engine in this process (SQLite with ``synchronous=FULL`` in a
+Scenarios (``SCENARIOS``): ``throughput``, ``latency``, ``fanout``, ``locks``, ``timers``, ``depth``,
+``console`` and ``failover`` (several engines on a PostgreSQL ``--db``, the leader killed again and
+again). Each starts a fresh engine in this process (SQLite with ``synchronous=FULL`` in a
 temp dir, unless ``BenchSetup.db`` or ``BenchSetup.engine`` says otherwise); workers and clients run
 in processes of their own so the engine's process is measured alone::
 
@@ -19,6 +20,7 @@ from ._results import Measure, ScenarioResult, ScenarioUnavailable, Target
 from ._sizes import (
     ConsoleSizes,
     DepthSizes,
+    FailoverSizes,
     FanoutSizes,
     LatencySizes,
     LocksSizes,
@@ -34,6 +36,7 @@ __all__ = [
     "SCENARIOS",
     "ConsoleSizes",
     "DepthSizes",
+    "FailoverSizes",
     "FanoutSizes",
     "LatencySizes",
     "LocksSizes",
@@ -47,7 +50,16 @@ __all__ = [
 ]
 
 #: every scenario, in the order ``jobwarden bench all`` runs them
-SCENARIOS: tuple[str, ...] = ("throughput", "latency", "fanout", "locks", "timers", "depth", "console")
+SCENARIOS: tuple[str, ...] = (
+    "throughput",
+    "latency",
+    "fanout",
+    "locks",
+    "timers",
+    "depth",
+    "console",
+    "failover",
+)
 
 
 async def run_scenario(

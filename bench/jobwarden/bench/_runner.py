@@ -17,6 +17,7 @@ from . import SCENARIOS
 from ._conditions import machine_conditions
 from ._console import run_console
 from ._depth import run_depth
+from ._failover import run_failover
 from ._fanout import run_fanout
 from ._latency import run_latency
 from ._locks import run_locks
@@ -27,6 +28,7 @@ from ._sizes import (
     SIZES,
     ConsoleSizes,
     DepthSizes,
+    FailoverSizes,
     FanoutSizes,
     LatencySizes,
     LocksSizes,
@@ -39,7 +41,16 @@ from ._timers import run_timers
 
 __all__ = ["SCENARIOS", "AllSizes", "run_all", "run_scenario"]
 
-Sizes = ThroughputSizes | LatencySizes | FanoutSizes | LocksSizes | TimersSizes | DepthSizes | ConsoleSizes
+Sizes = (
+    ThroughputSizes
+    | LatencySizes
+    | FanoutSizes
+    | LocksSizes
+    | TimersSizes
+    | DepthSizes
+    | ConsoleSizes
+    | FailoverSizes
+)
 _Runner = Callable[[EngineUnderTest, Any, Progress, Profiler | None], Awaitable[ScenarioResult]]
 
 #: the scenarios that run against one engine (depth restarts its own)
@@ -64,6 +75,7 @@ class AllSizes:
     timers: TimersSizes = field(default_factory=TimersSizes)
     depth: DepthSizes = field(default_factory=DepthSizes)
     console: ConsoleSizes = field(default_factory=ConsoleSizes)
+    failover: FailoverSizes = field(default_factory=FailoverSizes)
 
     def of(self, scenario: str) -> Sizes:
         value: Sizes = getattr(self, scenario)
@@ -105,6 +117,9 @@ async def run_scenario(
     if scenario == "depth":
         assert isinstance(sizes, DepthSizes)
         result = await _run_depth(sizes, setup, progress, profiler, conditions)
+    elif scenario == "failover":
+        assert isinstance(sizes, FailoverSizes)
+        result = await _run_failover(sizes, setup, progress, conditions)
     else:
         if scenario not in _ENGINE_SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r} (one of {', '.join(SCENARIOS)})")
@@ -143,6 +158,25 @@ async def _run_depth(
         else:
             conditions["engine"] = "engine in the bench's process; the --db database (grown by the seed)"
         return await run_depth(db_url, workdir, sizes, progress, profiler)
+    finally:
+        if not setup.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _run_failover(
+    sizes: FailoverSizes, setup: BenchSetup, progress: Progress, conditions: dict[str, Any]
+) -> ScenarioResult:
+    if setup.engine:
+        raise ScenarioUnavailable(
+            "failover starts its own engines and kills them: run it without --engine, with "
+            "--db postgresql+psycopg://... (an empty database of its own)"
+        )
+    workdir = Path(tempfile.mkdtemp(prefix="jobwarden-bench-failover-", dir=setup.workdir))
+    try:
+        conditions["engine"] = (
+            f"{sizes.engines} engines (jobwarden serve) in processes of their own on the --db PostgreSQL"
+        )
+        return await run_failover(setup.db or "", workdir, sizes, progress)
     finally:
         if not setup.keep:
             shutil.rmtree(workdir, ignore_errors=True)

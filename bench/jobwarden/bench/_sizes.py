@@ -10,6 +10,7 @@ __all__ = [
     "SIZES",
     "ConsoleSizes",
     "DepthSizes",
+    "FailoverSizes",
     "FanoutSizes",
     "LatencySizes",
     "LocksSizes",
@@ -105,6 +106,20 @@ class ConsoleSizes:
     warmup: float = 5.0
 
 
+@dataclass(slots=True)
+class FailoverSizes:
+    #: engines on the one PostgreSQL
+    engines: int = 3
+    #: SIGKILLs of the leader, one after the other
+    kills: int = 5
+    #: jobs submitted per second, throughout
+    rate: float = 50.0
+    workers: int = 1
+    capacity: int = 20
+    #: seconds (on average) between a new leader's start and the next kill
+    settle: float = 2.0
+
+
 #: each scenario's sizes
 SIZES: dict[str, type[Any]] = {
     "throughput": ThroughputSizes,
@@ -114,4 +129,5 @@ SIZES: dict[str, type[Any]] = {
     "timers": TimersSizes,
     "depth": DepthSizes,
     "console": ConsoleSizes,
+    "failover": FailoverSizes,
 }

@@ -28,6 +28,8 @@ _SCENARIO_HELP = {
     "timers": "T pending deadlines: memory, arming rate, firing lateness",
     "depth": "submit and dispatch rates with 0, 100k and 1M jobs already stored",
     "console": "the console's CPU following 10,000 running jobs at 1,000 events/s (headless)",
+    "failover": "3 engines on a PostgreSQL --db, the leader SIGKILLed again and again: failover time, "
+    "the standbys' watch lag",
 }
 
 _SIZE_HELP = {
@@ -51,6 +53,9 @@ _SIZE_HELP = {
     "start_share": "share of start-timeout deadlines",
     "wake_share": "share of run_at/backoff wake-ups (heartbeat deadlines take the rest)",
     "stored": "comma-separated numbers of jobs already stored",
+    "engines": "engines on the one database",
+    "kills": "SIGKILLs of the leader",
+    "settle": "seconds (on average) between a new leader and the next kill",
 }
 
 
