@@ -350,3 +350,110 @@ async def test_a_worker_fails_over_and_reattaches_its_running_job(engine_factory
         assert Gate.ran == [(job.id, 1, "execute")]
         assert client.address == second_address
         assert len((await client.list(action="work")).jobs) == 1
+
+
+# -- answers lost with their engine -------------------------------------------------------------
+
+
+class LosingEngine:
+    """A front for a real engine that carries the ``lose`` calls out and then loses their answer,
+    as a leader that commits and dies before it replies (UNAVAILABLE, no hint, after the fact); it
+    passes the other calls through."""
+
+    def __init__(self, behind: str, lose: frozenset[str]) -> None:
+        self.behind = behind
+        self.lose = lose
+        self.port = free_port()
+        self.carried: list[str] = []
+        self._server: grpc.aio.Server | None = None
+        self._channel: grpc.aio.Channel | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self) -> LosingEngine:
+        self._channel = grpc.aio.insecure_channel(self.behind)
+        front = self
+
+        class Handler(grpc.GenericRpcHandler):
+            def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any]:
+                method: str = details.method
+
+                async def unary(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+                    assert front._channel is not None
+                    call: Any = front._channel.unary_unary(method)
+                    answer: bytes = await call(request)
+                    name = method.rsplit("/", 1)[-1]
+                    front.carried.append(name)
+                    if name in front.lose:
+                        await context.abort(grpc.StatusCode.UNAVAILABLE, "the engine went away mid-call")
+                    return answer
+
+                return grpc.unary_unary_rpc_method_handler(unary)
+
+        self._server = grpc.aio.server(handlers=[Handler()])
+        self._server.add_insecure_port(self.address)
+        await self._server.start()
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop(0)
+        if self._channel is not None:
+            await self._channel.close()
+
+
+@pytest.fixture
+async def losing(engine: Any) -> AsyncIterator[LosingEngine]:
+    lose = frozenset({"SubmitJob", "CancelJob", "RetryJob", "AcquireLock"})
+    front = await LosingEngine(engine.address, lose).start()
+    yield front
+    await front.stop()
+
+
+async def test_a_submit_whose_answer_was_lost_is_sent_again_and_stays_one_job(
+    engine: Any, losing: LosingEngine
+) -> None:
+    async with JobClient([losing.address, engine.address], timeout=5) as client:
+        job = await client.submit("work", {"n": 1})
+        assert losing.carried == ["SubmitJob"]  # the first try was committed, its answer lost
+        assert client.address == engine.address
+        stored = (await client.list(action="work")).jobs
+        assert [each.id for each in stored] == [job.id]
+
+
+async def test_a_cancel_whose_answer_was_lost_is_found_done(engine: Any, losing: LosingEngine) -> None:
+    async with JobClient(engine.address) as direct:
+        job = await direct.submit("work", run_at=_later(600))
+    async with JobClient([losing.address, engine.address], timeout=5) as client:
+        cancelled = await client.cancel(job.id)  # not refused as "already CANCELLED"
+    assert losing.carried == ["CancelJob"]
+    assert JobStatus(cancelled.status) is JobStatus.CANCELLED
+
+
+async def test_a_retry_whose_answer_was_lost_is_not_done_twice(engine: Any, losing: LosingEngine) -> None:
+    async with JobClient(engine.address) as direct:
+        job = await direct.submit("work", run_at=_later(600))
+        await direct.cancel(job.id)
+    async with JobClient([losing.address, engine.address], timeout=5) as client:
+        retried = await client.retry(job.id)
+    assert losing.carried == ["GetJob", "RetryJob"]  # read first, then retried; its answer lost
+    assert JobStatus(retried.status) is JobStatus.QUEUED
+    async with JobClient(engine.address) as direct:
+        events = await direct.events(job.id)
+    # Retried once: one move from CANCELLED back to QUEUED in its history.
+    assert [int(event.previous_status) for event in events].count(JobStatus.CANCELLED) == 1
+
+
+async def test_a_lock_whose_answer_was_lost_is_not_taken_again(engine: Any, losing: LosingEngine) -> None:
+    async with JobClient([losing.address, engine.address], timeout=5) as client:
+        with pytest.raises(EngineUnavailable, match="may or may not have done it"):
+            await client.acquire_lock("ops", ["asset:1"], ttl=60)
+    assert losing.carried == ["AcquireLock"]
+
+
+def _later(seconds: float) -> Any:
+    from datetime import UTC, datetime, timedelta
+
+    return datetime.now(UTC) + timedelta(seconds=seconds)

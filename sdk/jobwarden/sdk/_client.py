@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 from google.protobuf.message import Message
-from jobwarden.contract import TERMINAL_STATUSES, JobStatus, Limits
+from jobwarden.contract import OPERATOR_RETRYABLE_STATUSES, TERMINAL_STATUSES, JobStatus, Limits
 from jobwarden.sdk._address import CHANNEL_OPTIONS
 from jobwarden.sdk._backoff import Backoff
 from jobwarden.sdk._credentials import ClientSecurity, aio_channel
@@ -340,13 +340,20 @@ class JobClient:
         request = job_service_pb2.RetryJobRequest(job_id=job_id, from_step=from_step, reason=reason)
         settled = None
         if self._endpoints.several:
-            # A retry lost with its engine may have made its attempt: the job's attempt number,
-            # read now, tells afterwards (a second retry would run the job once more).
-            before = (await self.get(job_id)).attempt
+            # A retry lost with its engine may have taken (a second one would run the job once
+            # more): the job as read now tells afterwards. A FAILED or CANCELLED job changes only
+            # by a retry, which makes it wait again (or, when its new attempt has already ended,
+            # shows in the attempt number and the update time).
+            before = await self.get(job_id)
 
             async def settled() -> job_service_pb2.RetryJobResponse | None:
                 job = await self.get(job_id)
-                return job_service_pb2.RetryJobResponse(job=job) if job.attempt > before else None
+                took = (
+                    JobStatus(job.status) not in OPERATOR_RETRYABLE_STATUSES
+                    or job.attempt > before.attempt
+                    or job.updated_at != before.updated_at
+                )
+                return job_service_pb2.RetryJobResponse(job=job) if took else None
 
         response = await self._call(
             job_service_pb2.RetryJobResponse,
