@@ -70,6 +70,41 @@ def register(subparsers: Any) -> None:
         help="export OpenTelemetry spans of traced jobs as the OTEL_* variables say (on without this "
         "flag when OTEL_TRACES_EXPORTER or OTEL_EXPORTER_OTLP_ENDPOINT is set; needs jobwarden[tracing])",
     )
+    ha = serve.add_argument_group(
+        "several engines on one PostgreSQL (docs/high-availability.md)",
+        "One engine leads (takes writes and workers); the others serve reads and take over when its "
+        "lease ends. SQLite serves one engine only.",
+    )
+    ha.add_argument("--engine-id", help="this engine's id in `jobwarden engines` (default host-pid-random)")
+    ha.add_argument(
+        "--advertise",
+        metavar="HOST:PORT",
+        help="the address clients and workers reach this engine at (default the listen address)",
+    )
+    ha.add_argument(
+        "--lease-duration",
+        type=float,
+        metavar="SECONDS",
+        help="how long the leader's lease lasts without a renewal (default 2)",
+    )
+    ha.add_argument(
+        "--lease-renew-interval",
+        type=float,
+        metavar="SECONDS",
+        help="how often the leader renews it (default 0.5)",
+    )
+    ha.add_argument(
+        "--lease-margin",
+        type=float,
+        metavar="SECONDS",
+        help="the leader stops acknowledging this long before an unrenewed lease ends (default 0.5)",
+    )
+    ha.add_argument(
+        "--standby-poll-interval",
+        type=float,
+        metavar="SECONDS",
+        help="how often a standby looks at the lease (default 0.25)",
+    )
     serve.set_defaults(func=_serve)
 
 
@@ -125,6 +160,16 @@ def _serve(args: argparse.Namespace) -> int:
     config = file_config.engine
     if args.db:
         config.db_url = args.db
+    for name in ("engine_id", "advertise"):
+        if getattr(args, name):
+            setattr(config, name, getattr(args, name))
+    for name in ("lease_duration", "lease_renew_interval", "lease_margin", "standby_poll_interval"):
+        if getattr(args, name) is not None:
+            setattr(config, name, getattr(args, name))
+    problem = config.check_lease()
+    if problem:
+        print(f"jobwarden serve: {problem}", file=sys.stderr)
+        return 2
     options = ServerOptions(
         host=args.host or file_config.host,
         port=args.port if args.port is not None else file_config.port,

@@ -330,6 +330,12 @@ def _from_data(data: dict[str, Any]) -> FileConfig:
             "default_takeover_timeout",
             "cancel_grace",
             "commit_timeout",
+            "engine_id",
+            "advertise",
+            "lease_duration",
+            "lease_renew_interval",
+            "lease_margin",
+            "standby_poll_interval",
         },
         "engine",
     )
@@ -344,6 +350,17 @@ def _from_data(data: dict[str, Any]) -> FileConfig:
                 seconds, f"engine.{name}", allow_zero=name in ("default_takeover_timeout", "cancel_grace")
             )
             setattr(config, name, seconds)
+    for name in ("engine_id", "advertise"):
+        if name in engine_table:
+            setattr(config, name, _str(engine_table, name, "engine", ""))
+    for name in ("lease_duration", "lease_renew_interval", "lease_margin", "standby_poll_interval"):
+        if name in engine_table:
+            seconds = parse_duration(engine_table[name], f"engine.{name}")
+            check_duration(seconds, f"engine.{name}", allow_zero=name == "lease_margin")
+            setattr(config, name, seconds)
+    problem = config.check_lease()
+    if problem:
+        raise InvalidArgument(f"engine: {problem}")
     actions = _table(data.get("actions", {}), "actions")
     config.actions = [action_from_table(name, table) for name, table in actions.items()]
     return FileConfig(

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import grpc
 from grpc import aio
-from jobwarden.server.core import JobwardenError
+from jobwarden.server.core import JobwardenError, NotLeader
 
 __all__ = ["STATUS_CODES", "abort_with", "grpc_errors", "grpc_stream_errors", "status_code"]
 
@@ -27,6 +27,13 @@ def status_code(name: str) -> grpc.StatusCode:
 
 
 async def abort_with(context: aio.ServicerContext[Any, Any], error: JobwardenError) -> None:
+    if isinstance(error, NotLeader) and error.leader_address:
+        # cluster_service.proto: clients given several engines try this one next.
+        await context.abort(
+            status_code(error.code),
+            error.message,
+            trailing_metadata=(("jobwarden-leader", error.leader_address),),
+        )
     await context.abort(status_code(error.code), error.message)
 
 

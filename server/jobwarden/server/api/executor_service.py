@@ -38,7 +38,7 @@ from jobwarden.wire import dict_to_struct, duration, duration_seconds, struct_to
 
 from .convert import job_error_from_proto, job_to_proto, timestamp, wire_enum
 from .decoding import Undecodable
-from .errors import grpc_errors, status_code
+from .errors import abort_with, grpc_errors, status_code
 
 __all__ = ["ExecutorService"]
 
@@ -92,6 +92,10 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                     items.append(more)
                 for response in _pack(items):
                     yield response
+            if not self.engine.is_leader:
+                # This engine stopped leading: tell the worker where to go (it re-registers there).
+                reason = "the engine stopped leading"
+                await abort_with(context, self.engine.not_leader())
         except asyncio.CancelledError:
             reason = "the worker went away"
             raise

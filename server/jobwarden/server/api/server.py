@@ -1,4 +1,10 @@
-"""The gRPC server: the three jobwarden services, health and reflection, around one engine."""
+"""The gRPC server: the jobwarden services, health and reflection, around one engine.
+
+Health: the whole server ("") and JobService and ClusterService are SERVING on every engine that is
+up (standbys serve reads); ``LEADER_HEALTH_SERVICE`` ("jobwarden.v1.Leader"), ExecutorService and
+LockService are SERVING only on the engine that leads now: a load balancer health-checks
+"jobwarden.v1.Leader" to send writes and workers to the leader (docs/high-availability.md).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,10 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from jobwarden.contract import Limits
-from jobwarden.server.core import Engine, EngineConfig
+from jobwarden.server.core import Engine, EngineConfig, EngineRole
 from jobwarden.v1 import (
+    cluster_service_pb2,
+    cluster_service_pb2_grpc,
     executor_service_pb2,
     executor_service_pb2_grpc,
     job_service_pb2,
@@ -21,15 +29,17 @@ from jobwarden.v1 import (
 )
 
 from .auth import AuthInterceptor, Tokens, lock_templates_only
+from .cluster_service import ClusterService
 from .decoding import DecodeInterceptor
 from .executor_service import ExecutorService
 from .handlers import job_service_handler
 from .job_service import JobService
+from .leader_guard import LeaderGuard
 from .limits import DEFAULT_MAX_WATCHERS_PER_CLIENT, LimitsInterceptor
 from .lock_service import LockService
 from .tls import TlsFiles, server_credentials
 
-__all__ = ["EngineServer", "ServerOptions"]
+__all__ = ["LEADER_HEALTH_SERVICE", "EngineServer", "ServerOptions"]
 
 log = logging.getLogger("jobwarden.server")
 
@@ -40,7 +50,14 @@ SERVICE_NAMES = (
     job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     executor_service_pb2.DESCRIPTOR.services_by_name["ExecutorService"].full_name,
     lock_service_pb2.DESCRIPTOR.services_by_name["LockService"].full_name,
+    cluster_service_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
 )
+#: the health service name that is SERVING only on the engine leading now
+LEADER_HEALTH_SERVICE = "jobwarden.v1.Leader"
+#: SERVING on every engine that is up, leader or standby
+_ALWAYS_SERVING = ("", SERVICE_NAMES[0], SERVICE_NAMES[3])
+#: SERVING only on the leader
+_LEADER_ONLY = (LEADER_HEALTH_SERVICE, SERVICE_NAMES[1], SERVICE_NAMES[2])
 
 
 @dataclass(slots=True)
@@ -76,6 +93,7 @@ class EngineServer:
         self.auth: AuthInterceptor | None = None
         self.limits: LimitsInterceptor | None = None
         self.decoding: DecodeInterceptor | None = None
+        self.leader_guard: LeaderGuard | None = None
         #: the metrics and their HTTP server, when ``metrics_port`` is set
         self.metrics: Any = None
         self.metrics_server: Any = None
@@ -94,7 +112,6 @@ class EngineServer:
         credentials = server_credentials(options.tls) if options.tls is not None else None
         if options.tracing:
             self.job_tracer = self._job_tracer()
-        await self.engine.start()
         # Outermost: a body that does not decode is refused before any other check reads it.
         self.decoding = DecodeInterceptor(own_refusals={CONNECT})
         interceptors: list[aio.ServerInterceptor] = [self.decoding]
@@ -103,7 +120,9 @@ class EngineServer:
             interceptors.append(self.auth)
         self.limits = LimitsInterceptor(max_watchers_per_client=options.max_watchers_per_client)
         interceptors.append(self.limits)
-        await self._start_observability()
+        # Innermost: a refused call was checked like any other first (auth, limits), then sent on.
+        self.leader_guard = LeaderGuard(self.engine)
+        interceptors.append(self.leader_guard)
         server = aio.server(
             interceptors=interceptors,
             options=[
@@ -116,11 +135,28 @@ class EngineServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
+        # The port is bound before the engine starts: a standby writes its address in the members
+        # table, and a leader in the lease, before it answers anyone.
+        listen = f"{self.options.host}:{self.options.port}"
+        if credentials is not None:
+            self.port = server.add_secure_port(listen, credentials)
+        else:
+            self.port = server.add_insecure_port(listen)
+        if not self.port:
+            raise OSError(f"cannot listen on {self.options.host}:{self.options.port}")
+        self.engine.set_address(self.address)
+        if self.engine.leadership is not None:
+            self.engine.leadership.observe_roles(self._role_changed)
+        await self.engine.start()
+        await self._start_observability()
         server.add_generic_rpc_handlers(
             (job_service_handler(JobService(self.engine, keepalive_seconds=self.options.watch_keepalive)),)
         )
         executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(ExecutorService(self.engine), server)
         lock_service_pb2_grpc.add_LockServiceServicer_to_server(LockService(self.engine), server)
+        cluster_service_pb2_grpc.add_ClusterServiceServicer_to_server(
+            ClusterService(self.engine, address=self.address), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (
@@ -130,26 +166,35 @@ class EngineServer:
             ),
             server,
         )
-        listen = f"{self.options.host}:{self.options.port}"
-        if credentials is not None:
-            self.port = server.add_secure_port(listen, credentials)
-        else:
-            self.port = server.add_insecure_port(listen)
-        if not self.port:
-            raise OSError(f"cannot listen on {self.options.host}:{self.options.port}")
         await server.start()
         self._server = server
-        for name in ("", *SERVICE_NAMES):
-            await _set_health(self._health, name, health_pb2.HealthCheckResponse.SERVING)
+        await self._update_health()
+        role = ""
+        if self.engine.leadership is not None:
+            role = f", engine {self.engine.engine_id} as {self.engine.role.name.lower()}"
         log.info(
-            "jobwarden engine listening on %s (store %s%s%s)",
+            "jobwarden engine listening on %s (store %s%s%s%s)",
             self.address,
             _redact(self.config.db_url),
             ", TLS" + (" with client certificates" if options.tls and options.tls.client_ca else "")
             if options.tls
             else ", plaintext",
             f", {len(options.tokens)} tokens" if options.tokens is not None else ", no authentication",
+            role,
         )
+
+    def _role_changed(self, role: EngineRole, epoch: int, reason: str) -> None:
+        if self._server is not None:
+            asyncio.get_running_loop().create_task(self._update_health())
+
+    async def _update_health(self) -> None:
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in _ALWAYS_SERVING:
+            await _set_health(self._health, name, serving)
+        leads = self.engine.is_leader
+        for name in _LEADER_ONLY:
+            await _set_health(self._health, name, serving if leads else not_serving)
 
     async def _start_observability(self) -> None:
         from jobwarden.server.observability import EngineMetrics, MetricsServer, observe
@@ -184,7 +229,7 @@ class EngineServer:
         if self.metrics_server is not None:
             await self.metrics_server.stop()
             self.metrics_server = None
-        for name in ("", *SERVICE_NAMES):
+        for name in (*_ALWAYS_SERVING, *_LEADER_ONLY):
             await _set_health(self._health, name, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self._server is not None:
             # Close worker sessions first so their streams end instead of holding the grace period.

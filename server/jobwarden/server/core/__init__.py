@@ -11,6 +11,7 @@ from .deadlines import DeadlineHandlers
 from .dispatch import Dispatcher
 from .engine import (
     ActionStatsView,
+    ClusterView,
     Engine,
     EngineConfig,
     JobResultIn,
@@ -22,12 +23,14 @@ from .errors import (
     AlreadyExists,
     EngineStopping,
     FailedPrecondition,
+    Fenced,
     InvalidArgument,
     InvalidTransition,
     JobNotFound,
     JobwardenError,
     LockNotHeld,
     NotFound,
+    NotLeader,
     ResourceExhausted,
     StaleAttempt,
     StoreUnavailable,
@@ -36,6 +39,7 @@ from .events import EventBatch, EventBus, EventFilter, Overflowed, Subscription
 from .external_locks import ExternalLocks
 from .flow import Dispatch, JobFlow
 from .jobs import Jobs, JobSnapshot
+from .leadership import EngineAlreadyRunning, EngineMember, EngineRole, Leadership
 from .locks import LockHolding, LockTable, ResourceView
 from .memory_store import MemoryStore
 from .migrations import SCHEMA_VERSION, SchemaVersionError
@@ -83,6 +87,7 @@ __all__ = [
     "Attempt",
     "CancelOut",
     "Checkpoint",
+    "ClusterView",
     "CommitReport",
     "CompletedStep",
     "DeadlineHandlers",
@@ -90,7 +95,10 @@ __all__ = [
     "Dispatch",
     "Dispatcher",
     "Engine",
+    "EngineAlreadyRunning",
     "EngineConfig",
+    "EngineMember",
+    "EngineRole",
     "EngineStopping",
     "Event",
     "EventBatch",
@@ -99,6 +107,7 @@ __all__ = [
     "ExecutorSpec",
     "ExternalLocks",
     "FailedPrecondition",
+    "Fenced",
     "InvalidArgument",
     "InvalidTransition",
     "Job",
@@ -112,6 +121,7 @@ __all__ = [
     "JobUpdateIn",
     "Jobs",
     "JobwardenError",
+    "Leadership",
     "LockHolding",
     "LockNotHeld",
     "LockRequest",
@@ -120,6 +130,7 @@ __all__ = [
     "LogLine",
     "MemoryStore",
     "NotFound",
+    "NotLeader",
     "OutMessage",
     "Overflowed",
     "RefusalOut",

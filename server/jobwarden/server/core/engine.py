@@ -15,23 +15,37 @@ and stops them, recovers what the store holds, and lends the servicers the parts
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
 
 from jobwarden.contract import ACTIVE_STATUSES, JobStatus, LockMode
 
 from .configs import ActionConfigs
 from .deadlines import DeadlineHandlers
 from .dispatch import Dispatcher
-from .errors import NotFound
+from .errors import Fenced, InvalidArgument, NotFound, NotLeader
 from .events import EventBus
 from .external_locks import ExternalLocks
 from .flow import JobFlow, lock_map
 from .jobs import Jobs, JobSnapshot
+from .leadership import (
+    EngineMember,
+    EngineRole,
+    EventTail,
+    LeaderLease,
+    Leadership,
+    LeadershipSettings,
+    SingleEngineLock,
+    default_engine_id,
+    sqlite_path,
+)
 from .locks import LockTable
-from .model import ActionConfig
+from .model import ActionConfig, Event
 from .registry import Registry
 from .store import Store
 from .store_api import JobStore
@@ -39,10 +53,11 @@ from .timers import TimerKind, Timers
 from .validation import check_action
 from .values import ActionStatsView, EngineConfig, JobResultIn, JobUpdateIn, Registration, StatsView
 from .worker_protocol import WorkerProtocol
-from .writer import Writer
+from .writer import CommitReport, Writer
 
 __all__ = [
     "ActionStatsView",
+    "ClusterView",
     "Engine",
     "EngineConfig",
     "JobResultIn",
@@ -55,21 +70,67 @@ __all__ = [
 log = logging.getLogger("jobwarden.engine")
 
 
+@dataclass(slots=True, frozen=True)
+class ClusterView:
+    """The engines on one store as one of them sees it (ListEngines)."""
+
+    #: the engine that answered
+    engine_id: str
+    #: the leader first, then the others by id
+    engines: list[EngineMember]
+    leader_id: str
+    leader_address: str
+    epoch: int
+
+
+def _version() -> str:
+    try:
+        return metadata.version("jobwarden")
+    except metadata.PackageNotFoundError:
+        return ""
+
+
 class Engine:
     """The engine: life cycle, configuration, and the job, worker and lock API of its parts."""
 
     def __init__(
-        self, config: EngineConfig, store: JobStore, *, clock: Callable[[], float] = time.time
+        self,
+        config: EngineConfig,
+        store: JobStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        leadership: Leadership | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
         #: the database (read in reader threads, written by ``writer``)
         self.store = store
-        #: changes made in memory, stamped with sequences from where the store stands (set at start)
+        #: several engines on one PostgreSQL: who leads (None: the one engine on its store)
+        self.leadership = leadership
+        #: committed events to watchers; kept across leadership changes, so a watch survives them
         self.bus = EventBus(0, max_pending=config.watch_max_pending)
-        self.writer = Writer(store, self.bus.publish, caller_timeout=config.commit_timeout)
+        #: the writer's observers (metrics, logs, traces), kept for every writer the engine makes
+        self._commit_observers: list[Callable[[CommitReport], None]] = []
+        self._tail: EventTail | None = None
+        self._single: SingleEngineLock | None = None
+        self.started_at = 0.0
+        self._make_parts()
+
+    def _make_parts(self) -> None:
+        """Make the parts afresh: at construction, and when leadership changes (a standby keeps no
+        job state of its own; a new leader recovers it from the store)."""
+        config, store, clock = self.config, self.store, self.clock
+        leadership = self.leadership
+        self.writer = Writer(
+            store,
+            self.bus.publish,
+            caller_timeout=config.commit_timeout,
+            observers=self._commit_observers,
+            guard=leadership.check_acting if leadership is not None else None,
+            on_fenced=self._on_fenced if leadership is not None else None,
+        )
         self.registry = Registry(
-            self.writer, sequence=0, finished_cache_size=config.finished_cache_size, clock=clock
+            self.writer, sequence=self.bus.head, finished_cache_size=config.finished_cache_size, clock=clock
         )
         self.locks = LockTable()
         self.timers = Timers()
@@ -93,7 +154,6 @@ class Engine:
         #: the ready queues and the worker sessions (the dispatcher's)
         self.queues = self.dispatcher.queues
         self.sessions = self.dispatcher.sessions
-        self.started_at = 0.0
         # What the servicers call, lent from the part that does it (bound once: no extra call per
         # message on the hot path).
         self.action_config = self.configs.get
@@ -127,18 +187,112 @@ class Engine:
         self.force_release_job_locks = external.force_release_job_locks
 
     @classmethod
-    def from_config(cls, config: EngineConfig, *, clock: Callable[[], float] = time.time) -> Engine:
-        """An engine on the store ``config.db_url`` names."""
-        return cls(config, Store(config.db_url), clock=clock)
+    def from_config(
+        cls, config: EngineConfig, *, clock: Callable[[], float] = time.time, address: str = ""
+    ) -> Engine:
+        """An engine on the store ``config.db_url`` names; on PostgreSQL, one of several that share
+        it (one leads; ``address`` is where clients reach this one)."""
+        if config.db_url.startswith("sqlite"):
+            return cls(config, Store(config.db_url), clock=clock)
+        problem = config.check_lease()
+        if problem:
+            raise InvalidArgument(problem)
+        store = Store(config.db_url, idle_in_transaction_timeout=config.lease_duration)
+        lease = LeaderLease(config.db_url, lease_seconds=config.lease_duration)
+        settings = LeadershipSettings(
+            engine_id=config.engine_id or default_engine_id(),
+            address=config.advertise or address,
+            lease_seconds=config.lease_duration,
+            renew_interval=config.lease_renew_interval,
+            poll_interval=config.standby_poll_interval,
+            margin=config.lease_margin,
+            version=_version(),
+        )
+        return cls(config, store, clock=clock, leadership=Leadership(lease, settings))
 
     @property
     def running(self) -> bool:
         return self.flow.running
 
+    # -- leadership -----------------------------------------------------------------------------------
+
+    @property
+    def engine_id(self) -> str:
+        return self.leadership.engine_id if self.leadership is not None else "engine"
+
+    @property
+    def role(self) -> EngineRole:
+        if self.leadership is None:
+            return EngineRole.LEADER if self.running else EngineRole.STANDBY
+        return self.leadership.role
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this engine takes writes now (the one engine on its store always does)."""
+        return self.running and (self.leadership is None or self.leadership.is_leader)
+
+    def set_address(self, address: str) -> None:
+        """Where clients reach this engine (known once its port is bound; --advertise wins)."""
+        if self.leadership is not None and not self.config.advertise:
+            self.leadership.settings.address = address
+
+    def not_leader(self) -> NotLeader:
+        """The refusal of a call that changes state, made to a standby (cluster_service.proto)."""
+        address = self.leadership.leader_address() if self.leadership is not None else ""
+        leader = address or "unknown (no engine holds the lease now; try again shortly)"
+        return NotLeader(
+            f"engine {self.engine_id} is a standby; the leader is {leader}", leader_address=address
+        )
+
+    async def cluster(self) -> ClusterView:
+        """The engines sharing this store, the leader first (ListEngines)."""
+        if self.leadership is None:
+            me = EngineMember(
+                engine_id=self.engine_id,
+                address="",
+                role=EngineRole.LEADER,
+                epoch=1,
+                started_at=self.started_at,
+                seen_at=self.clock(),
+                version=_version(),
+            )
+            return ClusterView(self.engine_id, [me], self.engine_id, "", 1)
+        leadership = self.leadership
+        lease, members = await leadership.run_sql(leadership.lease.members)
+        held = lease.held
+        return ClusterView(
+            engine_id=self.engine_id,
+            engines=members,
+            leader_id=(lease.leader_id or "") if held else "",
+            leader_address=lease.address if held else "",
+            epoch=lease.epoch,
+        )
+
+    # -- life cycle -----------------------------------------------------------------------------------
+
     async def start(self) -> None:
-        """Open the store, recover every unfinished job, re-arm every deadline, and start serving."""
+        """Open the store. The one engine on its store (SQLite, a single PostgreSQL engine) recovers
+        every unfinished job, re-arms every deadline and starts serving; one of several on PostgreSQL
+        leads (the same) if it wins the lease, else follows as a standby until it does."""
+        self.started_at = self.clock()
+        if self.leadership is None:
+            path = sqlite_path(getattr(self.store, "url", ""))
+            if path is not None:
+                self._single = SingleEngineLock(path)
+                self._single.acquire()
+            try:
+                await self.flow.read(self.store.create_schema)
+                await self._lead()
+            except BaseException:
+                self._release_single()
+                raise
+            return
+        await self.leadership.start(self._promote, self._demote, self.store.create_schema)
+        if not self.leadership.is_leader:
+            await self._follow()
+
+    async def _lead(self) -> None:
         read = self.flow.read
-        await read(self.store.create_schema)
         head = await read(self.store.max_sequence)
         self.bus.head = head
         self.registry.sequence = head
@@ -153,24 +307,104 @@ class Engine:
         await self._recover()
         self.timers.start()
         self.flow.running = True
-        self.started_at = self.clock()
         self.protocol.start()
         await self.writer.flush()
         self.dispatcher.schedule()
 
-    async def stop(self) -> None:
-        """Stop serving: close worker sessions and watchers, write what is pending, close the store.
-        Running jobs stay RUNNING in the store; the next start turns them TIMED_OUT."""
-        if not self.flow.running:
-            return
+    async def _follow(self) -> None:
+        """Serve reads as a standby: counts and configs from the store, events from its tail."""
+        leadership = self.leadership
+        assert leadership is not None
+        head, counts = await leadership.run_sql(leadership.lease.counts_at_head)
+        for config in await self.flow.read(self.store.load_action_configs):
+            self.configs.load(config)
+        tail = EventTail(
+            leadership.lease,
+            self.events_between_any,
+            self._tailed,
+            leadership.run_sql,
+            head=self.bus.head,
+            poll_interval=max(leadership.settings.poll_interval, 0.1) * 2,
+        )
+        tail.counts = {(action, JobStatus(status)): count for action, status, count in counts}
+        tail.counted_through = head
+        self.registry.counts.clear()
+        self.registry.counts.update(tail.counts)
+        self._tail = tail
+        tail.start()
+
+    async def events_between_any(self, after: int, up_to: int, limit: int) -> list[Event]:
+        return await self.flow.read(self.store.events_between, after, up_to, limit)
+
+    def _tailed(self, events: list[Event]) -> None:
+        self.bus.publish(events)
+        self.registry.sequence = self.bus.head
+        if self._tail is not None:
+            self.registry.counts.clear()
+            self.registry.counts.update(self._tail.counts)
+
+    async def _promote(self, epoch: int) -> None:
+        """Won the lease: catch up with what the last leader committed, then recover and lead."""
+        tail, self._tail = self._tail, None
+        if tail is not None:
+            await tail.stop()
+            await tail.catch_up()
+        self._drop_parts()
+        self._make_parts()
+        setattr(self.store, "fence_epoch", epoch)  # noqa: B010 (only SqlStore fences)
+        await self._lead()
+
+    async def _demote(self, reason: str) -> None:
+        """Lost the lease (fenced, or it ran out): stop acknowledging, close worker streams, drop the
+        job state, and follow as a standby."""
+        setattr(self.store, "fence_epoch", None)  # noqa: B010
+        self._drop_parts(reason)
+        self._make_parts()
+        await self._follow()
+
+    def _drop_parts(self, reason: str = "") -> None:
+        error = Fenced(
+            f"engine {self.engine_id} stopped leading ({reason or 'a leadership change'}); nothing more "
+            "of its is acknowledged"
+        )
         self.flow.running = False
         self.protocol.stop()
         self.external_locks.stop()
-        self.bus.close_all()
         self.timers.stop()
-        await self.writer.close()
+        self.writer.abandon(error)
+        self.flow.close_readers()
+
+    def _on_fenced(self, error: Fenced) -> None:
+        # From the writer's task: depose in a task of its own (it replaces that writer).
+        if self.leadership is not None:
+            asyncio.get_running_loop().create_task(self.leadership.fenced(error.message))
+
+    async def stop(self) -> None:
+        """Stop serving: close worker sessions and watchers, write what is pending, close the store.
+        Running jobs stay RUNNING in the store; the next start (or leader) turns them TIMED_OUT."""
+        if self._tail is not None:
+            await self._tail.stop()
+            self._tail = None
+        if self.flow.running:
+            self.flow.running = False
+            self.protocol.stop()
+            self.external_locks.stop()
+            self.bus.close_all()
+            self.timers.stop()
+            await self.writer.close()
+        else:
+            self.bus.close_all()
+            self.writer.abandon(Fenced("the engine stopped"))
+        if self.leadership is not None:
+            await self.leadership.stop()
         self.flow.close_readers()
         self.store.close()
+        self._release_single()
+
+    def _release_single(self) -> None:
+        if self._single is not None:
+            self._single.release()
+            self._single = None
 
     async def _recover(self) -> None:
         now = self.clock()

@@ -12,7 +12,10 @@
     ├── ResourceExhausted          a limit was reached (a slow watcher, watchers per client, ...)
     ├── StoreUnavailable           the database did not take a write in time (UNAVAILABLE);
     │                              nothing was acknowledged
-    └── EngineStopping             the engine is shutting down (UNAVAILABLE)
+    ├── EngineStopping             the engine is shutting down (UNAVAILABLE)
+    └── NotLeader                  a standby asked to change state (UNAVAILABLE; names the leader)
+        └── Fenced                 a newer leader took the epoch, or the lease ran out: nothing of
+                                   this engine's commits any more
 
 Each carries the ``job_id`` it is about, when there is one. The API layer maps ``code`` to a
 gRPC status in one place (``jobwarden.server.api.errors``).
@@ -24,12 +27,14 @@ __all__ = [
     "AlreadyExists",
     "EngineStopping",
     "FailedPrecondition",
+    "Fenced",
     "InvalidArgument",
     "InvalidTransition",
     "JobNotFound",
     "JobwardenError",
     "LockNotHeld",
     "NotFound",
+    "NotLeader",
     "ResourceExhausted",
     "StaleAttempt",
     "StoreUnavailable",
@@ -90,3 +95,17 @@ class StoreUnavailable(JobwardenError):
 
 class EngineStopping(JobwardenError):
     code = "UNAVAILABLE"
+
+
+class NotLeader(JobwardenError):
+    """This engine is a standby (or stopped leading): the call must go to ``leader_address``."""
+
+    code = "UNAVAILABLE"
+
+    def __init__(self, message: str, *, leader_address: str = "") -> None:
+        super().__init__(message)
+        self.leader_address = leader_address
+
+
+class Fenced(NotLeader):
+    """The leader's epoch is no longer the stored one (or its lease ran out unrenewed)."""

@@ -33,6 +33,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from . import migrations
+from .errors import Fenced
+from .leadership import with_options
 from .model import ActionConfig, Event, Job, LogLine
 from .store_api import JobQuery, LockRow, WriteSet
 from .tables import configs_t, events_t, jobs_t, locks_t, logs_t, meta_t, workers_t
@@ -165,9 +167,12 @@ def _event_from_row(row: Any) -> Event:
 class SqlStore:
     """The database behind the engine. Thread-safe for one writer thread and any reader threads."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, idle_in_transaction_timeout: float | None = None) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        #: set while this engine leads several on one PostgreSQL: every write checks it first, in
+        #: its own transaction (leadership.py); None: the one engine on its store, no check
+        self.fence_epoch: int | None = None
         if self.is_sqlite:
             self.engine: Engine = create_engine(
                 url,
@@ -177,7 +182,15 @@ class SqlStore:
             )
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
-            self.engine = create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+            connect_args: dict[str, Any] = {}
+            if idle_in_transaction_timeout is not None:
+                # A leader stopped mid-transaction (SIGSTOP, a hung host) must not hold its FOR SHARE
+                # on the lease row, and so block the next leader's takeover, for ever.
+                ms = max(int(idle_in_transaction_timeout * 1000), 500)
+                connect_args["options"] = with_options(url, f"-c idle_in_transaction_session_timeout={ms}")
+            self.engine = create_engine(
+                url, pool_size=8, max_overflow=8, pool_pre_ping=True, connect_args=connect_args
+            )
         self._hot = _HotStatements(self.engine.dialect.paramstyle)
 
     def create_schema(self) -> None:
@@ -197,9 +210,18 @@ class SqlStore:
         SQLAlchemy's transaction objects and per-row parameter processing would hold the GIL against
         the event loop, commit after commit."""
         hot = self._hot
+        fence = self.fence_epoch
         connection = self.engine.raw_connection()
         try:
             cursor = connection.cursor()
+            if fence is not None:
+                # In this transaction: a takeover's UPDATE of the row waits for it, and once the
+                # epoch moved on, no write of this engine's can commit (leadership.py).
+                cursor.execute(
+                    "SELECT epoch FROM engine_leader WHERE id = 1 AND epoch = %s FOR SHARE", (fence,)
+                )
+                if cursor.fetchone() is None:
+                    raise Fenced(f"the lease's epoch is no longer {fence}: a newer leader took over")
             for sql, columns, rows in (
                 (hot.insert_job, hot.insert_job_columns, ws.new_jobs),
                 (hot.update_job, hot.update_job_columns, ws.changed_jobs),
@@ -222,6 +244,9 @@ class SqlStore:
                 workers = list({w["id"]: w for w in ws.workers}.values())
                 cursor.executemany(hot.delete_worker, [(w["id"],) for w in workers])
                 cursor.executemany(hot.insert_worker, hot.rows(workers, hot.worker_columns))
+            if fence is not None and ws.events:
+                # Delivered at commit: standbys tailing the events table read at once.
+                cursor.execute("SELECT pg_notify('jobwarden_events', %s)", (str(ws.events[-1]["sequence"]),))
             cursor.close()
             connection.commit()
         except BaseException:

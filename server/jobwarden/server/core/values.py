@@ -50,6 +50,33 @@ class EngineConfig:
     commit_timeout: float = 10.0
     #: action configurations from the config file; they replace stored ones at start
     actions: list[ActionConfig] = field(default_factory=list)
+    #: several engines on one PostgreSQL (docs/high-availability.md): this engine's id in the
+    #: ``engines`` table ('' makes one: host-pid-random)
+    engine_id: str = ""
+    #: the address clients reach this engine at, written in the lease ('' uses the listen address)
+    advertise: str = ""
+    #: how long a leader's lease lasts; a standby takes it this long after the leader's last renewal
+    lease_duration: float = 2.0
+    #: how often the leader renews its lease (well inside ``lease_duration``)
+    lease_renew_interval: float = 0.5
+    #: the leader stops acknowledging this long before its lease would end without a renewal
+    lease_margin: float = 0.5
+    #: how often a standby looks at the lease (and, without notifications, at new events)
+    standby_poll_interval: float = 0.25
+
+    def check_lease(self) -> str:
+        """'' when the lease settings hold together, else what is wrong."""
+        if self.lease_duration <= 0 or self.lease_renew_interval <= 0 or self.standby_poll_interval <= 0:
+            return "lease_duration, lease_renew_interval and standby_poll_interval must be positive"
+        if self.lease_margin < 0:
+            return "lease_margin must not be negative"
+        if self.lease_renew_interval + self.lease_margin >= self.lease_duration:
+            return (
+                f"lease_renew_interval ({self.lease_renew_interval:g}s) plus lease_margin "
+                f"({self.lease_margin:g}s) must be less than lease_duration ({self.lease_duration:g}s): "
+                "the leader must renew before it has to stop acting"
+            )
+        return ""
 
 
 @dataclass(slots=True)

@@ -8,6 +8,10 @@ so nobody ever sees a change that a crash could take back.
 When the database refuses a write, the batch is retried until it succeeds (the engine's memory stays
 the truth of what will be written, and sequences stay gap-free); callers waiting on it get
 ``StoreUnavailable`` after ``caller_timeout`` and nothing is acknowledged to them.
+
+When the store says this engine no longer leads (``Fenced``, leadership.py), the batch is not retried:
+whoever waits on it, or on anything recorded after it, gets ``Fenced`` (UNAVAILABLE), nothing more is
+written, and ``on_fenced`` tells the engine to drop its state.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import StoreUnavailable
+from .errors import Fenced, StoreUnavailable
 from .model import Event, Job, LogLine
 from .store import WriteSet, event_row, job_row
 from .store_api import JobStore
@@ -103,6 +107,9 @@ class Writer:
         *,
         caller_timeout: float = 10.0,
         retry_delay: float = 0.05,
+        observers: list[Callable[[CommitReport], None]] | None = None,
+        guard: Callable[[], None] | None = None,
+        on_fenced: Callable[[Fenced], None] | None = None,
     ) -> None:
         self.store = store
         self._publish = publish
@@ -118,7 +125,13 @@ class Writer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobwarden-writer")
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._observers: list[Callable[[CommitReport], None]] = []
+        #: shared with the writer that replaces this one when leadership changes
+        self._observers: list[Callable[[CommitReport], None]] = observers if observers is not None else []
+        #: raises Fenced when this engine must not commit any more (its lease is about to end)
+        self._guard = guard
+        self._on_fenced = on_fenced
+        #: why this writer stopped for good (a newer leader, a lease that ran out), if it did
+        self.fenced: Fenced | None = None
 
     def observe(self, observer: Callable[[CommitReport], None]) -> None:
         """Call ``observer`` in the event loop after each write attempt, committed or failed."""
@@ -187,6 +200,11 @@ class Writer:
 
     async def flush(self) -> None:
         """Wait until everything recorded so far is committed (StoreUnavailable after caller_timeout)."""
+        if self.fenced is not None:
+            raise self.fenced
+        if self._task is None:
+            # Never started (a standby): nothing was recorded, nothing to wait for.
+            return
         batch = self._open
         if batch.future is None:
             batch.future = asyncio.get_running_loop().create_future()
@@ -225,7 +243,13 @@ class Writer:
                 started = time.perf_counter()
                 try:
                     if size:
+                        if self._guard is not None:
+                            self._guard()
                         await loop.run_in_executor(self._executor, self.store.write, rows)
+                except Fenced as error:
+                    self._report(CommitReport([], size, time.perf_counter() - started, False, error.message))
+                    self._stop_fenced(error, batch)
+                    return
                 except Exception as error:
                     self.stats.failures += 1
                     self.healthy = False
@@ -260,6 +284,28 @@ class Writer:
                 batch.future.set_result(None)
             if self._closing:
                 self._wake.set()
+
+    def _stop_fenced(self, error: Fenced, batch: _Batch | None) -> None:
+        """Fail every waiter with ``error``; nothing recorded here will ever be written."""
+        self.fenced = error
+        self._committing = None
+        for pending in (batch, self._open):
+            if pending is not None and pending.future is not None and not pending.future.done():
+                pending.future.set_exception(error)
+                # Retrieved here so a batch nobody awaited logs no "exception never retrieved".
+                pending.future.exception()
+        self._open = _Batch()
+        if self._on_fenced is not None:
+            self._on_fenced(error)
+
+    def abandon(self, error: Fenced) -> None:
+        """Stop at once without writing what is pending (this engine stopped leading)."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if self.fenced is None:
+            self._on_fenced = None
+            self._stop_fenced(error, self._committing)
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def close(self) -> None:
         """Write what is pending, then stop."""

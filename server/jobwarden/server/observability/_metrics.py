@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from jobwarden.contract import ACTIVE_STATUSES, JobEventType, JobStatus
-from jobwarden.server.core import Engine, Event
+from jobwarden.server.core import Engine, EngineRole, Event
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -74,6 +74,30 @@ class EngineMetrics:
             "Store commits that failed (and were retried)",
             registry=self.registry,
         )
+        #: several engines on one PostgreSQL: role changes and lease renewals
+        self.leadership_changes = Counter(
+            "jobwarden_leadership_changes",
+            "Times this engine entered a role (leader: it took over; fenced: it lost the lease)",
+            ["role"],
+            registry=self.registry,
+        )
+        self.lease_renewal = Histogram(
+            "jobwarden_lease_renewal_seconds",
+            "Time of one renewal of the leader's lease (successful or not)",
+            buckets=_COMMIT_BUCKETS,
+            registry=self.registry,
+        )
+        self.lease_renewal_failures = Counter(
+            "jobwarden_lease_renewal_failures",
+            "Renewals of the leader's lease that failed (an error, or the lease was taken)",
+            registry=self.registry,
+        )
+        leadership = engine.leadership
+        if leadership is not None:
+            for role in EngineRole:
+                self.leadership_changes.labels(role.name.lower())
+            leadership.observe_roles(self.on_role)
+            leadership.observe_renewals(self.on_renewal)
         self.registry.register(_StateCollector(self))
 
     # -- what happened ------------------------------------------------------------------------------
@@ -97,6 +121,14 @@ class EngineMetrics:
                     last = attempts[-1]
                     ended = last.get("finished_at") or ev.time
                     self.run_time.labels(action, status.name).observe(max(0.0, ended - last["started_at"]))
+
+    def on_role(self, role: EngineRole, epoch: int, reason: str) -> None:
+        self.leadership_changes.labels(role.name.lower()).inc()
+
+    def on_renewal(self, seconds: float, ok: bool) -> None:
+        self.lease_renewal.observe(seconds)
+        if not ok:
+            self.lease_renewal_failures.inc()
 
     def on_commit(self, seconds: float, ok: bool) -> None:
         """One store write (called in the writer's thread)."""
@@ -178,6 +210,17 @@ class _StateCollector(Collector):
         rows = CounterMetricFamily("jobwarden_store_rows", "Rows written by group commits")
         rows.add_metric([], engine.writer.stats.rows)
         yield rows
+        leadership = engine.leadership
+        yield GaugeMetricFamily(
+            "jobwarden_engine_leader",
+            "1 while this engine leads (takes writes and workers), 0 on a standby",
+            value=1 if engine.is_leader else 0,
+        )
+        yield GaugeMetricFamily(
+            "jobwarden_leader_epoch",
+            "The lease's epoch: this engine's while it leads, the last one it saw otherwise",
+            value=leadership.epoch if leadership is not None else 1,
+        )
         yield GaugeMetricFamily(
             "jobwarden_engine_start_time_seconds", "When the engine started", value=engine.started_at
         )
