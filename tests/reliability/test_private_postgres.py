@@ -37,7 +37,9 @@ def test_a_crashed_private_postgres_comes_back_with_its_committed_rows(
 
 
 def test_without_the_binaries_it_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PATH", "/nonexistent")
+    from tests.support import private_postgres
+
+    monkeypatch.setattr(private_postgres, "_find", lambda binary: None)
     reason = PrivatePostgres.unavailable()
     assert reason is not None
-    assert "initdb, pg_ctl, postgres not on PATH" in reason
+    assert "initdb, pg_ctl, postgres" in reason
