@@ -154,6 +154,8 @@ class Cluster:
             )
             for n, proxy in enumerate(self.proxies)
         ]
+        for n, engine in enumerate(self.engines):
+            engine.extra_args += ("--engine-id", f"e{n}", "--advertise", engine.address)
 
     @property
     def addresses(self) -> list[str]:
