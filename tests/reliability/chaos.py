@@ -259,9 +259,10 @@ class ChaosResult:
         if not self.failovers:
             return "no kill measured"
         p50, p99 = percentile(self.failovers, 0.5), percentile(self.failovers, 0.99)
+        each = ", ".join(f"{value:.2f}" for value in self.failovers)
         return (
             f"failover (leader SIGKILL -> first dispatch by the new leader) over {len(self.failovers)} "
-            f"kills: p50 {p50:.2f}s, p99 {p99:.2f}s, max {max(self.failovers):.2f}s"
+            f"kills: p50 {p50:.2f}s, p99 {p99:.2f}s, max {max(self.failovers):.2f}s ({each})"
         )
 
     def report(self) -> str:
@@ -425,9 +426,17 @@ async def run_chaos(
         rng.shuffle(plan)
         for fault in plan:
             if fault == "kills":
+                restarts: list[asyncio.Task[None]] = []
                 for _ in range(kills):
-                    result.failovers.append(await _kill_leader(cluster, rng))
+                    # The engine killed last may still be starting; the one before must be up, so
+                    # that a standby is there to take over.
+                    if len(restarts) > 1:
+                        await restarts[-2]
+                    took, restart = await _kill_leader(cluster, rng)
+                    restarts.append(restart)
+                    result.failovers.append(took)
                     result.faults["kill"] += 1
+                await asyncio.gather(*restarts)
             elif fault == "partition":
                 result.partition_failovers.append(await _partition_leader(cluster, rng))
                 result.faults["partition"] += 1
@@ -453,7 +462,9 @@ async def run_chaos(
     return result
 
 
-async def _kill_leader(cluster: Cluster, rng: random.Random) -> float:
+async def _kill_leader(cluster: Cluster, rng: random.Random) -> tuple[float, asyncio.Task[None]]:
+    """SIGKILL the leader; how long until the new leader's first dispatch, and the killed engine's
+    restart (it comes back a standby), under way."""
     leader, epoch = await asyncio.to_thread(cluster.wait_leader)
     await asyncio.sleep(rng.uniform(0.2, 1.5))
     moment = time.time()
@@ -462,8 +473,11 @@ async def _kill_leader(cluster: Cluster, rng: random.Random) -> float:
     _, new_epoch = await asyncio.to_thread(cluster.wait_leader, leader)
     if new_epoch <= epoch:
         raise AssertionError(f"the new leader's epoch {new_epoch} is not above the killed one's {epoch}")
-    await asyncio.to_thread(leader.start)
-    return took
+    return took, asyncio.create_task(asyncio.to_thread(_start, leader))
+
+
+def _start(engine: EngineProcess) -> None:
+    engine.start()
 
 
 async def _partition_leader(cluster: Cluster, rng: random.Random) -> float:

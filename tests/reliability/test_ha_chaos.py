@@ -16,7 +16,7 @@ import pytest
 from tests.reliability.chaos import NoLeaderElection, run_chaos
 from tests.support.postgres import PrivatePostgres
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
 
 #: CI's run: kills in a row, and one of each other fault (the soak script's defaults are larger)
 CI_KILLS = 10
