@@ -188,7 +188,7 @@ class JobClient:
                         f"{self.failover_timeout:g}s; the last said: {gave_up.message}"
                     )
                     raise gave_up from None
-                backoff = backoff or Backoff(0.05, 1.0)
+                backoff = backoff or Backoff(0.05, 0.5)
                 delay = backoff.next_delay()
                 logger.info(
                     "call to %s failed (%s); trying %s in %.2fs", address, _code(error), target, delay

@@ -55,7 +55,7 @@ class Worker:
     loop, plain ones in a thread pool), heartbeats, and reconnects with exponential backoff and
     jitter, re-attaching the jobs it still runs. A finished result is kept until the engine
     acknowledges it. Given several engines on one database, it serves the leader: a standby's
-    refusal names it, and when the leader is lost the worker tries the next address (at least once
+    refusal names it, and when the leader is lost the worker tries the next address (at least twice
     a second while they elect a new one), registers with the new leader and re-attaches its jobs
     there; unacknowledged results are sent again. On SIGTERM (or ``drain()``) it takes no new jobs
     and waits up to ``drain_timeout`` for running ones, then hands the rest back to the engine.
@@ -108,7 +108,7 @@ class Worker:
         self._backoff = Backoff(reconnect_initial, reconnect_max)
         if self._endpoints.several:
             # While the engines elect a new leader, look for it often: the jobs wait for this worker.
-            self._backoff = Backoff(min(reconnect_initial, 0.05), min(reconnect_max, 1.0))
+            self._backoff = Backoff(min(reconnect_initial, 0.05), min(reconnect_max, 0.5))
         # What outlives one session (and one run): who the worker is, and what it holds.
         self._identity = Identity()
         self._ledger = Ledger()
