@@ -120,8 +120,12 @@ class _Watch:
         self.address = address
         #: sequence -> monotonic arrival
         self.arrivals: dict[int, float] = {}
+        #: sequence -> when the stream it came on was opened (an event older than that was replayed)
+        self.opened: dict[int, float] = {}
         #: engine times of QUEUED -> RUNNING events
         self.dispatches: list[float] = []
+        #: sequences already counted in the lag
+        self.lag_counted: set[int] = set()
         self._task: asyncio.Task[None] | None = None
 
     def start(self, head: int) -> None:
@@ -130,9 +134,12 @@ class _Watch:
     async def _follow(self, head: int) -> None:
         async with JobClient(self.address, timeout=5) as client:
             while True:
+                opened = time.monotonic()
                 with contextlib.suppress(JobwardenError):
-                    async for event in client.watch(after_sequence=head, max_backoff=0.2):
-                        self.arrivals.setdefault(event.sequence, time.monotonic())
+                    async for event in client.watch(after_sequence=head, reconnect=False):
+                        if event.sequence not in self.arrivals:
+                            self.arrivals[event.sequence] = time.monotonic()
+                            self.opened[event.sequence] = opened
                         head = max(head, event.sequence)
                         if (
                             int(event.type) == JobEventType.STATUS_CHANGED
@@ -140,7 +147,7 @@ class _Watch:
                             and int(event.job.status) == JobStatus.RUNNING
                         ):
                             self.dispatches.append(event.time.seconds + event.time.nanos / 1e9)
-                await asyncio.sleep(0.2)  # the engine is down: the watch's first connect failed
+                await asyncio.sleep(0.1)  # the stream broke (its engine was killed): open it again
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -230,10 +237,17 @@ async def run_failover(
                 leader, _ = await _wait_leader(engines, client)
                 await asyncio.sleep(sizes.settle * rng.uniform(0.5, 1.5))
                 # The lag is read while the cluster is whole: a standby's arrival minus the leader's.
+                # Only events that came live on both (committed after the standby's stream opened):
+                # a stream opened again after its engine's restart replays what it missed.
                 mine = watches[engines.index(leader)].arrivals
                 for watch in watches:
                     if watch.address != leader.address:
-                        lags.extend(at - mine[seq] for seq, at in watch.arrivals.items() if seq in mine)
+                        lags.extend(
+                            at - mine[seq]
+                            for seq, at in watch.arrivals.items()
+                            if seq in mine and watch.opened[seq] < mine[seq] and seq not in watch.lag_counted
+                        )
+                        watch.lag_counted.update(seq for seq in watch.arrivals if seq in mine)
                 moment = time.time()
                 await leader.kill()
                 deadline = time.monotonic() + 60
