@@ -251,6 +251,8 @@ class ChaosResult:
     failovers: list[float] = field(default_factory=list)
     #: seconds from each partition to a new leader's first dispatch
     partition_failovers: list[float] = field(default_factory=list)
+    #: seconds from each partition to the old leader's last acknowledged submit (0: none after it)
+    partition_last_acks: list[float] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
@@ -276,6 +278,8 @@ class ChaosResult:
             lines.append(
                 "partition -> new leader's first dispatch: "
                 + ", ".join(f"{value:.2f}s" for value in self.partition_failovers)
+                + "; the cut-off leader's last acknowledged submit after the cut: "
+                + ", ".join(f"{value:.2f}s" for value in self.partition_last_acks)
             )
         lines.append(f"{len(self.problems)} problems" + "".join(f"\n  {p}" for p in self.problems[:30]))
         return "\n".join(lines)
@@ -438,7 +442,7 @@ async def run_chaos(
                     result.faults["kill"] += 1
                 await asyncio.gather(*restarts)
             elif fault == "partition":
-                result.partition_failovers.append(await _partition_leader(cluster, rng))
+                result.partition_failovers.append(await _partition_leader(cluster, rng, result))
                 result.faults["partition"] += 1
             elif fault == "pg-restart":
                 await _restart_postgres(cluster)
@@ -480,18 +484,44 @@ def _start(engine: EngineProcess) -> None:
     engine.start()
 
 
-async def _partition_leader(cluster: Cluster, rng: random.Random) -> float:
+async def _partition_leader(cluster: Cluster, rng: random.Random, result: ChaosResult) -> float:
+    """Stall the leader's connections to PostgreSQL while its workers and clients still reach it.
+    A client held to the old leader alone keeps submitting meanwhile: what it is told was accepted
+    joins the ledger (so it must be in the store afterwards), and the last such answer after the
+    cut is recorded (the old leader must stop acknowledging within its lease)."""
     leader, epoch = await asyncio.to_thread(cluster.wait_leader)
     proxy = cluster.proxy_of(leader)
     moment = time.time()
     proxy.set_mode(Mode.STALL)
+    stop = asyncio.Event()
+    last_ack = [0.0]
+
+    async def probe() -> None:
+        async with JobClient(leader.address, timeout=3.0) as pinned:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                key = f"chaos-partition-{result.faults['partition']}-{n}"
+                try:
+                    job = await pinned.submit(WORK, {"seconds": 0.01}, idempotency_key=key)
+                    result.ledger.submitted[key] = job.id
+                    last_ack[0] = time.time() - moment
+                except JobwardenError:
+                    pass
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.1)
+
+    prober = asyncio.create_task(probe())
     try:
         _, new_epoch = await asyncio.to_thread(cluster.wait_leader, leader, 120.0)
         took = await asyncio.to_thread(first_dispatch_after, cluster.pg, moment)
         # Stay cut a while longer: whatever the old leader still tries must not commit.
         await asyncio.sleep(rng.uniform(1.0, 2.0))
     finally:
+        stop.set()
+        await prober
         proxy.set_mode(Mode.PASS)
+    result.partition_last_acks.append(last_ack[0])
     if new_epoch <= epoch:
         raise AssertionError(f"after the partition the epoch is {new_epoch}, not above {epoch}")
     return took
