@@ -13,6 +13,7 @@ from jobwarden.tui._cluster import cluster_forms, cluster_tip
 from jobwarden.v1 import cluster_service_pb2
 from textual.widgets import Static
 
+from tests.conftest import EngineHandle
 from tests.tui.canned import CannedThread, canned_cluster
 from tests.tui.helpers import until
 
@@ -121,3 +122,16 @@ def test_jobwarden_engines_of_an_engine_without_them_is_a_clear_error(canned: Ca
     assert done.returncode == 1
     assert done.stderr.startswith("jobwarden engines: ")
     assert "Traceback" not in done.stderr
+
+
+async def test_one_real_engine_on_sqlite_shows_its_address_and_epoch_1(engine: EngineHandle) -> None:
+    app = ConsoleApp(engine.address, stats_interval=0.2)
+    async with app.run_test(size=(140, 30)) as pilot:
+        await until(pilot, lambda: app.cluster is not None, what="the engine's ListEngines")
+        assert app.cluster is not None
+        assert [each.role for each in app.cluster.engines] == [cluster_service_pb2.ENGINE_ROLE_LEADER]
+        expected = f"{engine.address} · epoch 1"
+        await until(pilot, lambda: shown(app) == expected, what=f"the header to read {expected!r}")
+        # At 80 columns the epoch gives way; the address stays whole.
+        await pilot.resize_terminal(80, 24)
+        await until(pilot, lambda: shown(app) == engine.address, what="the address alone")
