@@ -353,7 +353,8 @@ class LeaderLease:
             leads = lease.held and row.id == lease.leader_id
             role = EngineRole.LEADER if leads else EngineRole(row.role)
             if role is EngineRole.LEADER and not leads:
-                role = EngineRole.STANDBY
+                # It believed it led when it last wrote its row; the lease says otherwise.
+                role = EngineRole.FENCED
             members.append(
                 EngineMember(
                     engine_id=row.id,
@@ -662,6 +663,11 @@ class Leadership:
         except Exception:
             log.exception("engine %s failed to drop its state cleanly", self.engine_id)
         self.role = EngineRole.STANDBY
+        with contextlib.suppress(Exception):
+            # So the first refusal as a standby names the new leader.
+            self.last_seen = await asyncio.wait_for(
+                self.run_sql(self.lease.read), self.settings.lease_seconds
+            )
         self._changed(EngineRole.STANDBY, reason)
 
     def _changed(self, role: EngineRole, reason: str) -> None:
