@@ -165,7 +165,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                 cursor = request.after_sequence
                 if cursor < 0:
                     raise InvalidArgument("after_sequence must not be negative")
-                if cursor > engine.registry.sequence:
+                if cursor > engine.registry.sequence and not await engine.caught_up(cursor):
                     await context.abort(
                         grpc.StatusCode.OUT_OF_RANGE,
                         f"after_sequence {cursor} is beyond the newest event {engine.registry.sequence}",

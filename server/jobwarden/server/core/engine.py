@@ -312,26 +312,40 @@ class Engine:
         self.dispatcher.schedule()
 
     async def _follow(self) -> None:
-        """Serve reads as a standby: counts and configs from the store, events from its tail."""
+        """Serve reads as a standby: counts and configs from the store, events from its tail (which
+        keeps trying while the database is away)."""
         leadership = self.leadership
         assert leadership is not None
-        head, counts = await leadership.run_sql(leadership.lease.counts_at_head)
-        for config in await self.flow.read(self.store.load_action_configs):
-            self.configs.load(config)
-        tail = EventTail(
+        self._tail = EventTail(
             leadership.lease,
             self.events_between_any,
             self._tailed,
             leadership.run_sql,
             head=self.bus.head,
             poll_interval=max(leadership.settings.poll_interval, 0.1) * 2,
+            prepare=self._standby_snapshot,
         )
+        self._tail.start()
+
+    async def _standby_snapshot(self, tail: EventTail) -> None:
+        assert self.leadership is not None
+        head, counts = await self.leadership.run_sql(self.leadership.lease.counts_at_head)
+        for config in await self.flow.read(self.store.load_action_configs):
+            self.configs.load(config)
         tail.counts = {(action, JobStatus(status)): count for action, status, count in counts}
         tail.counted_through = head
         self.registry.counts.clear()
         self.registry.counts.update(tail.counts)
-        self._tail = tail
-        tail.start()
+
+    async def caught_up(self, sequence: int, timeout: float = 2.0) -> bool:
+        """Whether this engine has seen every event up to ``sequence``; a standby waits up to
+        ``timeout`` for its tail (a client that read ``sequence`` from the leader, then came here)."""
+        deadline = time.monotonic() + timeout
+        while self.registry.sequence < sequence:
+            if self.is_leader or time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     async def events_between_any(self, after: int, up_to: int, limit: int) -> list[Event]:
         return await self.flow.read(self.store.events_between, after, up_to, limit)

@@ -43,7 +43,7 @@ from jobwarden.contract import JobEventType, JobStatus
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine as SqlEngine
 
-from .errors import FailedPrecondition, Fenced
+from .errors import FailedPrecondition, Fenced, StoreUnavailable
 from .model import Event
 
 __all__ = [
@@ -237,6 +237,11 @@ class LeaderLease:
     def renew(self, engine_id: str, epoch: int) -> bool:
         """Extend the lease; False when it is no longer ours (a newer epoch, or released)."""
         holds_lock = self._lock_alive()
+        if not holds_lock:
+            # Lost with its session (a database restart): take it again, so a kill -9 of this
+            # engine hands over at once again.
+            with contextlib.suppress(Exception):
+                holds_lock = self.lock()
         with self.engine.begin() as conn:
             row = conn.execute(
                 text(
@@ -303,7 +308,8 @@ class LeaderLease:
             self.unlock()
             return False
 
-    def heartbeat(self, member: EngineMember) -> None:
+    def heartbeat(self, member: EngineMember) -> int:
+        """Renew this engine's member row; how many other engines renewed theirs lately."""
         with self.engine.begin() as conn:
             conn.execute(
                 text(
@@ -323,6 +329,14 @@ class LeaderLease:
                 },
             )
             conn.execute(text("DELETE FROM engines WHERE seen_at < clock_timestamp() - interval '1 hour'"))
+            others = conn.execute(
+                text(
+                    "SELECT count(*) FROM engines WHERE id <> :id"
+                    " AND seen_at > clock_timestamp() - make_interval(secs => :stale)"
+                ),
+                {"id": member.engine_id, "stale": MEMBER_STALE_SECONDS},
+            ).scalar()
+        return int(others or 0)
 
     def leave(self, engine_id: str) -> None:
         with self.engine.begin() as conn:
@@ -451,6 +465,10 @@ class Leadership:
         self._renewal_observers: list[Callable[[float, bool], None]] = []
         self._role_observers: list[Callable[[EngineRole, int, str], None]] = []
         self._last_heartbeat = 0.0
+        #: when another engine's member row was last seen fresh (monotonic; -inf: never)
+        self._others_seen_at = float("-inf")
+        #: a lone leader whose lease lapsed: it holds its state and commits nothing until renewed
+        self.suspended = False
 
     @property
     def engine_id(self) -> str:
@@ -502,12 +520,15 @@ class Leadership:
         self._watchdog = loop.create_task(self._watch(), name="jobwarden-lease-watchdog")
 
     def check_acting(self) -> None:
-        """Raises ``Fenced`` when the leader's lease is too close to its end without a renewal (the
-        writer calls it before each commit)."""
-        if self.role is not EngineRole.LEADER or time.monotonic() > self.acting_until:
-            raise Fenced(
+        """Raises when the leader must not commit now (the writer calls it before each commit):
+        ``Fenced`` once it no longer leads; ``LeaseLapsed`` (the writer retries) while its lease is too
+        close to its end without a renewal."""
+        if self.role is not EngineRole.LEADER:
+            raise Fenced(f"engine {self.engine_id} no longer leads (epoch {self.epoch})")
+        if time.monotonic() > self.acting_until:
+            raise LeaseLapsed(
                 f"engine {self.engine_id} could not renew its lease (epoch {self.epoch}) in time; "
-                "it stopped acknowledging"
+                "it acknowledges nothing until it does"
             )
 
     async def fenced(self, reason: str) -> None:
@@ -546,12 +567,31 @@ class Leadership:
                 await self._beat()
 
     async def _watch(self) -> None:
-        """Depose a leader whose renewals hang (a partition): it must stop before its lease can end."""
+        """A leader whose renewals fail or hang (a partition, a database outage) stops acting before
+        its lease can end (``check_acting`` holds every commit back). With other engines alive to
+        take over it steps down, so its workers go to the next leader; alone, it keeps its state
+        and goes on, as one engine always did, once its lease is renewed under the same epoch (the
+        fence in every write makes that safe either way)."""
         while not self._stopping:
             await asyncio.sleep(min(0.1, self.settings.margin / 2))
-            if self.is_leader and time.monotonic() > self.acting_until:
-                within = self.settings.lease_seconds - self.settings.margin
+            if not self.is_leader or time.monotonic() <= self.acting_until:
+                if self.suspended and self.is_leader:
+                    self.suspended = False
+                    log.warning(
+                        "engine %s renewed its lease (epoch %d): acting again", self.engine_id, self.epoch
+                    )
+                continue
+            within = self.settings.lease_seconds - self.settings.margin
+            if time.monotonic() - self._others_seen_at < MEMBER_STALE_SECONDS:
                 await self._depose(f"its lease was not renewed within {within:g}s")
+            elif not self.suspended:
+                self.suspended = True
+                log.error(
+                    "engine %s could not renew its lease within %gs and no other engine is there to take "
+                    "over: it acknowledges nothing until the database answers",
+                    self.engine_id,
+                    within,
+                )
 
     async def _beat(self) -> None:
         self._last_heartbeat = time.monotonic()
@@ -565,7 +605,11 @@ class Leadership:
             version=self.settings.version,
         )
         try:
-            await asyncio.wait_for(self.run_sql(self.lease.heartbeat, member), self.settings.lease_seconds)
+            others = await asyncio.wait_for(
+                self.run_sql(self.lease.heartbeat, member), self.settings.lease_seconds
+            )
+            if others:
+                self._others_seen_at = time.monotonic()
         except Exception as error:
             log.debug("engine %s could not renew its member row: %s", self.engine_id, error)
 
@@ -698,6 +742,7 @@ class EventTail:
         head: int,
         poll_interval: float = 0.5,
         page: int = 1000,
+        prepare: Callable[[EventTail], Awaitable[None]] | None = None,
     ) -> None:
         self.lease = lease
         self._read_events = read_events
@@ -713,6 +758,8 @@ class EventTail:
         self._task: asyncio.Task[None] | None = None
         self._listener: Any = None
         self._gap_since = 0.0
+        #: reads what the standby shows besides events (counts at a snapshot, configs), first
+        self._prepare = prepare
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="jobwarden-event-tail")
@@ -736,6 +783,9 @@ class EventTail:
     async def _run(self) -> None:
         while True:
             try:
+                if self._prepare is not None:
+                    await self._prepare(self)
+                    self._prepare = None
                 if self._listener is None:
                     self._listener = await self._run_sql(self.lease.listener)
                 while await self._poll_once():
@@ -838,6 +888,11 @@ class SingleEngineLock:
                 handle.truncate()
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
             handle.close()
+
+
+class LeaseLapsed(StoreUnavailable):
+    """The leader's lease is too close to its end without a renewal: nothing commits until it is
+    renewed (or the engine steps down)."""
 
 
 class EngineAlreadyRunning(FailedPrecondition):

@@ -94,8 +94,9 @@ class EngineMetrics:
         )
         leadership = engine.leadership
         if leadership is not None:
+            # Changes before the metrics existed (an engine may take the lease as it starts).
             for role in EngineRole:
-                self.leadership_changes.labels(role.name.lower())
+                self.leadership_changes.labels(role.name.lower()).inc(leadership.stats.changes[role])
             leadership.observe_roles(self.on_role)
             leadership.observe_renewals(self.on_renewal)
         self.registry.register(_StateCollector(self))
