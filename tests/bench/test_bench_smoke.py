@@ -15,6 +15,7 @@ import pytest
 from jobwarden.bench import (
     ConsoleSizes,
     DepthSizes,
+    FailoverSizes,
     FanoutSizes,
     FloorSizes,
     LatencySizes,
@@ -158,6 +159,26 @@ async def test_depth_grows_the_store_between_measures() -> None:
 
 
 @pytest.mark.skipif(importlib.util.find_spec("textual") is None, reason="the console is not installed")
+async def test_failover_on_a_private_postgres(tmp_path: Path) -> None:
+    from tests.support.postgres import PrivatePostgres
+
+    reason = PrivatePostgres.unavailable()
+    if reason:
+        pytest.skip(reason)
+    with PrivatePostgres() as pg:
+        try:
+            result = await run_scenario(
+                "failover",
+                FailoverSizes(kills=2, rate=20, settle=0.5),
+                BenchSetup(db=pg.url, workdir=tmp_path),
+            )
+        except ScenarioUnavailable as error:
+            pytest.skip(str(error))  # the engines elect no leader (yet)
+    assert_shape(result, "failover")
+    assert result.details["kills"] == 2
+    assert result.value("failover p99") > 0
+
+
 async def test_console() -> None:
     result = await run_scenario("console", ConsoleSizes(jobs=100, rate=50, seconds=2, warmup=0.5))
     assert_shape(result, "console")
@@ -173,6 +194,10 @@ async def test_console() -> None:
         (["timers", "--start-share", "0.8", "--wake-share", "0.5"], "must not be more than 1"),
         (["timers", "--engine", "127.0.0.1:1"], "without --engine"),
         (["depth", "--engine", "127.0.0.1:1"], "without --engine"),
+        (["failover"], "give --db postgresql+psycopg://"),
+        (["failover", "--db", "sqlite:///x.db"], "several engines on one PostgreSQL"),
+        (["failover", "--engine", "127.0.0.1:1"], "without --engine"),
+        (["failover", "--kills", "0"], "--kills must be positive"),
     ],
 )
 def test_bad_sizes_are_refused_with_a_clear_message(

@@ -121,7 +121,7 @@ def _scalar(f: pd.FieldDescriptor) -> st.SearchStrategy[Any]:
 
 
 def message_strategy(descriptor: pd.Descriptor, depth: int = 0) -> st.SearchStrategy[Message]:
-    cls = message_factory.GetMessageClass(descriptor)
+    cls: Any = message_factory.GetMessageClass(descriptor)
     name = descriptor.full_name
     if name == "google.protobuf.Struct":
         return st.dictionaries(st.text(max_size=10), _JSON, max_size=4).map(_struct)

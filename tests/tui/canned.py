@@ -19,6 +19,8 @@ from google.protobuf import struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from jobwarden.contract import TERMINAL_STATUSES, ErrorKind, ExecutionMode, JobEventType, JobStatus, LockMode
 from jobwarden.v1 import (
+    cluster_service_pb2,
+    cluster_service_pb2_grpc,
     executor_service_pb2,
     executor_service_pb2_grpc,
     job_pb2,
@@ -271,7 +273,31 @@ def canned_locks() -> list[lock_service_pb2.ResourceLocks]:
     return [asset, external]
 
 
+def canned_cluster(*, leader: bool = True) -> cluster_service_pb2.ListEnginesResponse:
+    """Three engines on one database: e-a leads at epoch 7 (or none leads), e-b and e-c stand by."""
+    role = cluster_service_pb2.ENGINE_ROLE_LEADER if leader else cluster_service_pb2.ENGINE_ROLE_STANDBY
+    engines = [
+        cluster_service_pb2.EngineInfo(
+            engine_id="e-a", address="10.0.0.1:50051", role=role, epoch=7, lease_expires_at=ts(302)
+        ),
+        cluster_service_pb2.EngineInfo(
+            engine_id="e-b", address="10.0.0.2:50051", role=cluster_service_pb2.ENGINE_ROLE_STANDBY, epoch=7
+        ),
+        cluster_service_pb2.EngineInfo(
+            engine_id="e-c", address="10.0.0.3:50051", role=cluster_service_pb2.ENGINE_ROLE_STANDBY, epoch=7
+        ),
+    ]
+    return cluster_service_pb2.ListEnginesResponse(
+        engine_id="e-b",
+        engines=engines,
+        leader_id="e-a" if leader else "",
+        leader_address="10.0.0.1:50051" if leader else "",
+        epoch=7,
+    )
+
+
 class CannedEngine(
+    cluster_service_pb2_grpc.ClusterServiceServicer,
     job_service_pb2_grpc.JobServiceServicer,
     executor_service_pb2_grpc.ExecutorServiceServicer,
     lock_service_pb2_grpc.LockServiceServicer,
@@ -284,12 +310,15 @@ class CannedEngine(
         self.paused: set[str] = set()
         self.watchers: list[asyncio.Queue[job_pb2.JobEvent | None]] = []
         self.calls: list[tuple[str, str]] = []
+        #: what ListEngines answers; None: UNIMPLEMENTED, as an engine from before ClusterService
+        self.cluster: cluster_service_pb2.ListEnginesResponse | None = None
         self._server: grpc.aio.Server | None = None
         self.address = ""
 
     async def start(self) -> str:
         server = grpc.aio.server()
         job_service_pb2_grpc.add_JobServiceServicer_to_server(self, server)
+        cluster_service_pb2_grpc.add_ClusterServiceServicer_to_server(self, server)
         executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(self, server)
         lock_service_pb2_grpc.add_LockServiceServicer_to_server(self, server)
         port = server.add_insecure_port("127.0.0.1:0")
@@ -429,6 +458,12 @@ class CannedEngine(
         job.attempt += 1
         self.push(job, JobEventType.STATUS_CHANGED)
         return job_service_pb2.RetryJobResponse(job=job)
+
+    async def ListEngines(self, request: Any, context: Any) -> cluster_service_pb2.ListEnginesResponse:
+        if self.cluster is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+        assert self.cluster is not None
+        return self.cluster
 
     async def GetStats(self, request: Any, context: Any) -> job_service_pb2.GetStatsResponse:
         counts: dict[job_pb2.JobStatus.ValueType, int] = {}

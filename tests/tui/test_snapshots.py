@@ -140,6 +140,18 @@ def test_jobs_screen_80x24(canned: CannedThread, snap_compare: Snap) -> None:
     assert snap_compare(console(canned), terminal_size=SMALL, run_before=then())
 
 
+def test_jobs_screen_with_three_engines_80x24(canned: CannedThread, snap_compare: Snap) -> None:
+    from tests.tui.canned import canned_cluster
+
+    canned.engine.cluster = canned_cluster()
+    app = console(canned)
+
+    async def cluster_shown(pilot: Pilot[Any]) -> None:
+        await until(pilot, lambda: app.cluster is not None, what="the engines")
+
+    assert snap_compare(app, terminal_size=SMALL, run_before=then(cluster_shown))
+
+
 def test_jobs_screen_160x45(canned: CannedThread, snap_compare: Snap) -> None:
     assert snap_compare(console(canned), terminal_size=LARGE, run_before=then())
 

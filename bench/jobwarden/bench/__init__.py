@@ -1,7 +1,8 @@
 """``jobwarden bench``: measure a jobwarden deployment on this machine.
 
 Scenarios (``SCENARIOS``): ``throughput``, ``floor`` (the bare gRPC floor), ``latency``, ``fanout``,
-``locks``, ``timers``, ``depth``, ``console`` and ``workflow``. Each starts a fresh engine in this
+``locks``, ``timers``, ``depth``, ``console``, ``workflow`` and ``failover`` (several engines on a
+PostgreSQL ``--db``, the leader killed again and again). Each starts a fresh engine in this
 process (SQLite with ``synchronous=FULL`` in a temp dir, unless ``BenchSetup.db`` or
 ``BenchSetup.engine`` says otherwise); workers and clients run in processes of their own so the
 engine's process is measured alone::
@@ -20,6 +21,7 @@ from ._results import Measure, ScenarioResult, ScenarioUnavailable, Target
 from ._sizes import (
     ConsoleSizes,
     DepthSizes,
+    FailoverSizes,
     FanoutSizes,
     FloorSizes,
     LatencySizes,
@@ -37,6 +39,7 @@ __all__ = [
     "SCENARIOS",
     "ConsoleSizes",
     "DepthSizes",
+    "FailoverSizes",
     "FanoutSizes",
     "FloorSizes",
     "LatencySizes",
@@ -62,6 +65,7 @@ SCENARIOS: tuple[str, ...] = (
     "depth",
     "console",
     "workflow",
+    "failover",
 )
 
 

@@ -17,6 +17,7 @@ from . import SCENARIOS
 from ._conditions import machine_conditions
 from ._console import run_console
 from ._depth import run_depth
+from ._failover import run_failover
 from ._fanout import run_fanout
 from ._floor import run_floor
 from ._latency import run_latency
@@ -28,6 +29,7 @@ from ._sizes import (
     SIZES,
     ConsoleSizes,
     DepthSizes,
+    FailoverSizes,
     FanoutSizes,
     FloorSizes,
     LatencySizes,
@@ -53,6 +55,7 @@ Sizes = (
     | DepthSizes
     | ConsoleSizes
     | WorkflowSizes
+    | FailoverSizes
 )
 _Runner = Callable[[EngineUnderTest, Any, Progress, Profiler | None], Awaitable[ScenarioResult]]
 
@@ -82,6 +85,7 @@ class AllSizes:
     depth: DepthSizes = field(default_factory=DepthSizes)
     console: ConsoleSizes = field(default_factory=ConsoleSizes)
     workflow: WorkflowSizes = field(default_factory=lambda: WorkflowSizes(runs=200, celery_chains=50))
+    failover: FailoverSizes = field(default_factory=FailoverSizes)
 
     def of(self, scenario: str) -> Sizes:
         value: Sizes = getattr(self, scenario)
@@ -123,6 +127,9 @@ async def run_scenario(
     if scenario == "depth":
         assert isinstance(sizes, DepthSizes)
         result = await _run_depth(sizes, setup, progress, profiler, conditions)
+    elif scenario == "failover":
+        assert isinstance(sizes, FailoverSizes)
+        result = await _run_failover(sizes, setup, progress, conditions)
     else:
         if scenario not in _ENGINE_SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r} (one of {', '.join(SCENARIOS)})")
@@ -161,6 +168,25 @@ async def _run_depth(
         else:
             conditions["engine"] = "engine in the bench's process; the --db database (grown by the seed)"
         return await run_depth(db_url, workdir, sizes, progress, profiler)
+    finally:
+        if not setup.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _run_failover(
+    sizes: FailoverSizes, setup: BenchSetup, progress: Progress, conditions: dict[str, Any]
+) -> ScenarioResult:
+    if setup.engine:
+        raise ScenarioUnavailable(
+            "failover starts its own engines and kills them: run it without --engine, with "
+            "--db postgresql+psycopg://... (an empty database of its own)"
+        )
+    workdir = Path(tempfile.mkdtemp(prefix="jobwarden-bench-failover-", dir=setup.workdir))
+    try:
+        conditions["engine"] = (
+            f"{sizes.engines} engines (jobwarden serve) in processes of their own on the --db PostgreSQL"
+        )
+        return await run_failover(setup.db or "", workdir, sizes, progress)
     finally:
         if not setup.keep:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -10,6 +10,7 @@ __all__ = [
     "SIZES",
     "ConsoleSizes",
     "DepthSizes",
+    "FailoverSizes",
     "FanoutSizes",
     "FloorSizes",
     "LatencySizes",
@@ -139,6 +140,20 @@ class WorkflowSizes:
     celery_chains: int = 100
 
 
+@dataclass(slots=True)
+class FailoverSizes:
+    #: engines on the one PostgreSQL
+    engines: int = 3
+    #: SIGKILLs of the leader, one after the other
+    kills: int = 5
+    #: jobs submitted per second, throughout
+    rate: float = 50.0
+    workers: int = 1
+    capacity: int = 20
+    #: seconds (on average) between a new leader's start and the next kill
+    settle: float = 2.0
+
+
 #: each scenario's sizes
 SIZES: dict[str, type[Any]] = {
     "throughput": ThroughputSizes,
@@ -150,4 +165,5 @@ SIZES: dict[str, type[Any]] = {
     "depth": DepthSizes,
     "console": ConsoleSizes,
     "workflow": WorkflowSizes,
+    "failover": FailoverSizes,
 }

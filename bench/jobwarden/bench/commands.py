@@ -32,6 +32,8 @@ _SCENARIO_HELP = {
     "console": "the console's CPU following 10,000 running jobs at 1,000 events/s (headless)",
     "workflow": "a 10-step linear workflow of no-op steps (runs/s, steps/s, a step's cost against a job's), "
     "a 1,000-step fan-out/fan-in run, and Celery chains of 10 tasks in the same run",
+    "failover": "3 engines on a PostgreSQL --db, the leader SIGKILLed again and again: failover time, "
+    "the standbys' watch lag",
 }
 
 _SIZE_HELP = {
@@ -61,6 +63,9 @@ _SIZE_HELP = {
     "steps": "no-op steps of the linear workflow (and tasks per Celery chain)",
     "fanout_steps": "steps of the fan-out/fan-in run",
     "celery_chains": "Celery chains run for comparison (0: none)",
+    "engines": "engines on the one database",
+    "kills": "SIGKILLs of the leader",
+    "settle": "seconds (on average) between a new leader and the next kill",
 }
 
 

@@ -33,6 +33,7 @@ This package needs neither the server nor the console.
 from jobwarden.sdk._client import JobClient, WatchStream
 from jobwarden.sdk._context import Checkpoint, JobContext
 from jobwarden.sdk._credentials import ClientSecurity, caller_role
+from jobwarden.sdk._endpoints import engine_addresses
 from jobwarden.sdk._exceptions import (
     EngineError,
     EngineUnavailable,
@@ -81,5 +82,6 @@ __all__ = [
     "Workflow",
     "WorkflowDefinitionError",
     "caller_role",
+    "engine_addresses",
     "load_workflow",
 ]

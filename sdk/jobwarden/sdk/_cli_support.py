@@ -14,8 +14,9 @@ from typing import Any
 
 import grpc
 from jobwarden.contract import Limits
-from jobwarden.sdk._address import DEFAULT_ENGINE, ENGINE_ENV, engine_address
+from jobwarden.sdk._address import DEFAULT_ENGINE, ENGINE_ENV
 from jobwarden.sdk._client import JobClient
+from jobwarden.sdk._endpoints import engine_addresses
 from jobwarden.sdk._exceptions import EngineUnavailable, JobwardenError
 
 __all__ = ["ENGINE_ERROR", "OK", "USAGE", "UsageError", "client_for", "parse_json", "runner", "seconds"]
@@ -40,8 +41,11 @@ def command_group(
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--engine",
-        metavar="HOST:PORT",
-        help=f"the engine's address (default: ${ENGINE_ENV} or {DEFAULT_ENGINE})",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help=(
+            f"the engine's address, or several engines' on one database (the leader is found); "
+            f"default: ${ENGINE_ENV} or {DEFAULT_ENGINE}"
+        ),
     )
     common.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser = subparsers.add_parser(group, help=help, description=description)
@@ -89,7 +93,7 @@ def runner(
 
 def client_for(args: argparse.Namespace) -> JobClient:
     try:
-        return JobClient(engine_address(args.engine))
+        return JobClient(engine_addresses(args.engine))
     except ValueError as error:
         raise UsageError(str(error)) from None
 

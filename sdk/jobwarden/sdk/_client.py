@@ -6,6 +6,8 @@ import asyncio
 import builtins
 import inspect
 import logging
+import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -14,10 +16,11 @@ from typing import Any, Protocol, TypeVar
 import grpc
 import grpc.aio
 from google.protobuf.message import Message
-from jobwarden.contract import TERMINAL_STATUSES, JobStatus, Limits
-from jobwarden.sdk._address import CHANNEL_OPTIONS, engine_address
+from jobwarden.contract import OPERATOR_RETRYABLE_STATUSES, TERMINAL_STATUSES, JobStatus, Limits
+from jobwarden.sdk._address import CHANNEL_OPTIONS
 from jobwarden.sdk._backoff import Backoff
 from jobwarden.sdk._credentials import ClientSecurity, aio_channel
+from jobwarden.sdk._endpoints import FAILOVER_CODES, Endpoints, engine_addresses, never_delivered
 from jobwarden.sdk._exceptions import (
     EngineUnavailable,
     InvalidRequest,
@@ -34,6 +37,8 @@ from jobwarden.sdk._workflow_requests import (
     start_request,
 )
 from jobwarden.v1 import (
+    cluster_service_pb2,
+    cluster_service_pb2_grpc,
     executor_service_pb2,
     executor_service_pb2_grpc,
     job_pb2,
@@ -76,36 +81,70 @@ _RECONNECT_CODES = frozenset(
 
 class JobClient:
     """An asyncio client of the engine's ``JobService``, ``ExecutorService``, ``LockService`` and
-    ``WorkflowService``.
+    ``WorkflowService`` and ``ClusterService``.
 
     ``async with JobClient("127.0.0.1:50051") as client: job = await client.submit("resize", {...})``.
     Methods return the API's messages (``jobwarden.v1.job_pb2.Job`` and friends) and raise the
     ``JobwardenError`` tree (``JobNotFound``, ``InvalidTransition``, ``EngineUnavailable``, ...).
 
+    Several engines on one database (``"a:50051,b:50051,c:50051"``): calls go to the leader, found
+    by following a standby's refusal (it names the leader) or by trying the next address when one
+    cannot be reached, with backoff, for up to ``failover_timeout`` seconds. A call is sent again
+    only where that is safe: when the engine certainly did not carry it out (a standby refused it,
+    no connection was made), and otherwise for reads, submits (each carries an idempotency key: one
+    is made per job when the caller gave none, so a submit whose answer was lost cannot run twice),
+    cancels and retries (each checked first against the job, so it is not done twice), and the
+    calls that set a value. With one address nothing is sent twice, as before.
+
     Args:
-        engine: ``HOST:PORT``; default ``$JOBWARDEN_ENGINE`` or ``127.0.0.1:50051``.
-        timeout: seconds each unary call may take.
+        engine: ``HOST:PORT``, several separated by commas, or a list of them; default
+            ``$JOBWARDEN_ENGINE`` (the same form) or ``127.0.0.1:50051``.
+        timeout: seconds each unary call may take (each try, with several engines).
         security: the token and TLS to present; default from the environment (``ClientSecurity``).
         channel_options: gRPC channel options that replace the SDK's own of the same name (the
             console, for one, reconnects sooner and reads larger pages).
+        failover_timeout: seconds a call keeps looking for a leader before ``EngineUnavailable``.
     """
 
     def __init__(
         self,
-        engine: str | None = None,
+        engine: str | Sequence[str] | None = None,
         *,
         timeout: float | None = 30.0,
         security: ClientSecurity | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
+        failover_timeout: float = 30.0,
     ) -> None:
-        self.address = engine_address(engine)
+        self._endpoints = Endpoints(engine_addresses(engine))
         self.timeout = timeout
-        options = dict(CHANNEL_OPTIONS) | dict(channel_options)
-        self._channel = aio_channel(self.address, options=list(options.items()), security=security)
-        self._jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
-        self._executors = executor_service_pb2_grpc.ExecutorServiceStub(self._channel)
-        self._locks = lock_service_pb2_grpc.LockServiceStub(self._channel)
-        self._workflows = workflow_service_pb2_grpc.WorkflowServiceStub(self._channel)
+        self.failover_timeout = failover_timeout
+        self._security = security or ClientSecurity.from_environment()
+        self._options = list((dict(CHANNEL_OPTIONS) | dict(channel_options)).items())
+        self._stubs_by_address: dict[str, _Stubs] = {}
+        first = self._stubs(self._endpoints.current)
+        # The first engine's stubs, as before several engines (tests and the console reach them).
+        self._channel = first.channel
+        self._jobs = first.jobs
+        self._executors = first.executors
+        self._locks = first.locks
+        self._workflows = first.workflows
+
+    @property
+    def address(self) -> str:
+        """The engine calls go to now: the leader, as far as this client knows."""
+        return self._endpoints.current
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Every engine this client may call, in the order it tries them."""
+        return tuple(self._endpoints.addresses)
+
+    def _stubs(self, address: str) -> _Stubs:
+        stubs = self._stubs_by_address.get(address)
+        if stubs is None:
+            channel = aio_channel(address, options=self._options, security=self._security)
+            stubs = self._stubs_by_address[address] = _Stubs(channel)
+        return stubs
 
     async def __aenter__(self) -> JobClient:
         return self
@@ -119,15 +158,68 @@ class JobClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close()
+        for stubs in self._stubs_by_address.values():
+            await stubs.channel.close()
 
-    async def _call(self, expect: type[T], call: Awaitable[Any], job_id: str | None = None) -> T:
-        try:
-            response = await call
-        except grpc.RpcError as error:
-            raise from_rpc_error(error, job_id=job_id, address=self.address) from None
-        assert isinstance(response, expect)
-        return response
+    async def _call(
+        self,
+        expect: type[T],
+        invoke: Callable[[_Stubs], Awaitable[Any]],
+        job_id: str | None = None,
+        *,
+        repeat: bool = True,
+        settled: Callable[[], Awaitable[T | None]] | None = None,
+    ) -> T:
+        """One unary call, at the leader, failing over to the other engines.
+
+        ``repeat``: the call may be sent again after a failure that leaves open whether the engine
+        carried it out; else only after one where it certainly did not. ``settled`` is asked before
+        such a repeat whether the call already took effect (its answer then stands for the call's).
+        """
+        endpoints = self._endpoints
+        address = endpoints.current
+        give_up_at: float | None = None
+        backoff: Backoff | None = None
+        while True:
+            try:
+                response = await invoke(self._stubs(address))
+            except grpc.RpcError as error:
+                certain = never_delivered(error)
+                target = endpoints.next_after(address, error) if _code(error) in FAILOVER_CODES else None
+                if target is None:
+                    raise from_rpc_error(error, job_id=job_id, address=address) from None
+                if not certain and not repeat:
+                    unsure = from_rpc_error(error, job_id=job_id, address=address)
+                    unsure.message = (
+                        f"{unsure.message}; the engine may or may not have done it before it was lost "
+                        "(this call is not repeated on its own): check, then call again"
+                    )
+                    raise unsure from None
+                now = time.monotonic()
+                if give_up_at is None:
+                    give_up_at = now + self.failover_timeout
+                elif now >= give_up_at:
+                    gave_up = from_rpc_error(error, job_id=job_id, address=address)
+                    gave_up.message = (
+                        f"no engine of {endpoints.describe()} took the call as leader within "
+                        f"{self.failover_timeout:g}s; the last said: {gave_up.message}"
+                    )
+                    raise gave_up from None
+                backoff = backoff or Backoff(0.05, 0.5)
+                delay = backoff.next_delay()
+                logger.info(
+                    "call to %s failed (%s); trying %s in %.2fs", address, _code(error), target, delay
+                )
+                await asyncio.sleep(delay)
+                address = target
+                if not certain and settled is not None:
+                    done = await settled()
+                    if done is not None:
+                        return done
+                continue
+            endpoints.answered(address)
+            assert isinstance(response, expect)
+            return response
 
     # -- jobs --------------------------------------------------------------------------------
     async def submit(
@@ -147,7 +239,8 @@ class JobClient:
         trace_context: Mapping[str, str] | None = None,
     ) -> job_pb2.Job:
         """Submit one job; with an ``idempotency_key`` seen before, the first job is returned if this
-        is the same request (else ``InvalidTransition``, and nothing is submitted).
+        is the same request (else ``InvalidTransition``, and nothing is submitted). With several
+        engines a job without a key is given one, so that it may be sent again safely.
 
         ``locks`` take ``"resource:SHARED"``, ``"resource"`` (EXCLUSIVE) or ``(resource, mode)``.
         With OpenTelemetry installed and a span active, the job carries that span's trace context
@@ -161,7 +254,7 @@ class JobClient:
             locks=locks,
             run_at=run_at,
             correlation_id=correlation_id,
-            idempotency_key=idempotency_key,
+            idempotency_key=idempotency_key or self._idempotency_key(),
             timeouts=timeouts,
             retry_policy=retry_policy,
             workflow_variables=workflow_variables,
@@ -169,9 +262,14 @@ class JobClient:
         )
         _check_size(request, "the job")
         response = await self._call(
-            job_service_pb2.SubmitJobResponse, self._jobs.SubmitJob(request, timeout=self.timeout)
+            job_service_pb2.SubmitJobResponse, lambda s: s.jobs.SubmitJob(request, timeout=self.timeout)
         )
         return response.job
+
+    def _idempotency_key(self) -> str:
+        """A key of its own for a job submitted without one, when it may be sent twice (several
+        engines); with one engine nothing is sent twice and the job keeps none, as before."""
+        return f"jobwarden-sdk-{uuid.uuid4().hex}" if self._endpoints.several else ""
 
     async def submit_many(
         self, jobs: Iterable[job_service_pb2.SubmitJobRequest | Mapping[str, Any]]
@@ -182,10 +280,13 @@ class JobClient:
             job if isinstance(job, job_service_pb2.SubmitJobRequest) else submit_request(**job)
             for job in jobs
         ]
+        for request in requests:
+            if not request.idempotency_key:
+                request.idempotency_key = self._idempotency_key()
         batch = job_service_pb2.SubmitJobsRequest(jobs=requests)
         _check_size(batch, f"the batch of {len(requests)} jobs", "split it")
         response = await self._call(
-            job_service_pb2.SubmitJobsResponse, self._jobs.SubmitJobs(batch, timeout=self.timeout)
+            job_service_pb2.SubmitJobsResponse, lambda s: s.jobs.SubmitJobs(batch, timeout=self.timeout)
         )
         return [item.job for item in response.jobs]
 
@@ -193,7 +294,7 @@ class JobClient:
         """The job, with its input, result, attempts and checkpoint; ``JobNotFound`` if none."""
         request = job_service_pb2.GetJobRequest(job_id=job_id)
         response = await self._call(
-            job_service_pb2.GetJobResponse, self._jobs.GetJob(request, timeout=self.timeout), job_id
+            job_service_pb2.GetJobResponse, lambda s: s.jobs.GetJob(request, timeout=self.timeout), job_id
         )
         return response.job
 
@@ -219,7 +320,7 @@ class JobClient:
             summary=summary,
         )
         return await self._call(
-            job_service_pb2.ListJobsResponse, self._jobs.ListJobs(request, timeout=self.timeout)
+            job_service_pb2.ListJobsResponse, lambda s: s.jobs.ListJobs(request, timeout=self.timeout)
         )
 
     async def iter_jobs(self, **filters: Any) -> AsyncIterator[job_pb2.Job]:
@@ -236,16 +337,47 @@ class JobClient:
     async def cancel(self, job_id: str, reason: str = "") -> job_pb2.Job:
         """Cancel a job: at once if it waits, through its worker if it runs."""
         request = job_service_pb2.CancelJobRequest(job_id=job_id, reason=reason)
+
+        async def settled() -> job_service_pb2.CancelJobResponse | None:
+            # A cancel lost with its engine may have been done: it shows on the job.
+            job = await self.get(job_id)
+            done = JobStatus(job.status) is JobStatus.CANCELLED or job.cancel_requested
+            return job_service_pb2.CancelJobResponse(job=job) if done else None
+
         response = await self._call(
-            job_service_pb2.CancelJobResponse, self._jobs.CancelJob(request, timeout=self.timeout), job_id
+            job_service_pb2.CancelJobResponse,
+            lambda s: s.jobs.CancelJob(request, timeout=self.timeout),
+            job_id,
+            settled=settled,
         )
         return response.job
 
     async def retry(self, job_id: str, *, from_step: str = "", reason: str = "") -> job_pb2.Job:
         """A new attempt of a FAILED or CANCELLED job, from its last checkpoint or from ``from_step``."""
         request = job_service_pb2.RetryJobRequest(job_id=job_id, from_step=from_step, reason=reason)
+        settled = None
+        if self._endpoints.several:
+            # A retry lost with its engine may have taken (a second one would run the job once
+            # more): the job as read now tells afterwards. A FAILED or CANCELLED job changes only
+            # by a retry, which makes it wait again (or, when its new attempt has already ended,
+            # shows in the attempt number and the update time).
+            before = await self.get(job_id)
+
+            async def settled() -> job_service_pb2.RetryJobResponse | None:
+                job = await self.get(job_id)
+                took = (
+                    JobStatus(job.status) not in OPERATOR_RETRYABLE_STATUSES
+                    or job.attempt > before.attempt
+                    or job.updated_at != before.updated_at
+                )
+                return job_service_pb2.RetryJobResponse(job=job) if took else None
+
         response = await self._call(
-            job_service_pb2.RetryJobResponse, self._jobs.RetryJob(request, timeout=self.timeout), job_id
+            job_service_pb2.RetryJobResponse,
+            lambda s: s.jobs.RetryJob(request, timeout=self.timeout),
+            job_id,
+            repeat=settled is not None,
+            settled=settled,
         )
         return response.job
 
@@ -254,7 +386,7 @@ class JobClient:
         request = job_service_pb2.GetJobEventsRequest(job_id=job_id)
         response = await self._call(
             job_service_pb2.GetJobEventsResponse,
-            self._jobs.GetJobEvents(request, timeout=self.timeout),
+            lambda s: s.jobs.GetJobEvents(request, timeout=self.timeout),
             job_id,
         )
         return list(response.events)
@@ -265,14 +397,16 @@ class JobClient:
         """The lines the job's executors logged (after ``after_index``, to follow a log)."""
         request = job_service_pb2.GetJobLogsRequest(job_id=job_id, after_index=after_index, limit=limit)
         response = await self._call(
-            job_service_pb2.GetJobLogsResponse, self._jobs.GetJobLogs(request, timeout=self.timeout), job_id
+            job_service_pb2.GetJobLogsResponse,
+            lambda s: s.jobs.GetJobLogs(request, timeout=self.timeout),
+            job_id,
         )
         return list(response.lines)
 
     async def stats(self) -> job_service_pb2.GetStatsResponse:
         return await self._call(
             job_service_pb2.GetStatsResponse,
-            self._jobs.GetStats(job_service_pb2.GetStatsRequest(), timeout=self.timeout),
+            lambda s: s.jobs.GetStats(job_service_pb2.GetStatsRequest(), timeout=self.timeout),
         )
 
     async def wait(
@@ -303,7 +437,8 @@ class JobClient:
         request = job_service_pb2.PauseActionRequest(action=action, create_if_unknown=create_if_unknown)
         return (
             await self._call(
-                job_service_pb2.PauseActionResponse, self._jobs.PauseAction(request, timeout=self.timeout)
+                job_service_pb2.PauseActionResponse,
+                lambda s: s.jobs.PauseAction(request, timeout=self.timeout),
             )
         ).config
 
@@ -311,7 +446,8 @@ class JobClient:
         request = job_service_pb2.ResumeActionRequest(action=action, create_if_unknown=create_if_unknown)
         return (
             await self._call(
-                job_service_pb2.ResumeActionResponse, self._jobs.ResumeAction(request, timeout=self.timeout)
+                job_service_pb2.ResumeActionResponse,
+                lambda s: s.jobs.ResumeAction(request, timeout=self.timeout),
             )
         ).config
 
@@ -320,7 +456,7 @@ class JobClient:
         return (
             await self._call(
                 job_service_pb2.GetActionConfigResponse,
-                self._jobs.GetActionConfig(request, timeout=self.timeout),
+                lambda s: s.jobs.GetActionConfig(request, timeout=self.timeout),
             )
         ).config
 
@@ -331,14 +467,14 @@ class JobClient:
         return (
             await self._call(
                 job_service_pb2.SetActionConfigResponse,
-                self._jobs.SetActionConfig(request, timeout=self.timeout),
+                lambda s: s.jobs.SetActionConfig(request, timeout=self.timeout),
             )
         ).config
 
     async def list_actions(self) -> job_service_pb2.ListActionsResponse:
         request = job_service_pb2.ListActionsRequest()
         return await self._call(
-            job_service_pb2.ListActionsResponse, self._jobs.ListActions(request, timeout=self.timeout)
+            job_service_pb2.ListActionsResponse, lambda s: s.jobs.ListActions(request, timeout=self.timeout)
         )
 
     # -- workers and locks -----------------------------------------------------------------------
@@ -347,7 +483,7 @@ class JobClient:
         request = executor_service_pb2.ListWorkersRequest()
         response = await self._call(
             executor_service_pb2.ListWorkersResponse,
-            self._executors.ListWorkers(request, timeout=self.timeout),
+            lambda s: s.executors.ListWorkers(request, timeout=self.timeout),
         )
         return list(response.workers)
 
@@ -355,7 +491,7 @@ class JobClient:
         """Holders and waiters of each locked resource (starting with ``prefix``)."""
         request = lock_service_pb2.ListLocksRequest(prefix=prefix)
         response = await self._call(
-            lock_service_pb2.ListLocksResponse, self._locks.ListLocks(request, timeout=self.timeout)
+            lock_service_pb2.ListLocksResponse, lambda s: s.locks.ListLocks(request, timeout=self.timeout)
         )
         return list(response.resources)
 
@@ -376,7 +512,9 @@ class JobClient:
         call_timeout = None if self.timeout is None else self.timeout + _total_seconds(wait)
         try:
             response = await self._call(
-                lock_service_pb2.AcquireLockResponse, self._locks.AcquireLock(request, timeout=call_timeout)
+                lock_service_pb2.AcquireLockResponse,
+                lambda s: s.locks.AcquireLock(request, timeout=call_timeout),
+                repeat=False,
             )
         except InvalidTransition as refused:
             conflict = LockConflict(refused.message)
@@ -389,7 +527,8 @@ class JobClient:
         request = lock_service_pb2.ReleaseLockRequest(holder=holder, resources=list(resources))
         return (
             await self._call(
-                lock_service_pb2.ReleaseLockResponse, self._locks.ReleaseLock(request, timeout=self.timeout)
+                lock_service_pb2.ReleaseLockResponse,
+                lambda s: s.locks.ReleaseLock(request, timeout=self.timeout),
             )
         ).released
 
@@ -401,7 +540,16 @@ class JobClient:
         request = lock_service_pb2.ForceReleaseJobLocksRequest(job_id=job_id, reason=reason)
         return await self._call(
             lock_service_pb2.ForceReleaseJobLocksResponse,
-            self._locks.ForceReleaseJobLocks(request, timeout=self.timeout),
+            lambda s: s.locks.ForceReleaseJobLocks(request, timeout=self.timeout),
+            repeat=False,
+        )
+
+    # -- the engines -----------------------------------------------------------------------------
+    async def engines(self) -> cluster_service_pb2.ListEnginesResponse:
+        """The engines sharing the database: the leader first, its epoch, and the standbys."""
+        return await self._call(
+            cluster_service_pb2.ListEnginesResponse,
+            lambda s: s.cluster.ListEngines(cluster_service_pb2.ListEnginesRequest(), timeout=self.timeout),
         )
 
     # -- workflows -------------------------------------------------------------------------------
@@ -421,7 +569,7 @@ class JobClient:
         _check_size(request, f"the definition of workflow {message.name!r}")
         return await self._call(
             workflow_service_pb2.PutWorkflowResponse,
-            self._workflows.PutWorkflow(request, timeout=self.timeout),
+            lambda s: s.workflows.PutWorkflow(request, timeout=self.timeout),
         )
 
     async def get_workflow(self, name: str, *, version: int = 0) -> workflow_pb2.WorkflowDefinition:
@@ -429,7 +577,7 @@ class JobClient:
         request = workflow_service_pb2.GetWorkflowRequest(name=name, version=version)
         response = await self._call(
             workflow_service_pb2.GetWorkflowResponse,
-            self._workflows.GetWorkflow(request, timeout=self.timeout),
+            lambda s: s.workflows.GetWorkflow(request, timeout=self.timeout),
         )
         return response.definition
 
@@ -440,7 +588,7 @@ class JobClient:
         request = workflow_service_pb2.ListWorkflowsRequest(name=name, all_versions=all_versions)
         response = await self._call(
             workflow_service_pb2.ListWorkflowsResponse,
-            self._workflows.ListWorkflows(request, timeout=self.timeout),
+            lambda s: s.workflows.ListWorkflows(request, timeout=self.timeout),
         )
         return list(response.definitions)
 
@@ -466,12 +614,12 @@ class JobClient:
             context=context,
             labels=labels,
             correlation_id=correlation_id,
-            idempotency_key=idempotency_key,
+            idempotency_key=idempotency_key or self._idempotency_key(),
         )
         _check_size(request, f"the start of workflow {workflow!r}")
         return await self._call(
             workflow_service_pb2.StartWorkflowResponse,
-            self._workflows.StartWorkflow(request, timeout=self.timeout),
+            lambda s: s.workflows.StartWorkflow(request, timeout=self.timeout),
         )
 
     async def get_work_order(self, work_order_id: str) -> workflow_service_pb2.GetWorkOrderResponse:
@@ -480,7 +628,7 @@ class JobClient:
         request = workflow_service_pb2.GetWorkOrderRequest(work_order_id=work_order_id)
         return await self._call(
             workflow_service_pb2.GetWorkOrderResponse,
-            self._workflows.GetWorkOrder(request, timeout=self.timeout),
+            lambda s: s.workflows.GetWorkOrder(request, timeout=self.timeout),
         )
 
     async def list_work_orders(
@@ -503,7 +651,7 @@ class JobClient:
         )
         return await self._call(
             workflow_service_pb2.ListWorkOrdersResponse,
-            self._workflows.ListWorkOrders(request, timeout=self.timeout),
+            lambda s: s.workflows.ListWorkOrders(request, timeout=self.timeout),
         )
 
     async def iter_work_orders(self, **filters: Any) -> AsyncIterator[workflow_pb2.WorkOrder]:
@@ -522,7 +670,7 @@ class JobClient:
         request = workflow_service_pb2.GetWorkflowRunRequest(run_id=run_id)
         response = await self._call(
             workflow_service_pb2.GetWorkflowRunResponse,
-            self._workflows.GetWorkflowRun(request, timeout=self.timeout),
+            lambda s: s.workflows.GetWorkflowRun(request, timeout=self.timeout),
         )
         return response.run
 
@@ -538,7 +686,8 @@ class JobClient:
         )
         return await self._call(
             workflow_service_pb2.RetryWorkOrderResponse,
-            self._workflows.RetryWorkOrder(request, timeout=self.timeout),
+            lambda s: s.workflows.RetryWorkOrder(request, timeout=self.timeout),
+            repeat=False,
         )
 
     async def cancel_workflow_run(self, run_id: str, reason: str = "") -> workflow_pb2.WorkflowRun:
@@ -547,7 +696,8 @@ class JobClient:
         request = workflow_service_pb2.CancelWorkflowRunRequest(run_id=run_id, reason=reason)
         response = await self._call(
             workflow_service_pb2.CancelWorkflowRunResponse,
-            self._workflows.CancelWorkflowRun(request, timeout=self.timeout),
+            lambda s: s.workflows.CancelWorkflowRun(request, timeout=self.timeout),
+            repeat=False,
         )
         return response.run
 
@@ -612,7 +762,12 @@ class JobClient:
         request = job_service_pb2.WatchJobsRequest(
             after_sequence=int64(after_sequence, "after_sequence", 0), workflow_events=workflow_events
         )
-        return WatchStream(self._jobs.WatchJobs(request), self.address)
+        address = self.address
+        return WatchStream(
+            self._stubs(address).jobs.WatchJobs(request),
+            address,
+            lambda error: self._endpoints.next_after(address, error),
+        )
 
     async def watch(
         self,
@@ -630,6 +785,8 @@ class JobClient:
         stream breaks (engine restart, a slow subscriber cut off) it is opened again from the last
         sequence seen, so no event is missed or repeated. The first connection failing raises
         ``EngineUnavailable``; later ones are retried with backoff unless ``reconnect`` is False.
+        With several engines the stream reads from any of them (every engine serves reads), and
+        goes to the next when one fails; the first connection too, for up to ``failover_timeout``.
         """
         request = job_service_pb2.WatchJobsRequest(
             statuses=_statuses(statuses), actions=list(actions or ()), job_ids=list(job_ids or ())
@@ -650,10 +807,12 @@ class JobClient:
         last = None if after_sequence is None else int64(after_sequence, "after_sequence", 0)
         ever_connected = False
         backoff = Backoff(0.1, max_backoff)
+        address = self.address
+        started = time.monotonic()
         while True:
             if last is not None:
                 request.after_sequence = last
-            stream = self._jobs.WatchJobs(request)
+            stream = self._stubs(address).jobs.WatchJobs(request)
             try:
                 async for response in stream:
                     ever_connected = True
@@ -668,9 +827,18 @@ class JobClient:
                         last = response.head_sequence
                 error: JobwardenError | None = None
             except grpc.RpcError as rpc_error:
-                error = from_rpc_error(rpc_error, address=self.address)
-                if not ever_connected or error.code not in _RECONNECT_CODES or not reconnect:
+                error = from_rpc_error(rpc_error, address=address)
+                elsewhere = (
+                    self._endpoints.next_after(address, rpc_error) if error.code in FAILOVER_CODES else None
+                )
+                may_fail_over = elsewhere is not None and (
+                    ever_connected or time.monotonic() - started < self.failover_timeout
+                )
+                if (not ever_connected and not may_fail_over) or error.code not in _RECONNECT_CODES:
                     raise error from None
+                if not reconnect:
+                    raise error from None
+                address = elsewhere or address
             finally:
                 stream.cancel()
             if not reconnect:
@@ -683,9 +851,13 @@ class JobClient:
 class WatchStream:
     """One open ``WatchJobs`` call (see ``JobClient.open_watch``); ``cancel()`` ends it."""
 
-    def __init__(self, call: Any, address: str) -> None:
+    def __init__(
+        self, call: Any, address: str, on_failure: Callable[[grpc.RpcError], object] | None = None
+    ) -> None:
         self._call = call
         self._address = address
+        # Tells the client that this engine failed, so the next stream opens at another one.
+        self._on_failure = on_failure
 
     async def read(self) -> job_service_pb2.WatchJobsResponse | None:
         """The next response, or None when the engine ended the stream; the ``JobwardenError`` tree
@@ -693,6 +865,8 @@ class WatchStream:
         try:
             response = await self._call.read()
         except grpc.RpcError as error:
+            if self._on_failure is not None and _code(error) in FAILOVER_CODES:
+                self._on_failure(error)
             raise from_rpc_error(error, address=self._address) from None
         if response is grpc.aio.EOF:
             return None
@@ -701,6 +875,26 @@ class WatchStream:
 
     def cancel(self) -> None:
         self._call.cancel()
+
+
+class _Stubs:
+    """The stubs of one engine's channel."""
+
+    __slots__ = ("channel", "cluster", "executors", "jobs", "locks", "workflows")
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
+        self.jobs = job_service_pb2_grpc.JobServiceStub(channel)
+        self.executors = executor_service_pb2_grpc.ExecutorServiceStub(channel)
+        self.locks = lock_service_pb2_grpc.LockServiceStub(channel)
+        self.cluster = cluster_service_pb2_grpc.ClusterServiceStub(channel)
+        self.workflows = workflow_service_pb2_grpc.WorkflowServiceStub(channel)
+
+
+def _code(error: BaseException) -> grpc.StatusCode | None:
+    code_of = getattr(error, "code", None)
+    code = code_of() if callable(code_of) else None
+    return code if isinstance(code, grpc.StatusCode) else None
 
 
 async def _notify(callback: Callable[[Any], object] | None, item: Any) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from jobwarden.contract import TERMINAL_STATUSES, JobStatus
 from jobwarden.sdk import _format as fmt
-from jobwarden.sdk._address import DEFAULT_ENGINE, ENGINE_ENV, engine_address
+from jobwarden.sdk._address import DEFAULT_ENGINE, ENGINE_ENV
 from jobwarden.sdk._cli_support import (
     ENGINE_ERROR,
     OK,
@@ -29,10 +29,11 @@ from jobwarden.sdk._cli_support import (
 )
 from jobwarden.sdk._client import JobClient
 from jobwarden.sdk._convert import check_depth
+from jobwarden.sdk._endpoints import engine_addresses
 from jobwarden.sdk._exceptions import ExecutorDefinitionError
 from jobwarden.sdk._executor import Executor
 from jobwarden.sdk._requests import int64, lock_request, statuses
-from jobwarden.v1 import job_pb2
+from jobwarden.v1 import cluster_service_pb2, job_pb2
 from jobwarden.wire import parse_duration
 
 __all__ = ["load_executors", "register"]
@@ -43,8 +44,11 @@ def register(subparsers: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--engine",
-        metavar="HOST:PORT",
-        help=f"the engine's address (default: ${ENGINE_ENV} or {DEFAULT_ENGINE})",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help=(
+            f"the engine's address, or several engines' on one database (the leader is found); "
+            f"default: ${ENGINE_ENV} or {DEFAULT_ENGINE}"
+        ),
     )
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -212,6 +216,12 @@ def register(subparsers: Any) -> None:
 
     add("workers", _workers, "List the connected workers.", as_json)
     add("stats", _stats, "Counts per status and per action.", as_json)
+    add(
+        "engines",
+        _engines,
+        "List the engines on the engine's database: which leads, its epoch and lease, the standbys.",
+        as_json,
+    )
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -525,6 +535,32 @@ async def _workers(args: argparse.Namespace) -> int:
     return OK
 
 
+async def _engines(args: argparse.Namespace) -> int:
+    async with client_for(args) as client:
+        cluster = await client.engines()
+    if args.json:
+        _print_json(fmt.message_json(cluster))
+        return OK
+    rows = [
+        [
+            engine.engine_id + (" *" if engine.engine_id == cluster.engine_id else ""),
+            engine.address,
+            fmt.engine_role(engine.role),
+            str(engine.epoch),
+            fmt.ago(engine.seen_at),
+            fmt.until(engine.lease_expires_at)
+            if engine.role == cluster_service_pb2.ENGINE_ROLE_LEADER
+            else "-",
+        ]
+        for engine in cluster.engines
+    ]
+    print(fmt.table(["ENGINE", "ADDRESS", "ROLE", "EPOCH", "SEEN", "LEASE ENDS"], rows))
+    if not cluster.leader_id:
+        print("no engine leads now: writes and workers wait for the next leader", file=sys.stderr)
+    print(f"(* answered: {cluster.engine_id})", file=sys.stderr)
+    return OK
+
+
 async def _stats(args: argparse.Namespace) -> int:
     async with client_for(args) as client:
         stats = await client.stats()
@@ -607,7 +643,7 @@ async def _worker(args: argparse.Namespace) -> int:
     try:
         worker = Worker(
             executors,
-            engine=engine_address(args.engine),
+            engine=engine_addresses(args.engine),
             capacity=args.capacity,
             name=args.name,
             drain_timeout=args.drain_timeout,
@@ -619,7 +655,7 @@ async def _worker(args: argparse.Namespace) -> int:
     provider = _worker_tracing(args, worker.name)
     print(
         f"jobwarden worker {worker.name}: serving {', '.join(worker.actions)} "
-        f"(capacity {worker.capacity}) with the engine at {worker.address}",
+        f"(capacity {worker.capacity}) with the engine at {', '.join(worker.addresses)}",
         file=sys.stderr,
         flush=True,
     )

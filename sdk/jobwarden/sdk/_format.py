@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobwarden.contract import TERMINAL_STATUSES, ErrorKind, ExecutionMode, JobEventType, JobStatus, LockMode
-from jobwarden.v1 import job_pb2
+from jobwarden.v1 import cluster_service_pb2, job_pb2
 from jobwarden.wire import message_json, struct_to_dict, timestamp_datetime
 
-__all__ = ["ago", "event_line", "job_detail", "job_rows", "message_json", "table"]
+__all__ = ["ago", "engine_role", "event_line", "job_detail", "job_rows", "message_json", "table", "until"]
 
 
 def _name(enum: type[Any], value: int) -> str:
@@ -35,6 +35,32 @@ def ago(stamp: Any, now: datetime | None = None) -> str:
         if abs(seconds) >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def until(stamp: Any, now: datetime | None = None) -> str:
+    """``"in 4s"`` to a Timestamp ahead, ``"3s ago"`` for one passed, ``"-"`` when unset."""
+    moment = timestamp_datetime(stamp)
+    if moment is None:
+        return "-"
+    seconds = (moment - (now or datetime.now(UTC))).total_seconds()
+    text = _span(abs(seconds))
+    return f"in {text}" if seconds > 0 else f"{text} ago"
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:.1f}s" if seconds < 10 else f"{int(seconds)}s"
+
+
+def engine_role(value: int) -> str:
+    """``leader``, ``standby``, ``fenced`` (the number of a role this SDK does not know)."""
+    try:
+        name: str = cluster_service_pb2.EngineRole.Name(value)  # type: ignore[arg-type]
+    except ValueError:
+        return str(value)
+    return name.removeprefix("ENGINE_ROLE_").lower()
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -4,7 +4,7 @@ the engine through a client of its own."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from jobwarden.sdk._exceptions import JobNotFound, JobwardenError
 from jobwarden.sdk._hosting import Hosted
@@ -16,7 +16,7 @@ __all__ = ["declare_locks"]
 logger = logging.getLogger("jobwarden.worker")
 
 
-async def declare_locks(address: str, hosted: Iterable[Hosted], *, worker_name: str) -> None:
+async def declare_locks(address: str | Sequence[str], hosted: Iterable[Hosted], *, worker_name: str) -> None:
     """Add each executor's lock templates to its action's configuration, keeping those it has."""
     from jobwarden.sdk._client import JobClient
 

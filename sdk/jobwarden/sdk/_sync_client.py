@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import threading
-from collections.abc import AsyncIterator, Coroutine, Generator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Generator, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
@@ -16,6 +16,7 @@ from jobwarden.sdk._requests import LockSpec, submit_request
 from jobwarden.sdk._tracing import current_trace_context
 from jobwarden.sdk._workflow_requests import RunStatusSpec
 from jobwarden.v1 import (
+    cluster_service_pb2,
     executor_service_pb2,
     job_pb2,
     job_service_pb2,
@@ -37,12 +38,26 @@ class SyncJobClient:
     ``with``) to stop that thread.
     """
 
-    def __init__(self, engine: str | None = None, *, timeout: float | None = 30.0) -> None:
+    def __init__(
+        self,
+        engine: str | Sequence[str] | None = None,
+        *,
+        timeout: float | None = 30.0,
+        failover_timeout: float = 30.0,
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="jobwarden-client", daemon=True)
         self._thread.start()
-        self._client = self._run(_make_client(engine, timeout))
-        self.address = self._client.address
+        self._client = self._run(_make_client(engine, timeout, failover_timeout))
+
+    @property
+    def address(self) -> str:
+        """See ``JobClient.address``."""
+        return self._client.address
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return self._client.addresses
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
@@ -153,6 +168,10 @@ class SyncJobClient:
 
     def stats(self) -> job_service_pb2.GetStatsResponse:
         return self._run(self._client.stats())
+
+    def engines(self) -> cluster_service_pb2.ListEnginesResponse:
+        """See ``JobClient.engines``."""
+        return self._run(self._client.engines())
 
     def wait(self, job_id: str, timeout: float | None = None) -> job_pb2.Job:
         """Wait until the job is finished and return it; ``TimeoutError`` after ``timeout`` seconds."""
@@ -319,9 +338,11 @@ class SyncJobClient:
                 self._run(_close(stream))
 
 
-async def _make_client(engine: str | None, call_timeout: float | None) -> JobClient:
+async def _make_client(
+    engine: str | Sequence[str] | None, call_timeout: float | None, failover_timeout: float
+) -> JobClient:
     # grpc.aio channels belong to the loop they are made on: make it on the client's own loop.
-    return JobClient(engine, timeout=call_timeout)
+    return JobClient(engine, timeout=call_timeout, failover_timeout=failover_timeout)
 
 
 async def _close(stream: Any) -> None:

@@ -15,14 +15,14 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import grpc
 from jobwarden.contract import Limits
-from jobwarden.sdk._address import engine_address
 from jobwarden.sdk._backoff import Backoff
 from jobwarden.sdk._dispatch import Dispatcher
 from jobwarden.sdk._drain import Drain, signals_drain
+from jobwarden.sdk._endpoints import FAILOVER_CODES, Endpoints, engine_addresses
 from jobwarden.sdk._exceptions import EngineUnavailable, ExecutorDefinitionError, from_rpc_error
 from jobwarden.sdk._heartbeats import Heartbeats
 from jobwarden.sdk._hosting import Executors, hosted_executors
@@ -54,12 +54,16 @@ class Worker:
     The worker registers its executors, runs assigned jobs (async executors as tasks on the event
     loop, plain ones in a thread pool), heartbeats, and reconnects with exponential backoff and
     jitter, re-attaching the jobs it still runs. A finished result is kept until the engine
-    acknowledges it. On SIGTERM (or ``drain()``) it takes no new jobs and waits up to
-    ``drain_timeout`` for running ones, then hands the rest back to the engine.
+    acknowledges it. Given several engines on one database, it serves the leader: a standby's
+    refusal names it, and when the leader is lost the worker tries the next address (at least twice
+    a second while they elect a new one), registers with the new leader and re-attaches its jobs
+    there; unacknowledged results are sent again. On SIGTERM (or ``drain()``) it takes no new jobs
+    and waits up to ``drain_timeout`` for running ones, then hands the rest back to the engine.
 
     Args:
         executors: Executor subclasses (instantiated with no arguments) or instances, one per action.
-        engine: ``HOST:PORT``; default ``$JOBWARDEN_ENGINE`` or ``127.0.0.1:50051``.
+        engine: ``HOST:PORT``, several separated by commas, or a list of them; default
+            ``$JOBWARDEN_ENGINE`` (the same form) or ``127.0.0.1:50051``.
         capacity: most jobs at once across all executors.
         name: a name for people; default ``host:pid``.
         labels: free-form labels shown with the worker.
@@ -77,7 +81,7 @@ class Worker:
         self,
         executors: Executors,
         *,
-        engine: str | None = None,
+        engine: str | Sequence[str] | None = None,
         capacity: int = 10,
         name: str | None = None,
         labels: Mapping[str, str] | None = None,
@@ -87,7 +91,7 @@ class Worker:
         reconnect_initial: float = 0.2,
         reconnect_max: float = 10.0,
     ) -> None:
-        self.address = engine_address(engine)
+        self._endpoints = Endpoints(engine_addresses(engine))
         if not _is_int(capacity) or not 0 < capacity <= Limits.MAX_WORKER_CAPACITY:
             raise ExecutorDefinitionError(
                 f"capacity must be an int from 1 to {Limits.MAX_WORKER_CAPACITY}, got {capacity!r}"
@@ -102,6 +106,9 @@ class Worker:
         self.reconnect_max = reconnect_max
         self._hosted = hosted_executors(executors)
         self._backoff = Backoff(reconnect_initial, reconnect_max)
+        if self._endpoints.several:
+            # While the engines elect a new leader, look for it often: the jobs wait for this worker.
+            self._backoff = Backoff(min(reconnect_initial, 0.05), min(reconnect_max, 0.5))
         # What outlives one session (and one run): who the worker is, and what it holds.
         self._identity = Identity()
         self._ledger = Ledger()
@@ -114,6 +121,16 @@ class Worker:
         self._locks_declared = False
 
     # -- public API --------------------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        """The engine this worker connects to now (the leader, as far as it knows)."""
+        return self._endpoints.current
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Every engine this worker may connect to."""
+        return tuple(self._endpoints.addresses)
+
     @property
     def actions(self) -> list[str]:
         return sorted(self._hosted)
@@ -191,18 +208,26 @@ class Worker:
         backoff.reset()
         first_try = time.monotonic()
         ever_connected = False
+        endpoints = self._endpoints
         while not self._stop.is_set():
             problem: str = "the stream ended"
+            session.address = endpoints.current
+            failure: BaseException | None = None
             try:
                 await session.once()
             except grpc.RpcError as error:
-                refused = from_rpc_error(error, address=self.address)
+                refused = from_rpc_error(error, address=session.address)
                 if refused.code in _FATAL_CODES and not session.registered:
                     raise refused from None
                 problem = str(refused)
+                failure = error if refused.code in FAILOVER_CODES else None
             except (OSError, EngineUnavailable) as error:
                 problem = str(error)
+                failure = error
             registered = session.registered
+            if failure is not None or not registered:
+                # Another engine may lead now: the one a standby named, else the next address.
+                endpoints.next_after(session.address, failure or EngineUnavailable(problem))
             self._connected.clear()
             ever_connected = ever_connected or registered
             if self._stop.is_set():
@@ -214,14 +239,19 @@ class Worker:
                 and self.connect_timeout is not None
                 and time.monotonic() - first_try >= self.connect_timeout
             ):
-                raise EngineUnavailable(
-                    f"cannot reach the engine at {self.address} (gave up after {self.connect_timeout:g}s)"
+                where = (
+                    f"any engine of {endpoints.describe()}"
+                    if endpoints.several
+                    else f"the engine at {self.address}"
                 )
+                raise EngineUnavailable(f"cannot reach {where} (gave up after {self.connect_timeout:g}s)")
             delay = backoff.next_delay()
             logger.warning(
                 "worker %s: %s (%s); reconnecting in %.1fs",
                 self.name,
-                "lost the engine" if registered else f"no session with the engine at {self.address}",
+                f"lost the engine at {session.address}"
+                if registered
+                else f"no session with the engine at {session.address}",
                 problem,
                 delay,
             )
@@ -247,7 +277,7 @@ class Worker:
     def _on_registered(self) -> None:
         if not self._locks_declared and self._runner is not None:
             self._locks_declared = True
-            self._runner.spawn(declare_locks(self.address, self._hosted.values(), worker_name=self.name))
+            self._runner.spawn(declare_locks(self.addresses, self._hosted.values(), worker_name=self.name))
 
 
 def _is_int(value: object) -> bool:

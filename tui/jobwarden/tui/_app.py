@@ -9,14 +9,16 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+import grpc
 from jobwarden.contract import JobStatus, Limits
 from jobwarden.sdk import JobClient, JobwardenError
-from jobwarden.v1 import executor_service_pb2, job_service_pb2
+from jobwarden.v1 import cluster_service_pb2, executor_service_pb2, job_service_pb2
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
 
+from ._cluster import cluster_forms, cluster_tip
 from ._feed import JobFeed, LinkState, LinkStatus
 from ._filter import JobFilter, SortOrder
 from ._format import STATUS_LABEL, short_id
@@ -124,6 +126,8 @@ class ConsoleApp(App[None]):
         self.counts = StatusCounts()
         #: the last GetStats answer of the safety-net resync
         self.stats: job_service_pb2.GetStatsResponse | None = None
+        #: the engines on the database, for the header (None: not known, or an engine without it)
+        self.cluster: cluster_service_pb2.ListEnginesResponse | None = None
         self.resyncs = 0
         self.flushes = 0
         #: seconds each of the last flushes took (for the CPU benchmark)
@@ -186,8 +190,17 @@ class ConsoleApp(App[None]):
         """
         polls = 0
         synced_at = self.clock()
+        cluster_known = True
         while True:
             try:
+                if cluster_known and polls % 2 == 0:
+                    try:
+                        self.cluster = await self.client.engines()
+                    except JobwardenError as error:
+                        # An engine from before several engines: the header keeps its address.
+                        cluster_known = error.code is not grpc.StatusCode.UNIMPLEMENTED
+                        if not cluster_known:
+                            self.cluster = None
                 if polls % 5 == 0:
                     self.learn_workers(await self.client.workers())
                 if self.clock() - synced_at >= RESYNC_EVERY:
@@ -242,7 +255,8 @@ class ConsoleApp(App[None]):
             notes.append(f"read-only ({self.read_only_reason})")
         for header in screen.query(StatusHeader):
             header.show(
-                engine=self.engine_label,
+                engine=cluster_forms(self.cluster, self.engine_label),
+                engine_tip=cluster_tip(self.cluster),
                 link=link,
                 frozen_pending=len(self.store.dirty) if self.frozen else None,
                 counts=counts,

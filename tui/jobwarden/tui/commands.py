@@ -22,8 +22,11 @@ def register(subparsers: Any) -> None:
     console.add_argument(
         "--engine",
         default=os.environ.get("JOBWARDEN_ENGINE", _DEFAULT_ENGINE),
-        metavar="HOST:PORT",
-        help=f"the engine's gRPC address (default: $JOBWARDEN_ENGINE or {_DEFAULT_ENGINE})",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help=(
+            "the engine's gRPC address, or several engines' on one database (the console follows "
+            f"the leader); default: $JOBWARDEN_ENGINE or {_DEFAULT_ENGINE}"
+        ),
     )
     console.add_argument(
         "--read-only", action="store_true", help="hide and refuse every action that changes state"
@@ -79,16 +82,22 @@ def _rate(value: str) -> float:
 
 
 def _console(args: argparse.Namespace) -> int:
+    from jobwarden.sdk import caller_role, engine_addresses
+
     from ._app import ConsoleApp
 
-    address = args.engine.strip()
-    if ":" not in address:
-        print(f"jobwarden console: --engine must be HOST:PORT, got {address!r}", file=sys.stderr)
-        return 2
-    from jobwarden.sdk import caller_role
-
     try:
-        role = caller_role(address)
+        addresses = engine_addresses(args.engine)
+    except ValueError as error:
+        print(f"jobwarden console: {str(error).replace('engine address', '--engine')}", file=sys.stderr)
+        return 2
+    address = ",".join(addresses)
+    role = None
+    try:
+        for one in addresses:  # the first engine that answers says (every engine serves reads)
+            role = caller_role(one)
+            if role is not None:
+                break
     except ValueError as error:  # JOBWARDEN_TOKEN_FILE or JOBWARDEN_TLS_* unusable
         print(f"jobwarden console: {error}")
         return 2

@@ -172,20 +172,33 @@ class StatusHeader(Widget):
     def show(
         self,
         *,
-        engine: str,
+        engine: str | Sequence[str],
         link: LinkStatus,
         frozen_pending: int | None,
         counts: Mapping[JobStatus, int] | None,
         job_filter: JobFilter,
         throughput: Sequence[int],
         notes: Sequence[str] = (),
+        engine_tip: str | None = None,
     ) -> None:
-        """Show the latest state; parts that did not change are not redrawn."""
+        """Show the latest state; parts that did not change are not redrawn.
+
+        ``engine`` is the engine's name, or its forms from longest to shortest (the cluster's
+        leader, epoch and standbys): the longest that fits is shown.
+        """
         # The engine's name takes the room the rest leaves; cut, it keeps its end (the port).
+        forms = [engine] if isinstance(engine, str) else list(engine) or [""]
         room = self._engine.content_region.width
-        if room and cell_len(engine) > room:
-            engine = "…" + engine[-(room - 1) :] if room > 1 else ""
-        _update(self._engine, engine)
+        text = forms[-1]
+        for form in forms:
+            if not room or cell_len(form) <= room:
+                text = form
+                break
+        if room and cell_len(text) > room:
+            text = "…" + text[-(room - 1) :] if room > 1 else ""
+        _update(self._engine, text)
+        if self._engine.tooltip != engine_tip:
+            self._engine.tooltip = engine_tip
         self._link.show(link, frozen_pending)
         self._last_counts = counts
         self._fit_counts(counts)
