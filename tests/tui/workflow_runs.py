@@ -67,11 +67,12 @@ def make_run(
     *,
     status: int = workflow_pb2.WORKFLOW_RUN_STATUS_RUNNING,
     run_id: str = RUN_ID,
+    order_id: str = ORDER_ID,
     number: int = 1,
 ) -> workflow_pb2.WorkflowRun:
     return workflow_pb2.WorkflowRun(
         id=run_id,
-        work_order_id=ORDER_ID,
+        work_order_id=order_id,
         workflow="media-publish",
         version=1,
         number=number,
@@ -85,7 +86,7 @@ def make_run(
     )
 
 
-def media_run_midway() -> workflow_pb2.WorkflowRun:
+def media_run_midway(order_id: str = ORDER_ID, run_id: str = RUN_ID) -> workflow_pb2.WorkflowRun:
     """Ingest done; the 1080p transcode running at 62 %, 720p done, 480p waiting for a lock."""
     steps = [
         step("ingest", S.Value("STEP_STATUS_COMPLETED"), job_id=job_id(0xA1), started_at=ts(100),
@@ -105,10 +106,10 @@ def media_run_midway() -> workflow_pb2.WorkflowRun:
         (source, target, kind, source in ("ingest", "transcode_720p"), source in ("ingest", "transcode_720p"))
         for source, target, kind in MEDIA_EDGES
     ]
-    return make_run(steps, edges)
+    return make_run(steps, edges, order_id=order_id, run_id=run_id)
 
 
-def media_run_failed() -> workflow_pb2.WorkflowRun:
+def media_run_failed(order_id: str = ORDER_ID, run_id: str = RUN_ID) -> workflow_pb2.WorkflowRun:
     """Every transcode done, package done, publish FAILED and its failure edge taken to notify."""
     finished = {name: ts(112 + 30) for name in TRANSCODES}
     steps = [
@@ -128,7 +129,25 @@ def media_run_failed() -> workflow_pb2.WorkflowRun:
     for source, target, kind in MEDIA_EDGES:
         taken = (source, kind) != ("package", FAILURE) and (source, kind) != ("publish", SUCCESS)
         edges.append((source, target, kind, True, taken))
-    return make_run(steps, edges, status=workflow_pb2.WORKFLOW_RUN_STATUS_COMPLETED)
+    return make_run(
+        steps, edges, status=workflow_pb2.WORKFLOW_RUN_STATUS_COMPLETED, order_id=order_id, run_id=run_id
+    )
+
+
+#: a second work order, whose run ended (publish failed, notify ran)
+DONE_ORDER_ID = "0193a100-0000-7000-8000-00000000a000"
+DONE_RUN_ID = "0193a100-0000-7000-8000-00000000b000"
+
+
+def media_order(order_id: str, *, correlation_id: str = "", age: float = 100) -> workflow_pb2.WorkOrder:
+    return workflow_pb2.WorkOrder(
+        id=order_id,
+        workflow="media-publish",
+        version=1,
+        created_at=ts(age),
+        correlation_id=correlation_id,
+        labels={"asset": "42"},
+    )
 
 
 def fan_out_run(width: int = 1000) -> workflow_pb2.WorkflowRun:

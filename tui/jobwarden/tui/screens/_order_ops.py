@@ -4,9 +4,9 @@ retry a work order or cancel a run, each after a confirmation."""
 from __future__ import annotations
 
 from jobwarden.sdk import JobwardenError
-from jobwarden.tui._format import truncate
+from jobwarden.tui._format import status_label, truncate
 from jobwarden.tui._workflows import RUN_STATUS_LABEL, RUN_TERMINAL
-from jobwarden.v1 import workflow_pb2
+from jobwarden.v1 import job_pb2, workflow_pb2
 from rich.style import Style
 from rich.text import Text
 
@@ -28,21 +28,39 @@ def run_chip(status: int) -> Text:
 
 
 def run_now(run: workflow_pb2.WorkflowRun | None) -> str:
-    """What a run is doing: its running steps with their progress, or why it ended."""
+    """What a run is doing: its running steps with their progress, or how it ended."""
     if run is None:
         return ""
+    statuses = [step.status for step in run.steps]
+    done = statuses.count(workflow_pb2.STEP_STATUS_COMPLETED)
+    tally = f"{done}/{len(statuses)} done"
     if run.status in RUN_TERMINAL:
         if run.HasField("error") and run.error.message:
             at = f"{run.error.step}: " if run.error.step else ""
             return f"{at}{run.error.message}"
-        return run.status_reason
-    busy = [
-        f"{step.name} {step.progress}%" if step.status == workflow_pb2.STEP_STATUS_RUNNING else step.name
-        for step in run.steps
-        if step.status in (workflow_pb2.STEP_STATUS_RUNNING, workflow_pb2.STEP_STATUS_DELAYED)
-    ]
-    done = sum(step.status == workflow_pb2.STEP_STATUS_COMPLETED for step in run.steps)
-    return f"{done}/{len(run.steps)} done · " + ", ".join(busy) if busy else f"{done}/{len(run.steps)} done"
+        failed = [step.name for step in run.steps if step.status == workflow_pb2.STEP_STATUS_FAILED]
+        skipped = statuses.count(workflow_pb2.STEP_STATUS_SKIPPED)
+        parts = [tally]
+        if failed:
+            parts.append(f"{', '.join(failed)} failed (handled)")
+        if skipped:
+            parts.append(f"{skipped} skipped")
+        if run.status_reason:
+            parts.append(run.status_reason)
+        return " · ".join(parts)
+    busy = [_doing(step) for step in run.steps if step.status in _BUSY]
+    return f"{tally} · " + ", ".join(busy) if busy else tally
+
+
+_BUSY = (workflow_pb2.STEP_STATUS_RUNNING, workflow_pb2.STEP_STATUS_DELAYED)
+
+
+def _doing(step: workflow_pb2.StepRun) -> str:
+    if step.status == workflow_pb2.STEP_STATUS_DELAYED:
+        return f"{step.name} (delayed)"
+    if step.job_status and step.job_status != job_pb2.JOB_STATUS_RUNNING:
+        return f"{step.name} ({status_label(step.job_status)})"
+    return f"{step.name} {step.progress}%"
 
 
 def cancel_run(screen: ConsoleScreen, run_id: str, label: str, status: int) -> None:

@@ -78,6 +78,7 @@ class WorkOrdersScreen(ConsoleScreen):
         self.status_filter: int | None = None
         self.narrow = False
         self.flushes = 0
+        self._prefetched = False
 
     def compose(self) -> ComposeResult:
         yield self.header()
@@ -140,7 +141,8 @@ class WorkOrdersScreen(ConsoleScreen):
         if not orders and not force and self.flushes:
             self._summary()
             return
-        if orders and not self.flushes and self.store.loaded:
+        if self.store.loaded and not self._prefetched:
+            self._prefetched = True
             missing = [o.last_run_id for o in self.store.newest_first()[:_PREFETCH] if o.last_run_id]
             self._prefetch_runs([run_id for run_id in missing if run_id not in self.store.runs])
         self.flushes += 1
