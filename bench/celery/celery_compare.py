@@ -9,6 +9,11 @@ result is in the backend (``ResultSet.join_native``). jobwarden: ``jobwarden ben
 with the same number of jobs (an engine on SQLite with synchronous=FULL, 2 worker processes of
 capacity 100, SubmitJobs batches of 1000). The rounds alternate Celery and jobwarden so both see the
 same machine. Without Redis at 127.0.0.1:6379 it says so and exits 0 (a skip).
+
+``--chains N`` measures Celery chains instead (N chains of ``--length`` no-op tasks, each task
+started when the one before it finished, as a linear workflow's steps are), against ``jobwarden
+bench workflow``; with ``--celery-only`` it runs the Celery side alone (``jobwarden bench workflow``
+calls it so to measure both in one run).
 """
 
 from __future__ import annotations
@@ -96,6 +101,103 @@ def run_celery(jobs: int, *, redis_url: str, pool: str, concurrency: int) -> dic
     }
 
 
+def run_celery_chains(
+    chains: int, length: int, *, redis_url: str, pool: str, concurrency: int
+) -> dict[str, Any]:
+    """Start a Celery worker, send ``chains`` chains of ``length`` no-op tasks, wait for the last
+    result of each; the figures."""
+    queue = f"jw-compare-{secrets.token_hex(4)}"
+    env = _celery_env(redis_url, queue)
+    os.environ.update({"JW_CELERY_REDIS": redis_url, "JW_CELERY_QUEUE": queue})
+    sys.path.insert(0, str(HERE))
+    import _celery_app
+    from celery import chain
+    from celery.result import ResultSet
+
+    _celery_app.app.conf.task_default_queue = queue
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "_celery_app", "worker", "--pool", pool,
+         "--concurrency", str(concurrency), "--queues", queue, "--loglevel", "WARNING",
+         "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=HERE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not _celery_app.app.control.ping(timeout=0.5):
+            if worker.poll() is not None or time.monotonic() > deadline:
+                stderr = worker.stderr.read().decode() if worker.stderr else ""
+                raise RuntimeError(f"the Celery worker did not start: {stderr[-1500:]}")
+        noop = _celery_app.noop
+        started = time.time()
+        results = [chain(*(noop.si() for _ in range(length))).apply_async(queue=queue) for _ in range(chains)]
+        ResultSet(results).join_native(timeout=600, interval=0.02)
+        finished = time.time()
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+        _celery_app.app.control.purge()
+    seconds = finished - started
+    return {
+        "chains": chains,
+        "length": length,
+        "chains_per_second": chains / seconds,
+        "tasks_per_second": chains * length / seconds,
+        "seconds": seconds,
+        "pool": pool,
+        "concurrency": concurrency,
+    }
+
+
+def run_jobwarden_workflows(runs: int, length: int) -> dict[str, Any]:
+    command = [
+        sys.executable, "-m", "jobwarden.sdk.cli", "bench", "workflow", "--runs", str(runs),
+        "--steps", str(length), "--celery-chains", "0", "--json", "--no-progress",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"jobwarden bench workflow failed: {done.stderr[-2000:]}")
+    document = json.loads(done.stdout)
+    measures = {m["name"]: m["value"] for m in document["measures"]}
+    return {
+        "runs": runs,
+        "runs_per_second": measures["linear runs"],
+        "steps_per_second": measures["linear steps"],
+        "conditions": document["conditions"],
+    }
+
+
+def chains_main(args: argparse.Namespace) -> int:
+    rounds = []
+    for index in range(args.rounds):
+        print(f"round {index + 1}/{args.rounds}: Celery chains ...", file=sys.stderr, flush=True)
+        celery = run_celery_chains(
+            args.chains, args.length, redis_url=args.redis, pool=args.pool, concurrency=args.concurrency
+        )
+        if args.celery_only:
+            rounds.append({"celery": celery})
+            continue
+        print(f"round {index + 1}/{args.rounds}: jobwarden workflows ...", file=sys.stderr, flush=True)
+        jobwarden = run_jobwarden_workflows(args.chains, args.length)
+        ratio = jobwarden["runs_per_second"] / celery["chains_per_second"]
+        rounds.append({"celery": celery, "jobwarden": jobwarden, "ratio": ratio})
+    if args.json:
+        document: dict[str, Any] = {"rounds": rounds}
+        if not args.celery_only:
+            document["median_ratio"] = statistics.median(r["ratio"] for r in rounds)
+        print(json.dumps(document, indent=2))
+        return 0
+    for index, r in enumerate(rounds, 1):
+        line = f"round {index}: Celery {r['celery']['chains_per_second']:,.1f} chains/s of {args.length}"
+        if "jobwarden" in r:
+            line += f"; jobwarden {r['jobwarden']['runs_per_second']:,.1f} runs/s ({r['ratio']:.1f}x)"
+        print(line)
+    return 0
+
+
 def run_jobwarden(jobs: int, *, workers: int, capacity: int) -> dict[str, Any]:
     command = [
         sys.executable, "-m", "jobwarden.sdk.cli", "bench", "throughput", "--jobs", str(jobs),
@@ -127,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=2, help="Celery worker concurrency")
     parser.add_argument("--workers", type=int, default=2, help="jobwarden worker processes")
     parser.add_argument("--capacity", type=int, default=100, help="jobwarden worker capacity")
+    parser.add_argument("--chains", type=int, default=0, help="compare chains of --length tasks instead")
+    parser.add_argument("--length", type=int, default=10, help="tasks per chain (steps per workflow run)")
+    parser.add_argument("--celery-only", action="store_true", help="with --chains: run Celery's side alone")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.jobs <= 0 or args.rounds <= 0:
@@ -135,7 +240,13 @@ def main(argv: list[str] | None = None) -> int:
     host, _, port = host_port.rpartition(":")
     if (problem := redis_problem(host or "127.0.0.1", int(port or 6379))) is not None:
         print(f"celery_compare: skipped: {problem}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"skipped": problem}))
         return 0
+    if args.chains > 0:
+        if args.length <= 0:
+            parser.error("--length must be positive")
+        return chains_main(args)
     rounds = []
     for index in range(args.rounds):
         print(f"round {index + 1}/{args.rounds}: Celery ({args.pool}, concurrency {args.concurrency}) ...",

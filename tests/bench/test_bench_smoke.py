@@ -21,6 +21,7 @@ from jobwarden.bench import (
     ScenarioResult,
     ScenarioUnavailable,
     TimersSizes,
+    WorkflowSizes,
     run_scenario,
 )
 from jobwarden.bench._target import BenchSetup
@@ -168,3 +169,26 @@ def test_malformed_arguments_are_usage_errors(
         main(["bench", *args])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+async def test_workflow() -> None:
+    sizes = WorkflowSizes(
+        runs=6, steps=3, inflight=2, jobs=60, workers=1, capacity=20, fanout_steps=12, celery_chains=0
+    )
+    result = await run_scenario("workflow", sizes, BenchSetup(progress=False))
+    assert_shape(result, "workflow")
+    assert {
+        "linear runs",
+        "linear steps",
+        "runs completed",
+        "engine CPU per step",
+        "step cost / job cost",
+        "fan-out/fan-in run",
+        "fan-out/fan-in completed",
+    } <= names(result)
+    assert result.value("runs completed") == 6
+    assert result.value("linear steps") > 0
+    assert result.value("fan-out/fan-in completed") == 1.0
+    assert result.details["fanout"]["completed_steps"] == 12
+    assert math.isfinite(result.value("step cost / job cost"))
+    assert result.details["celery"] == {"skipped": "--celery-chains 0"}

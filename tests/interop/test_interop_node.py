@@ -131,3 +131,37 @@ async def test_buf_curl_submits_a_job_and_reads_it_back_over_reflection(
     assert job["input"] == {"size": 3}
     assert job["labels"] == {"via": "buf"}
     assert (await client.get(job_id)).action == "from-buf"
+
+
+async def test_node_client_puts_a_workflow_and_runs_it_to_its_end(
+    engine: Any, client: JobClient, node_modules: Path
+) -> None:
+    worker = await asyncio.create_subprocess_exec(
+        "node", "worker.js", engine.address, "--jobs", "1",
+        cwd=NODE_DIR, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        code, out, err = await run("node", "workflow.js", engine.address, "node-flow", '{"n": 7}')
+        assert code == 0, err
+        await asyncio.wait_for(worker.wait(), 60)
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+    lines = [json.loads(line) for line in out.splitlines()]
+    put, started, final = lines[0], lines[1], lines[-1]
+    assert put == {"put": "node-flow", "version": 1, "created": True}
+    assert final["id"] == started["run"]
+    assert final["work_order_id"] == started["order"]
+    assert final["status"] == "WORKFLOW_RUN_STATUS_COMPLETED"
+    assert final["steps"] == [
+        {"name": "echo", "status": "STEP_STATUS_COMPLETED"},
+        {"name": "pause", "status": "STEP_STATUS_COMPLETED"},
+    ]
+    # The template kept the number's type; the job names its run and step.
+    assert final["job"]["result"]["echo"] == {"n": 7, "via": "node"}
+    assert final["job"]["workflow_run_id"] == final["id"]
+    assert final["job"]["workflow_step"] == "echo"
+    # The Python SDK reads the same run.
+    run_seen = await client.get_workflow_run(final["id"])
+    assert [step.name for step in run_seen.steps] == ["echo", "pause"]

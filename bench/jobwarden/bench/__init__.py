@@ -1,9 +1,10 @@
 """``jobwarden bench``: measure a jobwarden deployment on this machine.
 
-Scenarios (``SCENARIOS``): ``throughput``, ``latency``, ``fanout``, ``locks``, ``timers``, ``depth``
-and ``console``. Each starts a fresh engine in this process (SQLite with ``synchronous=FULL`` in a
-temp dir, unless ``BenchSetup.db`` or ``BenchSetup.engine`` says otherwise); workers and clients run
-in processes of their own so the engine's process is measured alone::
+Scenarios (``SCENARIOS``): ``throughput``, ``latency``, ``fanout``, ``locks``, ``timers``, ``depth``,
+``console`` and ``workflow``. Each starts a fresh engine in this process (SQLite with
+``synchronous=FULL`` in a temp dir, unless ``BenchSetup.db`` or ``BenchSetup.engine`` says
+otherwise); workers and clients run in processes of their own so the engine's process is measured
+alone::
 
     result = await run_scenario("throughput", ThroughputSizes(jobs=5000))
     print(result.value("end to end"))
@@ -24,6 +25,7 @@ from ._sizes import (
     LocksSizes,
     ThroughputSizes,
     TimersSizes,
+    WorkflowSizes,
 )
 
 if TYPE_CHECKING:
@@ -43,11 +45,21 @@ __all__ = [
     "Target",
     "ThroughputSizes",
     "TimersSizes",
+    "WorkflowSizes",
     "run_scenario",
 ]
 
 #: every scenario, in the order ``jobwarden bench all`` runs them
-SCENARIOS: tuple[str, ...] = ("throughput", "latency", "fanout", "locks", "timers", "depth", "console")
+SCENARIOS: tuple[str, ...] = (
+    "throughput",
+    "latency",
+    "fanout",
+    "locks",
+    "timers",
+    "depth",
+    "console",
+    "workflow",
+)
 
 
 async def run_scenario(

@@ -10,6 +10,8 @@ comparable across the processes of one machine):
   their COMPLETED events; writes one record per job to ``out``.
 - ``watch``: opens ``streams`` ``WatchJobs`` streams from ``after``; on the stdin line ``stop HEAD``
   it waits until every stream has seen HEAD and reports, per stream, what arrived and how late.
+- ``workflows``: starts ``runs`` runs of ``workflow`` (one ``StartWorkflow`` each, ``inflight`` at
+  once) and reports when the first was sent and the last accepted.
 
 Only the SDK's stubs are imported here: no engine code.
 """
@@ -31,7 +33,13 @@ import grpc
 import grpc.aio
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
-from jobwarden.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
+from jobwarden.v1 import (
+    job_pb2,
+    job_service_pb2,
+    job_service_pb2_grpc,
+    workflow_service_pb2,
+    workflow_service_pb2_grpc,
+)
 
 __all__ = ["main"]
 
@@ -434,10 +442,51 @@ async def _watch(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# -- workflows -------------------------------------------------------------------------------------
+
+
+async def _workflows(spec: dict[str, Any]) -> dict[str, Any]:
+    total: int = spec["runs"]
+    inflight: int = spec.get("inflight", 16)
+    async with grpc.aio.insecure_channel(spec["engine"], options=_OPTIONS) as channel:
+        stub = workflow_service_pb2_grpc.WorkflowServiceStub(channel)
+        jobs = job_service_pb2_grpc.JobServiceStub(channel)
+        await jobs.GetStats(job_service_pb2.GetStatsRequest(), timeout=30)
+        requests = [
+            workflow_service_pb2.StartWorkflowRequest(workflow=spec["workflow"]) for _ in range(total)
+        ]
+        _ready()
+        latencies: list[float] = []
+        next_run = 0
+        first_send = time.time()
+
+        async def sender() -> None:
+            nonlocal next_run
+            while next_run < total:
+                request = requests[next_run]
+                next_run += 1
+                sent = time.time()
+                await stub.StartWorkflow(request, timeout=120)
+                latencies.append(time.time() - sent)
+
+        cpu_before = time.process_time()
+        await asyncio.gather(*(sender() for _ in range(max(1, inflight))))
+        last_ack = time.time()
+        cpu_seconds = time.process_time() - cpu_before
+    return {
+        "runs": total,
+        "first_send": first_send,
+        "last_ack": last_ack,
+        "start_seconds": _percentiles(latencies),
+        "cpu_seconds": cpu_seconds,
+    }
+
+
 _ROLES: dict[str, Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]] = {
     "submit": _submit,
     "steady": _steady,
     "watch": _watch,
+    "workflows": _workflows,
 }
 
 

@@ -32,14 +32,25 @@ from ._sizes import (
     LocksSizes,
     ThroughputSizes,
     TimersSizes,
+    WorkflowSizes,
 )
 from ._target import BenchSetup, EngineUnderTest, engine_under_test
 from ._throughput import run_throughput
 from ._timers import run_timers
+from ._workflows import run_workflow
 
 __all__ = ["SCENARIOS", "AllSizes", "run_all", "run_scenario"]
 
-Sizes = ThroughputSizes | LatencySizes | FanoutSizes | LocksSizes | TimersSizes | DepthSizes | ConsoleSizes
+Sizes = (
+    ThroughputSizes
+    | LatencySizes
+    | FanoutSizes
+    | LocksSizes
+    | TimersSizes
+    | DepthSizes
+    | ConsoleSizes
+    | WorkflowSizes
+)
 _Runner = Callable[[EngineUnderTest, Any, Progress, Profiler | None], Awaitable[ScenarioResult]]
 
 #: the scenarios that run against one engine (depth restarts its own)
@@ -50,6 +61,7 @@ _ENGINE_SCENARIOS: dict[str, _Runner] = {
     "locks": run_locks,
     "timers": run_timers,
     "console": run_console,
+    "workflow": run_workflow,
 }
 
 
@@ -64,6 +76,7 @@ class AllSizes:
     timers: TimersSizes = field(default_factory=TimersSizes)
     depth: DepthSizes = field(default_factory=DepthSizes)
     console: ConsoleSizes = field(default_factory=ConsoleSizes)
+    workflow: WorkflowSizes = field(default_factory=lambda: WorkflowSizes(runs=200, celery_chains=50))
 
     def of(self, scenario: str) -> Sizes:
         value: Sizes = getattr(self, scenario)

@@ -15,6 +15,7 @@ __all__ = [
     "LocksSizes",
     "ThroughputSizes",
     "TimersSizes",
+    "WorkflowSizes",
 ]
 
 
@@ -105,6 +106,24 @@ class ConsoleSizes:
     warmup: float = 5.0
 
 
+@dataclass(slots=True)
+class WorkflowSizes:
+    #: runs of the linear workflow, started one StartWorkflow each
+    runs: int = 300
+    #: no-op steps in the linear workflow
+    steps: int = 10
+    #: StartWorkflow calls in flight at once
+    inflight: int = 16
+    #: single no-op jobs run first, the cost a step is compared with
+    jobs: int = 3000
+    workers: int = 2
+    capacity: int = 100
+    #: steps of the fan-out/fan-in run: a first step, the parallel ones, and a join
+    fanout_steps: int = 1000
+    #: Celery chains (of ``steps`` no-op tasks) run in the same run for comparison; 0: none
+    celery_chains: int = 100
+
+
 #: each scenario's sizes
 SIZES: dict[str, type[Any]] = {
     "throughput": ThroughputSizes,
@@ -114,4 +133,5 @@ SIZES: dict[str, type[Any]] = {
     "timers": TimersSizes,
     "depth": DepthSizes,
     "console": ConsoleSizes,
+    "workflow": WorkflowSizes,
 }

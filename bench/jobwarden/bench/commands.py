@@ -28,6 +28,8 @@ _SCENARIO_HELP = {
     "timers": "T pending deadlines: memory, arming rate, firing lateness",
     "depth": "submit and dispatch rates with 0, 100k and 1M jobs already stored",
     "console": "the console's CPU following 10,000 running jobs at 1,000 events/s (headless)",
+    "workflow": "a 10-step linear workflow of no-op steps (runs/s, steps/s, a step's cost against a job's), "
+    "a 1,000-step fan-out/fan-in run, and Celery chains of 10 tasks in the same run",
 }
 
 _SIZE_HELP = {
@@ -51,6 +53,10 @@ _SIZE_HELP = {
     "start_share": "share of start-timeout deadlines",
     "wake_share": "share of run_at/backoff wake-ups (heartbeat deadlines take the rest)",
     "stored": "comma-separated numbers of jobs already stored",
+    "runs": "runs of the linear workflow",
+    "steps": "no-op steps of the linear workflow (and tasks per Celery chain)",
+    "fanout_steps": "steps of the fan-out/fan-in run",
+    "celery_chains": "Celery chains run for comparison (0: none)",
 }
 
 
@@ -89,7 +95,7 @@ def register(subparsers: Any) -> None:
 
     bench = subparsers.add_parser(
         "bench",
-        help="measure this deployment (throughput, latency, fanout, locks, timers, depth, console)",
+        help="measure this deployment (throughput, latency, fanout, locks, timers, depth, console, workflow)",
         description="Measure jobwarden on this machine. Engines the bench starts run in its own process "
         "(SQLite, durable, in a temp dir); workers and clients run in processes of their own.",
     )
@@ -159,7 +165,7 @@ def _check_sizes(sizes: Any) -> str | None:
         if size.name in ("exclusive", "second", "start_share", "wake_share"):
             if not all(0.0 <= v <= 1.0 for v in values):
                 return f"--{size.name.replace('_', '-')} must be between 0 and 1"
-        elif size.name not in ("stored", "warmup") and not all(v > 0 for v in values):
+        elif size.name not in ("stored", "warmup", "celery_chains") and not all(v > 0 for v in values):
             return f"--{size.name.replace('_', '-')} must be positive"
     if getattr(sizes, "start_share", 0) + getattr(sizes, "wake_share", 0) > 1.0:
         return "--start-share plus --wake-share must not be more than 1"

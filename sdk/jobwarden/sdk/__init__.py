@@ -20,6 +20,13 @@ and a client submits and follows jobs::
         job = await client.submit("resize", {"url": "https://..."})
         done = await client.wait(job.id)
 
+and a workflow joins steps (each a job) by edges::
+
+    wf = Workflow("publish")
+    wf.action("ingest", "media.ingest").on_success(wf.action("publish", "media.publish"))
+    await client.put_workflow(wf)
+    started = await client.start_workflow("publish", {"asset_id": 42})
+
 This package needs neither the server nor the console.
 """
 
@@ -40,10 +47,13 @@ from jobwarden.sdk._exceptions import (
     PermissionDenied,
     Rejected,
     StepError,
+    WorkflowDefinitionError,
 )
 from jobwarden.sdk._executor import Executor
 from jobwarden.sdk._sync_client import SyncJobClient
 from jobwarden.sdk._worker import Worker
+from jobwarden.sdk._workflow import Step, Workflow
+from jobwarden.sdk._workflow_files import load_workflow
 
 __all__ = [
     "Checkpoint",
@@ -63,9 +73,13 @@ __all__ = [
     "LockConflict",
     "PermissionDenied",
     "Rejected",
+    "Step",
     "StepError",
     "SyncJobClient",
     "WatchStream",
     "Worker",
+    "Workflow",
+    "WorkflowDefinitionError",
     "caller_role",
+    "load_workflow",
 ]

@@ -4,12 +4,13 @@
     ├── EngineUnavailable            the engine cannot be reached (UNAVAILABLE, DEADLINE_EXCEEDED)
     ├── EngineError                  the engine answered with an error of its own (INTERNAL, UNKNOWN, ...)
     │   ├── InvalidRequest           INVALID_ARGUMENT: the request is malformed or out of limits
-    │   ├── JobNotFound              NOT_FOUND: no such job (or action, lock holder)
+    │   ├── JobNotFound              NOT_FOUND: no such job (action, lock holder, workflow, run...)
     │   ├── InvalidTransition        FAILED_PRECONDITION: the state machine refused the change
     │   │   └── LockConflict         the locks asked for are held by someone else (also ABORTED)
     │   ├── Rejected                 RESOURCE_EXHAUSTED: an admission limit was reached
     │   └── PermissionDenied         UNAUTHENTICATED, PERMISSION_DENIED
     ├── ExecutorDefinitionError      an executor or a worker is set up wrongly (found before any job runs)
+    ├── WorkflowDefinitionError      a workflow built or read from a file wrongly (found before it is sent)
     ├── StepError                    ``ctx.step`` misused (a name used twice in one attempt)
     ├── JobFailed                    raised by an executor: a handled failure (FAILED, JOB_ERROR)
     └── JobCancelled                 raised by an executor (or ``ctx.raise_if_cancelled``): stop, cancelled
@@ -42,6 +43,7 @@ __all__ = [
     "PermissionDenied",
     "Rejected",
     "StepError",
+    "WorkflowDefinitionError",
     "from_rpc_error",
 ]
 
@@ -113,6 +115,38 @@ class ExecutorDefinitionError(JobwardenError, TypeError):
     """An executor class or a worker is set up wrongly; raised before any job runs."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class WorkflowDefinitionError(JobwardenError, ValueError):
+    """A workflow definition built (``Workflow``) or read from a file wrongly; nothing was sent.
+
+    The message names the file (``source``) or the workflow, the ``step`` and the field at fault:
+    ``media.toml: step 'ingest': timeouts.heartbeat: 'soon' is not a duration (...)``.
+    """
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        workflow: str | None = None,
+        step: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        where = [source if source else f"workflow {workflow!r}" if workflow else ""]
+        if step:
+            where.append(f"step {step!r}")
+        if field:
+            where.append(field)
+        super().__init__(": ".join([*filter(None, where), message]))
+        #: the detail alone, without where it is
+        self.detail = message
+        self.source = source
+        self.workflow = workflow
+        self.step = step
+        self.field = field
 
 
 class StepError(JobwardenError, ValueError):

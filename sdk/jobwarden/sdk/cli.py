@@ -30,6 +30,7 @@ _EXTRA_OF_PACKAGE = {
     "prometheus_client": "server",
     "textual": "tui",
     "rich": "tui",
+    "yaml": "yaml",
 }
 
 

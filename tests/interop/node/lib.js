@@ -1,5 +1,5 @@
 // Loads jobwarden's API from protos/ (nothing generated, nothing from the Python SDK) and gives
-// the three services plus helpers for google.protobuf.Struct, which proto-loader leaves as messages.
+// the four services plus helpers for google.protobuf.Struct, which proto-loader leaves as messages.
 'use strict';
 
 const path = require('node:path');
@@ -9,7 +9,12 @@ const protoLoader = require('@grpc/proto-loader');
 const PROTOS = path.resolve(__dirname, '..', '..', '..', 'protos');
 
 const definition = protoLoader.loadSync(
-  ['jobwarden/v1/job_service.proto', 'jobwarden/v1/executor_service.proto', 'jobwarden/v1/lock_service.proto'],
+  [
+    'jobwarden/v1/job_service.proto',
+    'jobwarden/v1/executor_service.proto',
+    'jobwarden/v1/lock_service.proto',
+    'jobwarden/v1/workflow_service.proto',
+  ],
   {
     includeDirs: [PROTOS],
     keepCase: true, // field names as in the .proto: job_id, heartbeat_interval
@@ -27,6 +32,7 @@ function clients(address) {
     jobs: new api.JobService(address, credentials),
     executors: new api.ExecutorService(address, credentials),
     locks: new api.LockService(address, credentials),
+    workflows: new api.WorkflowService(address, credentials),
   };
 }
 

@@ -1,0 +1,1 @@
+"""The media-publish workflow: its definition (TOML, YAML, Python) and its executors."""
