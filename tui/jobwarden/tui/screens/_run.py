@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import ClassVar
 
 from jobwarden.sdk import JobwardenError
@@ -82,6 +83,7 @@ class RunScreen(ConsoleScreen):
         self.error = ""
         self.loads = 0
         self._following_last = True
+        self._jobs_drawn: dict[str, tuple[int, int, str]] = {}
 
     @property
     def run(self) -> workflow_pb2.WorkflowRun | None:
@@ -144,7 +146,7 @@ class RunScreen(ConsoleScreen):
             if news is not None and news.sequence > run.sequence:
                 self.runs[index] = _merged(run, news)
                 changed = changed or index == self.index
-        if changed:
+        if changed or self._live_jobs() != self._jobs_drawn:
             self._draw()
 
     def _tick(self) -> None:
@@ -158,9 +160,29 @@ class RunScreen(ConsoleScreen):
             self._summary()
             return
         steps, edges = run_graph(run)
-        self.graph.show_graph(steps, edges, run_state(run))
+        state = run_state(run)
+        # The running steps' jobs as the job feed has them now: their progress moves with every
+        # update of the job, whether or not the engine sends a workflow event for it.
+        self._jobs_drawn = self._live_jobs()
+        for name, (status, progress, message) in self._jobs_drawn.items():
+            step = state.steps[name]
+            state.steps[name] = replace(step, job_status=int(status), progress=progress, message=message)
+        self.graph.show_graph(steps, edges, state)
         self._summary()
         self._step_panel()
+
+    def _live_jobs(self) -> dict[str, tuple[int, int, str]]:
+        """(job status, progress, message) of each running step's job the console's store holds."""
+        run = self.run
+        if run is None:
+            return {}
+        jobs = self.console.store.jobs
+        live = {}
+        for step in run.steps:
+            row = jobs.get(step.job_id) if step.status == workflow_pb2.STEP_STATUS_RUNNING else None
+            if row is not None and not row.status.terminal:
+                live[step.name] = (int(row.status), row.progress, row.message)
+        return live
 
     def _summary(self) -> None:
         run = self.run
