@@ -79,6 +79,7 @@ class WorkOrdersScreen(ConsoleScreen):
         self.narrow = False
         self.flushes = 0
         self._prefetched = False
+        self._summary_drawn = ""
 
     def compose(self) -> ComposeResult:
         yield self.header()
@@ -201,8 +202,11 @@ class WorkOrdersScreen(ConsoleScreen):
             parts.append("loading…" if not feed_error else f"cannot list: {feed_error}")
         elif feed_error:
             parts.append(feed_error)
-        with contextlib.suppress(NoMatches):
-            self.query_one("#orders-summary", Static).update(Text(" · ".join(parts)))
+        text = " · ".join(parts)
+        if text != self._summary_drawn:
+            with contextlib.suppress(NoMatches):
+                self.query_one("#orders-summary", Static).update(Text(text))
+                self._summary_drawn = text
 
     # -- keys -----------------------------------------------------------------------------
 

@@ -84,6 +84,7 @@ class RunScreen(ConsoleScreen):
         self.loads = 0
         self._following_last = True
         self._jobs_drawn: dict[str, tuple[int, int, str]] = {}
+        self._summary_drawn = Text()
 
     @property
     def run(self) -> workflow_pb2.WorkflowRun | None:
@@ -188,9 +189,9 @@ class RunScreen(ConsoleScreen):
         run = self.run
         parts: list[str | Text] = []
         if self.order is not None:
-            parts.append(f"order {short_id(self.order.id)} · {self.order.workflow}")
+            parts.append(f"order {short_id(self.order.id)}")
         if run is not None:
-            parts.append(f"v{run.version} · run #{run.number} of {len(self.runs)}")
+            parts.append(f"{run.workflow} v{run.version} · run {run.number} of {len(self.runs)}")
             started = seconds(run.created_at)
             ended = seconds(run.finished_at) or self.console.clock()
             if started:
@@ -201,7 +202,7 @@ class RunScreen(ConsoleScreen):
                 parts.append("cancel requested")
         layout = self.graph.graph_layout
         if layout is not None and layout.hidden_steps:
-            parts.append(f"{layout.hidden_steps} steps folded into “+N more” boxes (Enter lists them)")
+            parts.append(f"{layout.hidden_steps} steps folded in +N boxes")
         if layout is not None and layout.dropped_edges:
             parts.append(f"{layout.dropped_edges} edges not drawn (unknown step or cycle)")
         if len(self.runs) > 1:
@@ -211,7 +212,9 @@ class RunScreen(ConsoleScreen):
         text = run_chip(run.status) if run is not None else Text()
         text.append(" ")
         text.append(" · ".join(str(part) for part in parts))
-        self.query_one("#run-summary", Static).update(text)
+        if text != self._summary_drawn:
+            self._summary_drawn = text
+            self.query_one("#run-summary", Static).update(text)
 
     def _step_panel(self) -> None:
         panel = self.query_one("#run-step", Static)
@@ -242,6 +245,9 @@ class RunScreen(ConsoleScreen):
         if state.error:
             first.append("\n " + truncate(state.error, width), style="red")
         panel.update(first)
+
+    def on_resize(self) -> None:
+        self._step_panel()
 
     def on_step_graph_selected(self, message: StepGraph.Selected) -> None:
         message.stop()

@@ -113,6 +113,8 @@ class StepGraph(ScrollView, can_focus=True):
                 self.selected = self.graph_layout.box_of.get(self.selected)
             if self.selected is None:
                 self.selected = self._first_box()
+            # Once the new size is in force, bring the selection into view.
+            self.call_after_refresh(self.scroll_to_selected, True)
         self._live = any(step.status in (RUNNING, DELAYED) for step in state.steps.values())
         self._repaint()
 
@@ -139,14 +141,15 @@ class StepGraph(ScrollView, can_focus=True):
         self.scroll_to_selected()
         return True
 
-    def scroll_to_selected(self) -> None:
+    def scroll_to_selected(self, center: bool = False) -> None:
+        """Bring the selected box (and the rows of edges just around it) into view."""
         if self.graph_layout is None or self.selected is None:
             return
-        box = self.graph_layout.boxes[self.selected]
-        # The box and the rows of edges just around it.
-        self.scroll_to_region(
-            Region(box.x, max(0, box.y - 1), box.width, box.height + 2), animate=False, immediate=True
-        )
+        box = self.graph_layout.boxes.get(self.selected)
+        if box is None:
+            return
+        region = Region(box.x, max(0, box.y - 1), box.width, box.height + 2)
+        self.scroll_to_region(region, animate=False, immediate=True, center=center)
 
     def tick(self) -> None:
         """The clock moved: running steps' durations change."""
@@ -182,7 +185,7 @@ class StepGraph(ScrollView, can_focus=True):
     async def _on_click(self, event: events.Click) -> None:
         if self.graph_layout is None:
             return
-        x = event.x + int(self.scroll_offset.x)
+        x = event.x + int(self.scroll_offset.x) - self._margin()
         y = event.y + int(self.scroll_offset.y)
         for box in self.graph_layout.boxes.values():
             if box.x <= x < box.x + box.width and box.y <= y < box.y + box.height:
@@ -216,8 +219,18 @@ class StepGraph(ScrollView, can_focus=True):
             if len(self._lines) > 512:
                 self._lines.clear()
             strip = self._lines[row] = Strip(self._painter_now().row(row))
+        margin = self._margin()
+        if margin:
+            # Narrower than the view: centred.
+            return Strip([Segment(" " * margin, base), *strip]).adjust_cell_length(width, base)
         left = int(self.scroll_offset.x)
         return strip.crop(left, left + width).adjust_cell_length(width, base)
+
+    def _margin(self) -> int:
+        """Columns left of the graph, which is centred when it is narrower than the view."""
+        if self.graph_layout is None:
+            return 0
+        return max(0, (self.scrollable_content_region.width - self.graph_layout.width) // 2)
 
     def _painter_now(self) -> GraphPainter:
         if self._painter is None:
