@@ -14,17 +14,25 @@ from enum import IntEnum
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "FINISHED_RUN_STATUSES",
+    "FINISHED_STEP_STATUSES",
     "OPERATOR_RETRYABLE_STATUSES",
     "TERMINAL_STATUSES",
     "TRANSITIONS",
     "WAITING_STATUSES",
+    "EdgeKind",
     "ErrorKind",
     "ExecutionMode",
     "JobEventType",
     "JobStatus",
+    "JoinMode",
     "Limits",
     "LockMode",
     "StartTimeoutAction",
+    "StepStatus",
+    "WorkflowEventType",
+    "WorkflowLimits",
+    "WorkflowRunStatus",
     "can_transition",
 ]
 
@@ -107,6 +115,85 @@ class JobEventType(IntEnum):
     UPDATED = 3
     #: cancellation of a running job was requested; the worker has been told
     CANCEL_REQUESTED = 4
+
+
+class EdgeKind(IntEnum):
+    """Which outcome of its source step an edge follows (workflow.proto)."""
+
+    #: the source step COMPLETED
+    SUCCESS = 1
+    #: the source step FAILED (a handled failure)
+    FAILURE = 2
+    #: the source step ended, COMPLETED or FAILED
+    ALWAYS = 3
+
+
+class JoinMode(IntEnum):
+    #: once every incoming edge is decided, and only if every one was taken (else SKIPPED)
+    ALL = 1
+    #: once every incoming edge is decided, if at least one was taken
+    ANY = 2
+
+
+class StepStatus(IntEnum):
+    #: not reached yet: some incoming edge is undecided
+    PENDING = 1
+    #: its job is queued, waiting for locks, running or timed out; or its sub-workflow run runs
+    RUNNING = 2
+    #: a delay step waiting, or its job DELAYED
+    DELAYED = 3
+    COMPLETED = 4
+    FAILED = 5
+    CANCELLED = 6
+    #: no edge reached it: it will not run in this run
+    SKIPPED = 7
+
+
+class WorkflowRunStatus(IntEnum):
+    #: some step is running
+    RUNNING = 1
+    #: nothing runs; at least one step waits for a time
+    DELAYED = 2
+    #: terminal: every leaf reached succeeded, or every failure was handled
+    COMPLETED = 3
+    #: terminal: the error names the step
+    FAILED = 4
+    #: terminal: cancelled by a caller
+    CANCELLED = 5
+
+
+class WorkflowEventType(IntEnum):
+    ORDER_CREATED = 1
+    RUN_STARTED = 2
+    RUN_STATUS_CHANGED = 3
+    STEP_CHANGED = 4
+    CANCEL_REQUESTED = 5
+
+
+#: a run in one of these has ended for good
+FINISHED_RUN_STATUSES: frozenset[WorkflowRunStatus] = frozenset(
+    {WorkflowRunStatus.COMPLETED, WorkflowRunStatus.FAILED, WorkflowRunStatus.CANCELLED}
+)
+#: a step in one of these will not change again in its run
+FINISHED_STEP_STATUSES: frozenset[StepStatus] = frozenset(
+    {StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.CANCELLED, StepStatus.SKIPPED}
+)
+
+
+class WorkflowLimits:
+    """Bounds on a workflow definition; beyond them PutWorkflow is refused with INVALID_ARGUMENT."""
+
+    MAX_NAME_LENGTH = 128
+    MAX_STEP_NAME_LENGTH = 64
+    #: a 1,000-step fan-out and fan-in fits with room to spare
+    MAX_STEPS = 2000
+    MAX_EDGES = 10_000
+    #: the definition's encoded size (its JSON form)
+    MAX_DEFINITION_BYTES = 4 << 20
+    MAX_EXPRESSION_LENGTH = 4096
+    MAX_DESCRIPTION_LENGTH = 4096
+    #: sub-workflow runs started inside one another
+    MAX_NESTING = 8
 
 
 TERMINAL_STATUSES: frozenset[JobStatus] = frozenset(

@@ -6,7 +6,7 @@ from enum import IntEnum
 
 import pytest
 from jobwarden import contract
-from jobwarden.v1 import job_pb2
+from jobwarden.v1 import job_pb2, workflow_pb2
 
 PAIRS: list[tuple[type[IntEnum], object, str]] = [
     (contract.JobStatus, job_pb2.JobStatus, "JOB_STATUS_"),
@@ -15,6 +15,11 @@ PAIRS: list[tuple[type[IntEnum], object, str]] = [
     (contract.ExecutionMode, job_pb2.ExecutionMode, "EXECUTION_MODE_"),
     (contract.StartTimeoutAction, job_pb2.StartTimeoutAction, "START_TIMEOUT_ACTION_"),
     (contract.JobEventType, job_pb2.JobEventType, "JOB_EVENT_TYPE_"),
+    (contract.EdgeKind, workflow_pb2.EdgeKind, "EDGE_KIND_"),
+    (contract.JoinMode, workflow_pb2.JoinMode, "JOIN_MODE_"),
+    (contract.StepStatus, workflow_pb2.StepStatus, "STEP_STATUS_"),
+    (contract.WorkflowRunStatus, workflow_pb2.WorkflowRunStatus, "WORKFLOW_RUN_STATUS_"),
+    (contract.WorkflowEventType, workflow_pb2.WorkflowEventType, "WORKFLOW_EVENT_TYPE_"),
 ]
 
 

@@ -6,8 +6,10 @@ known digest with ``hmac.compare_digest``, so neither a match nor its position s
 
 Roles, from least to most:
 
-    viewer     read and watch: jobs, events, logs, stats, workers, locks, action configs, reflection
-    operator   a viewer who also submits, cancels, retries, pauses and resumes, and holds external locks
+    viewer     read and watch: jobs, events, logs, stats, workers, locks, action configs, workflows,
+               work orders and runs, reflection
+    operator   a viewer who also submits, cancels, retries, pauses and resumes, holds external locks,
+               puts workflow definitions, and starts, retries and cancels work orders and runs
     worker     connects as a worker for its named actions only (and reads, or adds lock templates to,
                those actions' configuration: what the SDK's worker does at start)
     admin      everything, configuration included, and force-releasing a stopping job's locks
@@ -119,6 +121,7 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
 _J = "/jobwarden.v1.JobService/"
 _E = "/jobwarden.v1.ExecutorService/"
 _L = "/jobwarden.v1.LockService/"
+_W = "/jobwarden.v1.WorkflowService/"
 #: What each method needs. A method missing here is refused to everyone but an admin.
 METHOD_PERMISSIONS: Mapping[str, Permission] = {
     _J + "SubmitJob": Permission.OPERATE,
@@ -142,6 +145,16 @@ METHOD_PERMISSIONS: Mapping[str, Permission] = {
     _L + "ReleaseLock": Permission.OPERATE,
     _L + "ListLocks": Permission.READ,
     _L + "ForceReleaseJobLocks": Permission.CONFIGURE,
+    # Putting a definition is like submitting: what it runs is jobs of actions an operator may submit.
+    _W + "PutWorkflow": Permission.OPERATE,
+    _W + "GetWorkflow": Permission.READ,
+    _W + "ListWorkflows": Permission.READ,
+    _W + "StartWorkflow": Permission.OPERATE,
+    _W + "GetWorkOrder": Permission.READ,
+    _W + "ListWorkOrders": Permission.READ,
+    _W + "GetWorkflowRun": Permission.READ,
+    _W + "RetryWorkOrder": Permission.OPERATE,
+    _W + "CancelWorkflowRun": Permission.OPERATE,
     "/grpc.health.v1.Health/Check": Permission.OPEN,
     "/grpc.health.v1.Health/Watch": Permission.OPEN,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Permission.READ,

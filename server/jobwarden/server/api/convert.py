@@ -21,6 +21,7 @@ from jobwarden.server.core import (
     StartTimeout,
     SubmitSpec,
     Timeouts,
+    WorkflowRunRequest,
     check_lock_requests,
 )
 from jobwarden.v1 import job_pb2, job_service_pb2, lock_service_pb2
@@ -71,10 +72,20 @@ def timeouts_from_proto(message: job_pb2.JobTimeouts) -> Timeouts:
             raise InvalidArgument("timeouts.start.duration is required")
         run_request = None
         if s.HasField("run_request"):
+            workflow = None
+            if s.run_request.HasField("workflow"):
+                w = s.run_request.workflow
+                workflow = WorkflowRunRequest(
+                    workflow=w.workflow,
+                    version=w.version,
+                    input=struct_to_dict(w.input) if w.HasField("input") else None,
+                    context=dict(w.context),
+                )
             run_request = RunRequest(
                 action=s.run_request.action,
                 input=struct_to_dict(s.run_request.input),
                 correlation_id=s.run_request.correlation_id,
+                workflow=workflow,
             )
         action = s.action or StartTimeoutAction.FAIL
         try:
@@ -172,15 +183,23 @@ def _timeouts_to_proto(t: Mapping[str, Any] | None) -> job_pb2.JobTimeouts:
                 retry_interval=_duration(start.get("retry_interval") or 0.0),
                 retry_backoff_exponential=start.get("retry_backoff_exponential", False),
                 retry_count=start.get("retry_count", 0),
-                run_request=job_pb2.RunRequest(
-                    action=run_request["action"],
-                    input=dict_to_struct(run_request.get("input")),
-                    correlation_id=run_request.get("correlation_id", ""),
-                )
-                if run_request
-                else None,
+                run_request=_run_request_to_proto(run_request) if run_request else None,
             )
         )
+    return message
+
+
+def _run_request_to_proto(r: Mapping[str, Any]) -> job_pb2.RunRequest:
+    message = job_pb2.RunRequest(
+        action=r["action"], input=dict_to_struct(r.get("input")), correlation_id=r.get("correlation_id", "")
+    )
+    workflow = r.get("workflow")
+    if workflow:
+        message.workflow.workflow = workflow["workflow"]
+        message.workflow.version = workflow.get("version", 0)
+        message.workflow.context.update(workflow.get("context") or {})
+        if workflow.get("input") is not None:
+            dict_to_struct(workflow["input"], message.workflow.input)
     return message
 
 
@@ -243,7 +262,8 @@ _JOB_PLAIN = frozenset(
     {
         "id", "action", "status", "progress", "message", "attempt", "priority", "correlation_id",
         "idempotency_key", "worker_id", "cancel_requested", "step", "status_reason", "locks_held", "sequence",
-        "labels", "job_variables", "workflow_variables", "trace_context",
+        "labels", "job_variables", "workflow_variables", "trace_context", "workflow_run_id", "workflow_step",
+        "work_order_id",
     }
 )  # fmt: skip
 _JOB_TIMES = frozenset({"created_at", "updated_at", "started_at", "finished_at", "run_at", "heartbeat_at"})

@@ -26,7 +26,7 @@ from .convert import (
 from .errors import grpc_errors, grpc_stream_errors
 from .identity import actor_of
 from .limits import watch_slot
-from .wire import frame_batch, frame_events, head_field
+from .wire import frame_batch, frame_events, frame_workflow_events, head_field
 
 __all__ = ["JobService"]
 
@@ -143,10 +143,26 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         """Yields ``WatchJobsResponse`` messages already encoded (see ``wire``): the server registers
         this method with a pass-through serializer."""
         job_ids = frozenset([await self.engine.resolve_job_id(job_id) for job_id in request.job_ids])
+        workflows = request.workflow_events
+        if not workflows and (request.run_ids or request.work_order_ids or request.exclude_job_events):
+            raise InvalidArgument("run_ids, work_order_ids and exclude_job_events need workflow_events")
+        run_ids = frozenset(
+            [await self.engine.resolve_workflow_id(i, "workflow_runs", "run_id") for i in request.run_ids]
+        )
+        order_ids = frozenset(
+            [
+                await self.engine.resolve_workflow_id(i, "work_orders", "work_order_id")
+                for i in request.work_order_ids
+            ]
+        )
         event_filter = EventFilter(
             statuses=frozenset(_statuses(request.statuses)),
             actions=frozenset(request.actions),
             job_ids=job_ids,
+            workflow_events=workflows,
+            run_ids=run_ids,
+            work_order_ids=order_ids,
+            exclude_job_events=request.exclude_job_events,
         )
         engine = self.engine
         peer = context.peer()
@@ -173,21 +189,16 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                 # A job read may be newer than what is committed: its events come live, and are skipped.
                 skip_through = max(skip_through, cursor)
                 # Replay from the store up to where the live subscription starts: no gap, no duplicate.
-                while cursor < subscription.start_head:
-                    events = await engine.events_between(
-                        cursor, subscription.start_head, self.replay_page, sorted(job_ids)
-                    )
-                    if not events:
-                        break
-                    cursor = events[-1].sequence
-                    matching = [ev for ev in events if event_filter.matches(ev)]
-                    if matching:
-                        yield frame_events(matching) + head_field(engine.bus.head)
+                async for payload, _reached in self._replay(event_filter, cursor, subscription.start_head):
+                    yield payload + head_field(engine.bus.head)
             while not subscription.closed:
                 batches = await subscription.next_batches(timeout=self.keepalive_seconds)
-                if batches and batches[0].events[0].sequence <= skip_through:
+                if batches and batches[0].first_sequence <= skip_through:
                     events = [ev for batch in batches for ev in batch.events if ev.sequence > skip_through]
-                    payload = frame_events(events)
+                    flows = [
+                        ev for batch in batches for ev in batch.workflow_events if ev.sequence > skip_through
+                    ]
+                    payload = frame_events(events) + frame_workflow_events(flows)
                 else:
                     payload = b"".join(frame_batch(batch) for batch in batches)
                     skip_through = 0
@@ -197,6 +208,39 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                     await asyncio.sleep(self.linger_seconds)
         finally:
             subscription.close()
+
+    async def _replay(
+        self, event_filter: EventFilter, cursor: int, up_to: int
+    ) -> AsyncIterator[tuple[bytes, int]]:
+        """The stored events after ``cursor`` up to ``up_to``, job and workflow events merged by
+        sequence, framed a page at a time, each with the cursor it reached."""
+        engine = self.engine
+        page = self.replay_page
+        job_ids = sorted(event_filter.job_ids)
+        wants_jobs = not event_filter.exclude_job_events
+        wants_workflows = event_filter.workflow_events
+        while cursor < up_to:
+            events = await engine.events_between(cursor, up_to, page, job_ids) if wants_jobs else []
+            flows = (
+                await engine.workflow_events_between(
+                    cursor, up_to, page, sorted(event_filter.run_ids), sorted(event_filter.work_order_ids)
+                )
+                if wants_workflows
+                else []
+            )
+            if not events and not flows:
+                return
+            # A full page may end before the other list's last event: go only as far as both reach.
+            reach = up_to
+            if len(events) == page:
+                reach = min(reach, events[-1].sequence)
+            if len(flows) == page:
+                reach = min(reach, flows[-1].sequence)
+            events = [ev for ev in events if ev.sequence <= reach and event_filter.matches(ev)]
+            flows = [ev for ev in flows if ev.sequence <= reach]
+            if events or flows:
+                yield frame_events(events) + frame_workflow_events(flows), reach
+            cursor = reach
 
     @grpc_errors
     async def GetStats(

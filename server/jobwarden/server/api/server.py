@@ -18,6 +18,8 @@ from jobwarden.v1 import (
     job_service_pb2,
     lock_service_pb2,
     lock_service_pb2_grpc,
+    workflow_service_pb2,
+    workflow_service_pb2_grpc,
 )
 
 from .auth import AuthInterceptor, Tokens, lock_templates_only
@@ -28,6 +30,7 @@ from .job_service import JobService
 from .limits import DEFAULT_MAX_WATCHERS_PER_CLIENT, LimitsInterceptor
 from .lock_service import LockService
 from .tls import TlsFiles, server_credentials
+from .workflow_service import WorkflowService
 
 __all__ = ["EngineServer", "ServerOptions"]
 
@@ -40,6 +43,7 @@ SERVICE_NAMES = (
     job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     executor_service_pb2.DESCRIPTOR.services_by_name["ExecutorService"].full_name,
     lock_service_pb2.DESCRIPTOR.services_by_name["LockService"].full_name,
+    workflow_service_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name,
 )
 
 
@@ -121,6 +125,7 @@ class EngineServer:
         )
         executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(ExecutorService(self.engine), server)
         lock_service_pb2_grpc.add_LockServiceServicer_to_server(LockService(self.engine), server)
+        workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowService(self.engine), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (

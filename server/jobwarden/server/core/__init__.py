@@ -54,6 +54,7 @@ from .model import (
     RunRequest,
     StartTimeout,
     Timeouts,
+    WorkflowRunRequest,
 )
 from .registry import Registry
 from .sessions import (
@@ -67,10 +68,20 @@ from .sessions import (
     WorkerSession,
 )
 from .store import JobQuery, SqlStore, Store
-from .store_api import JobStore, LockRow, WriteSet
+from .store_api import JobStore, LockRow, WorkOrderQuery, WriteSet
 from .timers import TimerHandler, TimerKind, Timers
 from .validation import SubmitSpec, check_action, check_lock_requests
 from .worker_protocol import WorkerProtocol
+from .workflow_runner import StartRequest, WorkflowRunner, WorkflowTimer
+from .workflows.definitions import (
+    ActionStepDef,
+    DelayStepDef,
+    EdgeDef,
+    StepDef,
+    SubWorkflowStepDef,
+    WorkflowDef,
+)
+from .workflows.runs import EdgeRun, StepRun, WorkflowError, WorkflowEvent, WorkflowRun, WorkOrder
 from .writer import CommitReport, Writer
 
 __all__ = [
@@ -78,6 +89,7 @@ __all__ = [
     "ActionConfig",
     "ActionConfigs",
     "ActionStatsView",
+    "ActionStepDef",
     "AlreadyExists",
     "AssignmentOut",
     "Attempt",
@@ -87,8 +99,11 @@ __all__ = [
     "CompletedStep",
     "DeadlineHandlers",
     "Deadlines",
+    "DelayStepDef",
     "Dispatch",
     "Dispatcher",
+    "EdgeDef",
+    "EdgeRun",
     "Engine",
     "EngineConfig",
     "EngineStopping",
@@ -134,18 +149,31 @@ __all__ = [
     "SchemaVersionError",
     "SqlStore",
     "StaleAttempt",
+    "StartRequest",
     "StartTimeout",
     "StatsView",
+    "StepDef",
+    "StepRun",
     "Store",
     "StoreUnavailable",
+    "SubWorkflowStepDef",
     "SubmitSpec",
     "Subscription",
     "Timeouts",
     "TimerHandler",
     "TimerKind",
     "Timers",
+    "WorkOrder",
+    "WorkOrderQuery",
     "WorkerProtocol",
     "WorkerSession",
+    "WorkflowDef",
+    "WorkflowError",
+    "WorkflowEvent",
+    "WorkflowRun",
+    "WorkflowRunRequest",
+    "WorkflowRunner",
+    "WorkflowTimer",
     "WriteSet",
     "Writer",
     "check_action",

@@ -28,6 +28,7 @@ from .jobs import Jobs
 from .model import (
     Job,
     JobError,
+    WorkflowRunRequest,
 )
 from .sessions import (
     CancelOut,
@@ -53,6 +54,9 @@ class DeadlineHandlers:
         self.clock = flow.clock
         self.registry = flow.registry
         self.timers = flow.timers
+        #: starts a work order for a start timeout whose run request names a workflow (the workflow
+        #: runner connects itself): (the timed-out job, the request, the correlation id)
+        self.start_workflow: Callable[[Job, WorkflowRunRequest, str], None] | None = None
         for kind, handler in (
             (TimerKind.START, self._on_start_timeout),
             (TimerKind.HEARTBEAT, self._on_heartbeat_timeout),
@@ -107,7 +111,14 @@ class DeadlineHandlers:
         job.deadlines.start = None
         if start is None:
             return
-        if start.run_request is not None:
+        if start.run_request is not None and start.run_request.workflow is not None:
+            if self.start_workflow is None:
+                log.error(
+                    "start timeout of job %s names a workflow, but no workflow runner is connected", job.id
+                )
+            else:
+                self.start_workflow(job, start.run_request.workflow, start.run_request.correlation_id)
+        elif start.run_request is not None:
             self._submit_run_request(
                 job, start.run_request.action, start.run_request.input, start.run_request.correlation_id
             )

@@ -39,6 +39,7 @@ from .timers import TimerKind, Timers
 from .validation import check_action
 from .values import ActionStatsView, EngineConfig, JobResultIn, JobUpdateIn, Registration, StatsView
 from .worker_protocol import WorkerProtocol
+from .workflow_runner import WorkflowRunner
 from .writer import Writer
 
 __all__ = [
@@ -90,6 +91,7 @@ class Engine:
         self.jobs = Jobs(self.flow, self.dispatcher, self.bus)
         self.deadlines = DeadlineHandlers(self.flow, self.dispatcher, self.jobs)
         self.external_locks = ExternalLocks(self.flow)
+        self.workflows = WorkflowRunner(self.flow, self.jobs, self.deadlines)
         #: the ready queues and the worker sessions (the dispatcher's)
         self.queues = self.dispatcher.queues
         self.sessions = self.dispatcher.sessions
@@ -125,6 +127,19 @@ class Engine:
         self.list_locks = external.list_locks
         self.lock_holder_note = external.lock_holder_note
         self.force_release_job_locks = external.force_release_job_locks
+        workflows = self.workflows
+        self.put_workflow = workflows.put_definition
+        self.get_workflow = workflows.get_definition
+        self.list_workflows = workflows.list_definitions
+        self.start_workflow = workflows.start
+        self.get_work_order = workflows.get_order
+        self.work_order_runs = workflows.runs_of
+        self.list_work_orders = workflows.list_orders
+        self.get_workflow_run = workflows.get_run
+        self.retry_work_order = workflows.retry
+        self.cancel_workflow_run = workflows.cancel
+        self.workflow_events_between = workflows.events_between
+        self.resolve_workflow_id = workflows.resolve_id
 
     @classmethod
     def from_config(cls, config: EngineConfig, *, clock: Callable[[], float] = time.time) -> Engine:
@@ -151,6 +166,7 @@ class Engine:
             self.configs.put(config)
         await read(self.store.mark_all_workers_disconnected)
         await self._recover()
+        await self.workflows.recover()
         self.timers.start()
         self.flow.running = True
         self.started_at = self.clock()

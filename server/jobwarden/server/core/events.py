@@ -19,6 +19,7 @@ from jobwarden.contract import JobStatus
 
 from .errors import ResourceExhausted
 from .model import Event
+from .workflows.runs import WorkflowEvent
 
 __all__ = ["EventBatch", "EventBus", "EventFilter", "Overflowed", "Subscription"]
 
@@ -32,11 +33,27 @@ class EventFilter:
     statuses: frozenset[JobStatus] = frozenset()
     actions: frozenset[str] = frozenset()
     job_ids: frozenset[str] = frozenset()
+    #: also workflow events (of these runs or work orders only, when given)
+    workflow_events: bool = False
+    run_ids: frozenset[str] = frozenset()
+    work_order_ids: frozenset[str] = frozenset()
+    #: workflow events only
+    exclude_job_events: bool = False
 
     def is_empty(self) -> bool:
-        return not (self.statuses or self.actions or self.job_ids)
+        """Whether every job event passes (workflow events are asked for apart)."""
+        return not (self.statuses or self.actions or self.job_ids or self.exclude_job_events)
+
+    def matches_workflow(self, ev: WorkflowEvent) -> bool:
+        if not self.workflow_events:
+            return False
+        if self.run_ids or self.work_order_ids:
+            return ev.run_id in self.run_ids or ev.work_order_id in self.work_order_ids
+        return True
 
     def matches(self, ev: Event) -> bool:
+        if self.exclude_job_events:
+            return False
         if self.job_ids and ev.job_id not in self.job_ids:
             return False
         if self.actions and ev.action not in self.actions:
@@ -48,11 +65,32 @@ class EventBatch:
     """Events committed together. Unfiltered subscribers share one batch object, so whatever the API
     layer makes of it (``encoded``) is made once for all of them."""
 
-    __slots__ = ("encoded", "events")
+    __slots__ = ("_jobs_only", "encoded", "events", "workflow_events")
 
-    def __init__(self, events: list[Event]) -> None:
+    def __init__(self, events: list[Event], workflow_events: list[WorkflowEvent] | None = None) -> None:
         self.events = events
+        self.workflow_events: list[WorkflowEvent] = workflow_events or []
         self.encoded: bytes | None = None
+        self._jobs_only: EventBatch | None = None
+
+    @property
+    def first_sequence(self) -> int:
+        firsts = [e[0].sequence for e in (self.events, self.workflow_events) if e]
+        return min(firsts) if firsts else 0
+
+    def jobs_only(self) -> EventBatch | None:
+        """The batch without its workflow events (shared by every subscriber that wants job events
+        only), or None when it has no job event."""
+        if not self.workflow_events:
+            return self if self.events else None
+        if not self.events:
+            return None
+        if self._jobs_only is None:
+            self._jobs_only = EventBatch(self.events)
+        return self._jobs_only
+
+    def __len__(self) -> int:
+        return len(self.events) + len(self.workflow_events)
 
 
 class Subscription:
@@ -81,12 +119,23 @@ class Subscription:
     def push(self, batch: EventBatch) -> None:
         if self.overflowed or self.closed:
             return
-        if not self.filter.is_empty():
-            events = [ev for ev in batch.events if self.filter.matches(ev)]
-            if not events:
+        event_filter = self.filter
+        if not event_filter.workflow_events:
+            jobs_only = batch.jobs_only()
+            if jobs_only is None:
                 return
-            batch = EventBatch(events)
-        self._pending += len(batch.events)
+            batch = jobs_only
+        if not event_filter.is_empty() or (
+            event_filter.workflow_events and (event_filter.run_ids or event_filter.work_order_ids)
+        ):
+            events = [ev for ev in batch.events if event_filter.matches(ev)]
+            workflow_events = [ev for ev in batch.workflow_events if event_filter.matches_workflow(ev)]
+            if not events and not workflow_events:
+                return
+            batch = EventBatch(events, workflow_events)
+        elif not len(batch):
+            return
+        self._pending += len(batch)
         if self._pending > self.max_pending:
             self._cut()
         else:
@@ -120,7 +169,7 @@ class Subscription:
         return batches
 
     async def next_batch(self, timeout: float | None = None) -> list[Event]:
-        """The events published since the last call (all of them, in order); [] after ``timeout``."""
+        """The job events published since the last call (all of them, in order); [] after ``timeout``."""
         return [ev for batch in await self.next_batches(timeout) for ev in batch.events]
 
     def close(self) -> None:
@@ -151,9 +200,12 @@ class EventBus:
     def unsubscribe(self, sub: Subscription) -> None:
         self._subscribers.discard(sub)
 
-    def publish(self, events: list[Event]) -> None:
-        self.head = events[-1].sequence
-        batch = EventBatch(events)
+    def publish(self, events: list[Event], workflow_events: list[WorkflowEvent] | None = None) -> None:
+        lasts = [e[-1].sequence for e in (events, workflow_events) if e]
+        if not lasts:
+            return
+        self.head = max(lasts)
+        batch = EventBatch(events, workflow_events)
         for sub in tuple(self._subscribers):
             sub.push(batch)
 

@@ -114,6 +114,7 @@ class JobFlow:
         self.log_index: dict[str, int] = {}
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jobwarden-reader")
         self._external_grant: Callable[[str], bool] | None = None
+        self._ended_hooks: list[Callable[[Job], None]] = []
 
     def use_dispatch(self, dispatch: Dispatch) -> None:
         """Tell ``dispatch`` from now on when a job is ready (the dispatcher calls this once)."""
@@ -123,6 +124,18 @@ class JobFlow:
         """Call ``wake(holder)`` when the locks an external holder waits for are granted; it returns
         False when nobody waits for them any more (they are then given back at once)."""
         self._external_grant = wake
+
+    def on_job_ended(self, callback: Callable[[Job], None]) -> None:
+        """Call ``callback(job)`` right after a job's terminal transition (``end``), in the same turn of
+        the event loop: what it changes joins the batch that holds the job's terminal status, so a
+        crash keeps both or neither (the workflow runner advances a run this way)."""
+        self._ended_hooks.append(callback)
+
+    def job_ended(self, job: Job) -> None:
+        """Tell the ``on_job_ended`` callbacks that ``job`` reached a terminal status (``end`` does;
+        a part that makes a job terminal another way, a REJECTED submit, calls this itself)."""
+        for callback in self._ended_hooks:
+            callback(job)
 
     def check_running(self) -> None:
         if not self.running:
@@ -293,6 +306,8 @@ class JobFlow:
         self.log_index.pop(job.id, None)
         self.registry.transition(job, status, actor=actor, reason=reason)
         give_back_locks()
+        if self._ended_hooks:
+            self.job_ended(job)
 
     def fail(self, job: Job, error: JobError, *, actor: str = "engine") -> None:
         """A failed attempt: DELAYED for another attempt if the retry policy allows, else FAILED."""

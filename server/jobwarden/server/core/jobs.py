@@ -181,6 +181,9 @@ class Jobs:
             retry_policy=spec.retry_policy,
             workflow_variables=dict(spec.workflow_variables),
             trace_context=dict(spec.trace_context),
+            workflow_run_id=spec.workflow_run_id,
+            workflow_step=spec.workflow_step,
+            work_order_id=spec.work_order_id,
         )
         config = self.flow.configs.get(spec.action)
         reason = ""
@@ -293,9 +296,17 @@ class Jobs:
             )
         if job.cancel_requested and job.status not in WAITING_STATUSES:
             raise InvalidTransition(await self._cancel_pending(job), job_id=job.id)
+        self.cancel_unfinished(job, reason=reason, actor=actor)
+        snapshot = job.snapshot()
+        await self.writer.flush()
+        return snapshot
+
+    def cancel_unfinished(self, job: Job, *, reason: str, actor: str) -> None:
+        """Cancel an unfinished job: a waiting one at once, a running one through its worker
+        (CANCELLED when it confirms). A running job whose cancel was already asked is left as it is."""
         if job.status in WAITING_STATUSES:
             self.flow.end(job, JobStatus.CANCELLED, reason=reason, actor=actor)
-        else:
+        elif not job.cancel_requested:
             job.cancel_requested = True
             job.status_reason = reason
             self.flow.decide_cancel(job, reason, actor)
@@ -305,9 +316,6 @@ class Jobs:
                 attempt = job.attempt
                 self.writer.after_commit(lambda: session.send(CancelOut(job.id, attempt, reason)))
             self.timers.arm(TimerKind.CANCEL, job.id, self.clock() + self.config.cancel_grace)
-        snapshot = job.snapshot()
-        await self.writer.flush()
-        return snapshot
 
     async def _cancel_pending(self, job: Job) -> str:
         """Why a second cancel of ``job`` is refused: who asked first, and when (from its history)."""

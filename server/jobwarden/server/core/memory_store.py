@@ -16,11 +16,14 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from jobwarden.contract import TERMINAL_STATUSES
+from jobwarden.contract import TERMINAL_STATUSES, WorkflowRunStatus
 
 from .model import ActionConfig, Event, Job, LogLine
 from .store import CHANGING_JOB_COLUMNS, event_from_row, job_from_row, loads
-from .store_api import JobQuery, LockRow, WriteSet
+from .store_api import JobQuery, LockRow, WorkOrderQuery, WriteSet
+from .workflows import rows as workflow_rows
+from .workflows.definitions import WorkflowDef
+from .workflows.runs import WorkflowEvent, WorkflowRun, WorkOrder
 
 if TYPE_CHECKING:
     from .store_api import JobStore
@@ -53,6 +56,11 @@ class MemoryStore:
         self._locks: dict[tuple[str, str], Row] = {}
         self._configs: dict[str, str] = {}
         self._workers: dict[str, Row] = {}
+        self._definitions: dict[tuple[str, int], Row] = {}
+        self._orders: dict[str, Row] = {}
+        self._orders_by_key: dict[str, str] = {}
+        self._runs: dict[str, Row] = {}
+        self._workflow_events: list[Row] = []
 
     def create_schema(self) -> None:
         """Nothing to create, and no version to check: the data lives as long as this object."""
@@ -98,6 +106,20 @@ class MemoryStore:
             if lock_key in remaining:
                 raise MemoryStoreConflict(f"{lock_key[1]} already holds {lock_key[0]}")
             remaining.add(lock_key)
+        for row in ws.workflow_definitions:
+            if (row["name"], row["version"]) in self._definitions:
+                raise MemoryStoreConflict(
+                    f"workflow {row['name']} version {row['version']} is already stored"
+                )
+        for row in ws.workflow_events:
+            sequence = row["sequence"]
+            if sequence in sequences or self._has_sequence(sequence):
+                raise MemoryStoreConflict(f"event {sequence} is already stored")
+            sequences.add(sequence)
+        for row in ws.work_orders:
+            key = row["idempotency_key"]
+            if key is not None and self._orders_by_key.get(key, row["id"]) != row["id"]:
+                raise MemoryStoreConflict(f"idempotency key {key!r} is already stored")
 
     def _has_sequence(self, sequence: int) -> bool:
         at = bisect.bisect_left(self._sequences, sequence)
@@ -135,6 +157,19 @@ class MemoryStore:
             self._configs[row["action"]] = row["doc"]
         for row in ws.workers:
             self._workers[row["id"]] = dict(row)
+        for row in ws.workflow_definitions:
+            self._definitions[(row["name"], row["version"])] = dict(row)
+        for row in ws.work_orders:
+            self._orders[row["id"]] = dict(row)
+            if row["idempotency_key"] is not None:
+                self._orders_by_key[row["idempotency_key"]] = row["id"]
+        for row in ws.workflow_runs:
+            self._runs[row["id"]] = dict(row)
+        for row in ws.workflow_events:
+            # Job and workflow events share the sequence: both are kept in it.
+            at = bisect.bisect(self._sequences, row["sequence"])
+            self._sequences.insert(at, row["sequence"])
+            self._events.insert(at, {"workflow": True, **row})
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -211,6 +246,8 @@ class MemoryStore:
             for row in self._events[start:end]:
                 if len(rows) >= limit:
                     break
+                if "workflow" in row:
+                    continue
                 if not wanted or row["job_id"] in wanted:
                     rows.append(row)
         return [event_from_row(r) for r in rows]
@@ -269,6 +306,90 @@ class MemoryStore:
         """The stored worker rows (the engine never reads them back; tests do)."""
         with self._lock:
             return [dict(r) for r in self._workers.values()]
+
+    # -- workflows --------------------------------------------------------------------------------
+
+    def load_workflow_definitions(self) -> list[WorkflowDef]:
+        with self._lock:
+            rows = [self._definitions[k] for k in sorted(self._definitions)]
+        return [workflow_rows.definition_from_row(r) for r in rows]
+
+    def load_unfinished_workflow_runs(self) -> list[WorkflowRun]:
+        unfinished = {int(WorkflowRunStatus.RUNNING), int(WorkflowRunStatus.DELAYED)}
+        with self._lock:
+            rows = [self._runs[i] for i in sorted(self._runs) if self._runs[i]["status"] in unfinished]
+        return [workflow_rows.run_from_row(r) for r in rows]
+
+    def get_workflow_run(self, run_id: str) -> WorkflowRun | None:
+        with self._lock:
+            row = self._runs.get(run_id)
+        return workflow_rows.run_from_row(row) if row is not None else None
+
+    def workflow_runs_of_order(self, work_order_id: str) -> list[WorkflowRun]:
+        with self._lock:
+            rows = [
+                self._runs[i] for i in sorted(self._runs) if self._runs[i]["work_order_id"] == work_order_id
+            ]
+        return [workflow_rows.run_from_row(r) for r in rows]
+
+    def get_work_order(self, work_order_id: str) -> WorkOrder | None:
+        with self._lock:
+            row = self._orders.get(work_order_id)
+        return workflow_rows.order_from_row(row) if row is not None else None
+
+    def work_order_by_idempotency_key(self, key: str) -> WorkOrder | None:
+        with self._lock:
+            order_id = self._orders_by_key.get(key)
+            row = self._orders.get(order_id) if order_id else None
+        return workflow_rows.order_from_row(row) if row is not None else None
+
+    def list_work_orders(self, query: WorkOrderQuery) -> list[WorkOrder]:
+        statuses = {int(s) for s in query.statuses}
+        found: list[Row] = []
+        with self._lock:
+            for order_id in sorted(self._orders, reverse=True):
+                if len(found) >= query.limit:
+                    break
+                row = self._orders[order_id]
+                if query.before_id and order_id >= query.before_id:
+                    continue
+                if query.workflow and row["workflow"] != query.workflow:
+                    continue
+                if statuses and row["status"] not in statuses:
+                    continue
+                if query.correlation_id and row["correlation_id"] != query.correlation_id:
+                    continue
+                found.append(row)
+        return [workflow_rows.order_from_row(r, payloads=False) for r in found]
+
+    def workflow_ids_abbreviated(self, table: str, part: str, limit: int) -> list[str]:
+        ids = self._orders if table == "work_orders" else self._runs
+        with self._lock:
+            matching = [i for i in sorted(ids, reverse=True) if i.startswith(part) or i.endswith(part)]
+        return matching[:limit]
+
+    def workflow_events_between(
+        self,
+        after: int,
+        up_to: int,
+        limit: int,
+        run_ids: Sequence[str] = (),
+        work_order_ids: Sequence[str] = (),
+    ) -> list[WorkflowEvent]:
+        runs, orders = set(run_ids), set(work_order_ids)
+        rows: list[Row] = []
+        with self._lock:
+            start = bisect.bisect_right(self._sequences, after)
+            end = bisect.bisect_right(self._sequences, up_to)
+            for row in self._events[start:end]:
+                if len(rows) >= limit:
+                    break
+                if "workflow" not in row:
+                    continue
+                if (runs or orders) and row["run_id"] not in runs and row["work_order_id"] not in orders:
+                    continue
+                rows.append(row)
+        return [workflow_rows.event_from_row(r) for r in rows]
 
 
 if TYPE_CHECKING:

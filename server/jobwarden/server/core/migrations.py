@@ -26,14 +26,14 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel
 
 from .errors import FailedPrecondition
-from .tables import ALL_TABLES, meta_t
+from .tables import ALL_TABLES, VERSION_1_TABLES, WORKFLOW_TABLES, meta_t
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "SchemaVersionError", "stored_version", "upgrade"]
 
 log = logging.getLogger("jobwarden.store")
 
 #: the version of the schema ``tables.py`` defines
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 VERSION_KEY = "schema_version"
 
@@ -54,9 +54,13 @@ class Migration:
 
 
 def _create_missing_version_1_tables(conn: Connection) -> None:
-    # Today's tables are version 1. Once a later version changes one, this step must keep creating
-    # the version-1 shape (a frozen copy of the definition), and the later step alters it.
-    SQLModel.metadata.create_all(conn, tables=list(ALL_TABLES), checkfirst=True)
+    # The version-1 tables are unchanged since. Once a later version changes one, this step must keep
+    # creating the version-1 shape (a frozen copy of the definition), and the later step alters it.
+    SQLModel.metadata.create_all(conn, tables=list(VERSION_1_TABLES), checkfirst=True)
+
+
+def _create_workflow_tables(conn: Connection) -> None:
+    SQLModel.metadata.create_all(conn, tables=list(WORKFLOW_TABLES), checkfirst=True)
 
 
 #: in order: MIGRATIONS[n] takes a database of version n to version n + 1
@@ -65,6 +69,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         1,
         "stamp a database made by a jobwarden that wrote no version (creating any missing table)",
         _create_missing_version_1_tables,
+    ),
+    Migration(
+        2,
+        "add the workflow tables (definitions, work orders, runs, workflow events)",
+        _create_workflow_tables,
     ),
 )
 

@@ -36,6 +36,7 @@ __all__ = [
     "StartTimeout",
     "StopRequest",
     "Timeouts",
+    "WorkflowRunRequest",
 ]
 
 JSONDict = dict[str, Any]
@@ -136,19 +137,58 @@ class Checkpoint:
 
 
 @dataclass(slots=True)
+class WorkflowRunRequest:
+    """A workflow run a start timeout starts instead of a job (Unmeshed's ProcessRequest)."""
+
+    workflow: str
+    #: 0: the latest version
+    version: int = 0
+    #: None: the timed-out job's input
+    input: JSONDict | None = None
+    context: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> JSONDict:
+        return {
+            "workflow": self.workflow,
+            "version": self.version,
+            "input": self.input,
+            "context": self.context,
+        }
+
+    @classmethod
+    def from_dict(cls, d: JSONDict) -> WorkflowRunRequest:
+        return cls(
+            workflow=d["workflow"],
+            version=d.get("version", 0),
+            input=d.get("input"),
+            context=d.get("context") or {},
+        )
+
+
+@dataclass(slots=True)
 class RunRequest:
-    """A job to submit when a start timeout fires."""
+    """A job to submit when a start timeout fires, or (``workflow`` set) a workflow run to start."""
 
     action: str
     input: JSONDict = field(default_factory=dict)
     correlation_id: str = ""
+    workflow: WorkflowRunRequest | None = None
 
     def to_dict(self) -> JSONDict:
-        return {"action": self.action, "input": self.input, "correlation_id": self.correlation_id}
+        d: JSONDict = {"action": self.action, "input": self.input, "correlation_id": self.correlation_id}
+        if self.workflow is not None:
+            d["workflow"] = self.workflow.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: JSONDict) -> RunRequest:
-        return cls(action=d["action"], input=d.get("input") or {}, correlation_id=d.get("correlation_id", ""))
+        workflow = d.get("workflow")
+        return cls(
+            action=d["action"],
+            input=d.get("input") or {},
+            correlation_id=d.get("correlation_id", ""),
+            workflow=WorkflowRunRequest.from_dict(workflow) if workflow else None,
+        )
 
 
 @dataclass(slots=True)
@@ -426,6 +466,10 @@ class Job:
     workflow_variables: dict[str, str] = field(default_factory=dict)
     #: the submitter's trace context (traceparent, tracestate), carried as it came
     trace_context: dict[str, str] = field(default_factory=dict)
+    #: a workflow step's job: its run, the step's name and the run's work order
+    workflow_run_id: str = ""
+    workflow_step: str = ""
+    work_order_id: str = ""
     worker_id: str = ""
     cancel_requested: bool = False
     #: set while the live attempt's executor is being stopped (execution timeout or cancel)
@@ -508,6 +552,9 @@ class Job:
                 "job_variables": self.job_variables,
                 "workflow_variables": self.workflow_variables,
                 "trace_context": self.trace_context,
+                "workflow_run_id": self.workflow_run_id,
+                "workflow_step": self.workflow_step,
+                "work_order_id": self.work_order_id,
                 "worker_id": self.worker_id,
                 "cancel_requested": self.cancel_requested,
                 "stop_request": self.stop_request.to_dict() if self.stop_request else None,
@@ -560,6 +607,9 @@ class Job:
             job_variables=d.get("job_variables") or {},
             workflow_variables=d.get("workflow_variables") or {},
             trace_context=d.get("trace_context") or {},
+            workflow_run_id=d.get("workflow_run_id", ""),
+            workflow_step=d.get("workflow_step", ""),
+            work_order_id=d.get("work_order_id", ""),
             worker_id=d.get("worker_id", ""),
             cancel_requested=d.get("cancel_requested", False),
             stop_request=StopRequest.from_dict(stop_request) if stop_request else None,

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from jobwarden.contract import TERMINAL_STATUSES, JobEventType, JobStatus
+from jobwarden.contract import TERMINAL_STATUSES, JobEventType, JobStatus, WorkflowRunStatus
 from sqlalchemy import (
     and_,
     create_engine,
@@ -34,8 +34,23 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from . import migrations
 from .model import ActionConfig, Event, Job, LogLine
-from .store_api import JobQuery, LockRow, WriteSet
-from .tables import configs_t, events_t, jobs_t, locks_t, logs_t, meta_t, workers_t
+from .store_api import JobQuery, LockRow, WorkOrderQuery, WriteSet
+from .tables import (
+    configs_t,
+    events_t,
+    jobs_t,
+    locks_t,
+    logs_t,
+    meta_t,
+    work_orders_t,
+    workers_t,
+    workflow_definitions_t,
+    workflow_events_t,
+    workflow_runs_t,
+)
+from .workflows import rows as workflow_rows
+from .workflows.definitions import WorkflowDef
+from .workflows.runs import WorkflowEvent, WorkflowRun, WorkOrder
 
 if TYPE_CHECKING:
     from .store_api import JobStore
@@ -222,6 +237,22 @@ class SqlStore:
                 workers = list({w["id"]: w for w in ws.workers}.values())
                 cursor.executemany(hot.delete_worker, [(w["id"],) for w in workers])
                 cursor.executemany(hot.insert_worker, hot.rows(workers, hot.worker_columns))
+            if ws.workflow_definitions:
+                cursor.executemany(
+                    hot.insert_definition, hot.rows(ws.workflow_definitions, hot.definition_columns)
+                )
+            if ws.work_orders:
+                orders = list({o["id"]: o for o in ws.work_orders}.values())
+                cursor.executemany(hot.delete_order, [(o["id"],) for o in orders])
+                cursor.executemany(hot.insert_order, hot.rows(orders, hot.order_columns))
+            if ws.workflow_runs:
+                runs = list({r["id"]: r for r in ws.workflow_runs}.values())
+                cursor.executemany(hot.delete_run, [(r["id"],) for r in runs])
+                cursor.executemany(hot.insert_run, hot.rows(runs, hot.run_columns))
+            if ws.workflow_events:
+                cursor.executemany(
+                    hot.insert_workflow_event, hot.rows(ws.workflow_events, hot.workflow_event_columns)
+                )
             cursor.close()
             connection.commit()
         except BaseException:
@@ -239,7 +270,8 @@ class SqlStore:
     def max_sequence(self) -> int:
         with self.engine.connect() as conn:
             value = conn.execute(select(func.max(events_t.c.sequence))).scalar()
-        return int(value or 0)
+            workflow = conn.execute(select(func.max(workflow_events_t.c.sequence))).scalar()
+        return max(int(value or 0), int(workflow or 0))
 
     def load_unfinished_jobs(self) -> list[Job]:
         """Every job not in a terminal status, oldest first."""
@@ -397,6 +429,105 @@ class SqlStore:
             rows = conn.execute(select(workers_t).order_by(workers_t.c.id)).all()
         return [{**r._mapping, "connected": bool(r.connected)} for r in rows]
 
+    # -- workflows --------------------------------------------------------------------------------
+
+    def load_workflow_definitions(self) -> list[WorkflowDef]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(workflow_definitions_t.c.doc).order_by(
+                    workflow_definitions_t.c.name, workflow_definitions_t.c.version
+                )
+            ).all()
+        return [workflow_rows.definition_from_row(r._mapping) for r in rows]
+
+    def load_unfinished_workflow_runs(self) -> list[WorkflowRun]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(workflow_runs_t.c.doc)
+                .where(workflow_runs_t.c.status.in_(_UNFINISHED_RUN_STATUSES))
+                .order_by(workflow_runs_t.c.id)
+            ).all()
+        return [workflow_rows.run_from_row(r._mapping) for r in rows]
+
+    def get_workflow_run(self, run_id: str) -> WorkflowRun | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(workflow_runs_t.c.doc).where(workflow_runs_t.c.id == run_id)).first()
+        return workflow_rows.run_from_row(row._mapping) if row is not None else None
+
+    def workflow_runs_of_order(self, work_order_id: str) -> list[WorkflowRun]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(workflow_runs_t.c.doc)
+                .where(workflow_runs_t.c.work_order_id == work_order_id)
+                .order_by(workflow_runs_t.c.id)
+            ).all()
+        return [workflow_rows.run_from_row(r._mapping) for r in rows]
+
+    def get_work_order(self, work_order_id: str) -> WorkOrder | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(work_orders_t.c.doc, work_orders_t.c.input).where(work_orders_t.c.id == work_order_id)
+            ).first()
+        return workflow_rows.order_from_row(row._mapping) if row is not None else None
+
+    def work_order_by_idempotency_key(self, key: str) -> WorkOrder | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(work_orders_t.c.doc, work_orders_t.c.input).where(
+                    work_orders_t.c.idempotency_key == key
+                )
+            ).first()
+        return workflow_rows.order_from_row(row._mapping) if row is not None else None
+
+    def list_work_orders(self, query: WorkOrderQuery) -> list[WorkOrder]:
+        stmt = select(work_orders_t.c.doc)
+        conditions = []
+        if query.workflow:
+            conditions.append(work_orders_t.c.workflow == query.workflow)
+        if query.statuses:
+            conditions.append(work_orders_t.c.status.in_([int(s) for s in query.statuses]))
+        if query.correlation_id:
+            conditions.append(work_orders_t.c.correlation_id == query.correlation_id)
+        if query.before_id:
+            conditions.append(work_orders_t.c.id < query.before_id)
+        if conditions:
+            stmt = stmt.where(and_(*conditions))
+        stmt = stmt.order_by(work_orders_t.c.id.desc()).limit(query.limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [workflow_rows.order_from_row(r._mapping, payloads=False) for r in rows]
+
+    def workflow_ids_abbreviated(self, table: str, part: str, limit: int) -> list[str]:
+        t = {"work_orders": work_orders_t, "workflow_runs": workflow_runs_t}[table]
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.c.id)
+                .where(or_(t.c.id.startswith(part), t.c.id.endswith(part)))
+                .order_by(t.c.id.desc())
+                .limit(limit)
+            ).all()
+        return [r.id for r in rows]
+
+    def workflow_events_between(
+        self,
+        after: int,
+        up_to: int,
+        limit: int,
+        run_ids: Sequence[str] = (),
+        work_order_ids: Sequence[str] = (),
+    ) -> list[WorkflowEvent]:
+        t = workflow_events_t
+        stmt = select(t.c.doc).where(t.c.sequence > after, t.c.sequence <= up_to)
+        if run_ids or work_order_ids:
+            stmt = stmt.where(or_(t.c.run_id.in_(list(run_ids)), t.c.work_order_id.in_(list(work_order_ids))))
+        stmt = stmt.order_by(t.c.sequence).limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [workflow_rows.event_from_row(r._mapping) for r in rows]
+
+
+_UNFINISHED_RUN_STATUSES = [int(WorkflowRunStatus.RUNNING), int(WorkflowRunStatus.DELAYED)]
+
 
 #: the name every caller has used for the SQL store
 Store = SqlStore
@@ -431,6 +562,16 @@ class _HotStatements:
         self.worker_columns = tuple(c.name for c in workers_t.columns)
         self.insert_worker = _insert_sql("workers", self.worker_columns, mark)
         self.delete_worker = f"DELETE FROM workers WHERE id = {mark}"
+        self.definition_columns = tuple(c.name for c in workflow_definitions_t.columns)
+        self.insert_definition = _insert_sql("workflow_definitions", self.definition_columns, mark)
+        self.order_columns = tuple(c.name for c in work_orders_t.columns)
+        self.insert_order = _insert_sql("work_orders", self.order_columns, mark)
+        self.delete_order = f"DELETE FROM work_orders WHERE id = {mark}"
+        self.run_columns = tuple(c.name for c in workflow_runs_t.columns)
+        self.insert_run = _insert_sql("workflow_runs", self.run_columns, mark)
+        self.delete_run = f"DELETE FROM workflow_runs WHERE id = {mark}"
+        self.workflow_event_columns = tuple(c.name for c in workflow_events_t.columns)
+        self.insert_workflow_event = _insert_sql("workflow_events", self.workflow_event_columns, mark)
 
     @staticmethod
     def rows(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> list[tuple[Any, ...]]:

@@ -17,8 +17,10 @@ from typing import Any, Protocol
 from jobwarden.contract import JobStatus
 
 from .model import ActionConfig, Event, Job, LogLine
+from .workflows.definitions import WorkflowDef
+from .workflows.runs import WorkflowEvent, WorkflowRun, WorkOrder
 
-__all__ = ["JobQuery", "JobStore", "LockRow", "WriteSet"]
+__all__ = ["JobQuery", "JobStore", "LockRow", "WorkOrderQuery", "WriteSet"]
 
 
 @dataclass(slots=True, frozen=True)
@@ -45,6 +47,12 @@ class WriteSet:
     locks_removed: list[tuple[str, str]] = field(default_factory=list)
     action_configs: list[dict[str, Any]] = field(default_factory=list)
     workers: list[dict[str, Any]] = field(default_factory=list)
+    #: rows of ``workflows.rows``: definitions are only inserted; work orders and runs are written
+    #: whole (the last row of each id wins); workflow events are inserted
+    workflow_definitions: list[dict[str, Any]] = field(default_factory=list)
+    work_orders: list[dict[str, Any]] = field(default_factory=list)
+    workflow_runs: list[dict[str, Any]] = field(default_factory=list)
+    workflow_events: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return (
@@ -56,7 +64,21 @@ class WriteSet:
             + len(self.locks_removed)
             + len(self.action_configs)
             + len(self.workers)
+            + len(self.workflow_definitions)
+            + len(self.work_orders)
+            + len(self.workflow_runs)
+            + len(self.workflow_events)
         )
+
+
+@dataclass(slots=True)
+class WorkOrderQuery:
+    workflow: str = ""
+    statuses: Sequence[int] = ()
+    correlation_id: str = ""
+    #: work orders with a smaller id than this (the previous page's last id)
+    before_id: str = ""
+    limit: int = 100
 
 
 @dataclass(slots=True)
@@ -85,7 +107,7 @@ class JobStore(Protocol):
         or one action config several times: the last row of each wins."""
 
     def max_sequence(self) -> int:
-        """The newest event's sequence (0 without events)."""
+        """The newest event's sequence, job or workflow event (0 without events)."""
 
     def load_unfinished_jobs(self) -> list[Job]:
         """Every job not in a terminal status, oldest (smallest id) first."""
@@ -126,3 +148,38 @@ class JobStore(Protocol):
     def mark_all_workers_disconnected(self) -> None: ...
 
     def count_jobs(self) -> int: ...
+
+    # -- workflows --------------------------------------------------------------------------------
+
+    def load_workflow_definitions(self) -> list[WorkflowDef]:
+        """Every version of every definition, by name then version."""
+
+    def load_unfinished_workflow_runs(self) -> list[WorkflowRun]:
+        """Every run not in a finished status, oldest first."""
+
+    def get_workflow_run(self, run_id: str) -> WorkflowRun | None: ...
+
+    def workflow_runs_of_order(self, work_order_id: str) -> list[WorkflowRun]:
+        """The work order's runs, oldest first."""
+
+    def get_work_order(self, work_order_id: str) -> WorkOrder | None: ...
+
+    def work_order_by_idempotency_key(self, key: str) -> WorkOrder | None: ...
+
+    def list_work_orders(self, query: WorkOrderQuery) -> list[WorkOrder]:
+        """Newest first, without input, at most ``query.limit``."""
+
+    def workflow_ids_abbreviated(self, table: str, part: str, limit: int) -> list[str]:
+        """Ids of ``table`` ("work_orders" or "workflow_runs") that start or end with ``part``,
+        newest first, at most ``limit``."""
+
+    def workflow_events_between(
+        self,
+        after: int,
+        up_to: int,
+        limit: int,
+        run_ids: Sequence[str] = (),
+        work_order_ids: Sequence[str] = (),
+    ) -> list[WorkflowEvent]:
+        """Workflow events with ``after < sequence <= up_to`` (of those runs or work orders, when
+        given), in order, at most ``limit``."""

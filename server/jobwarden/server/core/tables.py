@@ -6,18 +6,24 @@ of the previous version to this shape (see docs/storage.md).
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Table, Text
+from sqlalchemy import BigInteger, Column, Index, Integer, Table, Text
 from sqlmodel import Field, SQLModel
 
 __all__ = [
     "ALL_TABLES",
+    "VERSION_1_TABLES",
+    "WORKFLOW_TABLES",
     "configs_t",
     "events_t",
     "jobs_t",
     "locks_t",
     "logs_t",
     "meta_t",
+    "work_orders_t",
     "workers_t",
+    "workflow_definitions_t",
+    "workflow_events_t",
+    "workflow_runs_t",
 ]
 
 
@@ -99,6 +105,53 @@ class MetaTable(SQLModel, table=True):
     value: str = Field(sa_type=Text)
 
 
+class WorkflowDefinitionTable(SQLModel, table=True):
+    __tablename__ = "workflow_definitions"
+    name: str = Field(primary_key=True, max_length=128)
+    version: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    digest: str = Field(max_length=64)
+    created_at: float
+    #: the definition as JSON
+    doc: str = Field(sa_type=Text)
+
+
+class WorkOrderTable(SQLModel, table=True):
+    __tablename__ = "work_orders"
+    __table_args__ = (Index("ix_work_orders_workflow_id", "workflow", "id"),)
+    id: str = Field(primary_key=True, max_length=36)
+    workflow: str = Field(max_length=128)
+    status: int
+    created_at: float
+    updated_at: float
+    idempotency_key: str | None = Field(default=None, unique=True, max_length=1024)
+    correlation_id: str = Field(default="", max_length=1024)
+    #: the work order without its input, as JSON
+    doc: str = Field(sa_type=Text)
+    input: str = Field(sa_type=Text)
+
+
+class WorkflowRunTable(SQLModel, table=True):
+    __tablename__ = "workflow_runs"
+    __table_args__ = (Index("ix_workflow_runs_status_id", "status", "id"),)
+    id: str = Field(primary_key=True, max_length=36)
+    work_order_id: str = Field(index=True, max_length=36)
+    status: int
+    created_at: float
+    #: the whole run (steps, edges, results) as JSON
+    doc: str = Field(sa_type=Text)
+
+
+class WorkflowEventTable(SQLModel, table=True):
+    __tablename__ = "workflow_events"
+    #: numbered from the same sequence as the job events
+    sequence: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    run_id: str = Field(index=True, max_length=36)
+    work_order_id: str = Field(index=True, max_length=36)
+    type: int
+    time: float
+    doc: str = Field(sa_type=Text)
+
+
 jobs_t = JobTable.__table__  # type: ignore[attr-defined]
 events_t = EventTable.__table__  # type: ignore[attr-defined]
 locks_t = LockTableRow.__table__  # type: ignore[attr-defined]
@@ -107,4 +160,18 @@ configs_t = ActionConfigTable.__table__  # type: ignore[attr-defined]
 workers_t = WorkerTable.__table__  # type: ignore[attr-defined]
 meta_t = MetaTable.__table__  # type: ignore[attr-defined]
 
-ALL_TABLES: tuple[Table, ...] = (jobs_t, events_t, locks_t, logs_t, configs_t, workers_t, meta_t)
+workflow_definitions_t = WorkflowDefinitionTable.__table__  # type: ignore[attr-defined]
+work_orders_t = WorkOrderTable.__table__  # type: ignore[attr-defined]
+workflow_runs_t = WorkflowRunTable.__table__  # type: ignore[attr-defined]
+workflow_events_t = WorkflowEventTable.__table__  # type: ignore[attr-defined]
+
+#: the tables of schema version 1
+VERSION_1_TABLES: tuple[Table, ...] = (jobs_t, events_t, locks_t, logs_t, configs_t, workers_t, meta_t)
+#: added by schema version 2: workflows
+WORKFLOW_TABLES: tuple[Table, ...] = (
+    workflow_definitions_t,
+    work_orders_t,
+    workflow_runs_t,
+    workflow_events_t,
+)
+ALL_TABLES: tuple[Table, ...] = (*VERSION_1_TABLES, *WORKFLOW_TABLES)

@@ -52,6 +52,10 @@ class SubmitSpec:
     idempotency_key: str = ""
     workflow_variables: dict[str, str] = field(default_factory=dict)
     trace_context: dict[str, str] = field(default_factory=dict)
+    #: set by the workflow runner for a step's job (never from the wire)
+    workflow_run_id: str = ""
+    workflow_step: str = ""
+    work_order_id: str = ""
 
 
 def check_action(action: str, what: str = "action") -> str:
@@ -208,7 +212,26 @@ def check_start_timeout(start: StartTimeout, what: str) -> None:
         longest = start.retry_delay(start.retry_count - 1)
         if longest > Limits.MAX_DURATION_SECONDS:
             raise InvalidArgument(f"{what}: the exponential backoff reaches an absurd {longest:g}s")
-    if start.run_request is not None:
+    if start.run_request is not None and start.run_request.workflow is not None:
+        request = start.run_request.workflow
+        if start.run_request.action:
+            raise InvalidArgument(f"{what}.run_request: give an action or a workflow, not both")
+        if not request.workflow:
+            raise InvalidArgument(f"{what}.run_request.workflow.workflow (the workflow's name) is required")
+        check_string(request.workflow, f"{what}.run_request.workflow.workflow")
+        if request.version < 0:
+            raise InvalidArgument(f"{what}.run_request.workflow.version must not be negative")
+        if request.input is not None:
+            check_payload(request.input, f"{what}.run_request.workflow.input")
+        check_string_map(
+            request.context,
+            f"{what}.run_request.workflow.context",
+            Limits.MAX_VARIABLES,
+            Limits.MAX_VARIABLE_KEY_LENGTH,
+            Limits.MAX_VARIABLE_VALUE_LENGTH,
+        )
+        check_string(start.run_request.correlation_id, f"{what}.run_request.correlation_id")
+    elif start.run_request is not None:
         check_action(start.run_request.action, f"{what}.run_request.action")
         check_payload(start.run_request.input, f"{what}.run_request.input")
         check_string(start.run_request.correlation_id, f"{what}.run_request.correlation_id")

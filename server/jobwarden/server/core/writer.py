@@ -24,6 +24,9 @@ from .errors import StoreUnavailable
 from .model import Event, Job, LogLine
 from .store import WriteSet, event_row, job_row
 from .store_api import JobStore
+from .workflows import rows as workflow_rows
+from .workflows.definitions import WorkflowDef
+from .workflows.runs import WorkflowEvent, WorkflowRun, WorkOrder
 
 __all__ = ["CommitReport", "CommitStats", "Writer"]
 
@@ -60,6 +63,10 @@ class _Batch:
     other: WriteSet = field(default_factory=WriteSet)
     callbacks: list[Callable[[], None]] = field(default_factory=list)
     future: asyncio.Future[None] | None = None
+    #: each changed work order and run once, written as it is when the batch is cut
+    orders: dict[str, WorkOrder] = field(default_factory=dict)
+    runs: dict[str, WorkflowRun] = field(default_factory=dict)
+    workflow_events: list[WorkflowEvent] = field(default_factory=list)
 
     def is_empty(self) -> bool:
         return not (
@@ -69,6 +76,9 @@ class _Batch:
             or self.logs
             or len(self.other)
             or self.callbacks
+            or self.orders
+            or self.runs
+            or self.workflow_events
         )
 
     def rows(self) -> WriteSet:
@@ -92,6 +102,9 @@ class _Batch:
             }
             for line in self.logs
         ]
+        ws.work_orders = [workflow_rows.order_row(order) for order in self.orders.values()]
+        ws.workflow_runs = [workflow_rows.run_row(run) for run in self.runs.values()]
+        ws.workflow_events = [workflow_rows.event_row(ev) for ev in self.workflow_events]
         return ws
 
 
@@ -99,7 +112,7 @@ class Writer:
     def __init__(
         self,
         store: JobStore,
-        publish: Callable[[list[Event]], None],
+        publish: Callable[[list[Event], list[WorkflowEvent]], None],
         *,
         caller_timeout: float = 10.0,
         retry_delay: float = 0.05,
@@ -175,6 +188,22 @@ class Writer:
         self._open.other.workers.append(row)
         self._wake.set()
 
+    def workflow_definition(self, definition: WorkflowDef) -> None:
+        self._open.other.workflow_definitions.append(workflow_rows.definition_row(definition))
+        self._wake.set()
+
+    def work_order(self, order: WorkOrder) -> None:
+        self._open.orders[order.id] = order
+        self._wake.set()
+
+    def workflow_run(self, run: WorkflowRun) -> None:
+        self._open.runs[run.id] = run
+        self._wake.set()
+
+    def workflow_event(self, ev: WorkflowEvent) -> None:
+        self._open.workflow_events.append(ev)
+        self._wake.set()
+
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` in the event loop once everything recorded so far is committed."""
         self._open.callbacks.append(callback)
@@ -247,8 +276,8 @@ class Writer:
             self.stats.rows += size
             self.stats.last_commit_seconds = elapsed
             self.stats.total_commit_seconds += elapsed
-            if batch.events:
-                self._publish(batch.events)
+            if batch.events or batch.workflow_events:
+                self._publish(batch.events, batch.workflow_events)
             self._committing = None
             self._report(CommitReport(batch.events, size, elapsed, True))
             for callback in batch.callbacks:
