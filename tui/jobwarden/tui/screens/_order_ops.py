@@ -3,8 +3,11 @@ retry a work order or cancel a run, each after a confirmation."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from jobwarden.sdk import JobwardenError
 from jobwarden.tui._format import status_label, truncate
+from jobwarden.tui._model import JobRow
 from jobwarden.tui._workflows import RUN_STATUS_LABEL, RUN_TERMINAL
 from jobwarden.v1 import job_pb2, workflow_pb2
 from rich.style import Style
@@ -27,8 +30,10 @@ def run_chip(status: int) -> Text:
     return Text(f" {RUN_STATUS_LABEL.get(status, '?'):<9} ", style=RUN_CHIP.get(status, Style()))
 
 
-def run_now(run: workflow_pb2.WorkflowRun | None) -> str:
-    """What a run is doing: its running steps with their progress, or how it ended."""
+def run_now(run: workflow_pb2.WorkflowRun | None, jobs: Mapping[str, JobRow] | None = None) -> str:
+    """What a run is doing: its running steps with their progress, or how it ended.
+
+    ``jobs`` (the console's live jobs) give a running step's progress as its job reports it."""
     if run is None:
         return ""
     statuses = [step.status for step in run.steps]
@@ -48,19 +53,23 @@ def run_now(run: workflow_pb2.WorkflowRun | None) -> str:
         if run.status_reason:
             parts.append(run.status_reason)
         return " · ".join(parts)
-    busy = [_doing(step) for step in run.steps if step.status in _BUSY]
+    busy = [_doing(step, (jobs or {}).get(step.job_id)) for step in run.steps if step.status in _BUSY]
     return f"{tally} · " + ", ".join(busy) if busy else tally
 
 
 _BUSY = (workflow_pb2.STEP_STATUS_RUNNING, workflow_pb2.STEP_STATUS_DELAYED)
 
 
-def _doing(step: workflow_pb2.StepRun) -> str:
+def _doing(step: workflow_pb2.StepRun, job: JobRow | None) -> str:
     if step.status == workflow_pb2.STEP_STATUS_DELAYED:
         return f"{step.name} (delayed)"
-    if step.job_status and step.job_status != job_pb2.JOB_STATUS_RUNNING:
-        return f"{step.name} ({status_label(step.job_status)})"
-    return f"{step.name} {step.progress}%"
+    status: int = step.job_status
+    progress = step.progress
+    if job is not None and not job.status.terminal:
+        status, progress = int(job.status), job.progress
+    if status and status != job_pb2.JOB_STATUS_RUNNING:
+        return f"{step.name} ({status_label(status)})"
+    return f"{step.name} {progress}%"
 
 
 def cancel_run(screen: ConsoleScreen, run_id: str, label: str, status: int) -> None:

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from jobwarden.sdk import JobwardenError
 from jobwarden.tui._format import format_duration, short_id, truncate
-from jobwarden.tui._workflows import RUN_STATUS_LABEL, OrderFeed, OrderStore
+from jobwarden.tui._workflows import RUN_STATUS_LABEL, RUN_TERMINAL, OrderFeed, OrderStore
 from jobwarden.tui.widgets import ConsoleFooter
 from jobwarden.v1 import workflow_pb2
 from jobwarden.wire import timestamp_seconds as seconds
@@ -56,6 +56,8 @@ _NARROW_OTHERS = 50
 #: runs fetched at once to fill the "now" column of a fresh listing
 _PREFETCH = 40
 _FLUSH_EVERY = 0.25
+#: flushes between two redraws of the running orders' progress
+_TICK_EVERY = 4
 
 
 class WorkOrdersScreen(ConsoleScreen):
@@ -139,7 +141,11 @@ class WorkOrdersScreen(ConsoleScreen):
 
     def flush(self, force: bool = False) -> None:
         orders, _ = self.store.take_dirty()
-        if not orders and not force and self.flushes:
+        # Running orders' steps move with their jobs' progress: redrawn once a second.
+        ticking = self.flushes % _TICK_EVERY == 0 and any(
+            order.status not in RUN_TERMINAL for order in self.store.orders.values()
+        )
+        if not orders and not force and not ticking and self.flushes:
             self._summary()
             return
         if self.store.loaded and not self._prefetched:
@@ -174,7 +180,7 @@ class WorkOrdersScreen(ConsoleScreen):
             run = self.store.runs.get(order.last_run_id)
             status = run.status if run is not None and run.sequence >= order.sequence else order.status
             created = seconds(order.created_at)
-            doing = run_now(run)
+            doing = run_now(run, self.console.store.jobs)
             cells: dict[str, Cell] = {
                 "status": run_chip(status),
                 "id": short_id(order.id),
