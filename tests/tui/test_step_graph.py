@@ -329,3 +329,50 @@ def test_graph_snapshot(snap_compare: Snap, size: tuple[int, int]) -> None:
         await pilot.pause()
 
     assert snap_compare(GraphApp(media_run_midway()), terminal_size=size, run_before=select_package)
+
+
+# -- the store of work orders -----------------------------------------------------------------
+
+
+def test_a_step_event_updates_its_step_and_keeps_the_others_and_the_edges() -> None:
+    from jobwarden.tui._workflows import OrderStore
+
+    store = OrderStore()
+    whole = media_run_midway()
+    whole.sequence = 10
+    store.put_run(whole)
+    # What the engine sends on STEP_CHANGED: the run's header and the one step, no edges.
+    news = workflow_pb2.WorkflowRun(id=whole.id, work_order_id=whole.work_order_id, sequence=11)
+    news.status = workflow_pb2.WORKFLOW_RUN_STATUS_RUNNING
+    news.steps.append(workflow_pb2.StepRun(name="transcode_480p", status=workflow_pb2.STEP_STATUS_COMPLETED))
+    store.apply(
+        workflow_pb2.WorkflowEvent(sequence=11, type=workflow_pb2.WORKFLOW_EVENT_TYPE_STEP_CHANGED, run=news)
+    )
+    run = store.runs[whole.id]
+    assert [step.name for step in run.steps] == list(MEDIA_STEPS)
+    assert (
+        next(s for s in run.steps if s.name == "transcode_480p").status == workflow_pb2.STEP_STATUS_COMPLETED
+    )
+    assert len(run.edges) == len(MEDIA_EDGES)
+    assert run.sequence == 11
+    assert whole.id not in store.incomplete
+    # An older event changes nothing.
+    stale = workflow_pb2.WorkflowRun(id=whole.id, sequence=5)
+    store.apply(
+        workflow_pb2.WorkflowEvent(sequence=5, type=workflow_pb2.WORKFLOW_EVENT_TYPE_STEP_CHANGED, run=stale)
+    )
+    assert store.runs[whole.id].sequence == 11
+
+
+def test_a_step_event_of_an_unknown_run_marks_it_to_be_read_whole() -> None:
+    from jobwarden.tui._workflows import OrderStore
+
+    store = OrderStore()
+    news = workflow_pb2.WorkflowRun(id="run-1", work_order_id="order-1", sequence=3)
+    news.steps.append(workflow_pb2.StepRun(name="ingest", status=workflow_pb2.STEP_STATUS_RUNNING))
+    store.apply(
+        workflow_pb2.WorkflowEvent(sequence=3, type=workflow_pb2.WORKFLOW_EVENT_TYPE_STEP_CHANGED, run=news)
+    )
+    assert store.incomplete == {"run-1"}
+    store.put_run(media_run_midway())  # another run: still incomplete
+    assert store.incomplete == {"run-1"}

@@ -235,7 +235,9 @@ async def test_the_work_orders_screen_lists_live_orders_and_refuses_a_retry_whil
         order_id = await start_order(engine, 9)
         await until(pilot, lambda: table.row_count == 1, what="the new work order")
         await until(
-            pilot, lambda: "transcode_1080p 40%" in str(table.get_cell(order_id, "now")), what="its steps"
+            pilot,
+            lambda: "transcode_1080p 40%" in str(table.get_cell(order_id, "now")),
+            what=f"its steps, not {table.get_cell(order_id, 'now')!s}",
         )
         assert "RUNNING" in str(table.get_cell(order_id, "status"))
         await pilot.press("r")

@@ -64,6 +64,8 @@ class OrderStore:
     runs: dict[str, workflow_pb2.WorkflowRun] = field(default_factory=dict)
     dirty_orders: set[str] = field(default_factory=set)
     dirty_runs: set[str] = field(default_factory=set)
+    #: runs known only from step events (one step each): to be read whole
+    incomplete: set[str] = field(default_factory=set)
     #: the sequence of the last event applied
     sequence: int = 0
     loaded: bool = False
@@ -83,13 +85,30 @@ class OrderStore:
                 self.orders[event.order.id] = event.order
                 self.dirty_orders.add(event.order.id)
         if event.HasField("run") and event.run.id:
-            known_run = self.runs.get(event.run.id)
+            run_id = event.run.id
+            known_run = self.runs.get(run_id)
             if known_run is None or known_run.sequence <= event.run.sequence:
-                self.runs[event.run.id] = event.run
-                self.dirty_runs.add(event.run.id)
+                if event.type == workflow_pb2.WORKFLOW_EVENT_TYPE_STEP_CHANGED:
+                    # The engine sends the changed step alone (no other steps, no edges).
+                    self.runs[run_id] = _with_step(known_run, event.run)
+                    if known_run is None:
+                        self.incomplete.add(run_id)
+                else:
+                    self.runs[run_id] = event.run
+                    self.incomplete.discard(run_id)
+                self.dirty_runs.add(run_id)
                 if event.run.work_order_id:
                     self.dirty_orders.add(event.run.work_order_id)
         self._trim()
+
+    def put_run(self, run: workflow_pb2.WorkflowRun) -> None:
+        """A whole run read from the engine (``GetWorkflowRun``), unless the store holds a newer one."""
+        known = self.runs.get(run.id)
+        if known is None or known.sequence <= run.sequence or run.id in self.incomplete:
+            self.runs[run.id] = run
+            self.incomplete.discard(run.id)
+            self.dirty_runs.add(run.id)
+            self.dirty_orders.add(run.work_order_id)
 
     def newest_first(self) -> list[workflow_pb2.WorkOrder]:
         # UUIDv7 ids sort by creation time.
@@ -109,6 +128,24 @@ class OrderStore:
         for order_id in finished[: len(self.orders) - KEEP_ORDERS]:
             order = self.orders.pop(order_id)
             self.runs.pop(order.last_run_id, None)
+
+
+def _with_step(
+    known: workflow_pb2.WorkflowRun | None, news: workflow_pb2.WorkflowRun
+) -> workflow_pb2.WorkflowRun:
+    """``known`` with the run's new header and the one step a STEP_CHANGED event carries."""
+    merged = workflow_pb2.WorkflowRun()
+    merged.CopyFrom(news)
+    if known is None:
+        return merged
+    changed = {step.name: step for step in news.steps}
+    del merged.steps[:]
+    for step in known.steps:
+        merged.steps.append(changed.pop(step.name, step))
+    merged.steps.extend(changed.values())
+    if not news.edges:
+        merged.edges.extend(known.edges)
+    return merged
 
 
 class OrderFeed:

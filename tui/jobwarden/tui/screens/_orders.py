@@ -81,6 +81,7 @@ class WorkOrdersScreen(ConsoleScreen):
         self.narrow = False
         self.flushes = 0
         self._prefetched = False
+        self._fetching = False
         self._summary_drawn = ""
 
     def compose(self) -> ComposeResult:
@@ -122,13 +123,15 @@ class WorkOrdersScreen(ConsoleScreen):
                 try:
                     run = await self.console.client.get_workflow_run(run_id)
                 except JobwardenError:
+                    self.store.incomplete.discard(run_id)
                     return
-                known = self.store.runs.get(run_id)
-                if known is None or known.sequence <= run.sequence:
-                    self.store.runs[run_id] = run
-                    self.store.dirty_orders.add(run.work_order_id)
+                self.store.put_run(run)
 
-        await asyncio.gather(*(one(run_id) for run_id in run_ids))
+        self._fetching = True
+        try:
+            await asyncio.gather(*(one(run_id) for run_id in run_ids))
+        finally:
+            self._fetching = False
 
     # -- drawing --------------------------------------------------------------------------
 
@@ -152,6 +155,8 @@ class WorkOrdersScreen(ConsoleScreen):
             self._prefetched = True
             missing = [o.last_run_id for o in self.store.newest_first()[:_PREFETCH] if o.last_run_id]
             self._prefetch_runs([run_id for run_id in missing if run_id not in self.store.runs])
+        elif self.store.incomplete and not self._fetching:
+            self._prefetch_runs(sorted(self.store.incomplete)[:_PREFETCH])
         self.flushes += 1
         try:
             self._show()

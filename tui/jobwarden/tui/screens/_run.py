@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import ClassVar
@@ -36,6 +37,8 @@ from textual.widgets.option_list import Option
 from ._base import ConsoleScreen
 from ._order_ops import cancel_run, retry_order, run_chip
 
+#: seconds the run is read whole after the stream's news of it (a burst of news, one read)
+_REFETCH_AFTER = 0.2
 #: seconds between two looks at the stream's news of the run
 _FLUSH_EVERY = 0.25
 #: what each edge kind's line looks like, for the legend
@@ -147,8 +150,23 @@ class RunScreen(ConsoleScreen):
             if news is not None and news.sequence > run.sequence:
                 self.runs[index] = _merged(run, news)
                 changed = changed or index == self.index
+                # A step event carries that step alone: which edges it decided, the whole run says.
+                self._refetch(run.id)
         if changed or self._live_jobs() != self._jobs_drawn:
             self._draw()
+
+    @work(group="run-refetch", exclusive=True, exit_on_error=False)
+    async def _refetch(self, run_id: str) -> None:
+        await asyncio.sleep(_REFETCH_AFTER)  # a burst of events is read once
+        try:
+            run = await self.console.client.get_workflow_run(run_id)
+        except JobwardenError:
+            return
+        for index, known in enumerate(self.runs):
+            if known.id == run.id and run.sequence >= known.sequence:
+                self.runs[index] = run
+                if index == self.index:
+                    self._draw()
 
     def _tick(self) -> None:
         self.graph.tick()
@@ -346,17 +364,25 @@ class StepListScreen(ModalScreen[str | None]):
 
 
 def _merged(whole: workflow_pb2.WorkflowRun, news: workflow_pb2.WorkflowRun) -> workflow_pb2.WorkflowRun:
-    """The run as an event tells it (no input, output or step results), with what only the whole
-    run read from the engine has."""
+    """The run as the stream tells it (no input, output or step results; after a step event, maybe
+    not every step or edge), with what only the whole run read from the engine has."""
     merged = workflow_pb2.WorkflowRun()
     merged.CopyFrom(news)
     merged.input.CopyFrom(whole.input)
     merged.output.CopyFrom(whole.output)
-    results = {step.name: step for step in whole.steps}
-    for step in merged.steps:
-        old = results.get(step.name)
-        if old is not None and not step.HasField("result") and old.HasField("result"):
+    told = {step.name: step for step in news.steps}
+    del merged.steps[:]
+    for old in whole.steps:
+        step = told.pop(old.name, None)
+        if step is None:
+            merged.steps.append(old)
+            continue
+        if not step.HasField("result") and old.HasField("result"):
             step.result.CopyFrom(old.result)
+        merged.steps.append(step)
+    merged.steps.extend(told.values())
+    if not news.edges:
+        merged.edges.extend(whole.edges)
     return merged
 
 
