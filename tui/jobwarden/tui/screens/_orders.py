@@ -198,8 +198,11 @@ class WorkOrdersScreen(ConsoleScreen):
             rows[order.id] = [cells[column] for column in columns]
         # Newest first: UUIDv7 ids sort by creation, so the table sorts by its id descending.
         sync_table(table, rows, sort_by=("id",))
-        if rows and table.row_count:
-            table.sort("id", key=lambda value: str(value), reverse=True)
+        # Newest first (visible_orders' order); the cells hold short ids, so rank them by position.
+        rank = {short_id(order_id): index for index, order_id in enumerate(rows)}
+        shown = [str(row.key.value) for row in table.ordered_rows]
+        if shown != list(rows):
+            table.sort("id", key=lambda value: rank.get(str(value), len(rank)))
         self._summary(len(rows))
 
     def _summary(self, shown: int | None = None) -> None:
