@@ -41,7 +41,7 @@ def run_now(run: workflow_pb2.WorkflowRun | None, jobs: Mapping[str, JobRow] | N
     tally = f"{done}/{len(statuses)} done"
     if run.status in RUN_TERMINAL:
         if run.HasField("error") and run.error.message:
-            at = f"{run.error.step}: " if run.error.step else ""
+            at = f"{run.error.step}: " if run.error.step and run.error.step not in run.error.message else ""
             return f"{at}{run.error.message}"
         failed = [step.name for step in run.steps if step.status == workflow_pb2.STEP_STATUS_FAILED]
         skipped = statuses.count(workflow_pb2.STEP_STATUS_SKIPPED)
