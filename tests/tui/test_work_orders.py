@@ -19,7 +19,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable
 
 from tests.tui.canned import NOW, CannedThread
-from tests.tui.helpers import until
+from tests.tui.helpers import settle, until
 from tests.tui.workflow_runs import (
     DONE_ORDER_ID,
     DONE_RUN_ID,
@@ -76,6 +76,7 @@ async def listed(pilot: Pilot[Any]) -> None:
         return all("done" in str(table.get_cell(key, "now")) for key in (ORDER_ID, DONE_ORDER_ID))
 
     await until(pilot, described, what="what the orders' last runs do")
+    await settle(pilot)
 
 
 async def open_order(pilot: Pilot[Any], order_id: str) -> RunScreen:
@@ -185,7 +186,7 @@ async def test_rerun_from_the_selected_step_asks_then_retries_from_it(orders: Ca
         assert orders.engine.calls == []
         await pilot.press("R")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
-        await pilot.click("#confirm")
+        await pilot.press("right", "enter")
         await until(pilot, lambda: orders.engine.calls != [], what="the retry call")
         assert orders.engine.calls == [("retry_order", f"{DONE_ORDER_ID}@publish")]
         # The new run is read and drawn, since the last run was on screen.
@@ -200,7 +201,7 @@ async def test_cancel_asks_and_cancels_a_running_run_only(orders: CannedThread) 
         screen = await open_order(pilot, ORDER_ID)
         await pilot.press("c")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
-        await pilot.click("#confirm")
+        await pilot.press("right", "enter")
         await until(pilot, lambda: orders.engine.calls != [], what="the cancel call")
         assert orders.engine.calls == [("cancel_run", RUN_ID)]
         await until(

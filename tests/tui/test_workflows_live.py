@@ -165,7 +165,7 @@ async def test_the_graph_follows_a_live_run_and_reruns_from_the_selected_step(
         assert graph.select("publish")
         await pilot.press("R")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
-        await pilot.click("#confirm")
+        await pilot.press("right", "enter")
         await until(
             pilot, lambda: len(screen.runs) == 2 and screen.index == 1, timeout=30, what="run 2 shown"
         )
@@ -206,7 +206,7 @@ async def test_cancel_from_the_run_view_reaches_the_engine(engine: EngineHandle,
         assert found.runs[-1].status == RUN_STATUS.Value("WORKFLOW_RUN_STATUS_RUNNING")
         await pilot.press("c")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
-        await pilot.click("#confirm")
+        await pilot.press("right", "enter")
         await until(
             pilot,
             lambda: (
