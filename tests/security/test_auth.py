@@ -40,6 +40,11 @@ READ = {
     "ListActions",
     "ListWorkers",
     "ListLocks",
+    "GetWorkflow",
+    "ListWorkflows",
+    "GetWorkOrder",
+    "ListWorkOrders",
+    "GetWorkflowRun",
 }
 OPERATE = {
     "SubmitJob",
@@ -50,6 +55,10 @@ OPERATE = {
     "ResumeAction",
     "AcquireLock",
     "ReleaseLock",
+    "PutWorkflow",
+    "StartWorkflow",
+    "RetryWorkOrder",
+    "CancelWorkflowRun",
 }
 #: admin only
 ADMIN = {"SetActionConfig", "ForceReleaseJobLocks"}
@@ -65,12 +74,13 @@ DENIED_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENI
 
 
 def _methods() -> Iterator[tuple[str, str, Any, Any, bool, bool]]:
-    from jobwarden.v1 import executor_service_pb2
+    from jobwarden.v1 import executor_service_pb2, workflow_service_pb2
 
     for module, service in (
         (job_service_pb2, "JobService"),
         (executor_service_pb2, "ExecutorService"),
         (lock_service_pb2, "LockService"),
+        (workflow_service_pb2, "WorkflowService"),
     ):
         descriptor = module.DESCRIPTOR.services_by_name[service]
         for method in descriptor.methods:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from google.protobuf import duration_pb2
@@ -56,9 +56,9 @@ def edge(source: str, target: str, kind: int = SUCCESS, condition: str = "") -> 
 def definition(
     name: str,
     steps: list[workflow_pb2.WorkflowStep],
-    edges: list[workflow_pb2.WorkflowEdge] = (),
+    edges: Sequence[workflow_pb2.WorkflowEdge] = (),
     **fields: Any,
-) -> workflow_pb2.WorkflowDefinition:  # type: ignore[assignment]
+) -> workflow_pb2.WorkflowDefinition:
     output = fields.pop("output", None)
     message = workflow_pb2.WorkflowDefinition(name=name, steps=steps, edges=list(edges), **fields)
     if output is not None:
@@ -101,7 +101,7 @@ def crash(message: str = "boom") -> Callable[[JobContext], Any]:
 
 
 async def wait_run(
-    stub: workflow_service_pb2_grpc.WorkflowServiceStub,
+    stub: workflow_service_pb2_grpc.WorkflowServiceAsyncStub,
     run_id: str,
     *statuses: WorkflowRunStatus,
     within: float = 30.0,

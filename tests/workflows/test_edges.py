@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from jobwarden.contract import ErrorKind, StepStatus, WorkflowRunStatus
-from jobwarden.v1 import job_service_pb2
+from jobwarden.v1 import job_service_pb2, workflow_pb2
 from jobwarden.v1 import workflow_service_pb2 as ws
 
 from .conftest import StartWorkers
@@ -25,7 +27,9 @@ from .helpers import (
 )
 
 
-async def _put_and_start(wf, message, input=None):  # type: ignore[no-untyped-def]
+async def _put_and_start(
+    wf: Any, message: workflow_pb2.WorkflowDefinition, input: dict[str, Any] | None = None
+) -> tuple[workflow_pb2.WorkflowDefinition, ws.StartWorkflowResponse]:
     put = await wf.PutWorkflow(ws.PutWorkflowRequest(definition=message))
     assert put.created
     request = ws.StartWorkflowRequest(workflow=message.name)
@@ -35,7 +39,7 @@ async def _put_and_start(wf, message, input=None):  # type: ignore[no-untyped-de
     return put.definition, started
 
 
-def _graph(name: str):  # type: ignore[no-untyped-def]
+def _graph(name: str) -> workflow_pb2.WorkflowDefinition:
     # ingest -> transcode; transcode fails -> notify (handled); always -> cleanup
     return definition(
         name,
@@ -49,7 +53,7 @@ def _graph(name: str):  # type: ignore[no-untyped-def]
     )
 
 
-async def test_a_handled_failure_completes_the_run(wf, jobs, workers: StartWorkers) -> None:  # type: ignore[no-untyped-def]
+async def test_a_handled_failure_completes_the_run(wf: Any, jobs: Any, workers: StartWorkers) -> None:
     await workers(
         behaving("ingest", succeed({"asset": 7})),
         behaving("transcode", fail("codec missing")),
@@ -95,13 +99,13 @@ async def test_a_handled_failure_completes_the_run(wf, jobs, workers: StartWorke
     assert set(result_of(run)) == {"notify", "cleanup"}
 
 
-def result_of(run):  # type: ignore[no-untyped-def]
+def result_of(run: workflow_pb2.WorkflowRun) -> dict[str, Any]:
     from jobwarden.wire import struct_to_dict
 
     return struct_to_dict(run.output)
 
 
-async def test_an_unhandled_failure_fails_the_run_naming_the_step(wf, workers: StartWorkers) -> None:  # type: ignore[no-untyped-def]
+async def test_an_unhandled_failure_fails_the_run_naming_the_step(wf: Any, workers: StartWorkers) -> None:
     await workers(behaving("first", succeed()), behaving("second", fail("bad input file")))
     message = definition("plain", [action("first"), action("second")], [edge("first", "second")])
     _, started = await _put_and_start(wf, message)
@@ -116,12 +120,12 @@ async def test_an_unhandled_failure_fails_the_run_naming_the_step(wf, workers: S
     assert WorkflowRunStatus(listed.orders[0].status) is WorkflowRunStatus.FAILED
 
 
-async def test_a_crash_aborts_the_run(wf, workers: StartWorkers) -> None:  # type: ignore[no-untyped-def]
+async def test_a_crash_aborts_the_run(wf: Any, workers: StartWorkers) -> None:
     import asyncio
 
     gate = asyncio.Event()
 
-    async def slow(ctx):  # type: ignore[no-untyped-def]
+    async def slow(ctx: Any) -> dict[str, Any]:
         await gate.wait()
         return {}
 
@@ -154,7 +158,7 @@ async def test_a_crash_aborts_the_run(wf, workers: StartWorkers) -> None:  # typ
     assert CALLS["after"] == 0
 
 
-async def test_continue_on_crash_follows_the_failure_edges(wf, workers: StartWorkers) -> None:  # type: ignore[no-untyped-def]
+async def test_continue_on_crash_follows_the_failure_edges(wf: Any, workers: StartWorkers) -> None:
     await workers(behaving("crasher2", crash()), behaving("rescue", succeed()))
     message = definition(
         "tolerant",

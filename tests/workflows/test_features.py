@@ -7,9 +7,11 @@ from typing import Any
 
 from jobwarden.contract import StepStatus, WorkflowRunStatus
 from jobwarden.sdk import JobContext
-from jobwarden.v1 import workflow_pb2
+from jobwarden.v1 import job_pb2, job_service_pb2, workflow_pb2, workflow_service_pb2_grpc
 from jobwarden.v1 import workflow_service_pb2 as ws
 from jobwarden.wire import struct_to_dict
+
+from tests.conftest import EngineFactory
 
 from .conftest import StartWorkers
 from .helpers import (
@@ -97,8 +99,15 @@ async def test_fan_out_and_join_all_and_any_with_skipped_steps(wf: Any, workers:
     assert result(steps_by_name(run)["t_hd"]) == {"profile": "hd"}
 
 
-async def test_a_thousand_step_fan_out_and_fan_in(wf: Any, workers: StartWorkers) -> None:
-    await workers(behaving("noop", succeed({})), capacity=500)
+async def test_a_thousand_step_fan_out_and_fan_in(
+    engine_factory: EngineFactory, workers: StartWorkers
+) -> None:
+    # The worker shares the test's event loop with the engine: on a busy machine a long pass of the
+    # engine must not get its session declared dead (this test is about the graph, not about timing).
+    engine = await engine_factory(session_timeout_intervals=60.0, default_takeover_timeout=60.0)
+    channel = engine.channel()
+    wf = workflow_service_pb2_grpc.WorkflowServiceStub(channel)
+    await workers(behaving("noop", succeed({})), capacity=500, address=engine.address)
     width = 1000
     steps = (
         [action("split", "noop")]
@@ -111,9 +120,10 @@ async def test_a_thousand_step_fan_out_and_fan_in(wf: Any, workers: StartWorkers
     assert WorkflowRunStatus(run.status) is WorkflowRunStatus.COMPLETED, run.error
     assert CALLS["noop"] == width + 2
     assert all(StepStatus(s.status) is StepStatus.COMPLETED for s in run.steps)
+    await channel.close()
 
 
-async def test_conditions_templates_context_and_output(wf: Any, workers: StartWorkers) -> None:
+async def test_conditions_templates_context_and_output(wf: Any, jobs: Any, workers: StartWorkers) -> None:
     seen: dict[str, Any] = {}
 
     def probe(ctx: JobContext) -> dict[str, Any]:
@@ -127,10 +137,12 @@ async def test_conditions_templates_context_and_output(wf: Any, workers: StartWo
         return {"handled": "big"}
 
     await workers(behaving("probe", probe), behaving("big", big), behaving("small", succeed()))
+    probe_step = action("probe", input={"size": "{{ input.size }}", "name": "clip-{{ input.id }}"})
+    probe_step.action.locks.add(resource="asset:{{ input.id }}", mode=job_pb2.LOCK_MODE_EXCLUSIVE)
     message = definition(
         "conditional",
         [
-            action("probe", input={"size": "{{ input.size }}", "name": "clip-{{ input.id }}"}),
+            probe_step,
             action(
                 "big",
                 input={
@@ -164,6 +176,11 @@ async def test_conditions_templates_context_and_output(wf: Any, workers: StartWo
     assert dict(run.context) == {"region": "eu-west", "tier": "platinum"}
     assert dict(steps_by_name(run)["probe"].job_variables) == {"quality": "high"}
     assert struct_to_dict(run.output) == {"size": 120, "region": "eu-west", "label": "clip-9"}
+    # A lock resource is a template too.
+    probe_job = (
+        await jobs.GetJob(job_service_pb2.GetJobRequest(job_id=steps_by_name(run)["probe"].job_id))
+    ).job
+    assert [lock.resource for lock in probe_job.locks] == ["asset:9"]
 
 
 def struct_map(values: Any) -> dict[str, str]:
@@ -195,7 +212,7 @@ async def test_a_delay_step_waits_durably_and_shows_delayed(wf: Any, workers: St
     await workers(behaving("before", succeed()), behaving("after", succeed()))
     message = definition(
         "delayed",
-        [action("before"), delay("wait", 1.5), action("after")],
+        [action("before"), delay("wait", 2.5), action("after")],
         [edge("before", "wait"), edge("wait", "after")],
     )
     started = await start(wf, message)

@@ -893,7 +893,10 @@ class WorkflowEvent(_message.Message):
     reason: _builtins.str
     @_builtins.property
     def run(self) -> Global___WorkflowRun:
-        """The run after the change, without its input, output and step results (GetWorkflowRun has them)."""
+        """The run after the change, without its input, output and step results (GetWorkflowRun has them).
+        On STEP_CHANGED, run.steps holds only the step that changed, and run.edges is empty, so the
+        events of a run of a thousand steps stay small; the other types carry every step and no edges.
+        """
 
     @_builtins.property
     def order(self) -> Global___WorkOrder:

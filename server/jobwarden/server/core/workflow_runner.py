@@ -91,8 +91,10 @@ class WorkflowRunner:
         #: every unfinished run, and the last finished ones
         self.runs: dict[str, WorkflowRun] = {}
         self._finished_runs: OrderedDict[str, WorkflowRun] = OrderedDict()
-        #: the work orders of the runs in memory
+        #: the work orders of the unfinished runs, and the last finished ones
         self.orders: dict[str, WorkOrder] = {}
+        self._finished_orders: OrderedDict[str, WorkOrder] = OrderedDict()
+        #: idempotency key -> work order id, for every work order in memory
         self.order_keys: dict[str, str] = {}
         self._finished_cache_size = 1000
         #: runs advancing now, and the steps each must look at
@@ -197,7 +199,9 @@ class WorkflowRunner:
 
     def _order_by_key(self, key: str) -> WorkOrder | None:
         order_id = self.order_keys.get(key)
-        return self.orders.get(order_id) if order_id else None
+        if not order_id:
+            return None
+        return self.orders.get(order_id) or self._finished_orders.get(order_id)
 
     def _no_run(self, order: WorkOrder) -> WorkflowRun:
         raise NotFound(f"work order {order.id} has no run")
@@ -303,6 +307,7 @@ class WorkflowRunner:
                 f"from_step: workflow {compiled.name!r} version {compiled.version} has no step "
                 f"{from_step!r} (its steps: {steps}); nothing changed"
             )
+        self._finished_orders.pop(order.id, None)
         self.orders[order.id] = order
         if order.idempotency_key:
             self.order_keys[order.idempotency_key] = order.id
@@ -399,7 +404,7 @@ class WorkflowRunner:
 
     async def get_order(self, work_order_id: str) -> WorkOrder:
         order_id = await self.resolve_id(work_order_id, "work_orders", "work_order_id")
-        order = self.orders.get(order_id)
+        order = self.orders.get(order_id) or self._finished_orders.get(order_id)
         await self.writer.flush()
         if order is not None:
             return order
@@ -799,13 +804,16 @@ class WorkflowRunner:
             actor=actor,
         )
         if not run.finished:
-            self._update_run_status(run)
+            self._update_run_status(run, status)
 
-    def _update_run_status(self, run: WorkflowRun) -> None:
-        statuses = {s.status for s in run.steps.values()}
-        if StepStatus.RUNNING in statuses:
+    def _update_run_status(self, run: WorkflowRun, changed: StepStatus) -> None:
+        if changed is StepStatus.RUNNING:
             target = WorkflowRunStatus.RUNNING
-        elif StepStatus.DELAYED in statuses:
+        elif run.status is WorkflowRunStatus.DELAYED and changed is StepStatus.DELAYED:
+            return
+        elif any(s.status is StepStatus.RUNNING for s in run.steps.values()):
+            target = WorkflowRunStatus.RUNNING
+        elif any(s.status is StepStatus.DELAYED for s in run.steps.values()):
             target = WorkflowRunStatus.DELAYED
         else:
             return
@@ -889,6 +897,15 @@ class WorkflowRunner:
         self._finished_runs[run.id] = run
         while len(self._finished_runs) > self._finished_cache_size:
             self._finished_runs.popitem(last=False)
+        order = self.orders.get(run.work_order_id)
+        if order is not None and order.last_run_id == run.id:
+            # Its last run ended: the order leaves memory for a bounded cache (the store has it).
+            del self.orders[order.id]
+            self._finished_orders[order.id] = order
+            while len(self._finished_orders) > self._finished_cache_size:
+                _, old = self._finished_orders.popitem(last=False)
+                if old.idempotency_key and self.order_keys.get(old.idempotency_key) == old.id:
+                    del self.order_keys[old.idempotency_key]
         if run.parent_run_id:
             parent = self.runs.get(run.parent_run_id)
             if parent is not None:
@@ -1064,10 +1081,7 @@ class WorkflowRunner:
 
 
 def _run_header(run: WorkflowRun) -> dict[str, Any]:
-    d = run.to_dict(payloads=False)
-    d.pop("steps", None)
-    d.pop("edges", None)
-    return d
+    return run.to_dict(payloads=False, steps=False)
 
 
 def _check_variables(values: dict[str, str], what: str) -> None:

@@ -161,7 +161,9 @@ class WorkflowRun:
     def finished(self) -> bool:
         return self.status in FINISHED_RUN_STATUSES
 
-    def to_dict(self, *, payloads: bool = True) -> JSONDict:
+    def to_dict(self, *, payloads: bool = True, steps: bool = True) -> JSONDict:
+        """Every field; without input, output and step results unless ``payloads``; without steps
+        and edges unless ``steps``."""
         d: JSONDict = {
             "id": self.id,
             "work_order_id": self.work_order_id,
@@ -169,9 +171,7 @@ class WorkflowRun:
             "version": self.version,
             "number": self.number,
             "status": int(self.status),
-            "context": self.context,
-            "steps": [s.to_dict(results=payloads) for s in self.steps.values()],
-            "edges": [e.to_dict() for e in self.edges],
+            "context": dict(self.context),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "error": self.error.to_dict() if self.error else None,
@@ -187,6 +187,9 @@ class WorkflowRun:
             "sequence": self.sequence,
             "depth": self.depth,
         }
+        if steps:
+            d["steps"] = [s.to_dict(results=payloads) for s in self.steps.values()]
+            d["edges"] = [e.to_dict() for e in self.edges]
         if payloads:
             d["input"] = self.input
             d["output"] = self.output
