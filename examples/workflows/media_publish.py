@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from jobwarden.contract import StepStatus, WorkflowRunStatus
 from jobwarden.sdk import JobClient, Workflow
-from jobwarden.sdk._workflow_requests import run_status_name, step_status_name
+from jobwarden.v1 import workflow_pb2
 
 RENDITIONS = ("1080p", "720p", "480p")
 
@@ -96,16 +97,14 @@ async def main(asset_id: int = 42) -> int:
         started = await client.start_workflow("media-publish", {"asset_id": asset_id})
         print(f"work order {started.order.id}, run {started.run.id}")
 
-        def show(event: object) -> None:
-            step = getattr(event, "step", "")
-            run = getattr(event, "run")  # noqa: B009 - a WorkflowEvent
-            if step:
-                status = next((s.status for s in run.steps if s.name == step), 0)
-                print(f"  {step:<16} {step_status_name(status)}")
+        def show(event: workflow_pb2.WorkflowEvent) -> None:
+            if event.step:
+                step = next(s for s in event.run.steps if s.name == event.step)
+                print(f"  {event.step:<16} {StepStatus(step.status).name}")
 
         run = await client.wait_workflow_run(started.run.id, on_change=show)
-        print(f"run {run.id}: {run_status_name(run.status)}")
-        return 0 if run_status_name(run.status) == "COMPLETED" else 1
+        print(f"run {run.id}: {WorkflowRunStatus(run.status).name}")
+        return 0 if WorkflowRunStatus(run.status) is WorkflowRunStatus.COMPLETED else 1
 
 
 if __name__ == "__main__":

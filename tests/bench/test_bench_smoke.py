@@ -192,3 +192,23 @@ async def test_workflow() -> None:
     assert result.details["fanout"]["completed_steps"] == 12
     assert math.isfinite(result.value("step cost / job cost"))
     assert result.details["celery"] == {"skipped": "--celery-chains 0"}
+
+
+CELERY_DIR = Path(__file__).resolve().parents[2] / "bench" / "celery"
+
+
+async def test_workflow_with_celery_chains_in_the_same_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(CELERY_DIR))
+    from celery_compare import redis_problem
+
+    if (problem := redis_problem("127.0.0.1", 6379)) is not None:
+        pytest.skip(f"the Celery side needs Redis: {problem}")
+    sizes = WorkflowSizes(
+        runs=4, steps=2, inflight=2, jobs=20, workers=1, capacity=10, fanout_steps=4, celery_chains=3
+    )
+    result = await run_scenario("workflow", sizes, BenchSetup(progress=False))
+    celery = result.details["celery"]
+    assert "skipped" not in celery, celery
+    assert (celery["chains"], celery["length"]) == (3, 2)
+    assert result.value("Celery chains") > 0
+    assert math.isfinite(result.value("jobwarden / Celery"))

@@ -298,6 +298,23 @@ def test_builder_mistakes_name_the_workflow_and_step() -> None:
     assert [step.name for step in wf.steps] == ["a"]
 
 
+def test_settings_may_change_before_the_definition_is_made() -> None:
+    wf = Workflow("later")
+    wf.action("a", "noop")
+    wf.output = {"a": "{{ steps.a.result }}"}
+    wf.run_timeout = "2m"
+    wf.context["region"] = "eu"
+    built = wf.definition()
+    assert struct_to_dict(built.output) == {"a": "{{ steps.a.result }}"}
+    assert duration_seconds(built.run_timeout) == 120
+    assert dict(built.context) == {"region": "eu"}
+    wf.run_timeout = "whenever"
+    with pytest.raises(
+        WorkflowDefinitionError, match=r"^workflow 'later': run_timeout: 'whenever' is not a duration"
+    ):
+        wf.definition()
+
+
 def test_a_mapping_reads_like_a_file() -> None:
     wf = workflow_from_mapping({"name": "m", "steps": [{"name": "only", "action": "noop"}]})
     assert wf.definition().steps[0].action.action == "noop"

@@ -109,7 +109,7 @@ class ConsoleSizes:
 @dataclass(slots=True)
 class WorkflowSizes:
     #: runs of the linear workflow, started one StartWorkflow each
-    runs: int = 300
+    runs: int = 1000
     #: no-op steps in the linear workflow
     steps: int = 10
     #: StartWorkflow calls in flight at once

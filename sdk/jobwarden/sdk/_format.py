@@ -92,6 +92,10 @@ def job_detail(job: job_pb2.Job) -> str:
             + ", ".join(f"{lock.resource}:{_name(LockMode, lock.mode)}" for lock in job.locks)
             + held
         )
+    if job.workflow_run_id:
+        lines.append(
+            f"in run:      {job.workflow_run_id} step {job.workflow_step} (work order {job.work_order_id})"
+        )
     if job.correlation_id:
         lines.append(f"correlation: {job.correlation_id}")
     if job.idempotency_key:

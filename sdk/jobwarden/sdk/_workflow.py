@@ -123,11 +123,13 @@ class Workflow:
                 f"name: {name!r} is not a workflow name (letters, digits, '.', '_' and '-'; at most 128)"
             )
         self.name = name
-        self.description = _text(description, "description", self)
-        self.context = dict(_string_map(context, "context", self))
-        self.output = None if output is None else _template(output, "output", self)
-        self.run_timeout = None if run_timeout is None else _duration(run_timeout, "run_timeout", self)
-        self.continue_on_crash = _flag(continue_on_crash, "continue_on_crash", self)
+        # Plain attributes a caller may change before ``definition()``, which checks them again.
+        self.description = description
+        self.context: dict[str, str] = dict(context or {})
+        self.output = output
+        self.run_timeout = run_timeout
+        self.continue_on_crash = continue_on_crash
+        self._settings()
         self._steps: dict[str, Step] = {}
         self._edges: list[tuple[str, str, workflow_pb2.EdgeKind.ValueType, str]] = []
 
@@ -249,23 +251,28 @@ class Workflow:
         for source, target, _kind, _when in self._edges:
             if target not in order:
                 raise self._error(f"an edge goes to {target!r}, which is no step{_known(order)}", source)
-        message = workflow_pb2.WorkflowDefinition(
-            name=self.name,
-            description=self.description,
-            steps=[step.message for step in self._steps.values()],
-            context=self.context,
-            continue_on_crash=self.continue_on_crash,
-        )
+        message = self._settings()
+        message.steps.extend(step.message for step in self._steps.values())
         for source, target, kind, when in sorted(
             self._edges, key=lambda edge: (order[edge[0]], _KIND_ORDER[edge[2]], order[edge[1]], edge[3])
         ):
             message.edges.append(
                 workflow_pb2.WorkflowEdge(source=source, target=target, kind=kind, condition=when)
             )
+        return message
+
+    def _settings(self) -> workflow_pb2.WorkflowDefinition:
+        """A definition with the workflow's own settings (no steps yet), each checked."""
+        message = workflow_pb2.WorkflowDefinition(
+            name=self.name,
+            description=_text(self.description, "description", self),
+            context=_string_map(self.context, "context", self),
+            continue_on_crash=_flag(self.continue_on_crash, "continue_on_crash", self),
+        )
         if self.output is not None:
-            message.output.CopyFrom(self.output)
+            message.output.CopyFrom(_template(self.output, "output", self))
         if self.run_timeout is not None:
-            message.run_timeout.CopyFrom(self.run_timeout)
+            message.run_timeout.CopyFrom(_duration(self.run_timeout, "run_timeout", self))
         return message
 
     def __repr__(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from jobwarden.contract import FINISHED_RUN_STATUSES, StepStatus, WorkflowRunStatus
 from jobwarden.sdk._convert import _check_json
 from jobwarden.sdk._requests import int32
 from jobwarden.v1 import workflow_pb2, workflow_service_pb2
@@ -19,61 +20,47 @@ __all__ = [
     "step_status_name",
 ]
 
-#: a run status: a ``WorkflowRunStatus`` number, or its name with or without its prefix (``"failed"``)
-RunStatusSpec = int | str
+#: a run status: a ``WorkflowRunStatus`` (the contract's or the proto's number), or its name with or
+#: without its prefix (``"failed"``, ``"WORKFLOW_RUN_STATUS_FAILED"``)
+RunStatusSpec = WorkflowRunStatus | int | str
 
 _RUN_PREFIX = "WORKFLOW_RUN_STATUS_"
-_STEP_PREFIX = "STEP_STATUS_"
 
 #: the run statuses after which nothing changes (but a retry, which makes a new run)
-RUN_TERMINAL_STATUSES = frozenset(
-    {
-        workflow_pb2.WORKFLOW_RUN_STATUS_COMPLETED,
-        workflow_pb2.WORKFLOW_RUN_STATUS_FAILED,
-        workflow_pb2.WORKFLOW_RUN_STATUS_CANCELLED,
-    }
-)
+RUN_TERMINAL_STATUSES = frozenset(int(status) for status in FINISHED_RUN_STATUSES)
 
 
 def run_statuses(values: Iterable[RunStatusSpec] | None) -> list[workflow_pb2.WorkflowRunStatus.ValueType]:
-    """Run statuses from numbers or names (``"failed"``, ``"WORKFLOW_RUN_STATUS_FAILED"``);
-    ``ValueError`` naming the ones there are for an unknown one."""
+    """Run statuses from contract members, numbers or names; ``ValueError`` naming the ones there
+    are for an unknown one."""
     out: list[workflow_pb2.WorkflowRunStatus.ValueType] = []
+    known = ", ".join(status.name for status in WorkflowRunStatus)
     for value in values or ():
-        if isinstance(value, str):
-            name = value.strip().upper()
-            name = name if name.startswith(_RUN_PREFIX) else _RUN_PREFIX + name
-            try:
-                out.append(workflow_pb2.WorkflowRunStatus.Value(name))
-            except ValueError:
-                raise ValueError(
-                    f"unknown run status {value!r}: use one of {_known_run_statuses()}"
-                ) from None
-        else:
-            if value not in workflow_pb2.WorkflowRunStatus.values() or value == 0:
-                raise ValueError(f"unknown run status {value!r}: use one of {_known_run_statuses()}")
-            out.append(workflow_pb2.WorkflowRunStatus.ValueType(value))
+        try:
+            if isinstance(value, str):
+                member = WorkflowRunStatus[value.strip().upper().removeprefix(_RUN_PREFIX)]
+            else:
+                member = WorkflowRunStatus(value)
+        except (KeyError, ValueError):
+            raise ValueError(f"unknown run status {value!r}: use one of {known}") from None
+        out.append(workflow_pb2.WorkflowRunStatus.ValueType(int(member)))
     return out
-
-
-def _known_run_statuses() -> str:
-    return ", ".join(run_status_name(v) for v in workflow_pb2.WorkflowRunStatus.values() if v)
 
 
 def run_status_name(value: int) -> str:
     """``"COMPLETED"`` for ``WORKFLOW_RUN_STATUS_COMPLETED``; the number for one this SDK does not know."""
     try:
-        return workflow_pb2.WorkflowRunStatus.Name(value).removeprefix(_RUN_PREFIX)  # type: ignore[arg-type]
+        return WorkflowRunStatus(value).name
     except ValueError:
-        return str(value)
+        return "-" if value == 0 else str(value)
 
 
 def step_status_name(value: int) -> str:
     """``"SKIPPED"`` for ``STEP_STATUS_SKIPPED``; the number for one this SDK does not know."""
     try:
-        return workflow_pb2.StepStatus.Name(value).removeprefix(_STEP_PREFIX)  # type: ignore[arg-type]
+        return StepStatus(value).name
     except ValueError:
-        return str(value)
+        return "-" if value == 0 else str(value)
 
 
 def start_request(

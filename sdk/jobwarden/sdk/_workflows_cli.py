@@ -22,7 +22,6 @@ from jobwarden.sdk._commands import _parse_input, _parse_labels
 from jobwarden.sdk._exceptions import JobwardenError, WorkflowDefinitionError
 from jobwarden.sdk._workflow_files import SUFFIXES, load_workflow
 from jobwarden.sdk._workflow_requests import (
-    RUN_TERMINAL_STATUSES,
     run_status_name,
     run_statuses,
     step_status_name,
@@ -225,7 +224,9 @@ def definition_text(definition: workflow_pb2.WorkflowDefinition) -> str:
             f"{_edge_word(edge.kind)} → {edge.target}" + (f" if {edge.condition}" if edge.condition else "")
             for edge in out
         )
-        rows.append([step.name, _step_kind(step), _join_word(step.join), edges])
+        # A join mode matters only where several edges meet.
+        joins = sum(edge.target == step.name for edge in definition.edges) > 1
+        rows.append([step.name, _step_kind(step), _join_word(step.join) if joins else "", edges])
     lines.append("")
     lines.append(fmt.table(["STEP", "RUNS", "JOIN", "EDGES"], rows))
     return "\n".join(lines)
@@ -333,14 +334,16 @@ class _StepReport:
         step = next((s for s in event.run.steps if s.name == event.step), None)
         if step is None:
             return
-        note = ""
+        status = step_status_name(step.status)
         if step.status == workflow_pb2.STEP_STATUS_FAILED and step.error.message:
-            note = f": {step.error.message}"
+            line = f"{status}: {step.error.message}"
         elif step.reused_from_run_id:
-            note = f" (reused from run {step.reused_from_run_id})"
+            line = f"{status:<10} reused from run {step.reused_from_run_id}"
         elif step.job_id:
-            note = f"  job {step.job_id}"
-        print(f"  {step.name:<20} {step_status_name(step.status)}{note}", file=sys.stderr, flush=True)
+            line = f"{status:<10} job {step.job_id}"
+        else:
+            line = status
+        print(f"  {step.name:<20} {line}", file=sys.stderr, flush=True)
 
 
 # -- work orders -------------------------------------------------------------------------------------
@@ -390,7 +393,7 @@ async def _orders(args: argparse.Namespace) -> int:
 
 async def _order(args: argparse.Namespace) -> int:
     words = list(args.words)
-    verb = words.pop(0) if words[0] in ("retry", "cancel", "show") and len(words) > 1 else "show"
+    verb = words.pop(0) if words[0] in ("retry", "cancel", "show") else "show"
     if len(words) != 1:
         raise UsageError(
             f"takes one work order id: jobwarden order [retry|cancel] ID, got {' '.join(args.words)!r}"
@@ -420,12 +423,11 @@ async def _order(args: argparse.Namespace) -> int:
 async def _cancel(
     args: argparse.Namespace, client: JobClient, found: workflow_service_pb2.GetWorkOrderResponse
 ) -> int:
+    """Cancel the work order's last run (the engine refuses a finished one, saying so)."""
     order = found.order
-    last = found.runs[-1] if found.runs else None
-    if last is None or last.status in RUN_TERMINAL_STATUSES:
-        state = f"its last run {last.id} is {run_status_name(last.status)}" if last else "it has no run"
-        raise UsageError(f"work order {order.id} has no run to cancel: {state}")
-    run = await client.cancel_workflow_run(last.id, args.reason)
+    if not found.runs:
+        raise UsageError(f"work order {order.id} has no run to cancel")
+    run = await client.cancel_workflow_run(found.runs[-1].id, args.reason)
     if args.json:
         _print_json(fmt.message_json(run))
     else:
@@ -463,12 +465,16 @@ def run_text(run: workflow_pb2.WorkflowRun, now: datetime | None = None) -> str:
     elif run.previous_run_id:
         head += "  rerun from the start"
     lines = [head]
-    if run.status_reason:
+    error = run.error
+    completed = run.status == workflow_pb2.WORKFLOW_RUN_STATUS_COMPLETED
+    if run.status_reason and run.status_reason != error.message and not completed:
         lines.append(f"  reason: {run.status_reason}")
-    if run.error.message or run.error.step:
-        where = f"step {run.error.step!r}: " if run.error.step else ""
-        job = f" (job {run.error.job_id})" if run.error.job_id else ""
-        lines.append(f"  error: {where}{run.error.message}{job}")
+    if error.message or error.step:
+        # The engine's message usually names the step already; name it once.
+        named = error.step and f"{error.step!r}" in error.message
+        where = f"step {error.step!r}: " if error.step and not named else ""
+        job = f" (job {error.job_id})" if error.job_id else ""
+        lines.append(f"  error: {where}{error.message}{job}")
     if run.HasField("output") and run.status == workflow_pb2.WORKFLOW_RUN_STATUS_COMPLETED:
         lines.append(f"  output: {json.dumps(struct_to_dict(run.output), sort_keys=True)}")
     rows = [
