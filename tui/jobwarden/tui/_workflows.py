@@ -89,12 +89,18 @@ class OrderStore:
             known_run = self.runs.get(run_id)
             if known_run is None or known_run.sequence <= event.run.sequence:
                 if event.type == workflow_pb2.WORKFLOW_EVENT_TYPE_STEP_CHANGED:
-                    # The engine sends the changed step alone (no other steps, no edges).
+                    # The changed step alone (no other steps, no edges: workflow.proto).
                     self.runs[run_id] = _with_step(known_run, event.run)
                     if known_run is None:
                         self.incomplete.add(run_id)
                 else:
-                    self.runs[run_id] = event.run
+                    # Every step, and no edges: the ones known are kept.
+                    run = event.run
+                    if known_run is not None and not run.edges and known_run.edges:
+                        run = workflow_pb2.WorkflowRun()
+                        run.CopyFrom(event.run)
+                        run.edges.extend(known_run.edges)
+                    self.runs[run_id] = run
                     self.incomplete.discard(run_id)
                 self.dirty_runs.add(run_id)
                 if event.run.work_order_id:

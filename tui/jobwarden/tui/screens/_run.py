@@ -37,8 +37,8 @@ from textual.widgets.option_list import Option
 from ._base import ConsoleScreen
 from ._order_ops import cancel_run, retry_order, run_chip
 
-#: seconds the run is read whole after the stream's news of it (a burst of news, one read)
-_REFETCH_AFTER = 0.2
+#: seconds between two reads of a whole run after the stream's news of it
+_REFETCH_AFTER = 0.3
 #: seconds between two looks at the stream's news of the run
 _FLUSH_EVERY = 0.25
 #: what each edge kind's line looks like, for the legend
@@ -88,6 +88,7 @@ class RunScreen(ConsoleScreen):
         self._following_last = True
         self._jobs_drawn: dict[str, tuple[int, int, str]] = {}
         self._summary_drawn = Text()
+        self._refetch_wanted: set[str] = set()
 
     @property
     def run(self) -> workflow_pb2.WorkflowRun | None:
@@ -110,6 +111,7 @@ class RunScreen(ConsoleScreen):
         self.graph.clear("Loading the work order…")
         self.graph.focus()
         self._load()
+        self._refetch_loop()
         self.set_interval(_FLUSH_EVERY, self.flush, name="run-flush")
         self.set_interval(1.0, self._tick, name="run-tick")
 
@@ -156,17 +158,27 @@ class RunScreen(ConsoleScreen):
             self._draw()
 
     @work(group="run-refetch", exclusive=True, exit_on_error=False)
-    async def _refetch(self, run_id: str) -> None:
-        await asyncio.sleep(_REFETCH_AFTER)  # a burst of events is read once
-        try:
-            run = await self.console.client.get_workflow_run(run_id)
-        except JobwardenError:
-            return
-        for index, known in enumerate(self.runs):
-            if known.id == run.id and run.sequence >= known.sequence:
-                self.runs[index] = run
-                if index == self.index:
-                    self._draw()
+    async def _refetch_loop(self) -> None:
+        """Read a run whole again after the stream's news of it: at most one read every
+        ``_REFETCH_AFTER`` seconds, however many events come (a burst of news, one read)."""
+        while True:
+            await asyncio.sleep(_REFETCH_AFTER)
+            if not self._refetch_wanted:
+                continue
+            wanted, self._refetch_wanted = self._refetch_wanted, set()
+            for run_id in wanted:
+                try:
+                    run = await self.console.client.get_workflow_run(run_id)
+                except JobwardenError:
+                    continue
+                for index, known in enumerate(self.runs):
+                    if known.id == run.id and run.sequence >= known.sequence:
+                        self.runs[index] = run
+                        if index == self.index:
+                            self._draw()
+
+    def _refetch(self, run_id: str) -> None:
+        self._refetch_wanted.add(run_id)
 
     def _tick(self) -> None:
         self.graph.tick()
