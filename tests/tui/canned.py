@@ -28,6 +28,9 @@ from jobwarden.v1 import (
     job_service_pb2_grpc,
     lock_service_pb2,
     lock_service_pb2_grpc,
+    workflow_pb2,
+    workflow_service_pb2,
+    workflow_service_pb2_grpc,
 )
 
 #: the canned world's "now" minus a few minutes: every time in it is relative to this
@@ -301,14 +304,18 @@ class CannedEngine(
     job_service_pb2_grpc.JobServiceServicer,
     executor_service_pb2_grpc.ExecutorServiceServicer,
     lock_service_pb2_grpc.LockServiceServicer,
+    workflow_service_pb2_grpc.WorkflowServiceServicer,
 ):
-    """Serves the canned world; ``push`` sends more events to every watcher."""
+    """Serves the canned world; ``push`` (and ``push_run``) send more events to every watcher."""
 
     def __init__(self) -> None:
         self.jobs = {job.id: job for job in canned_jobs()}
         self.sequence = len(self.jobs)
+        #: work orders and their runs (oldest first); the tests add them with ``add_order``
+        self.orders: dict[str, workflow_pb2.WorkOrder] = {}
+        self.runs: dict[str, list[workflow_pb2.WorkflowRun]] = {}
         self.paused: set[str] = set()
-        self.watchers: list[asyncio.Queue[job_pb2.JobEvent | None]] = []
+        self.watchers: list[asyncio.Queue[job_pb2.JobEvent | workflow_pb2.WorkflowEvent | None]] = []
         self.calls: list[tuple[str, str]] = []
         #: what ListEngines answers; None: UNIMPLEMENTED, as an engine from before ClusterService
         self.cluster: cluster_service_pb2.ListEnginesResponse | None = None
@@ -321,6 +328,7 @@ class CannedEngine(
         cluster_service_pb2_grpc.add_ClusterServiceServicer_to_server(self, server)
         executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(self, server)
         lock_service_pb2_grpc.add_LockServiceServicer_to_server(self, server)
+        workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server(self, server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         self._server = server
@@ -364,7 +372,7 @@ class CannedEngine(
         return job_service_pb2.ListJobsResponse(jobs=page, next_page_token=token, sequence=self.sequence)
 
     async def WatchJobs(self, request: Any, context: Any) -> AsyncIterator[job_service_pb2.WatchJobsResponse]:
-        queue: asyncio.Queue[job_pb2.JobEvent | None] = asyncio.Queue()
+        queue: asyncio.Queue[job_pb2.JobEvent | workflow_pb2.WorkflowEvent | None] = asyncio.Queue()
         self.watchers.append(queue)
         try:
             yield job_service_pb2.WatchJobsResponse(head_sequence=self.sequence)
@@ -376,7 +384,14 @@ class CannedEngine(
                     continue
                 if event is None:
                     return
-                yield job_service_pb2.WatchJobsResponse(events=[event], head_sequence=self.sequence)
+                if isinstance(event, workflow_pb2.WorkflowEvent):
+                    if request.workflow_events:
+                        yield job_service_pb2.WatchJobsResponse(
+                            workflow_events=[event], head_sequence=self.sequence
+                        )
+                    continue
+                if not request.exclude_job_events:
+                    yield job_service_pb2.WatchJobsResponse(events=[event], head_sequence=self.sequence)
         finally:
             self.watchers.remove(queue)
 
@@ -522,6 +537,91 @@ class CannedEngine(
         self.calls.append(("resume", request.action))
         self.paused.discard(request.action)
         return job_service_pb2.ResumeActionResponse(config=job_pb2.ActionConfig(action=request.action))
+
+    # -- WorkflowService ----------------------------------------------------------------------
+
+    def add_order(self, order: workflow_pb2.WorkOrder, runs: list[workflow_pb2.WorkflowRun]) -> None:
+        order.run_count = len(runs)
+        order.last_run_id = runs[-1].id
+        order.status = runs[-1].status
+        self.orders[order.id] = order
+        self.runs[order.id] = runs
+
+    def push_run(self, run: workflow_pb2.WorkflowRun, step: str = "") -> None:
+        """A new state of a run (a step changed), to every watcher of workflow events."""
+        self.sequence += 1
+        run.sequence = self.sequence
+        runs = self.runs[run.work_order_id]
+        index = next((i for i, known in enumerate(runs) if known.id == run.id), None)
+        if index is None:
+            runs.append(run)
+        else:
+            runs[index] = run
+        order = self.orders[run.work_order_id]
+        order.status = runs[-1].status
+        order.run_count = len(runs)
+        order.last_run_id = runs[-1].id
+        order.sequence = self.sequence
+        event = workflow_pb2.WorkflowEvent(
+            sequence=self.sequence,
+            type=workflow_pb2.WORKFLOW_EVENT_TYPE_STEP_CHANGED,
+            run=run,
+            order=order,
+            step=step,
+            time=ts(300),
+        )
+        for queue in self.watchers:
+            queue.put_nowait(event)
+
+    async def ListWorkOrders(self, request: Any, context: Any) -> workflow_service_pb2.ListWorkOrdersResponse:
+        orders = sorted(self.orders.values(), key=lambda order: order.id, reverse=True)
+        return workflow_service_pb2.ListWorkOrdersResponse(orders=orders)
+
+    async def GetWorkOrder(self, request: Any, context: Any) -> workflow_service_pb2.GetWorkOrderResponse:
+        order = self.orders.get(request.work_order_id)
+        if order is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no work order {request.work_order_id}")
+        return workflow_service_pb2.GetWorkOrderResponse(order=order, runs=self.runs[order.id])
+
+    async def GetWorkflowRun(self, request: Any, context: Any) -> workflow_service_pb2.GetWorkflowRunResponse:
+        for runs in self.runs.values():
+            for run in runs:
+                if run.id == request.run_id:
+                    return workflow_service_pb2.GetWorkflowRunResponse(run=run)
+        await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {request.run_id}")
+        raise AssertionError("unreachable")
+
+    async def RetryWorkOrder(self, request: Any, context: Any) -> workflow_service_pb2.RetryWorkOrderResponse:
+        self.calls.append(("retry_order", f"{request.work_order_id}@{request.from_step}"))
+        runs = self.runs[request.work_order_id]
+        if runs[-1].status == workflow_pb2.WORKFLOW_RUN_STATUS_RUNNING:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the last run is RUNNING")
+        run = workflow_pb2.WorkflowRun()
+        run.CopyFrom(runs[-1])
+        run.id = run.id[:-4] + f"{len(runs) + 1:04d}"
+        run.number = len(runs) + 1
+        run.status = workflow_pb2.WORKFLOW_RUN_STATUS_RUNNING
+        run.rerun_from_step = request.from_step
+        run.previous_run_id = runs[-1].id
+        self.push_run(run)
+        return workflow_service_pb2.RetryWorkOrderResponse(order=self.orders[request.work_order_id], run=run)
+
+    async def CancelWorkflowRun(
+        self, request: Any, context: Any
+    ) -> workflow_service_pb2.CancelWorkflowRunResponse:
+        self.calls.append(("cancel_run", request.run_id))
+        for runs in self.runs.values():
+            for run in runs:
+                if run.id == request.run_id:
+                    if run.status != workflow_pb2.WORKFLOW_RUN_STATUS_RUNNING:
+                        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the run is finished")
+                    cancelled = workflow_pb2.WorkflowRun()
+                    cancelled.CopyFrom(run)
+                    cancelled.status = workflow_pb2.WORKFLOW_RUN_STATUS_CANCELLED
+                    self.push_run(cancelled)
+                    return workflow_service_pb2.CancelWorkflowRunResponse(run=cancelled)
+        await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {request.run_id}")
+        raise AssertionError("unreachable")
 
     # -- ExecutorService and LockService ------------------------------------------------------
 

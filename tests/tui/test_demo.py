@@ -52,7 +52,7 @@ async def test_demo_shows_every_status_and_failure_kind_and_stops_everything_it_
     await asyncio.to_thread(demo.start)
     try:
         processes = dict(demo.processes)
-        assert set(processes) == {"engine", "demo-worker-1", "demo-worker-2", "trickle"}
+        assert set(processes) == {"engine", "demo-worker-1", "demo-worker-2", "demo-media", "trickle"}
         directory = demo.directory
         assert (directory / "demo.db").exists()
         seen, kinds = await statuses_seen(demo.address, EVERY_STATUS_WITHIN - (time.monotonic() - started))

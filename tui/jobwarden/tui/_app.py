@@ -35,6 +35,7 @@ from .screens import (
     LocksScreen,
     StepPickerScreen,
     WorkersScreen,
+    WorkOrdersScreen,
 )
 from .widgets import StatusHeader
 
@@ -62,7 +63,9 @@ CHANNEL_OPTIONS = [
     ("grpc.enable_retries", 0),
 ]
 _HERE = Path(__file__).parent
-_NAV = (("j", "Jobs"), ("w", "Workers"), ("l", "Locks"), ("a", "Actions"))
+_NAV = (("j", "Jobs"), ("W", "Orders"), ("w", "Workers"), ("l", "Locks"), ("a", "Actions"))
+#: the mode each navigation name switches to
+_MODE_OF = {"Jobs": "jobs", "Orders": "orders", "Workers": "workers", "Locks": "locks", "Actions": "actions"}
 
 
 class ConsoleApp(App[None]):
@@ -79,6 +82,7 @@ class ConsoleApp(App[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j", "show('jobs')", "Jobs", show=False, id="screen.jobs"),
+        Binding("W", "show('orders')", "Work orders", show=False, id="screen.orders"),
         Binding("w", "show('workers')", "Workers", show=False, id="screen.workers"),
         Binding("l", "show('locks')", "Locks", show=False, id="screen.locks"),
         Binding("a", "show('actions')", "Actions", show=False, id="screen.actions"),
@@ -140,6 +144,7 @@ class ConsoleApp(App[None]):
         self.workers_screen = WorkersScreen()
         self.locks_screen = LocksScreen()
         self.actions_screen = ActionsScreen()
+        self.orders_screen = WorkOrdersScreen()
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -165,6 +170,7 @@ class ConsoleApp(App[None]):
         self.add_mode("workers", lambda: self.workers_screen)
         self.add_mode("locks", lambda: self.locks_screen)
         self.add_mode("actions", lambda: self.actions_screen)
+        self.add_mode("orders", lambda: self.orders_screen)
         self.switch_mode("jobs")
         self._run_feed()
         self._poll_stats()
@@ -406,7 +412,7 @@ class ConsoleApp(App[None]):
             )
 
     def _switcher(self, name: str) -> Callable[[], None]:
-        return lambda: self.action_show(name.lower())
+        return lambda: self.action_show(_MODE_OF[name])
 
     def _toggler(self, status: JobStatus) -> Callable[[], None]:
         return lambda: self.toggle_status(status)

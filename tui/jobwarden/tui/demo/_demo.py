@@ -1,4 +1,5 @@
-"""``jobwarden demo``: an engine, two demo workers and a trickle of jobs, as processes, and the console.
+"""``jobwarden demo``: an engine, demo workers and a trickle of jobs and work orders, as processes,
+and the console.
 
 Everything runs as it would in production, only smaller: ``jobwarden serve`` on a free port with a
 SQLite file in a temporary directory, ``jobwarden worker`` processes running the demo executors,
@@ -26,7 +27,12 @@ from jobwarden.v1 import executor_service_pb2, executor_service_pb2_grpc
 
 #: seconds to wait for the engine to listen and the workers to register
 START_TIMEOUT = 60.0
-_WORKERS = (("demo-worker-1", "WORKER_ONE", 16), ("demo-worker-2", "WORKER_TWO", 10))
+#: (name, the executors' module:attribute, capacity)
+_WORKERS = (
+    ("demo-worker-1", "executors:WORKER_ONE", 16),
+    ("demo-worker-2", "executors:WORKER_TWO", 10),
+    ("demo-media", "media:MEDIA_WORKER", 12),
+)
 
 
 class DemoError(RuntimeError):
@@ -77,7 +83,7 @@ class Demo:
                     name,
                     [
                         "worker",
-                        f"jobwarden.tui.demo.executors:{attribute}",
+                        f"jobwarden.tui.demo.{attribute}",
                         "--engine",
                         self.address,
                         "--name",
@@ -203,7 +209,7 @@ def _free_port() -> int:
 def run_demo(*, port: int = 0, rate: float = 1.5, console: bool = True) -> int:
     """Start the demo, open the console on it (or wait for Ctrl+C), and stop it all afterwards."""
     demo = Demo(port=port, rate=rate)
-    print("jobwarden demo: starting an engine, 2 workers and a trickle of jobs…", flush=True)
+    print(f"jobwarden demo: starting an engine, {len(_WORKERS)} workers and a trickle of jobs…", flush=True)
     try:
         demo.start()
     except DemoError as error:

@@ -5,6 +5,11 @@ limit), submits a first burst that shows every status and every failure kind the
 within a minute, then keeps submitting a fixed cycle of jobs at ``--rate`` jobs a second,
 cancelling every other slow export as an operator would. Nothing is left to chance: which job
 fails, crashes or is cancelled follows the schedule, so every run shows the same story.
+
+It also puts the media workflow (``media.py``) and starts a work order of it every
+``MEDIA_EVERY`` seconds, two at once at first, in a fixed cycle: one that completes, one whose
+publish fails and notifies (a handled failure), one that completes, one whose 480p transcode fails
+(an unhandled one: the run FAILED, the steps after it SKIPPED).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from .executors import (
     TRANSCODE,
     FlakyPlan,
 )
+from .media import WORKFLOW, media_workflow
 
 #: seconds after which the trickle cancels a slow export it submitted
 CANCEL_AFTER = 12.0
@@ -67,6 +73,16 @@ async def configure(client: JobClient) -> None:
     # Nobody serves ingest: its jobs wait (the Actions screen warns), and past 3 they are REJECTED.
     await client.set_action_config(job_pb2.ActionConfig(action=INGEST, max_queued=3))
 
+
+#: the context of the media work orders, in turn
+MEDIA_CYCLE: tuple[dict[str, str], ...] = (
+    {},
+    {"flaky_publish": "yes"},
+    {},
+    {"broken_rendition": "480p"},
+)
+#: seconds between two media work orders
+MEDIA_EVERY = 20.0
 
 #: what the flaky uploads of the steady cycle do, in turn
 FLAKY_CYCLE: tuple[FlakyPlan, ...] = ("retry", "ok", "doomed", "ok", "retry", "crash")
@@ -119,6 +135,8 @@ class Trickle:
         ]
 
     async def run(self) -> None:
+        media = asyncio.create_task(self.media_orders())
+        self.tasks.add(media)
         await self.burst()
         for submit in itertools.cycle(self.cycle()):
             await asyncio.sleep(1.0 / self.rate)
@@ -128,6 +146,26 @@ class Trickle:
                 await submit()
             except JobwardenError as error:
                 print(f"trickle: {error}", file=sys.stderr)
+
+    async def media_orders(self) -> None:
+        """Put the media workflow, then start its work orders (see the module docstring)."""
+        try:
+            await self.client.put_workflow(media_workflow())
+        except JobwardenError as error:
+            print(f"trickle: the media workflow was refused, so no work orders: {error}", file=sys.stderr)
+            return
+        plans = itertools.cycle(MEDIA_CYCLE)
+        first = True
+        while True:
+            for _ in range(2 if first else 1):
+                context = next(plans)
+                asset = self._asset()
+                with contextlib.suppress(JobwardenError):
+                    await self.client.start_workflow(
+                        WORKFLOW, {"asset_id": asset}, context=context, correlation_id=f"asset-{asset}"
+                    )
+            first = False
+            await asyncio.sleep(MEDIA_EVERY)
 
     async def transcode(self) -> None:
         await self.client.submit(

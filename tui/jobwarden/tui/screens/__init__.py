@@ -8,6 +8,8 @@ from ._filter import FilterScreen
 from ._help import HelpScreen
 from ._jobs import JobsScreen
 from ._locks import LocksScreen
+from ._orders import WorkOrdersScreen
+from ._run import RunScreen
 from ._steps import StepPickerScreen
 from ._workers import WorkersScreen
 
@@ -20,6 +22,8 @@ __all__ = [
     "JobDetailScreen",
     "JobsScreen",
     "LocksScreen",
+    "RunScreen",
     "StepPickerScreen",
+    "WorkOrdersScreen",
     "WorkersScreen",
 ]

@@ -3,5 +3,6 @@
 from ._footer import ConsoleFooter
 from ._header import LinkIndicator, StatusCount, StatusHeader
 from ._job_table import JobTable
+from ._step_graph import StepGraph
 
-__all__ = ["ConsoleFooter", "JobTable", "LinkIndicator", "StatusCount", "StatusHeader"]
+__all__ = ["ConsoleFooter", "JobTable", "LinkIndicator", "StatusCount", "StatusHeader", "StepGraph"]
