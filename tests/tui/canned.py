@@ -581,6 +581,7 @@ class CannedEngine(
         order = self.orders.get(request.work_order_id)
         if order is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no work order {request.work_order_id}")
+        assert order is not None  # (abort raises)
         return workflow_service_pb2.GetWorkOrderResponse(order=order, runs=self.runs[order.id])
 
     async def GetWorkflowRun(self, request: Any, context: Any) -> workflow_service_pb2.GetWorkflowRunResponse:

@@ -57,7 +57,7 @@ def assert_golden(name: str, text: str) -> None:
 
 
 def overlap(a: Any, b: Any) -> bool:
-    return a.x < b.x + b.width and b.x < a.x + a.width and a.y < b.y + b.height and b.y < a.y + a.height
+    return bool(a.x < b.x + b.width and b.x < a.x + a.width and a.y < b.y + b.height and b.y < a.y + a.height)
 
 
 # -- the layout -------------------------------------------------------------------------------

@@ -51,7 +51,9 @@ def media_definition() -> workflow_pb2.WorkflowDefinition:
             for name in MEDIA_STEPS
         ],
         edges=[
-            workflow_pb2.WorkflowEdge(source=source, target=target, kind=kind)
+            workflow_pb2.WorkflowEdge(
+                source=source, target=target, kind=workflow_pb2.EdgeKind.ValueType(kind)
+            )
             for source, target, kind in MEDIA_EDGES
         ],
     )
@@ -76,10 +78,16 @@ def make_run(
         workflow="media-publish",
         version=1,
         number=number,
-        status=status,
+        status=workflow_pb2.WorkflowRunStatus.ValueType(status),
         steps=list(steps),
         edges=[
-            workflow_pb2.EdgeRun(source=source, target=target, kind=kind, decided=decided, taken=taken)
+            workflow_pb2.EdgeRun(
+                source=source,
+                target=target,
+                kind=workflow_pb2.EdgeKind.ValueType(kind),
+                decided=decided,
+                taken=taken,
+            )
             for source, target, kind, decided, taken in edges
         ],
         created_at=ts(100),
