@@ -29,6 +29,7 @@ calls it so to measure both in one run).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -38,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +69,15 @@ def _celery_env(redis_url: str, queue: str) -> dict[str, str]:
     }
 
 
-def run_celery(jobs: int, *, redis_url: str, pool: str, concurrency: int) -> dict[str, Any]:
-    """Start a Celery worker, send ``jobs`` no-op tasks, wait for every result; the figures."""
+@contextlib.contextmanager
+def celery_worker(*, redis_url: str, pool: str, concurrency: int) -> Iterator[tuple[Any, str]]:
+    """A Celery worker of its own queue, answering pings; yields the task module and the queue,
+    and stops the worker (and purges the queue) after."""
     queue = f"jw-compare-{secrets.token_hex(4)}"
     env = _celery_env(redis_url, queue)
     os.environ.update({"JW_CELERY_REDIS": redis_url, "JW_CELERY_QUEUE": queue})
     sys.path.insert(0, str(HERE))
     import _celery_app  # the task module, with this run's queue
-    from celery.result import ResultSet
 
     _celery_app.app.conf.task_default_queue = queue
     worker = subprocess.Popen(
@@ -89,12 +92,7 @@ def run_celery(jobs: int, *, redis_url: str, pool: str, concurrency: int) -> dic
             if worker.poll() is not None or time.monotonic() > deadline:
                 stderr = worker.stderr.read().decode() if worker.stderr else ""
                 raise RuntimeError(f"the Celery worker did not start: {stderr[-1500:]}")
-        noop = _celery_app.noop
-        started = time.time()
-        results = [noop.apply_async(queue=queue) for _ in range(jobs)]
-        sent = time.time()
-        ResultSet(results).join_native(timeout=600, interval=0.02)
-        finished = time.time()
+        yield _celery_app, queue
     finally:
         worker.send_signal(signal.SIGTERM)
         try:
@@ -103,6 +101,18 @@ def run_celery(jobs: int, *, redis_url: str, pool: str, concurrency: int) -> dic
             worker.kill()
             worker.wait()
         _celery_app.app.control.purge()
+
+
+def run_celery(jobs: int, *, redis_url: str, pool: str, concurrency: int) -> dict[str, Any]:
+    """Start a Celery worker, send ``jobs`` no-op tasks, wait for every result; the figures."""
+    from celery.result import ResultSet
+
+    with celery_worker(redis_url=redis_url, pool=pool, concurrency=concurrency) as (tasks, queue):
+        started = time.time()
+        results = [tasks.noop.apply_async(queue=queue) for _ in range(jobs)]
+        sent = time.time()
+        ResultSet(results).join_native(timeout=600, interval=0.02)
+        finished = time.time()
     return {
         "jobs": jobs,
         "end_to_end": jobs / (finished - started),
@@ -116,40 +126,15 @@ def run_celery_chains(
 ) -> dict[str, Any]:
     """Start a Celery worker, send ``chains`` chains of ``length`` no-op tasks, wait for the last
     result of each; the figures."""
-    queue = f"jw-compare-{secrets.token_hex(4)}"
-    env = _celery_env(redis_url, queue)
-    os.environ.update({"JW_CELERY_REDIS": redis_url, "JW_CELERY_QUEUE": queue})
-    sys.path.insert(0, str(HERE))
-    import _celery_app
     from celery import chain
     from celery.result import ResultSet
 
-    _celery_app.app.conf.task_default_queue = queue
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "_celery_app", "worker", "--pool", pool,
-         "--concurrency", str(concurrency), "--queues", queue, "--loglevel", "WARNING",
-         "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=HERE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while not _celery_app.app.control.ping(timeout=0.5):
-            if worker.poll() is not None or time.monotonic() > deadline:
-                stderr = worker.stderr.read().decode() if worker.stderr else ""
-                raise RuntimeError(f"the Celery worker did not start: {stderr[-1500:]}")
-        noop = _celery_app.noop
+    with celery_worker(redis_url=redis_url, pool=pool, concurrency=concurrency) as (tasks, queue):
+        noop = tasks.noop
         started = time.time()
         results = [chain(*(noop.si() for _ in range(length))).apply_async(queue=queue) for _ in range(chains)]
         ResultSet(results).join_native(timeout=600, interval=0.02)
         finished = time.time()
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
-        _celery_app.app.control.purge()
     seconds = finished - started
     return {
         "chains": chains,
