@@ -26,7 +26,7 @@ from jobwarden.contract import (
 )
 
 from .configs import ActionConfigs
-from .errors import EngineStopping
+from .errors import EngineStopping, StoreUnavailable
 from .locks import Grant, LockTable
 from .model import (
     Attempt,
@@ -142,9 +142,14 @@ class JobFlow:
             raise EngineStopping("the engine is not running")
 
     async def read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a blocking store read in a reader thread."""
+        """Run a blocking store read in a reader thread; ``StoreUnavailable`` while the database
+        cannot be reached."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, lambda: fn(*args, **kwargs))
+        try:
+            return await loop.run_in_executor(self._readers, lambda: fn(*args, **kwargs))
+        except self.store.unavailable_errors as error:
+            reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+            raise StoreUnavailable(f"the database cannot be read now: {reason}") from error
 
     def close_readers(self) -> None:
         self._readers.shutdown(wait=False, cancel_futures=True)

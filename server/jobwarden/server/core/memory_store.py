@@ -42,6 +42,7 @@ class MemoryStore:
     """Every table as dicts, behind one lock (one writer thread and any reader threads)."""
 
     url = "memory:"
+    unavailable_errors: tuple[type[BaseException], ...] = ()
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

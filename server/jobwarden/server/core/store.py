@@ -29,6 +29,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -181,6 +182,8 @@ def _event_from_row(row: Any) -> Event:
 
 class SqlStore:
     """The database behind the engine. Thread-safe for one writer thread and any reader threads."""
+
+    unavailable_errors: tuple[type[BaseException], ...] = (sa_exc.OperationalError, sa_exc.InterfaceError)
 
     def __init__(self, url: str, *, idle_in_transaction_timeout: float | None = None) -> None:
         self.url = url

@@ -96,6 +96,10 @@ class JobQuery:
 class JobStore(Protocol):
     """What the engine needs of its database."""
 
+    #: the errors a read raises while the database cannot be reached (the engine answers them as
+    #: UNAVAILABLE, so clients wait or fail over, instead of an unexplained UNKNOWN)
+    unavailable_errors: tuple[type[BaseException], ...]
+
     def create_schema(self) -> None:
         """Make the store ready: create it, or check its schema version and migrate it.
         Raises ``migrations.SchemaVersionError`` for a store written by a newer jobwarden."""
