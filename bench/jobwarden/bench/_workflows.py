@@ -196,6 +196,7 @@ async def _linear_runs(
     if profiler is not None:
         await profiler.start()
     meter = target.cpu_meter()
+    writes_before = target.writer_stats()
     machine = MachineMeter()
     machine.start()
     if meter is not None:
@@ -225,6 +226,18 @@ async def _linear_runs(
             await profiler.stop()
     cpu = meter.stop() if meter is not None else None
     busy = machine.stop()
+    writes_after = target.writer_stats()
+    commits: dict[str, Any] = {}
+    if writes_before is not None and writes_after is not None:
+        count = writes_after[0] - writes_before[0]
+        rows = writes_after[1] - writes_before[1]
+        seconds = writes_after[2] - writes_before[2]
+        commits = {
+            "commits": count,
+            "rows_per_commit": round(rows / count, 1) if count else 0.0,
+            "rows_per_step": round(rows / max(sizes.runs * sizes.steps, 1), 2),
+            "commit_ms_mean": round(1000 * seconds / count, 1) if count else 0.0,
+        }
     started = await agent.result()
     completed = 0
     async for order in client.iter_work_orders(workflow=workflow, statuses=["COMPLETED"]):
@@ -238,6 +251,7 @@ async def _linear_runs(
         "engine_cpu_percent": round(cpu.percent, 1) if cpu is not None else None,
         "client_cpu_seconds": round(started["cpu_seconds"], 3),
         "machine_busy": busy,
+        **commits,
     }
 
 

@@ -17,11 +17,25 @@ _ID_CHARACTERS = re.compile(r"^[0-9a-f-]+$")
 
 _last_ms = 0
 _counter = 0
+#: random bytes drawn in bulk: one ``os.urandom`` call per 512 ids, not one each (each call is a
+#: syscall that drops the GIL, and getting it back from a busy writer thread can take milliseconds)
+_RANDOM_CHUNK = 8 * 512
+_random = b""
+_random_at = 0
+
+
+def _forget_random() -> None:
+    """A forked child draws its own bytes (else parent and child would make the same ids)."""
+    global _random, _random_at
+    _random, _random_at = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_random)
 
 
 def new_job_id() -> str:
     """A UUIDv7 string; ids made by one engine are strictly increasing, even within a millisecond."""
-    global _last_ms, _counter
+    global _last_ms, _counter, _random, _random_at
     ms = time.time_ns() // 1_000_000
     if ms <= _last_ms:
         # Same (or an earlier: clock stepped back) millisecond: keep order with the 12-bit counter.
@@ -33,9 +47,14 @@ def new_job_id() -> str:
     else:
         _counter = 0
     _last_ms = ms
-    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    if _random_at >= len(_random):
+        _random = os.urandom(_RANDOM_CHUNK)
+        _random_at = 0
+    rand_b = int.from_bytes(_random[_random_at : _random_at + 8], "big") & ((1 << 62) - 1)
+    _random_at += 8
     value = (ms << 80) | (0x7 << 76) | (_counter << 64) | (0b10 << 62) | rand_b
-    return str(uuid.UUID(int=value))
+    text = f"{value:032x}"  # what str(uuid.UUID(int=value)) gives, without building the UUID
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def parse_job_id(text: str) -> str:

@@ -20,12 +20,14 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from jobwarden.contract import (
     TERMINAL_STATUSES,
     ErrorKind,
     JobStatus,
+    JoinMode,
     Limits,
     StepStatus,
     WorkflowEventType,
@@ -44,7 +46,7 @@ from .validation import SubmitSpec, check_payload, check_string, check_string_ma
 from .workflows.checks import CompiledWorkflow, check_workflow_name, compile_workflow
 from .workflows.definitions import WorkflowDef
 from .workflows.expressions import ExpressionError
-from .workflows.machine import activation, default_output, edge_matches, join_decision, run_outcome
+from .workflows.machine import activation, default_output, edge_matches, run_outcome
 from .workflows.runs import EdgeRun, StepRun, WorkflowError, WorkflowEvent, WorkflowRun, WorkOrder
 
 __all__ = ["StartRequest", "WorkflowRunner", "WorkflowTimer"]
@@ -68,6 +70,15 @@ class StartRequest:
     labels: dict[str, str] = field(default_factory=dict)
     correlation_id: str = ""
     idempotency_key: str = ""
+
+
+@dataclass(slots=True)
+class _JoinScan:
+    """How far a step's incoming edges (in the graph's order) are known decided, and what they took."""
+
+    seen: int = 0
+    any_taken: bool = False
+    all_taken: bool = True
 
 
 #: a run as callers see it: the run, and its steps' live job statuses (by step name)
@@ -102,6 +113,13 @@ class WorkflowRunner:
         self._worklists: dict[str, set[str]] = {}
         #: runs being stopped (cancel, crash, deadline): their steps' ends change nothing more
         self._stopping: set[str] = set()
+        #: per run, the first step (in the definition's order) that may be unfinished: a step never
+        #: becomes unfinished again within a run, so the scans for "every step ended" and "a step
+        #: still runs" start there, and a 1,000-step fan-out is not quadratic
+        self._finished_prefix: dict[str, int] = {}
+        #: per run and step: how far its incoming edges are known decided; decided edges stay
+        #: decided, so each incoming edge is looked at once, not once per advance
+        self._joins: dict[str, dict[str, _JoinScan]] = {}
         #: what must happen once the change at hand is done (a parent hearing of its child's end)
         self._later: deque[Callable[[], None]] = deque()
         flow.on_job_ended(self._job_ended)
@@ -550,7 +568,7 @@ class WorkflowRunner:
         if compiled is None:
             return
         self._advancing.add(run.id)
-        position = {name: i for i, name in enumerate(compiled.order)}
+        position = compiled.position
         try:
             while not run.finished:
                 work = self._worklists.pop(run.id, None)
@@ -562,12 +580,7 @@ class WorkflowRunner:
                     step = run.steps[name]
                     if step.status is not StepStatus.PENDING:
                         continue
-                    incoming = compiled.graph.incoming[name]
-                    if not incoming:
-                        decision: bool | None = True
-                    else:
-                        states = [(run.edges[i].decided, run.edges[i].taken) for i in incoming]
-                        decision = join_decision(compiled.steps[name].definition.join, states)
+                    decision = self._join_decision(run, compiled, name)
                     if decision is None:
                         continue
                     if decision:
@@ -581,6 +594,35 @@ class WorkflowRunner:
             self._advancing.discard(run.id)
             if run.finished:
                 self._worklists.pop(run.id, None)
+
+    def _join_decision(self, run: WorkflowRun, compiled: CompiledWorkflow, name: str) -> bool | None:
+        """``join_decision`` over the step's incoming edges, looking at each decided edge only once."""
+        incoming = compiled.graph.incoming[name]
+        if not incoming:
+            return True
+        joins = self._joins.setdefault(run.id, {})
+        scan = joins.get(name)
+        if scan is None:
+            scan = joins[name] = _JoinScan()
+        edges = run.edges
+        while scan.seen < len(incoming):
+            edge = edges[incoming[scan.seen]]
+            if not edge.decided:
+                return None  # as join_decision: undecided while any incoming edge is
+            scan.any_taken = scan.any_taken or edge.taken
+            scan.all_taken = scan.all_taken and edge.taken
+            scan.seen += 1
+        return scan.any_taken if compiled.steps[name].definition.join is JoinMode.ANY else scan.all_taken
+
+    def _unfinished_from(self, run: WorkflowRun, compiled: CompiledWorkflow) -> int:
+        """The first step (its index in the definition) not finished, or len(steps) when all are."""
+        names = compiled.graph.names
+        steps = run.steps
+        at = self._finished_prefix.get(run.id, 0)
+        while at < len(names) and steps[names[at]].finished:
+            at += 1
+        self._finished_prefix[run.id] = at
+        return at
 
     def _start_step(self, run: WorkflowRun, compiled: CompiledWorkflow, step: StepRun) -> None:
         spec = compiled.steps[step.name]
@@ -624,8 +666,7 @@ class WorkflowRunner:
                 work_order_id=run.work_order_id,
             )
             try:
-                check_payload(step_input, "input")
-                checked_locks = self.jobs.check_submit(job_spec)
+                checked_locks = self.jobs.check_submit(job_spec)  # checks the input too
             except InvalidArgument as error:
                 self._step_failed(
                     run, compiled, step, WorkflowError(f"step {step.name!r}: {error.message}", step.name)
@@ -811,18 +852,23 @@ class WorkflowRunner:
             target = WorkflowRunStatus.RUNNING
         elif run.status is WorkflowRunStatus.DELAYED and changed is StepStatus.DELAYED:
             return
-        elif any(s.status is StepStatus.RUNNING for s in run.steps.values()):
-            target = WorkflowRunStatus.RUNNING
-        elif any(s.status is StepStatus.DELAYED for s in run.steps.values()):
-            target = WorkflowRunStatus.DELAYED
         else:
-            return
+            # The steps before the finished prefix have ended: neither RUNNING nor DELAYED.
+            start = self._finished_prefix.get(run.id, 0)
+            if any(s.status is StepStatus.RUNNING for s in islice(run.steps.values(), start, None)):
+                target = WorkflowRunStatus.RUNNING
+            elif any(s.status is StepStatus.DELAYED for s in islice(run.steps.values(), start, None)):
+                target = WorkflowRunStatus.DELAYED
+            else:
+                return
         if run.status is not target:
             self._set_run_status(
                 run, target, reason="" if target is WorkflowRunStatus.RUNNING else "a step waits"
             )
 
     def _maybe_finish(self, run: WorkflowRun, compiled: CompiledWorkflow) -> None:
+        if self._unfinished_from(run, compiled) < len(compiled.graph.names):
+            return  # a step has not ended (what run_outcome's first scan finds, without rescanning)
         outcome = run_outcome(run, compiled)
         if outcome is None:
             return
@@ -894,6 +940,8 @@ class WorkflowRunner:
         self.timers.disarm(WorkflowTimer.DEADLINE, run.id)
         self._set_run_status(run, status, reason=reason, actor=actor)
         self.runs.pop(run.id, None)
+        self._finished_prefix.pop(run.id, None)
+        self._joins.pop(run.id, None)
         self._finished_runs[run.id] = run
         while len(self._finished_runs) > self._finished_cache_size:
             self._finished_runs.popitem(last=False)

@@ -54,6 +54,14 @@ class CompiledWorkflow:
     #: the steps whose outcome decides the run: no outgoing edge
     leaves: list[str]
     order: list[str]
+    #: each step's place in ``order`` (the order a run's advance looks at its steps in)
+    position: dict[str, int] = field(default_factory=dict)
+    #: each step's place in the definition (``graph.names``), for a run's scan cursors
+    index: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.position = {name: i for i, name in enumerate(self.order)}
+        self.index = {name: i for i, name in enumerate(self.graph.names)}
 
     @property
     def name(self) -> str:

@@ -70,18 +70,21 @@ class StepRun:
 
     def to_dict(self, *, results: bool = True) -> JSONDict:
         d: JSONDict = {"name": self.name, "status": int(self.status)}
-        for key in (
-            "job_id",
-            "child_run_id",
-            "started_at",
-            "finished_at",
-            "wake_at",
-            "reused_from_run_id",
-            "attempt",
-        ):
-            value = getattr(self, key)
-            if value:
-                d[key] = value
+        # Spelled out, not a getattr loop: every step change of every run goes through here.
+        if self.job_id:
+            d["job_id"] = self.job_id
+        if self.child_run_id:
+            d["child_run_id"] = self.child_run_id
+        if self.started_at:
+            d["started_at"] = self.started_at
+        if self.finished_at:
+            d["finished_at"] = self.finished_at
+        if self.wake_at:
+            d["wake_at"] = self.wake_at
+        if self.reused_from_run_id:
+            d["reused_from_run_id"] = self.reused_from_run_id
+        if self.attempt:
+            d["attempt"] = self.attempt
         if self.error is not None:
             d["error"] = self.error.to_dict()
         if results:
