@@ -31,7 +31,8 @@ def shown(app: ConsoleApp) -> str:
 @pytest.mark.parametrize(
     ("size", "expected"),
     [
-        ((160, 40), "leader e-a 10.0.0.1:50051 · epoch 7 · standbys e-b, e-c"),
+        ((200, 40), "leader e-a 10.0.0.1:50051 · epoch 7 · standbys e-b, e-c"),
+        ((160, 40), "leader 10.0.0.1:50051 · epoch 7 · 2 standbys"),
         ((80, 24), "L 10.0.0.1:50051 e7 +2"),
     ],
 )
@@ -132,6 +133,9 @@ async def test_one_real_engine_on_sqlite_shows_its_address_and_epoch_1(engine: E
         assert [each.role for each in app.cluster.engines] == [cluster_service_pb2.ENGINE_ROLE_LEADER]
         expected = f"{engine.address} · epoch 1"
         await until(pilot, lambda: shown(app) == expected, what=f"the header to read {expected!r}")
-        # At 80 columns the epoch gives way; the address stays whole.
+        # At 80 columns the rate gives way (not the epoch), and then a narrower terminal takes the
+        # epoch, but the address stays whole.
         await pilot.resize_terminal(80, 24)
+        await until(pilot, lambda: shown(app) == expected, what=f"{expected!r} at 80 columns")
+        await pilot.resize_terminal(70, 24)
         await until(pilot, lambda: shown(app) == engine.address, what="the address alone")

@@ -292,7 +292,7 @@ class ConsoleApp(App[None]):
         """The navigation line in full, and short for a narrow terminal (keys as the footer shows them)."""
         parts = [f"[{key}] {name}" if name != current else f"▶ {name}" for key, name in _NAV]
         short = [f"{key} {name}" if name != current else f"▶ {name}" for key, name in _NAV]
-        return "jobwarden   " + "  ".join(parts), "  ".join(short)
+        return "jobwarden   " + "  ".join(parts), " ".join(short)
 
     def worker_name(self, worker_id: str) -> str:
         if not worker_id:

@@ -28,7 +28,8 @@ _SHORT_LABEL = {
     JobStatus.CANCELLED: "CNCL",
     JobStatus.REJECTED: "REJ",
 }
-#: below this width the navigation line uses its short form and the sparkline is hidden
+#: below this width the navigation line uses its short form and the rate is hidden (the room goes
+#: to the engine's name: the leader, its epoch and the standbys); the sparkline below _SPARK_FROM
 NARROW = 110
 _SPARK_FROM = 120
 
@@ -140,6 +141,7 @@ class StatusHeader(Widget):
         width = event.size.width
         _update(self._title, self._titles[0] if width >= NARROW else self._titles[1])
         self._spark.display = width >= _SPARK_FROM
+        self._rate.display = width >= NARROW
         self._fit_counts(self._last_counts)
 
     def _fit_counts(self, counts: Mapping[JobStatus, int] | None) -> None:
