@@ -17,7 +17,7 @@ from textual.pilot import Pilot
 
 
 async def until(
-    pilot: Pilot[Any], condition: Callable[[], object], *, timeout: float = 20.0, what: str = ""
+    pilot: Pilot[Any], condition: Callable[[], object], *, timeout: float = 40.0, what: str = ""
 ) -> None:
     """Let the app run until ``condition()`` is true; fail with ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

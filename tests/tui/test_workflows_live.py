@@ -155,7 +155,7 @@ async def test_the_graph_follows_a_live_run_and_reruns_from_the_selected_step(
                 screen.run is not None
                 and screen.run.status == RUN_STATUS.Value("WORKFLOW_RUN_STATUS_COMPLETED")
             ),
-            timeout=30,
+            timeout=45,
             what="the run COMPLETED",
         )
         assert "✗ FAILED" in text(screen)
@@ -167,7 +167,7 @@ async def test_the_graph_follows_a_live_run_and_reruns_from_the_selected_step(
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
         await pilot.press("right", "enter")
         await until(
-            pilot, lambda: len(screen.runs) == 2 and screen.index == 1, timeout=30, what="run 2 shown"
+            pilot, lambda: len(screen.runs) == 2 and screen.index == 1, timeout=45, what="run 2 shown"
         )
         await until(
             pilot,
@@ -175,7 +175,7 @@ async def test_the_graph_follows_a_live_run_and_reruns_from_the_selected_step(
                 screen.run is not None
                 and screen.run.status == RUN_STATUS.Value("WORKFLOW_RUN_STATUS_COMPLETED")
             ),
-            timeout=30,
+            timeout=45,
             what="run 2 COMPLETED",
         )
         assert screen.run is not None
@@ -213,7 +213,7 @@ async def test_cancel_from_the_run_view_reaches_the_engine(engine: EngineHandle,
                 screen.run is not None
                 and screen.run.status == RUN_STATUS.Value("WORKFLOW_RUN_STATUS_CANCELLED")
             ),
-            timeout=30,
+            timeout=45,
             what="the run CANCELLED on screen",
         )
         assert app.noted("Cancelled the run")
@@ -248,6 +248,6 @@ async def test_the_work_orders_screen_lists_live_orders_and_refuses_a_retry_whil
         await until(
             pilot,
             lambda: "COMPLETED" in str(table.get_cell(order_id, "status")),
-            timeout=30,
+            timeout=45,
             what="COMPLETED",
         )
