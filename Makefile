@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# One pytest process per core by default; `make test TEST_PROCESSES=0` runs the suite in this process.
+TEST_PROCESSES ?= auto
 
 .PHONY: install demo test lint protos check-protos buf-lint clean
 
@@ -18,7 +20,7 @@ demo: install
 	$(BIN)/jobwarden demo
 
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) $(PYTEST_ARGS)
 
 lint: install check-protos buf-lint
 	$(BIN)/ruff check .
