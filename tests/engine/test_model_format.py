@@ -338,6 +338,9 @@ def test_the_last_event_is_never_serialized_and_its_snapshot_is_reused_until_the
     assert job.snapshot_json() == "{}"
     assert job.snapshot()["input"] is job.input
     assert job.to_dict(payloads=False) == ev.snapshot
+    # The payloads are neither encoded nor copied, either way.
+    assert job.to_dict()["input"] is job.input
+    assert Job.from_dict({**ev.snapshot, "input": OLD_INPUT}).input is OLD_INPUT
     assert "_last_event" not in orjson.dumps(job.to_dict()).decode()
     job.touched()
     assert job.last_event is None
