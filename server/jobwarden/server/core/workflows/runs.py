@@ -70,18 +70,11 @@ class StepRun(Model):
         return with_result
 
 
-class EdgeRun(Model, array_like=True, omit_defaults=False):
-    """An edge's decision; its dict form is ``[decided, taken]``."""
+class EdgeRun(msgspec.Struct, array_like=True):
+    """An edge's decision; in a run's dict form, ``[decided, taken]``."""
 
     decided: bool = False
     taken: bool = False
-
-    def to_dict(self) -> list[bool]:  # type: ignore[override]
-        return [self.decided, self.taken]
-
-    @classmethod
-    def from_dict(cls, d: list[bool]) -> Self:  # type: ignore[override]
-        return msgspec.convert(d, cls)
 
 
 class WorkflowRun(Model, kw_only=True, eq=False):
