@@ -7,7 +7,7 @@ from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
 from jobwarden import wire
-from jobwarden.contract import ErrorKind, JobStatus, StartTimeoutAction
+from jobwarden.contract import ErrorKind, ExecutionMode, JobStatus, StartTimeoutAction
 from jobwarden.server.core import (
     ActionConfig,
     ActionStatsView,
@@ -179,7 +179,7 @@ def _timeouts_to_proto(t: Mapping[str, Any] | None) -> job_pb2.JobTimeouts:
         message.start.CopyFrom(
             job_pb2.StartTimeout(
                 duration=_duration(start["duration"]),
-                action=start.get("action", 0),
+                action=start.get("action", StartTimeoutAction.FAIL),
                 retry_interval=_duration(start.get("retry_interval") or 0.0),
                 retry_backoff_exponential=start.get("retry_backoff_exponential", False),
                 retry_count=start.get("retry_count", 0),
@@ -280,7 +280,7 @@ def job_to_proto(d: Mapping[str, Any]) -> job_pb2.Job:
         if value is not None:
             wire.timestamp(value, getattr(job, key))
     if d.get("attempt"):
-        job.mode = d.get("mode", 0)
+        job.mode = d.get("mode", ExecutionMode.EXECUTE)
     error = d.get("error")
     if error:
         job.error.CopyFrom(_job_error(error))
@@ -291,7 +291,7 @@ def job_to_proto(d: Mapping[str, Any]) -> job_pb2.Job:
                 number=a["number"],
                 status=a["status"],
                 worker_id=a.get("worker_id", ""),
-                mode=a.get("mode", 0),
+                mode=a.get("mode", ExecutionMode.EXECUTE),
                 progress=a.get("progress", 0),
                 message=a.get("message", ""),
                 step=a.get("step", ""),
@@ -352,11 +352,10 @@ def log_line_to_proto(line: LogLine) -> job_pb2.LogLine:
 
 
 def action_config_to_proto(config: ActionConfig) -> job_pb2.ActionConfig:
-    d = config.to_dict()
     return job_pb2.ActionConfig(
         action=config.action,
-        timeouts=_timeouts_to_proto(d["timeouts"]),
-        retry_policy=_retry_policy_to_proto(d["retry_policy"]),
+        timeouts=_timeouts_to_proto(config.timeouts.to_dict()),
+        retry_policy=_retry_policy_to_proto(config.retry_policy.to_dict() if config.retry_policy else None),
         max_running=config.max_running,
         max_queued=config.max_queued,
         lock_templates=[

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jobwarden import wire
-from jobwarden.contract import EdgeKind, JoinMode, StepStatus
+from jobwarden.contract import EdgeKind, ErrorKind, JoinMode, StepStatus
 from jobwarden.server.core import (
     ActionStepDef,
     DelayStepDef,
@@ -169,7 +169,7 @@ def _error(message: Any, error: Mapping[str, Any] | None) -> None:
             workflow_pb2.WorkflowError(
                 step=error.get("step", ""),
                 message=error.get("message", ""),
-                kind=error.get("kind", 0),
+                kind=error.get("kind", ErrorKind.JOB_ERROR),
                 job_id=error.get("job_id", ""),
             )
         )
@@ -214,7 +214,7 @@ def run_dict_to_proto(
     for s in d.get("steps") or ():
         step = run.steps.add(
             name=s["name"],
-            status=s["status"],
+            status=s.get("status", StepStatus.PENDING),
             job_id=s.get("job_id", ""),
             child_run_id=s.get("child_run_id", ""),
             reused_from_run_id=s.get("reused_from_run_id", ""),
@@ -231,7 +231,7 @@ def run_dict_to_proto(
             step.progress = job.progress
             step.message = job.message
             step.attempt = job.attempt
-            if job.status.name == "DELAYED" and s["status"] == StepStatus.RUNNING:
+            if job.status.name == "DELAYED" and s.get("status") == StepStatus.RUNNING:
                 step.status = int(StepStatus.DELAYED)  # type: ignore[assignment]
                 if job.deadlines.wake:
                     wire.timestamp(job.deadlines.wake, step.wake_at)

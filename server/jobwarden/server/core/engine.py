@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 
+import msgspec
 from jobwarden.contract import ACTIVE_STATUSES, JobStatus, LockMode
 
 from .configs import ActionConfigs
@@ -523,7 +524,7 @@ class Engine:
         if not create_if_unknown and not self._knows_action(action):
             raise self._unknown_action(action)
         current = self.action_config(action)
-        config = ActionConfig.from_dict({**current.to_dict(), "paused": paused})
+        config = msgspec.structs.replace(current, paused=paused)
         result = await self.set_action_config(config, actor=actor)
         self.dispatcher.schedule()
         return result

@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from typing import ParamSpec, Protocol, TypeVar
 
 from jobwarden.contract import (
@@ -24,6 +23,7 @@ from jobwarden.contract import (
     JobStatus,
     LockMode,
 )
+from msgspec.structs import replace
 
 from .configs import ActionConfigs
 from .errors import EngineStopping, StoreUnavailable

@@ -152,7 +152,7 @@ class Registry:
 
     def touch(self, job: Job) -> None:
         """Persist a change that is not worth an event (deadlines moved, heartbeat time)."""
-        job.touched = True
+        job.touched()
         self.writer.job_changed(job)
 
     # -- internals --------------------------------------------------------------------------------
@@ -172,8 +172,7 @@ class Registry:
             actor=actor,
             reason=reason,
         )
-        job.last_event = ev
-        job.touched = False
+        job.remember(ev)
         self.writer.event(ev)
         return ev
 

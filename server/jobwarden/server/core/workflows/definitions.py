@@ -28,6 +28,53 @@ __all__ = [
 JSONDict = dict[str, Any]
 
 
+# A definition's digest covers its steps' timeouts and retry policy as engines wrote them before the
+# model's dict form left out defaults (``Model.to_dict``): spelled out here so that the digest of a
+# stored definition stays that of the same definition put again.
+
+
+def _timeouts_doc(t: Timeouts) -> JSONDict:
+    """Unset timeouts left out; a start timeout with every field."""
+    d: JSONDict = {}
+    if t.start is not None:
+        s = t.start
+        run_request: JSONDict | None = None
+        if s.run_request is not None:
+            r = s.run_request
+            run_request = {"action": r.action, "input": r.input, "correlation_id": r.correlation_id}
+            if r.workflow is not None:
+                w = r.workflow
+                run_request["workflow"] = {
+                    "workflow": w.workflow,
+                    "version": w.version,
+                    "input": w.input,
+                    "context": w.context,
+                }
+        d["start"] = {
+            "duration": s.duration,
+            "action": int(s.action),
+            "retry_interval": s.retry_interval,
+            "retry_backoff_exponential": s.retry_backoff_exponential,
+            "retry_count": s.retry_count,
+            "run_request": run_request,
+        }
+    for name, value in (("heartbeat", t.heartbeat), ("takeover", t.takeover), ("execution", t.execution)):
+        if value:
+            d[name] = value
+    return d
+
+
+def _retry_policy_doc(p: RetryPolicy) -> JSONDict:
+    """Every field."""
+    return {
+        "max_attempts": p.max_attempts,
+        "initial_interval": p.initial_interval,
+        "backoff_coefficient": p.backoff_coefficient,
+        "max_interval": p.max_interval,
+        "non_retryable_kinds": sorted(int(k) for k in p.non_retryable_kinds),
+    }
+
+
 @dataclass(slots=True)
 class ActionStepDef:
     action: str
@@ -47,8 +94,8 @@ class ActionStepDef:
             "priority": self.priority,
             "labels": self.labels,
             "locks": [[resource, mode] for resource, mode in self.locks],
-            "timeouts": self.timeouts.to_dict(),
-            "retry_policy": self.retry_policy.to_dict() if self.retry_policy else None,
+            "timeouts": _timeouts_doc(self.timeouts),
+            "retry_policy": _retry_policy_doc(self.retry_policy) if self.retry_policy else None,
         }
 
     @classmethod
@@ -60,7 +107,7 @@ class ActionStepDef:
             priority=d.get("priority", 0),
             labels=d.get("labels") or {},
             locks=[(resource, mode) for resource, mode in d.get("locks") or ()],
-            timeouts=Timeouts.from_dict(d.get("timeouts")),
+            timeouts=Timeouts.from_dict(d.get("timeouts") or {}),
             retry_policy=RetryPolicy.from_dict(policy) if policy else None,
         )
 
