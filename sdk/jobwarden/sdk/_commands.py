@@ -10,7 +10,7 @@ import importlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,11 @@ from jobwarden.sdk._cli_support import (
     OK,
     UsageError,
     client_for,
+    first_pages,
     parse_json,
     runner,
     seconds,
+    status_filter,
 )
 from jobwarden.sdk._client import JobClient
 from jobwarden.sdk._convert import check_depth
@@ -390,30 +392,22 @@ class _WaitReport:
 
 # -- reading jobs ------------------------------------------------------------------------------------
 async def _jobs(args: argparse.Namespace) -> int:
-    wanted = [part for item in args.status for part in item.split(",") if part]
-    try:
-        status_filter = statuses(wanted)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    if args.limit < 1:
-        raise UsageError("--limit must be at least 1")
-    found: list[job_pb2.Job] = []
+    wanted = status_filter(args, statuses)
     async with client_for(args) as client:
-        token = ""
-        while len(found) < args.limit:
-            page = await client.list(
-                statuses=status_filter,
+
+        async def page(size: int, token: str) -> tuple[Iterable[job_pb2.Job], str]:
+            response = await client.list(
+                statuses=wanted,
                 action=args.action,
                 label=args.label,
                 text=args.text,
-                page_size=min(args.limit - len(found), 1000),
+                page_size=size,
                 page_token=token,
                 summary=not args.json,
             )
-            found.extend(page.jobs)
-            token = page.next_page_token
-            if not token:
-                break
+            return response.jobs, response.next_page_token
+
+        found = await first_pages(args.limit, page)
     if args.json:
         _print_json([fmt.message_json(job) for job in found])
     elif not found:
@@ -494,14 +488,10 @@ async def _logs(args: argparse.Namespace) -> int:
 
 
 async def _watch(args: argparse.Namespace) -> int:
-    wanted = [part for item in args.status for part in item.split(",") if part]
-    try:
-        status_filter = statuses(wanted)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    wanted = status_filter(args, statuses)
     async with client_for(args) as client:
         async for event in client.watch(
-            after_sequence=args.after, statuses=status_filter, actions=args.action, job_ids=args.job
+            after_sequence=args.after, statuses=wanted, actions=args.action, job_ids=args.job
         ):
             if args.json:
                 print(json.dumps(fmt.message_json(event), sort_keys=True))
