@@ -25,7 +25,9 @@ __all__ = [
     "USAGE",
     "UsageError",
     "client_for",
+    "engine_option",
     "first_pages",
+    "key_values",
     "parse_json",
     "runner",
     "seconds",
@@ -46,13 +48,10 @@ class UsageError(Exception):
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 
-def command_group(
-    subparsers: Any, group: str, help: str, description: str
-) -> Callable[[str, Command, str], argparse.ArgumentParser]:
-    """``jobwarden GROUP``: returns ``add(name, run, text)``, which adds ``jobwarden GROUP NAME`` with
-    the options every engine command has (``--engine``, ``--json``)."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+def engine_option() -> argparse.ArgumentParser:
+    """A parent parser with ``--engine``, the option every command that talks to an engine has."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(
         "--engine",
         metavar="HOST:PORT[,HOST:PORT...]",
         help=(
@@ -60,6 +59,15 @@ def command_group(
             f"default: ${ENGINE_ENV} or {DEFAULT_ENGINE}"
         ),
     )
+    return parser
+
+
+def command_group(
+    subparsers: Any, group: str, help: str, description: str
+) -> Callable[[str, Command, str], argparse.ArgumentParser]:
+    """``jobwarden GROUP``: returns ``add(name, run, text)``, which adds ``jobwarden GROUP NAME`` with
+    the options every engine command has (``--engine``, ``--json``)."""
+    common = engine_option()
     common.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser = subparsers.add_parser(group, help=help, description=description)
     dest = f"{group}_command"
@@ -134,6 +142,17 @@ async def first_pages(limit: int, page: Callable[[int, str], Awaitable[tuple[Ite
         if not token:
             break
     return found
+
+
+def key_values(items: list[str], what: str) -> dict[str, str]:
+    """``KEY=VALUE`` options (``--label``, ``--context``) as a dict; ``what`` names one in the error."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{what} is KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
 
 
 def parse_json(text: str, source: str) -> Any:

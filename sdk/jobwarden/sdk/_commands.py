@@ -17,13 +17,14 @@ from typing import Any
 
 from jobwarden.contract import TERMINAL_STATUSES, JobStatus
 from jobwarden.sdk import _format as fmt
-from jobwarden.sdk._address import DEFAULT_ENGINE, ENGINE_ENV
 from jobwarden.sdk._cli_support import (
     ENGINE_ERROR,
     OK,
     UsageError,
     client_for,
+    engine_option,
     first_pages,
+    key_values,
     parse_json,
     runner,
     seconds,
@@ -43,15 +44,7 @@ __all__ = ["load_executors", "register"]
 
 def register(subparsers: Any) -> None:
     """Add the client commands to ``jobwarden``'s sub-command parsers."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--engine",
-        metavar="HOST:PORT[,HOST:PORT...]",
-        help=(
-            f"the engine's address, or several engines' on one database (the leader is found); "
-            f"default: ${ENGINE_ENV} or {DEFAULT_ENGINE}"
-        ),
-    )
+    common = engine_option()
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON instead of text")
 
@@ -270,13 +263,7 @@ def _parse_input(text: str | None) -> dict[str, Any] | None:
 
 
 def _parse_labels(items: list[str]) -> dict[str, str]:
-    labels = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"a label is KEY=VALUE, got {item!r}")
-        labels[key] = value
-    return labels
+    return key_values(items, "a label")
 
 
 _RUN_AT_FORMS = "an ISO 8601 time or +30s/+5m/+1h30m/+1d"

@@ -24,6 +24,7 @@ from jobwarden.sdk._cli_support import (
     client_for,
     command_group,
     first_pages,
+    key_values,
     runner,
     status_filter,
 )
@@ -275,19 +276,9 @@ def _join_word(join: int) -> str:
 
 
 # -- start, and waiting for a run --------------------------------------------------------------------
-def _parse_context(items: list[str]) -> dict[str, str]:
-    context = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"a context variable is KEY=VALUE, got {item!r}")
-        context[key] = value
-    return context
-
-
 async def _start(args: argparse.Namespace) -> int:
     payload = _parse_input(args.input)
-    context = _parse_context(args.context)
+    context = key_values(args.context, "a context variable")
     labels = _parse_labels(args.label)
     if args.version < 0:
         raise UsageError("--version must be 0 (the latest) or more")
