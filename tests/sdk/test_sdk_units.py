@@ -20,6 +20,7 @@ from jobwarden.sdk import (
     StepError,
     Worker,
 )
+from jobwarden.sdk._cli_support import UsageError, first_pages
 from jobwarden.sdk._convert import normalize_object
 from jobwarden.sdk._exceptions import from_rpc_error
 from jobwarden.sdk._outbox import Outbox
@@ -393,3 +394,25 @@ def test_a_relative_run_at_reads_durations_as_the_rest_of_jobwarden_does() -> No
     assert 5400 <= (later - before).total_seconds() < 5400 + 60
     with pytest.raises(UsageError, match=r"--run-at takes an ISO 8601 time or \+30s"):
         _parse_time("+soon")
+
+
+async def test_the_cli_reads_pages_until_its_limit_asking_no_more_than_it_still_wants() -> None:
+    items = [f"job-{i}" for i in range(7)]
+    asked: list[tuple[int, str]] = []
+
+    async def page(size: int, token: str) -> tuple[list[str], str]:
+        asked.append((size, token))
+        start = int(token or 0)
+        end = min(start + min(size, 2), len(items))  # the engine answers at most 2 a page here
+        return items[start:end], (str(end) if end < len(items) else "")
+
+    assert await first_pages(5, page) == items[:5]
+    assert asked == [(5, ""), (3, "2"), (1, "4")]
+    asked.clear()
+    assert await first_pages(100, page) == items
+    assert asked == [(100, ""), (98, "2"), (96, "4"), (94, "6")]
+    asked.clear()
+    assert await first_pages(3000, page) == items
+    assert asked[0] == (1000, "")
+    with pytest.raises(UsageError, match="--limit must be at least 1"):
+        await first_pages(0, page)

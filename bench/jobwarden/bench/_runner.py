@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -38,7 +36,7 @@ from ._sizes import (
     TimersSizes,
     WorkflowSizes,
 )
-from ._target import BenchSetup, EngineUnderTest, engine_under_test
+from ._target import BenchSetup, EngineUnderTest, engine_under_test, scenario_workdir
 from ._throughput import run_throughput
 from ._timers import run_timers
 from ._workflows import run_workflow
@@ -158,8 +156,7 @@ async def _run_depth(
             "depth seeds the store and restarts the engine on it: run it without --engine "
             "(with --db it grows that database)"
         )
-    workdir = Path(tempfile.mkdtemp(prefix="jobwarden-bench-depth-", dir=setup.workdir))
-    try:
+    with scenario_workdir(setup, "depth") as workdir:
         db_url = setup.db or f"sqlite:///{workdir / 'bench.db'}"
         if db_url.startswith("sqlite"):
             conditions["engine"] = (
@@ -168,9 +165,6 @@ async def _run_depth(
         else:
             conditions["engine"] = "engine in the bench's process; the --db database (grown by the seed)"
         return await run_depth(db_url, workdir, sizes, progress, profiler)
-    finally:
-        if not setup.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 async def _run_failover(
@@ -181,15 +175,11 @@ async def _run_failover(
             "failover starts its own engines and kills them: run it without --engine, with "
             "--db postgresql+psycopg://... (an empty database of its own)"
         )
-    workdir = Path(tempfile.mkdtemp(prefix="jobwarden-bench-failover-", dir=setup.workdir))
-    try:
+    with scenario_workdir(setup, "failover") as workdir:
         conditions["engine"] = (
             f"{sizes.engines} engines (jobwarden serve) in processes of their own on the --db PostgreSQL"
         )
         return await run_failover(setup.db or "", workdir, sizes, progress)
-    finally:
-        if not setup.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 async def run_all(

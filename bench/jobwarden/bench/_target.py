@@ -10,8 +10,8 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from jobwarden.server.api import EngineServer
     from jobwarden.server.core import Timers
 
-__all__ = ["BenchSetup", "EngineUnderTest", "engine_under_test"]
+__all__ = ["BenchSetup", "EngineUnderTest", "engine_under_test", "scenario_workdir"]
 
 _STATUS_FIELDS = {
     JobStatus.QUEUED: "queued",
@@ -181,8 +181,7 @@ def cpu_figures(use: CpuUse | None) -> dict[str, Any]:
 async def engine_under_test(setup: BenchSetup, name: str) -> AsyncIterator[EngineUnderTest]:
     """The engine for one scenario: ``setup.engine`` if given, else a fresh one in this process on
     ``setup.db`` or on a new SQLite file in a temp dir (removed afterwards unless ``keep``)."""
-    workdir = Path(tempfile.mkdtemp(prefix=f"jobwarden-bench-{name}-", dir=setup.workdir))
-    try:
+    with scenario_workdir(setup, name) as workdir:
         if setup.engine:
             target = EngineUnderTest(setup.engine, "", workdir, None)
             try:
@@ -196,6 +195,15 @@ async def engine_under_test(setup: BenchSetup, name: str) -> AsyncIterator[Engin
             yield target
         finally:
             await stop_engine(target)
+
+
+@contextmanager
+def scenario_workdir(setup: BenchSetup, name: str) -> Iterator[Path]:
+    """A new temp directory for scenario ``name`` (in ``setup.workdir``, if given), removed
+    afterwards unless ``setup.keep``."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"jobwarden-bench-{name}-", dir=setup.workdir))
+    try:
+        yield workdir
     finally:
         if not setup.keep:
             shutil.rmtree(workdir, ignore_errors=True)

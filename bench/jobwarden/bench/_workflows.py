@@ -33,9 +33,8 @@ from ._procs import Agent, Profiler
 from ._progress import Progress
 from ._results import ScenarioResult, Target
 from ._sizes import WorkflowSizes
-from ._stats import MachineMeter
 from ._target import EngineUnderTest
-from ._workload import new_action, run_workload, start_workers
+from ._workload import EngineMeter, new_action, run_workload, start_workers
 
 __all__ = [
     "CELERY_RATIO_TARGET",
@@ -195,12 +194,8 @@ async def _linear_runs(
     await agent.start()
     if profiler is not None:
         await profiler.start()
-    meter = target.cpu_meter()
-    writes_before = target.writer_stats()
-    machine = MachineMeter()
-    machine.start()
-    if meter is not None:
-        meter.start()
+    meter = EngineMeter(target)
+    meter.start()
     steps = sizes.runs * sizes.steps
     progress.phase(f"{sizes.runs:,} runs of {sizes.steps} steps: started -> ended", total=steps)
 
@@ -224,14 +219,10 @@ async def _linear_runs(
     finally:
         if profiler is not None:
             await profiler.stop()
-    cpu = meter.stop() if meter is not None else None
-    busy = machine.stop()
-    writes_after = target.writer_stats()
+    cpu, busy, writes = meter.stop()
     commits: dict[str, Any] = {}
-    if writes_before is not None and writes_after is not None:
-        count = writes_after[0] - writes_before[0]
-        rows = writes_after[1] - writes_before[1]
-        seconds = writes_after[2] - writes_before[2]
+    if writes is not None:
+        count, rows, seconds = writes
         commits = {
             "commits": count,
             "rows_per_commit": round(rows / count, 1) if count else 0.0,

@@ -15,12 +15,39 @@ from ._progress import NullProgress, Progress
 from ._stats import CpuUse, GcMeter, MachineMeter
 from ._target import EngineUnderTest
 
-__all__ = ["WorkloadFigures", "new_action", "run_workload", "start_workers"]
+__all__ = ["EngineMeter", "WorkloadFigures", "new_action", "run_workload", "start_workers"]
 
 
 def new_action(scenario: str) -> str:
     """An action of this run's own, so that counts on a shared engine are this run's alone."""
     return f"bench-{scenario}-{secrets.token_hex(3)}"
+
+
+class EngineMeter:
+    """From ``start()`` to ``stop()``: the engine's CPU and its group commits (when it runs in this
+    process), and how busy the whole machine was."""
+
+    def __init__(self, target: EngineUnderTest) -> None:
+        self._target = target
+        self._cpu = target.cpu_meter()
+        self._machine = MachineMeter()
+        self._writes: tuple[int, int, float] | None = None
+
+    def start(self) -> None:
+        self._writes = self._target.writer_stats()
+        self._machine.start()
+        if self._cpu is not None:
+            self._cpu.start()
+
+    def stop(self) -> tuple[CpuUse | None, float, tuple[int, int, float] | None]:
+        """(the engine's CPU use, the machine's busy percent, (commits, rows, commit seconds) since
+        ``start()``); None for what is not measured here."""
+        cpu = self._cpu.stop() if self._cpu is not None else None
+        busy = self._machine.stop()
+        before, after = self._writes, self._target.writer_stats()
+        if before is None or after is None:
+            return cpu, busy, None
+        return cpu, busy, (after[0] - before[0], after[1] - before[1], after[2] - before[2])
 
 
 @dataclass(slots=True)
@@ -161,16 +188,12 @@ async def run_workload(
     await agent.start()
     if profiler is not None:
         await profiler.start()
-    meter = target.cpu_meter()
-    before = target.writer_stats()
-    machine = MachineMeter()
-    machine.start()
+    meter = EngineMeter(target)
     workers_before = workers.cpu_seconds() if workers is not None else 0.0
     collector = GcMeter() if target.in_process else None
     if collector is not None:
         collector.start()
-    if meter is not None:
-        meter.start()
+    meter.start()
     progress.phase(f"{jobs:,} jobs: submitted -> finished", total=jobs)
     terminal = tuple(TERMINAL_STATUSES)
 
@@ -192,11 +215,9 @@ async def run_workload(
     finally:
         if profiler is not None:
             await profiler.stop()
-    cpu = meter.stop() if meter is not None else None
-    machine_busy = machine.stop()
+    cpu, machine_busy, writes = meter.stop()
     gc_figures = collector.stop() if collector is not None else {}
     workers_cpu = workers.cpu_seconds() - workers_before if workers is not None else 0.0
-    after = target.writer_stats()
     submitted = await agent.result()
     completed = await target.count(action, JobStatus.COMPLETED)
     figures = WorkloadFigures(
@@ -213,10 +234,8 @@ async def run_workload(
         gc=gc_figures,
         sample=submitted.get("sample", []),
     )
-    if before is not None and after is not None:
-        figures.commits = after[0] - before[0]
-        figures.committed_rows = after[1] - before[1]
-        figures.commit_seconds = after[2] - before[2]
+    if writes is not None:
+        figures.commits, figures.committed_rows, figures.commit_seconds = writes
     return figures
 
 

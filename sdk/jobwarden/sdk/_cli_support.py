@@ -9,8 +9,8 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, TypeVar
 
 import grpc
 from jobwarden.contract import Limits
@@ -19,7 +19,22 @@ from jobwarden.sdk._client import JobClient
 from jobwarden.sdk._endpoints import engine_addresses
 from jobwarden.sdk._exceptions import EngineUnavailable, JobwardenError
 
-__all__ = ["ENGINE_ERROR", "OK", "USAGE", "UsageError", "client_for", "parse_json", "runner", "seconds"]
+__all__ = [
+    "ENGINE_ERROR",
+    "OK",
+    "USAGE",
+    "UsageError",
+    "client_for",
+    "engine_option",
+    "first_pages",
+    "key_values",
+    "parse_json",
+    "runner",
+    "seconds",
+    "status_filter",
+]
+
+T = TypeVar("T")
 
 #: exit codes: done, the engine refused or could not be reached, a command line that cannot run
 OK, ENGINE_ERROR, USAGE = 0, 1, 2
@@ -33,13 +48,10 @@ class UsageError(Exception):
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 
-def command_group(
-    subparsers: Any, group: str, help: str, description: str
-) -> Callable[[str, Command, str], argparse.ArgumentParser]:
-    """``jobwarden GROUP``: returns ``add(name, run, text)``, which adds ``jobwarden GROUP NAME`` with
-    the options every engine command has (``--engine``, ``--json``)."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+def engine_option() -> argparse.ArgumentParser:
+    """A parent parser with ``--engine``, the option every command that talks to an engine has."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(
         "--engine",
         metavar="HOST:PORT[,HOST:PORT...]",
         help=(
@@ -47,6 +59,15 @@ def command_group(
             f"default: ${ENGINE_ENV} or {DEFAULT_ENGINE}"
         ),
     )
+    return parser
+
+
+def command_group(
+    subparsers: Any, group: str, help: str, description: str
+) -> Callable[[str, Command, str], argparse.ArgumentParser]:
+    """``jobwarden GROUP``: returns ``add(name, run, text)``, which adds ``jobwarden GROUP NAME`` with
+    the options every engine command has (``--engine``, ``--json``)."""
+    common = engine_option()
     common.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser = subparsers.add_parser(group, help=help, description=description)
     dest = f"{group}_command"
@@ -96,6 +117,42 @@ def client_for(args: argparse.Namespace) -> JobClient:
         return JobClient(engine_addresses(args.engine))
     except ValueError as error:
         raise UsageError(str(error)) from None
+
+
+def status_filter(args: argparse.Namespace, parse: Callable[[list[str]], T]) -> T:
+    """``--status`` (repeatable, each comma-separated) as ``parse`` reads the names; a name it
+    refuses is a usage error."""
+    wanted = [part for item in args.status for part in item.split(",") if part]
+    try:
+        return parse(wanted)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+async def first_pages(limit: int, page: Callable[[int, str], Awaitable[tuple[Iterable[T], str]]]) -> list[T]:
+    """The first ``limit`` items of a paged listing (``--limit``): ``page(size, token)`` answers one
+    page, at most ``size`` items (never more than 1000 asked at once), and the next page's token."""
+    if limit < 1:
+        raise UsageError("--limit must be at least 1")
+    found: list[T] = []
+    token = ""
+    while len(found) < limit:
+        items, token = await page(min(limit - len(found), 1000), token)
+        found.extend(items)
+        if not token:
+            break
+    return found
+
+
+def key_values(items: list[str], what: str) -> dict[str, str]:
+    """``KEY=VALUE`` options (``--label``, ``--context``) as a dict; ``what`` names one in the error."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{what} is KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
 
 
 def parse_json(text: str, source: str) -> Any:

@@ -10,22 +10,25 @@ import importlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from jobwarden.contract import TERMINAL_STATUSES, JobStatus
 from jobwarden.sdk import _format as fmt
-from jobwarden.sdk._address import DEFAULT_ENGINE, ENGINE_ENV
 from jobwarden.sdk._cli_support import (
     ENGINE_ERROR,
     OK,
     UsageError,
     client_for,
+    engine_option,
+    first_pages,
+    key_values,
     parse_json,
     runner,
     seconds,
+    status_filter,
 )
 from jobwarden.sdk._client import JobClient
 from jobwarden.sdk._convert import check_depth
@@ -41,15 +44,7 @@ __all__ = ["load_executors", "register"]
 
 def register(subparsers: Any) -> None:
     """Add the client commands to ``jobwarden``'s sub-command parsers."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--engine",
-        metavar="HOST:PORT[,HOST:PORT...]",
-        help=(
-            f"the engine's address, or several engines' on one database (the leader is found); "
-            f"default: ${ENGINE_ENV} or {DEFAULT_ENGINE}"
-        ),
-    )
+    common = engine_option()
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON instead of text")
 
@@ -268,13 +263,7 @@ def _parse_input(text: str | None) -> dict[str, Any] | None:
 
 
 def _parse_labels(items: list[str]) -> dict[str, str]:
-    labels = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"a label is KEY=VALUE, got {item!r}")
-        labels[key] = value
-    return labels
+    return key_values(items, "a label")
 
 
 _RUN_AT_FORMS = "an ISO 8601 time or +30s/+5m/+1h30m/+1d"
@@ -390,30 +379,22 @@ class _WaitReport:
 
 # -- reading jobs ------------------------------------------------------------------------------------
 async def _jobs(args: argparse.Namespace) -> int:
-    wanted = [part for item in args.status for part in item.split(",") if part]
-    try:
-        status_filter = statuses(wanted)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    if args.limit < 1:
-        raise UsageError("--limit must be at least 1")
-    found: list[job_pb2.Job] = []
+    wanted = status_filter(args, statuses)
     async with client_for(args) as client:
-        token = ""
-        while len(found) < args.limit:
-            page = await client.list(
-                statuses=status_filter,
+
+        async def page(size: int, token: str) -> tuple[Iterable[job_pb2.Job], str]:
+            response = await client.list(
+                statuses=wanted,
                 action=args.action,
                 label=args.label,
                 text=args.text,
-                page_size=min(args.limit - len(found), 1000),
+                page_size=size,
                 page_token=token,
                 summary=not args.json,
             )
-            found.extend(page.jobs)
-            token = page.next_page_token
-            if not token:
-                break
+            return response.jobs, response.next_page_token
+
+        found = await first_pages(args.limit, page)
     if args.json:
         _print_json([fmt.message_json(job) for job in found])
     elif not found:
@@ -494,14 +475,10 @@ async def _logs(args: argparse.Namespace) -> int:
 
 
 async def _watch(args: argparse.Namespace) -> int:
-    wanted = [part for item in args.status for part in item.split(",") if part]
-    try:
-        status_filter = statuses(wanted)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    wanted = status_filter(args, statuses)
     async with client_for(args) as client:
         async for event in client.watch(
-            after_sequence=args.after, statuses=status_filter, actions=args.action, job_ids=args.job
+            after_sequence=args.after, statuses=wanted, actions=args.action, job_ids=args.job
         ):
             if args.json:
                 print(json.dumps(fmt.message_json(event), sort_keys=True))

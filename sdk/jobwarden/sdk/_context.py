@@ -8,11 +8,12 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, Unpack
 
 from jobwarden.contract import ExecutionMode, Limits
 from jobwarden.sdk._convert import encode_variable, normalize_object
 from jobwarden.sdk._exceptions import JobCancelled, StepError
+from jobwarden.sdk._outbox import JobUpdateFields
 from jobwarden.sdk._tracing import step_span
 from jobwarden.v1 import job_pb2
 from jobwarden.wire import struct_to_dict
@@ -52,17 +53,7 @@ def _unwrap(data: dict[str, Any]) -> Any:
 class _Reporter(Protocol):
     """The worker side of a context: where its reports go (called on the event loop thread)."""
 
-    def report_update(
-        self,
-        ctx: JobContext,
-        *,
-        progress: int | None = None,
-        message: str | None = None,
-        step: str | None = None,
-        completed_step: tuple[str, dict[str, Any]] | None = None,
-        job_variables: Mapping[str, str] | None = None,
-        workflow_variables: Mapping[str, str] | None = None,
-    ) -> None: ...
+    def report_update(self, ctx: JobContext, **fields: Unpack[JobUpdateFields]) -> None: ...
 
     def report_log(self, ctx: JobContext, level: str, message: str, time: datetime) -> None: ...
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Unpack
 
 from jobwarden.sdk._context import JobContext
 from jobwarden.sdk._hosting import Hosted
-from jobwarden.sdk._outbox import JobKey, Outbox
+from jobwarden.sdk._outbox import JobKey, JobUpdateFields, Outbox
 from jobwarden.v1 import executor_service_pb2 as pb
 
 __all__ = ["Job", "Ledger"]
@@ -106,29 +105,11 @@ class Ledger:
         return job is not None and job.ctx is ctx
 
     # -- the reporter interface of JobContext -----------------------------------------------------
-    def report_update(
-        self,
-        ctx: JobContext,
-        *,
-        progress: int | None = None,
-        message: str | None = None,
-        step: str | None = None,
-        completed_step: tuple[str, dict[str, Any]] | None = None,
-        job_variables: Mapping[str, str] | None = None,
-        workflow_variables: Mapping[str, str] | None = None,
-    ) -> None:
+    def report_update(self, ctx: JobContext, **fields: Unpack[JobUpdateFields]) -> None:
         if not self.holds(ctx):
             return
-        self.outbox.update(
-            (ctx.job_id, ctx.attempt),
-            progress=progress,
-            message=message,
-            step=step,
-            completed_step=completed_step,
-            job_variables=job_variables,
-            workflow_variables=workflow_variables,
-            finished_at=datetime.now(UTC) if completed_step else None,
-        )
+        finished_at = datetime.now(UTC) if fields.get("completed_step") else None
+        self.outbox.update((ctx.job_id, ctx.attempt), finished_at=finished_at, **fields)
         self.kick()
 
     def report_log(self, ctx: JobContext, level: str, message: str, time: datetime) -> None:

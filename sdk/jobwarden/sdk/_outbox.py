@@ -10,15 +10,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar, Unpack
 
 from jobwarden.contract import Limits
 from jobwarden.v1 import executor_service_pb2 as pb
 from jobwarden.wire import dict_to_struct, duration, timestamp
 
-__all__ = ["Outbox"]
+__all__ = ["JobUpdateFields", "Outbox"]
 
 JobKey = tuple[str, int]
+
+
+class JobUpdateFields(TypedDict, total=False):
+    """What a running job reports in an update (``JobContext`` to its reporter, then to the
+    outbox); a field left out or None is not sent."""
+
+    progress: int | None
+    message: str | None
+    step: str | None
+    completed_step: tuple[str, dict[str, Any]] | None
+    job_variables: Mapping[str, str] | None
+    workflow_variables: Mapping[str, str] | None
 
 
 class Outbox:
@@ -46,17 +58,9 @@ class Outbox:
         )
 
     def update(
-        self,
-        key: JobKey,
-        *,
-        progress: int | None = None,
-        message: str | None = None,
-        step: str | None = None,
-        completed_step: tuple[str, dict[str, Any]] | None = None,
-        job_variables: Mapping[str, str] | None = None,
-        workflow_variables: Mapping[str, str] | None = None,
-        finished_at: datetime | None = None,
+        self, key: JobKey, *, finished_at: datetime | None = None, **fields: Unpack[JobUpdateFields]
     ) -> None:
+        step, completed_step = fields.get("step"), fields.get("completed_step")
         current = self._open_update.get(key)
         # A step (starting or finished) fixes the order: start a new update after one that has one.
         if current is None or (
@@ -66,9 +70,9 @@ class Outbox:
             current = pb.JobUpdate(job_id=key[0], attempt=key[1])
             self._updates.append(current)
             self._open_update[key] = current
-        if progress is not None:
+        if (progress := fields.get("progress")) is not None:
             current.progress = progress
-        if message is not None:
+        if (message := fields.get("message")) is not None:
             current.message = message
         if step is not None:
             current.step = step
@@ -81,9 +85,9 @@ class Outbox:
                 done.finished_at.CopyFrom(timestamp(finished_at))
             # Nothing may merge into an update after its step finished: the next one starts anew.
             del self._open_update[key]
-        if job_variables:
+        if job_variables := fields.get("job_variables"):
             current.job_variables.update(job_variables)
-        if workflow_variables:
+        if workflow_variables := fields.get("workflow_variables"):
             current.workflow_variables.update(workflow_variables)
 
     def log(self, key: JobKey, level: str, message: str, time: datetime) -> None:

@@ -4,30 +4,58 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import threading
-from collections.abc import AsyncIterator, Coroutine, Generator, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
-from types import TracebackType
-from typing import Any, TypeVar
-
-from jobwarden.contract import JobStatus
-from jobwarden.sdk._client import JobClient, WorkflowLike
-from jobwarden.sdk._requests import LockSpec, submit_request
-from jobwarden.sdk._tracing import current_trace_context
-from jobwarden.sdk._workflow_requests import RunStatusSpec
-from jobwarden.v1 import (
-    cluster_service_pb2,
-    executor_service_pb2,
-    job_pb2,
-    job_service_pb2,
-    lock_service_pb2,
-    workflow_pb2,
-    workflow_service_pb2,
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
 )
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from jobwarden.sdk._client import JobClient
+from jobwarden.sdk._requests import submit_request
+from jobwarden.sdk._tracing import current_trace_context
+from jobwarden.v1 import job_pb2, job_service_pb2, workflow_pb2
 
 __all__ = ["SyncJobClient"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def _blocking(
+    method: Callable[Concatenate[JobClient, P], Coroutine[Any, Any, T]], *, carry_trace: bool = False
+) -> Callable[Concatenate[SyncJobClient, P], T]:
+    """``JobClient``'s ``method``, blocking: the same arguments, types and docstring, run on the
+    client's loop. With ``carry_trace`` a ``trace_context`` left out is the caller's: the client's
+    loop runs in another thread, where the caller's span is not current."""
+
+    @functools.wraps(method)
+    def call(self: SyncJobClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        if carry_trace and kwargs.get("trace_context") is None:
+            kwargs["trace_context"] = current_trace_context()
+        return self._run(method(self._client, *args, **kwargs))
+
+    return call
+
+
+def _iterated(
+    method: Callable[Concatenate[JobClient, P], AsyncIterator[T]],
+) -> Callable[Concatenate[SyncJobClient, P], Generator[T, None, None]]:
+    """``JobClient``'s async-iterator ``method`` as a plain iterator, closed when dropped."""
+
+    @functools.wraps(method)
+    def call(self: SyncJobClient, /, *args: P.args, **kwargs: P.kwargs) -> Generator[T, None, None]:
+        yield from self._iterate(method(self._client, *args, **kwargs))
+
+    return call
 
 
 class SyncJobClient:
@@ -81,42 +109,39 @@ class SyncJobClient:
         self._thread.join()
         self._loop.close()
 
-    def submit(
-        self,
-        action: str,
-        input: Mapping[str, Any] | None = None,
-        *,
-        priority: int = 0,
-        labels: Mapping[str, str] | None = None,
-        locks: Iterable[LockSpec] | None = None,
-        run_at: datetime | None = None,
-        correlation_id: str = "",
-        idempotency_key: str = "",
-        timeouts: job_pb2.JobTimeouts | Mapping[str, Any] | None = None,
-        retry_policy: job_pb2.RetryPolicy | Mapping[str, Any] | None = None,
-        workflow_variables: Mapping[str, str] | None = None,
-        trace_context: Mapping[str, str] | None = None,
-    ) -> job_pb2.Job:
-        """See ``JobClient.submit``."""
-        # The client's loop runs in another thread: the caller's span is current here, not there.
-        if trace_context is None:
-            trace_context = current_trace_context()
-        return self._run(
-            self._client.submit(
-                action,
-                input,
-                priority=priority,
-                labels=labels,
-                locks=locks,
-                run_at=run_at,
-                correlation_id=correlation_id,
-                idempotency_key=idempotency_key,
-                timeouts=timeouts,
-                retry_policy=retry_policy,
-                workflow_variables=workflow_variables,
-                trace_context=trace_context,
-            )
-        )
+    # Each call below is ``JobClient``'s of the same name (its arguments, types and docstring), run
+    # to its end on the client's loop; those that differ are written out after them.
+    submit = _blocking(JobClient.submit, carry_trace=True)
+    get = _blocking(JobClient.get)
+    list = _blocking(JobClient.list)
+    cancel = _blocking(JobClient.cancel)
+    retry = _blocking(JobClient.retry)
+    events = _blocking(JobClient.events)
+    logs = _blocking(JobClient.logs)
+    stats = _blocking(JobClient.stats)
+    engines = _blocking(JobClient.engines)
+    pause_action = _blocking(JobClient.pause_action)
+    resume_action = _blocking(JobClient.resume_action)
+    get_action_config = _blocking(JobClient.get_action_config)
+    set_action_config = _blocking(JobClient.set_action_config)
+    list_actions = _blocking(JobClient.list_actions)
+    workers = _blocking(JobClient.workers)
+    locks = _blocking(JobClient.locks)
+    acquire_lock = _blocking(JobClient.acquire_lock)
+    release_lock = _blocking(JobClient.release_lock)
+    # -- workflows
+    put_workflow = _blocking(JobClient.put_workflow)
+    get_workflow = _blocking(JobClient.get_workflow)
+    list_workflows = _blocking(JobClient.list_workflows)
+    start_workflow = _blocking(JobClient.start_workflow)
+    get_work_order = _blocking(JobClient.get_work_order)
+    list_work_orders = _blocking(JobClient.list_work_orders)
+    get_workflow_run = _blocking(JobClient.get_workflow_run)
+    retry_work_order = _blocking(JobClient.retry_work_order)
+    cancel_workflow_run = _blocking(JobClient.cancel_workflow_run)
+    # -- event streams: plain iterators, every event, reconnecting from the last sequence on their own
+    watch = _iterated(JobClient.watch)
+    watch_workflows = _iterated(JobClient.watch_workflows)
 
     def submit_many(
         self, jobs: Iterable[job_service_pb2.SubmitJobRequest | Mapping[str, Any]]
@@ -128,202 +153,13 @@ class SyncJobClient:
         ]
         return self._run(self._client.submit_many(requests))
 
-    def get(self, job_id: str) -> job_pb2.Job:
-        return self._run(self._client.get(job_id))
-
-    def list(
-        self,
-        *,
-        statuses: Iterable[JobStatus | str | int] | None = None,
-        action: str = "",
-        label: str = "",
-        text: str = "",
-        page_size: int = 0,
-        page_token: str = "",
-        summary: bool = False,
-    ) -> job_service_pb2.ListJobsResponse:
-        return self._run(
-            self._client.list(
-                statuses=statuses,
-                action=action,
-                label=label,
-                text=text,
-                page_size=page_size,
-                page_token=page_token,
-                summary=summary,
-            )
-        )
-
-    def cancel(self, job_id: str, reason: str = "") -> job_pb2.Job:
-        return self._run(self._client.cancel(job_id, reason))
-
-    def retry(self, job_id: str, *, from_step: str = "", reason: str = "") -> job_pb2.Job:
-        return self._run(self._client.retry(job_id, from_step=from_step, reason=reason))
-
-    def events(self, job_id: str) -> builtins.list[job_pb2.JobEvent]:
-        return self._run(self._client.events(job_id))
-
-    def logs(self, job_id: str, *, after_index: int = 0, limit: int = 0) -> builtins.list[job_pb2.LogLine]:
-        return self._run(self._client.logs(job_id, after_index=after_index, limit=limit))
-
-    def stats(self) -> job_service_pb2.GetStatsResponse:
-        return self._run(self._client.stats())
-
-    def engines(self) -> cluster_service_pb2.ListEnginesResponse:
-        """See ``JobClient.engines``."""
-        return self._run(self._client.engines())
-
     def wait(self, job_id: str, timeout: float | None = None) -> job_pb2.Job:
         """Wait until the job is finished and return it; ``TimeoutError`` after ``timeout`` seconds."""
         return self._run(asyncio.wait_for(self._client.wait(job_id), timeout))
 
-    def pause_action(self, action: str, *, create_if_unknown: bool = False) -> job_pb2.ActionConfig:
-        return self._run(self._client.pause_action(action, create_if_unknown=create_if_unknown))
-
-    def resume_action(self, action: str, *, create_if_unknown: bool = False) -> job_pb2.ActionConfig:
-        return self._run(self._client.resume_action(action, create_if_unknown=create_if_unknown))
-
-    def get_action_config(self, action: str) -> job_pb2.ActionConfig:
-        return self._run(self._client.get_action_config(action))
-
-    def set_action_config(self, config: job_pb2.ActionConfig) -> job_pb2.ActionConfig:
-        return self._run(self._client.set_action_config(config))
-
-    def list_actions(self) -> job_service_pb2.ListActionsResponse:
-        return self._run(self._client.list_actions())
-
-    def workers(self) -> builtins.list[executor_service_pb2.Worker]:
-        return self._run(self._client.workers())
-
-    def locks(self, prefix: str = "") -> builtins.list[lock_service_pb2.ResourceLocks]:
-        return self._run(self._client.locks(prefix))
-
-    def acquire_lock(
-        self,
-        holder: str,
-        locks: Iterable[LockSpec],
-        *,
-        ttl: float | timedelta,
-        wait: float | timedelta | None = None,
-    ) -> builtins.list[lock_service_pb2.LockHolder]:
-        return self._run(self._client.acquire_lock(holder, locks, ttl=ttl, wait=wait))
-
-    def release_lock(self, holder: str, resources: Iterable[str] = ()) -> int:
-        return self._run(self._client.release_lock(holder, resources))
-
-    # -- workflows: see the ``JobClient`` methods of the same names -----------------------------
-    def put_workflow(
-        self, definition: workflow_pb2.WorkflowDefinition | WorkflowLike
-    ) -> workflow_service_pb2.PutWorkflowResponse:
-        return self._run(self._client.put_workflow(definition))
-
-    def get_workflow(self, name: str, *, version: int = 0) -> workflow_pb2.WorkflowDefinition:
-        return self._run(self._client.get_workflow(name, version=version))
-
-    def list_workflows(
-        self, *, name: str = "", all_versions: bool = False
-    ) -> builtins.list[workflow_pb2.WorkflowDefinition]:
-        return self._run(self._client.list_workflows(name=name, all_versions=all_versions))
-
-    def start_workflow(
-        self,
-        workflow: str,
-        input: Mapping[str, Any] | None = None,
-        *,
-        version: int = 0,
-        context: Mapping[str, str] | None = None,
-        labels: Mapping[str, str] | None = None,
-        correlation_id: str = "",
-        idempotency_key: str = "",
-    ) -> workflow_service_pb2.StartWorkflowResponse:
-        return self._run(
-            self._client.start_workflow(
-                workflow,
-                input,
-                version=version,
-                context=context,
-                labels=labels,
-                correlation_id=correlation_id,
-                idempotency_key=idempotency_key,
-            )
-        )
-
-    def get_work_order(self, work_order_id: str) -> workflow_service_pb2.GetWorkOrderResponse:
-        return self._run(self._client.get_work_order(work_order_id))
-
-    def list_work_orders(
-        self,
-        *,
-        workflow: str = "",
-        statuses: Iterable[RunStatusSpec] | None = None,
-        correlation_id: str = "",
-        limit: int = 0,
-        page_token: str = "",
-    ) -> workflow_service_pb2.ListWorkOrdersResponse:
-        return self._run(
-            self._client.list_work_orders(
-                workflow=workflow,
-                statuses=statuses,
-                correlation_id=correlation_id,
-                limit=limit,
-                page_token=page_token,
-            )
-        )
-
-    def get_workflow_run(self, run_id: str) -> workflow_pb2.WorkflowRun:
-        return self._run(self._client.get_workflow_run(run_id))
-
-    def retry_work_order(
-        self, work_order_id: str, *, from_step: str = "", latest_version: bool = False
-    ) -> workflow_service_pb2.RetryWorkOrderResponse:
-        return self._run(
-            self._client.retry_work_order(work_order_id, from_step=from_step, latest_version=latest_version)
-        )
-
-    def cancel_workflow_run(self, run_id: str, reason: str = "") -> workflow_pb2.WorkflowRun:
-        return self._run(self._client.cancel_workflow_run(run_id, reason))
-
     def wait_workflow_run(self, run_id: str, timeout: float | None = None) -> workflow_pb2.WorkflowRun:
         """Wait until the run is finished and return it; ``TimeoutError`` after ``timeout`` seconds."""
         return self._run(asyncio.wait_for(self._client.wait_workflow_run(run_id), timeout))
-
-    def watch_workflows(
-        self,
-        *,
-        after_sequence: int | None = None,
-        run_ids: Iterable[str] | None = None,
-        work_order_ids: Iterable[str] | None = None,
-        reconnect: bool = True,
-    ) -> Generator[workflow_pb2.WorkflowEvent, None, None]:
-        """See ``JobClient.watch_workflows``."""
-        yield from self._iterate(
-            self._client.watch_workflows(
-                after_sequence=after_sequence,
-                run_ids=run_ids,
-                work_order_ids=work_order_ids,
-                reconnect=reconnect,
-            )
-        )
-
-    def watch(
-        self,
-        *,
-        after_sequence: int | None = None,
-        statuses: Iterable[JobStatus | str | int] | None = None,
-        actions: Iterable[str] | None = None,
-        job_ids: Iterable[str] | None = None,
-        reconnect: bool = True,
-    ) -> Generator[job_pb2.JobEvent, None, None]:
-        """See ``JobClient.watch``: every event, reconnecting from the last sequence on its own."""
-        yield from self._iterate(
-            self._client.watch(
-                after_sequence=after_sequence,
-                statuses=statuses,
-                actions=actions,
-                job_ids=job_ids,
-                reconnect=reconnect,
-            )
-        )
 
     def _iterate(self, stream: AsyncIterator[T]) -> Iterator[T]:
         """An async iterator of the client's loop as a plain iterator, closed when dropped."""

@@ -11,12 +11,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from jobwarden.sdk import _format as fmt
 from jobwarden.sdk._address import DEFAULT_ENGINE, ENGINE_ENV
-from jobwarden.sdk._cli_support import ENGINE_ERROR, OK, UsageError, client_for, command_group, runner
+from jobwarden.sdk._cli_support import (
+    ENGINE_ERROR,
+    OK,
+    UsageError,
+    client_for,
+    command_group,
+    first_pages,
+    key_values,
+    runner,
+    status_filter,
+)
 from jobwarden.sdk._client import JobClient
 from jobwarden.sdk._commands import _parse_input, _parse_labels
 from jobwarden.sdk._exceptions import JobwardenError, WorkflowDefinitionError
@@ -265,19 +276,9 @@ def _join_word(join: int) -> str:
 
 
 # -- start, and waiting for a run --------------------------------------------------------------------
-def _parse_context(items: list[str]) -> dict[str, str]:
-    context = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"a context variable is KEY=VALUE, got {item!r}")
-        context[key] = value
-    return context
-
-
 async def _start(args: argparse.Namespace) -> int:
     payload = _parse_input(args.input)
-    context = _parse_context(args.context)
+    context = key_values(args.context, "a context variable")
     labels = _parse_labels(args.label)
     if args.version < 0:
         raise UsageError("--version must be 0 (the latest) or more")
@@ -348,28 +349,20 @@ class _StepReport:
 
 # -- work orders -------------------------------------------------------------------------------------
 async def _orders(args: argparse.Namespace) -> int:
-    wanted = [part for item in args.status for part in item.split(",") if part]
-    try:
-        status_filter = run_statuses(wanted)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    if args.limit < 1:
-        raise UsageError("--limit must be at least 1")
-    found: list[workflow_pb2.WorkOrder] = []
+    wanted = status_filter(args, run_statuses)
     async with client_for(args) as client:
-        token = ""
-        while len(found) < args.limit:
-            page = await client.list_work_orders(
+
+        async def page(size: int, token: str) -> tuple[Iterable[workflow_pb2.WorkOrder], str]:
+            response = await client.list_work_orders(
                 workflow=args.workflow,
-                statuses=status_filter,
+                statuses=wanted,
                 correlation_id=args.correlation_id,
-                limit=min(args.limit - len(found), 1000),
+                limit=size,
                 page_token=token,
             )
-            found.extend(page.orders)
-            token = page.next_page_token
-            if not token:
-                break
+            return response.orders, response.next_page_token
+
+        found = await first_pages(args.limit, page)
     if args.json:
         _print_json([fmt.message_json(order) for order in found])
     elif not found:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -427,47 +427,50 @@ class ConsoleApp(App[None]):
 
     @work(group="ops")
     async def cancel_jobs(self, rows: Sequence[JobRow]) -> None:
-        if not self._may_change():
-            return
-        selection = Selection.of(rows, can_cancel)
-        if not selection.eligible:
-            self.notify(selection.skipped_text("cancelled") or "No job selected.", severity="warning")
-            return
-        count = len(selection.eligible)
-        title = f"Cancel {_jobs(count)}?"
-        lines = describe_rows(selection.eligible)
-        if selection.skipped:
-            lines.append(selection.skipped_text("cancelled"))
-        if not await self.push_screen_wait(ConfirmScreen(title, lines, f"Cancel {_jobs(count)}")):
-            return
-        outcome = await run_all(
-            [row.id for row in selection.eligible],
+        await self._change_jobs(
+            rows,
+            can_cancel,
+            "Cancel",
+            "cancelled",
             lambda job_id: self.client.cancel(job_id, reason="cancelled from the console"),
         )
-        self._report(outcome.summary("Cancelled"), bool(outcome.refused))
-        self._unmark(row.id for row in selection.eligible)
 
     @work(group="ops")
     async def retry_jobs(self, rows: Sequence[JobRow]) -> None:
+        await self._change_jobs(
+            rows,
+            can_retry,
+            "Retry",
+            "retried",
+            lambda job_id: self.client.retry(job_id, reason="retried from the console"),
+        )
+
+    async def _change_jobs(
+        self,
+        rows: Sequence[JobRow],
+        allowed: Callable[[JobStatus], bool],
+        verb: str,
+        done: str,
+        change: Callable[[str], Awaitable[object]],
+    ) -> None:
+        """``change`` each of ``rows`` whose status allows it, once confirmed ("Cancel 3 jobs?"),
+        and say how it went; the others are named as skipped."""
         if not self._may_change():
             return
-        selection = Selection.of(rows, can_retry)
+        selection = Selection.of(rows, allowed)
         if not selection.eligible:
-            self.notify(selection.skipped_text("retried") or "No job selected.", severity="warning")
+            self.notify(selection.skipped_text(done) or "No job selected.", severity="warning")
             return
         count = len(selection.eligible)
         lines = describe_rows(selection.eligible)
         if selection.skipped:
-            lines.append(selection.skipped_text("retried"))
+            lines.append(selection.skipped_text(done))
         if not await self.push_screen_wait(
-            ConfirmScreen(f"Retry {_jobs(count)}?", lines, f"Retry {_jobs(count)}")
+            ConfirmScreen(f"{verb} {_jobs(count)}?", lines, f"{verb} {_jobs(count)}")
         ):
             return
-        outcome = await run_all(
-            [row.id for row in selection.eligible],
-            lambda job_id: self.client.retry(job_id, reason="retried from the console"),
-        )
-        self._report(outcome.summary("Retried"), bool(outcome.refused))
+        outcome = await run_all([row.id for row in selection.eligible], change)
+        self._report(outcome.summary(done.capitalize()), bool(outcome.refused))
         self._unmark(row.id for row in selection.eligible)
 
     @work(group="ops")

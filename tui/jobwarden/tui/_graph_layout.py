@@ -347,14 +347,23 @@ def _layers(names: Sequence[str], edges: Sequence[GraphEdge]) -> tuple[dict[str,
     return layer_of, kept
 
 
-def _order(items: list[list[_Item]], segments: list[list[tuple[str, str, int]]]) -> None:
-    """Barycenter sweeps, down then up; the order with the fewest crossings is kept."""
-    up: dict[str, list[str]] = defaultdict(list)
-    down: dict[str, list[str]] = defaultdict(list)
+def _neighbours(
+    segments: list[list[tuple[str, str, int]]],
+) -> tuple[defaultdict[str, list[str]], defaultdict[str, list[str]]]:
+    """(the items each item is joined to in the layer above, those in the layer below), by id; an
+    item joined to none has an empty list."""
+    up: defaultdict[str, list[str]] = defaultdict(list)
+    down: defaultdict[str, list[str]] = defaultdict(list)
     for gap in segments:
         for upper, lower, _ in gap:
             down[upper].append(lower)
             up[lower].append(upper)
+    return up, down
+
+
+def _order(items: list[list[_Item]], segments: list[list[tuple[str, str, int]]]) -> None:
+    """Barycenter sweeps, down then up; the order with the fewest crossings is kept."""
+    up, down = _neighbours(segments)
     counted = sum(len(gap) for gap in segments) <= _MAX_COUNTED_SEGMENTS
 
     def positions() -> dict[str, int]:
@@ -411,12 +420,7 @@ def _place(
     items: list[list[_Item]], segments: list[list[tuple[str, str, int]]], by_id: Mapping[str, _Item]
 ) -> None:
     """Columns: each layer packed, then pulled towards its neighbours' mean column (see step 5)."""
-    up: dict[str, list[str]] = defaultdict(list)
-    down: dict[str, list[str]] = defaultdict(list)
-    for gap in segments:
-        for upper, lower, _ in gap:
-            down[upper].append(lower)
-            up[lower].append(upper)
+    up, down = _neighbours(segments)
     widest = max((_packed_width(row) for row in items), default=0)
     for row in items:
         x = (widest - _packed_width(row)) / 2

@@ -10,14 +10,18 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from grpc import aio
 
-__all__ = ["FirstMessageGate", "Gate", "ResponseHook", "guard"]
+__all__ = ["Continuation", "FirstMessageGate", "Gate", "Handler", "ResponseHook", "guard"]
 
 Context = aio.ServicerContext[Any, Any]
+# (strings: grpc's classes take no subscript at run time)
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+#: what a ``ServerInterceptor`` is handed: the next interceptor (or the server), a method's handler
+Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]"
 Gate = Callable[[Any, Context], Awaitable[None]]
 #: (first message or None when the stream ended at once, context)
 FirstMessageGate = Callable[[Any, Context], Awaitable[None]]

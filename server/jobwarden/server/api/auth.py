@@ -46,7 +46,7 @@ import os
 import stat
 import tomllib
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -57,7 +57,7 @@ from grpc import aio
 from jobwarden.server.core import Engine, InvalidArgument, check_action
 from jobwarden.v1 import executor_service_pb2 as ep
 
-from ._intercept import guard
+from ._intercept import Continuation, Handler, guard
 from .convert import action_config_from_proto
 from .identity import set_identity
 
@@ -374,10 +374,8 @@ class AuthInterceptor(aio.ServerInterceptor):
         self._worker_owners: dict[str, str] = {}
 
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler

@@ -13,14 +13,14 @@ from __future__ import annotations
 import inspect
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
 import grpc
 from grpc import aio
 from jobwarden.contract import Limits
 
-from ._intercept import _aiter
+from ._intercept import Continuation, Handler, _aiter
 
 __all__ = ["DecodeInterceptor", "Undecodable", "tolerant"]
 
@@ -90,10 +90,8 @@ class DecodeInterceptor(aio.ServerInterceptor):
         self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
         handler: Any = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler  # type: ignore[no-any-return]

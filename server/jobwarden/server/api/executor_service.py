@@ -129,16 +129,10 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
 
     async def _handle(self, session: WorkerSession, kind: str | None, message: pb.ConnectRequest) -> None:
         engine = self.engine
-        if kind == "job_update":
-            self._guard(
-                session,
-                kind,
-                message.job_update.job_id,
-                message.job_update.attempt,
-                lambda: engine.worker_update(session, _update(message.job_update)),
-            )
-        elif kind == "job_updates":
-            for update in message.job_updates.updates:
+        if kind in ("job_update", "job_updates"):
+            # One update, or a batch of them: each is applied (or refused) on its own.
+            updates = [message.job_update] if kind == "job_update" else message.job_updates.updates
+            for update in updates:
                 self._guard(
                     session,
                     kind,
@@ -146,23 +140,15 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                     update.attempt,
                     lambda u=update: engine.worker_update(session, _update(u)),
                 )
-        elif kind == "job_result":
-            result = message.job_result
-            self._guard(
-                session,
-                kind,
-                result.job_id,
-                result.attempt,
-                lambda: engine.worker_result(session, _result(result)),
-            )
-        elif kind == "job_results":
-            for item in message.job_results.results:
+        elif kind in ("job_result", "job_results"):
+            results = [message.job_result] if kind == "job_result" else message.job_results.results
+            for result in results:
                 self._guard(
                     session,
                     kind,
-                    item.job_id,
-                    item.attempt,
-                    lambda r=item: engine.worker_result(session, _result(r)),
+                    result.job_id,
+                    result.attempt,
+                    lambda r=result: engine.worker_result(session, _result(r)),
                 )
         elif kind == "heartbeat":
             beats = [

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 from grpc import aio
 from jobwarden.server.core import Engine
 
-from ._intercept import guard
+from ._intercept import Continuation, Handler, guard
 from .errors import abort_with
 
 __all__ = ["LEADER_METADATA_KEY", "STANDBY_READS", "LeaderGuard"]
@@ -59,10 +58,8 @@ class LeaderGuard(aio.ServerInterceptor):
         self.refusals: Counter[str] = Counter()
 
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
         if handler is None or not method.startswith(_JOBWARDEN) or method in STANDBY_READS:

@@ -17,14 +17,14 @@ from __future__ import annotations
 import contextvars
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 from grpc import aio
 from jobwarden.contract import Limits
 
-from ._intercept import _aiter, guard
+from ._intercept import Continuation, Handler, _aiter, guard
 from .identity import actor_of
 
 __all__ = [
@@ -80,10 +80,8 @@ class LimitsInterceptor(aio.ServerInterceptor):
         self.refusals: Counter[str] = Counter()
 
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
         if handler is None:

@@ -22,6 +22,7 @@ __all__ = [
     "check_action",
     "check_duration",
     "check_lock_requests",
+    "check_name",
     "check_payload",
     "check_retry_policy",
     "check_string",
@@ -58,17 +59,26 @@ class SubmitSpec:
     work_order_id: str = ""
 
 
-def check_action(action: str, what: str = "action") -> str:
-    if not action:
+def check_name(name: str, what: str, max_length: int, pattern: re.Pattern[str], rule: str) -> str:
+    """``name`` if it is given, at most ``max_length`` characters and matches ``pattern``; else
+    ``InvalidArgument`` naming ``what`` (and, for a name that does not match, saying ``rule``)."""
+    if not name:
         raise InvalidArgument(f"{what} is required")
-    if len(action) > Limits.MAX_ACTION_LENGTH:
-        raise InvalidArgument(f"{what} is longer than {Limits.MAX_ACTION_LENGTH} characters")
-    if not _ACTION_RE.match(action):
-        raise InvalidArgument(
-            f"{what} {action!r} is not a valid action name (letters, digits and _ . : / - ; "
-            "starting with a letter or digit)"
-        )
-    return action
+    if len(name) > max_length:
+        raise InvalidArgument(f"{what} is longer than {max_length} characters")
+    if not pattern.match(name):
+        raise InvalidArgument(f"{what} {name!r} {rule}")
+    return name
+
+
+def check_action(action: str, what: str = "action") -> str:
+    return check_name(
+        action,
+        what,
+        Limits.MAX_ACTION_LENGTH,
+        _ACTION_RE,
+        "is not a valid action name (letters, digits and _ . : / - ; starting with a letter or digit)",
+    )
 
 
 def check_string(value: str, what: str, limit: int = Limits.MAX_STRING_LENGTH) -> str:

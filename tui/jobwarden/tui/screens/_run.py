@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from dataclasses import replace
 from typing import ClassVar
 
@@ -30,12 +29,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.content import Content
-from textual.screen import ModalScreen
-from textual.widgets import OptionList, Static
-from textual.widgets.option_list import Option
+from textual.widgets import Static
 
 from ._base import ConsoleScreen
 from ._order_ops import cancel_run, retry_order, run_chip
+from ._steps import StepChoiceScreen
 
 #: seconds between two reads of a whole run after the stream's news of it
 _REFETCH_AFTER = 0.3
@@ -349,30 +347,17 @@ class RunScreen(ConsoleScreen):
         retry_order(self, order.id, self._label(), self.runs[-1].status, step)
 
 
-class StepListScreen(ModalScreen[str | None]):
+class StepListScreen(StepChoiceScreen):
     """The steps an overflow box stands for; the one chosen gets a box and the selection."""
-
-    CSS_PATH = "dialogs.tcss"
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss(None)", "Back", id="steplist.back"),
     ]
 
-    def __init__(self, steps: Sequence[str]) -> None:
-        super().__init__()
-        self._steps = list(steps)
-
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Static(Content(f"{len(self._steps)} steps not drawn"), id="dialog-title")
-            yield OptionList(*(Option(step, id=step) for step in self._steps), id="steps")
-
-    def on_mount(self) -> None:
-        self.query_one(OptionList).focus()
-
-    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        event.stop()
-        self.dismiss(event.option.id)
+            yield self.step_list()
 
 
 def _merged(whole: workflow_pb2.WorkflowRun, news: workflow_pb2.WorkflowRun) -> workflow_pb2.WorkflowRun:

@@ -1,4 +1,4 @@
-"""Pick the step a job is retried from."""
+"""Pick a step: the one a job is retried from, or one of those an overflow box stands for."""
 
 from __future__ import annotations
 
@@ -14,19 +14,36 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 
-class StepPickerScreen(ModalScreen[str | None]):
-    """The finished steps of a job, in order; the chosen one and those after it run again."""
+class StepChoiceScreen(ModalScreen[str | None]):
+    """A dialog listing steps; it ends with the one chosen (None when left with escape)."""
 
     CSS_PATH = "dialogs.tcss"
+
+    def __init__(self, steps: Sequence[str]) -> None:
+        super().__init__()
+        self._steps = list(steps)
+
+    def step_list(self) -> OptionList:
+        return OptionList(*(Option(step, id=step) for step in self._steps), id="steps")
+
+    def on_mount(self) -> None:
+        self.query_one(OptionList).focus()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.dismiss(event.option.id)
+
+
+class StepPickerScreen(StepChoiceScreen):
+    """The finished steps of a job, in order; the chosen one and those after it run again."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss(None)", "Back", id="steps.back"),
     ]
 
     def __init__(self, job_label: str, steps: Sequence[str]) -> None:
-        super().__init__()
+        super().__init__(steps)
         self._job_label = job_label
-        self._steps = list(steps)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
@@ -35,11 +52,4 @@ class StepPickerScreen(ModalScreen[str | None]):
                 Content("The chosen step and every later one run again; earlier checkpoints are kept."),
                 id="dialog-body",
             )
-            yield OptionList(*(Option(step, id=step) for step in self._steps), id="steps")
-
-    def on_mount(self) -> None:
-        self.query_one(OptionList).focus()
-
-    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        event.stop()
-        self.dismiss(event.option.id)
+            yield self.step_list()

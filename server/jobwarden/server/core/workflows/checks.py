@@ -18,6 +18,7 @@ from jobwarden.server.core.errors import InvalidArgument
 from jobwarden.server.core.validation import (
     check_action,
     check_duration,
+    check_name,
     check_payload,
     check_retry_policy,
     check_string,
@@ -73,16 +74,13 @@ class CompiledWorkflow:
 
 
 def check_workflow_name(name: str, what: str = "workflow") -> str:
-    if not name:
-        raise InvalidArgument(f"{what} name is required")
-    if len(name) > WorkflowLimits.MAX_NAME_LENGTH:
-        raise InvalidArgument(f"{what} name is longer than {WorkflowLimits.MAX_NAME_LENGTH} characters")
-    if not _WORKFLOW_NAME_RE.match(name):
-        raise InvalidArgument(
-            f"{what} name {name!r} is not valid: letters, digits, '.', '_' and '-', starting with a letter "
-            "or digit"
-        )
-    return name
+    return check_name(
+        name,
+        f"{what} name",
+        WorkflowLimits.MAX_NAME_LENGTH,
+        _WORKFLOW_NAME_RE,
+        "is not valid: letters, digits, '.', '_' and '-', starting with a letter or digit",
+    )
 
 
 def compile_workflow(definition: WorkflowDef) -> CompiledWorkflow:
