@@ -369,6 +369,45 @@ async def test_a_paused_leader_is_fenced_when_it_wakes_up(cluster_db: str, tmp_p
         assert [e.role for e in answer.engines].count(cs.ENGINE_ROLE_LEADER) == 1
 
 
+async def test_a_write_stuck_inside_its_transaction_does_not_stop_the_takeover(
+    cluster_db: str, tmp_path: Path
+) -> None:
+    """A leader cut off by a partition in the middle of a write transaction (psycopg pipelines its
+    statements) holds the lease row FOR SHARE, and PostgreSQL keeps such a session until TCP gives up:
+    ``idle_in_transaction_session_timeout`` does not cover a session stopped inside a pipeline. Here
+    a session of the test's own holds the row the way that write does, and the leader is paused past
+    its lease. The standby must still take over (it ends the session once the lease has run out),
+    and the old leader, woken, is fenced."""
+    import psycopg
+
+    with EngineCluster(cluster_db, size=2, log_dir=tmp_path, extra_args=FAST) as cluster:
+        leader = await cluster.wait_for_leader()
+        standby = next(e for e in cluster.engines if e is not leader)
+        stuck = psycopg.connect(cluster_db.replace("+psycopg", ""))
+        (epoch,) = stuck.execute("SELECT epoch FROM engine_leader WHERE id = 1 FOR SHARE").fetchone() or (0,)
+        assert leader.process is not None
+        os.kill(leader.process.pid, signal.SIGSTOP)
+        try:
+            new_leader = await cluster.wait_for_leader(exclude={leader}, timeout=60)
+            assert new_leader is standby
+            job = await submit(standby.address, action="after")
+        finally:
+            os.kill(leader.process.pid, signal.SIGCONT)
+        with pytest.raises(psycopg.OperationalError):
+            stuck.execute("SELECT 1")
+        stuck.close()
+        assert standby.log_path is not None
+        assert "write transaction(s) of the old leader" in standby.log_path.read_text()
+        await wait_for_role(
+            leader.address, "engine-" + str(cluster.engines.index(leader)), cs.ENGINE_ROLE_STANDBY
+        )
+        answer = await list_engines(standby.address)
+        assert answer is not None
+        assert answer.epoch > epoch
+        assert [e.role for e in answer.engines].count(cs.ENGINE_ROLE_LEADER) == 1
+        assert (await leader_get(standby.address, job.id)).action == "after"
+
+
 async def wait_for_role(
     address: str, engine_id: str, role: int, timeout: float = 30.0
 ) -> cs.ListEnginesResponse:

@@ -41,6 +41,7 @@ from typing import Any
 
 from jobwarden.contract import JobEventType, JobStatus
 from sqlalchemy import create_engine, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine as SqlEngine
 
 from .errors import FailedPrecondition, Fenced, StoreUnavailable
@@ -69,6 +70,9 @@ log = logging.getLogger("jobwarden.leadership")
 ADVISORY_LOCK_NAME = "jobwarden-leader"
 #: held while one engine creates or migrates the schema, so engines started together do not race
 SCHEMA_LOCK_NAME = "jobwarden-schema"
+#: PostgreSQL's SQLSTATE for a statement that gave up waiting for a lock (``lock_timeout``)
+_LOCK_NOT_AVAILABLE = "55P03"
+
 #: the channel the leader notifies (in its write transaction) when it commits events
 EVENTS_CHANNEL = "jobwarden_events"
 #: a member row not renewed for this long is not listed (and, after an hour, deleted)
@@ -219,7 +223,50 @@ class LeaderLease:
 
     def try_take(self, engine_id: str, address: str) -> int | None:
         """Take the lease if it is free, expired, or its leader's advisory lock is gone: the new
-        epoch, or None. One UPDATE: two standbys never both take it."""
+        epoch, or None. One UPDATE: two standbys never both take it.
+
+        The UPDATE waits (``lock_timeout``) for the old leader's writes in flight, which hold the row
+        FOR SHARE. A write cut off mid-transaction by a partition can hold it for as long as TCP
+        takes to notice (hours, by default): PostgreSQL's ``idle_in_transaction_session_timeout``
+        does not cover a session stopped inside a pipeline. Once the lease has run out, those
+        sessions may commit nothing anyway, so they are ended and the UPDATE is tried again."""
+        try:
+            return self._take(engine_id, address)
+        except sa_exc.OperationalError as error:
+            if getattr(error.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE or not self.end_stuck_writes(
+                engine_id
+            ):
+                raise
+        return self._take(engine_id, address)
+
+    def end_stuck_writes(self, engine_id: str) -> int:
+        """Terminate the sessions holding the lease row FOR SHARE, if the lease (not ours) has run
+        out: how many. Only the leader's write transactions take that lock."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT l.pid, pg_terminate_backend(l.pid) AS ended, e.leader_id FROM pg_locks l"
+                    " JOIN engine_leader e ON e.id = 1"
+                    " WHERE l.locktype = 'relation' AND l.mode = 'RowShareLock' AND l.granted"
+                    "  AND l.relation = 'engine_leader'::regclass AND l.pid <> pg_backend_pid()"
+                    "  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                    "  AND e.leader_id IS DISTINCT FROM :me AND e.lease_expires_at < clock_timestamp()"
+                ),
+                {"me": engine_id},
+            ).all()
+        ended = [row for row in rows if row.ended]
+        if ended:
+            log.warning(
+                "engine %s ended %d write transaction(s) of the old leader %s stuck past its lease "
+                "(sessions %s): they held the lease row and kept every standby from taking over",
+                engine_id,
+                len(ended),
+                ended[0].leader_id,
+                ", ".join(str(row.pid) for row in ended),
+            )
+        return len(ended)
+
+    def _take(self, engine_id: str, address: str) -> int | None:
         with self.engine.begin() as conn:
             row = conn.execute(
                 text(
