@@ -83,12 +83,27 @@ class PrivatePostgres:
         self, *args: str, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[bytes]:
         kwargs: dict[str, Any] = {}
+        command = self._command(*args)
         if self._user is not None:
-            kwargs["user"] = self._user.pw_uid
-            kwargs["group"] = self._user.pw_gid
-            kwargs["extra_groups"] = []
+            setpriv = shutil.which("setpriv")
+            if setpriv is not None:
+                # The user is switched by setpriv, not by subprocess's user=/group=: those make Python
+                # fork() instead of vfork(), and a fork child of this many-threaded process (gRPC's
+                # threads) sometimes crashed before its exec (pg_ctl "died with SIGSEGV" in the chaos
+                # test, under load).
+                command = [
+                    setpriv,
+                    f"--reuid={self._user.pw_uid}",
+                    f"--regid={self._user.pw_gid}",
+                    "--clear-groups",
+                    *command,
+                ]
+            else:
+                kwargs["user"] = self._user.pw_uid
+                kwargs["group"] = self._user.pw_gid
+                kwargs["extra_groups"] = []
         return subprocess.run(
-            self._command(*args),
+            command,
             check=check,
             capture_output=True,
             timeout=timeout,

@@ -221,9 +221,10 @@ class LeaderLease:
             ).one()
         return LeaseRow(row.epoch, row.leader_id, row.address, row.lease_expires_at, row.now)
 
-    def try_take(self, engine_id: str, address: str) -> int | None:
+    def try_take(self, engine_id: str, address: str) -> tuple[int, float] | None:
         """Take the lease if it is free, expired, or its leader's advisory lock is gone: the new
-        epoch, or None. One UPDATE: two standbys never both take it.
+        epoch and when (``time.monotonic()``) the UPDATE that took it was sent, or None. One UPDATE:
+        two standbys never both take it.
 
         The UPDATE waits (``lock_timeout``) for the old leader's writes in flight, which hold the row
         FOR SHARE. A write cut off mid-transaction by a partition can hold it for as long as TCP
@@ -266,8 +267,11 @@ class LeaderLease:
             )
         return len(ended)
 
-    def _take(self, engine_id: str, address: str) -> int | None:
+    def _take(self, engine_id: str, address: str) -> tuple[int, float] | None:
         with self.engine.begin() as conn:
+            # The lease ends ``lease`` after this UPDATE runs: the leader acts until then, counted from
+            # here (not from before a wait on the row lock, which may take longer than the lease).
+            sent = time.monotonic()
             row = conn.execute(
                 text(
                     "UPDATE engine_leader SET epoch = epoch + 1, leader_id = :me, address = :address,"
@@ -283,7 +287,7 @@ class LeaderLease:
                 ),
                 {"me": engine_id, "address": address, "lease": self.lease_seconds, "key": self.keys()[0]},
             ).first()
-        return int(row.epoch) if row is not None else None
+        return (int(row.epoch), sent) if row is not None else None
 
     def renew(self, engine_id: str, epoch: int) -> bool:
         """Extend the lease; False when it is no longer ours (a newer epoch, or released)."""
@@ -701,16 +705,16 @@ class Leadership:
             seen = await asyncio.wait_for(self.run_sql(self.lease.read), self.settings.lease_seconds)
             self.last_seen = seen
             self.epoch = max(self.epoch, seen.epoch)
-            started = time.monotonic()
-            epoch = await asyncio.wait_for(
+            taken = await asyncio.wait_for(
                 self.run_sql(self.lease.try_take, self.engine_id, self.settings.address),
-                2 * self.settings.lease_seconds,
+                3 * self.settings.lease_seconds,
             )
         except Exception as error:
             log.debug("engine %s could not read or take the lease: %s", self.engine_id, error)
             return
-        if epoch is None:
+        if taken is None:
             return
+        epoch, started = taken
         async with self._changing:
             previous = seen.leader_id if seen.held else None
             self.epoch = epoch
