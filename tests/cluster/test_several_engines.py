@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,7 @@ async def test_one_engine_leads_and_standbys_refuse_writes_naming_the_leader(clu
         # Refused when the stream opens, before any message: nothing is written, since a Register
         # racing the refusal fails on the client with gRPC's own INTERNAL ("Failed execute_batch").
         worker = await RawWorker(standby.address, ["work"]).connect(register=False)
-        refused = await wait_for(lambda: worker.error, timeout=10, message="the standby's refusal")
+        refused = await wait_for(partial(getattr, worker, "error"), timeout=10, message="the refusal")
         assert refused.code() == grpc.StatusCode.UNAVAILABLE
         assert leader.address in (refused.details() or "")
         await worker.drop()
