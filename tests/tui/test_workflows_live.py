@@ -2,7 +2,8 @@
 
 The workflow is the demo's media workflow (``jobwarden.tui.demo.media``), put through the API; its
 executors here finish at once, except the transcodes, which report 40 % and wait for the test to let
-them go, and publish, which fails the first time (its failure edge to notify is taken).
+them go (or, when told ``further``, report 70 % first), and publish, which fails the first time (its
+failure edge to notify is taken).
 """
 
 from __future__ import annotations
@@ -33,6 +34,18 @@ class Media:
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
         self.release = asyncio.Event()
+        #: the transcodes report 70 % (then wait for ``release``)
+        self.further = asyncio.Event()
+
+    async def hold(self, ctx: JobContext) -> None:
+        """Wait for ``release``; report 70 % if told ``further`` before."""
+        waits = [asyncio.ensure_future(event.wait()) for event in (self.release, self.further)]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for wait in waits:
+            wait.cancel()
+        if not self.release.is_set():
+            ctx.progress(70, f"encoding {ctx.input['rendition']}, the second pass")
+            await self.release.wait()
 
     def executors(self) -> list[Executor]:
         media = self
@@ -57,7 +70,7 @@ class Media:
             async def execute(self, ctx: JobContext) -> dict[str, Any]:
                 media.calls[self.action] += 1
                 ctx.progress(40, f"encoding {ctx.input['rendition']}")
-                await media.release.wait()
+                await media.hold(ctx)
                 return {"file": f"/out-{ctx.input['rendition']}.mp4"}
 
         class Publish(Executor):
@@ -238,6 +251,16 @@ async def test_the_work_orders_screen_lists_live_orders_and_refuses_a_retry_whil
             pilot,
             lambda: "transcode_1080p 40%" in str(table.get_cell(order_id, "now")),
             what=f"its steps, not {table.get_cell(order_id, 'now')!s}",
+        )
+        # Progress reported once the screen has settled, with no workflow event after it (the
+        # steps stay RUNNING), is drawn too: the screen redraws its running orders by itself.
+        flushes = app.flushes
+        await until(pilot, lambda: app.flushes >= flushes + 15, what="the screen settled")
+        media.further.set()
+        await until(
+            pilot,
+            lambda: "transcode_1080p 70%" in str(table.get_cell(order_id, "now")),
+            what=f"the later progress, not {table.get_cell(order_id, 'now')!s}",
         )
         assert "RUNNING" in str(table.get_cell(order_id, "status"))
         await pilot.press("r")

@@ -79,7 +79,10 @@ class WorkOrdersScreen(ConsoleScreen):
         self.feed: OrderFeed | None = None
         self.status_filter: int | None = None
         self.narrow = False
+        #: redraws of the table
         self.flushes = 0
+        #: calls of ``flush`` (every ``_FLUSH_EVERY`` seconds, whether or not it redrew)
+        self.looks = 0
         self._prefetched = False
         self._fetching = False
         self._summary_drawn = ""
@@ -144,8 +147,11 @@ class WorkOrdersScreen(ConsoleScreen):
 
     def flush(self, force: bool = False) -> None:
         orders, _ = self.store.take_dirty()
-        # Running orders' steps move with their jobs' progress: redrawn once a second.
-        ticking = self.flushes % _TICK_EVERY == 0 and any(
+        # Running orders' steps move with their jobs' progress, which no workflow event carries:
+        # redrawn once a second. Counted in looks, not redraws: a count of redraws stops moving
+        # when nothing redraws, and the progress reported after the last workflow event was lost.
+        self.looks += 1
+        ticking = self.looks % _TICK_EVERY == 0 and any(
             order.status not in RUN_TERMINAL for order in self.store.orders.values()
         )
         if not orders and not force and not ticking and self.flushes:
