@@ -28,7 +28,7 @@ from tests.support.engine_process import EngineProcess
 from tests.support.net import free_port
 from tests.support.private_postgres import PrivatePostgres
 from tests.support.raw_worker import RawWorker
-from tests.support.waiting import wait_for
+from tests.support.waiting import wait_for, wait_for_async
 
 #: fast leases keep the tests short; the defaults (2 s / 0.5 s / 0.25 s) are what the bench measures
 FAST: tuple[str, ...] = (
@@ -408,6 +408,35 @@ async def test_a_write_stuck_inside_its_transaction_does_not_stop_the_takeover(
         assert answer.epoch > epoch
         assert [e.role for e in answer.engines].count(cs.ENGINE_ROLE_LEADER) == 1
         assert (await leader_get(standby.address, job.id)).action == "after"
+
+
+async def test_a_standby_shows_the_action_configs_the_leader_changes(cluster: EngineCluster) -> None:
+    """A pause is no event: a standby reads the configs again (every second) and shows it, then the
+    resume, without becoming the leader."""
+    leader = await cluster.wait_for_leader()
+    standby = next(e for e in cluster.engines if e is not leader)
+
+    async def paused_on_standby() -> bool:
+        channel, stub = jobs_stub(standby.address)
+        async with channel:
+            answer = await stub.GetActionConfig(js.GetActionConfigRequest(action="encode"), timeout=10)
+        return answer.config.paused
+
+    channel, stub = jobs_stub(leader.address)
+    async with channel:
+        await stub.PauseAction(js.PauseActionRequest(action="encode", create_if_unknown=True), timeout=10)
+        await wait_for_async(paused_on_standby, timeout=15, message="the pause on the standby")
+        standby_channel, standby_stub = jobs_stub(standby.address)
+        async with standby_channel:
+            listed = await standby_stub.ListActions(js.ListActionsRequest(), timeout=10)
+        assert [(c.action, c.paused) for c in listed.configs] == [("encode", True)]
+        await stub.ResumeAction(js.ResumeActionRequest(action="encode"), timeout=10)
+
+    async def resumed_on_standby() -> bool:
+        return not await paused_on_standby()
+
+    await wait_for_async(resumed_on_standby, timeout=15, message="the resume on the standby")
+    assert await cluster.wait_for_leader() is leader
 
 
 async def wait_for_role(

@@ -42,6 +42,10 @@ class ActionConfigs:
         """A configuration read back from the store (already checked when it was stored)."""
         self.stored[config.action] = config
 
+    def load_all(self, configs: list[ActionConfig]) -> None:
+        """Every configuration as the store has it now (a standby following its leader's changes)."""
+        self.stored = {config.action: config for config in configs}
+
     def put(self, config: ActionConfig, *, actor: str | None = None) -> ActionConfig | None:
         """Check ``config`` (InvalidArgument, and nothing changes), make it the action's, and write it.
         Returns the configuration it replaced. An ``actor`` is logged as the one who changed it."""

@@ -343,8 +343,14 @@ class Engine:
             head=self.bus.head,
             poll_interval=max(leadership.settings.poll_interval, 0.1) * 2,
             prepare=self._standby_snapshot,
+            refresh=self._standby_configs,
         )
         self._tail.start()
+
+    async def _standby_configs(self) -> None:
+        """The action configs again: a pause, a limit or a timeout the leader stored is no event, and
+        a standby's reads (ListActions, GetActionConfig, the console) show it within a second."""
+        self.configs.load_all(await self.flow.read(self.store.load_action_configs))
 
     async def _standby_snapshot(self, tail: EventTail) -> None:
         assert self.leadership is not None

@@ -798,6 +798,8 @@ class EventTail:
         poll_interval: float = 0.5,
         page: int = 1000,
         prepare: Callable[[EventTail], Awaitable[None]] | None = None,
+        refresh: Callable[[], Awaitable[None]] | None = None,
+        refresh_interval: float = 1.0,
     ) -> None:
         self.lease = lease
         self._read_events = read_events
@@ -815,6 +817,10 @@ class EventTail:
         self._gap_since = 0.0
         #: reads what the standby shows besides events (counts at a snapshot, configs), first
         self._prepare = prepare
+        #: reads again, every ``refresh_interval``, what no event carries (the action configs)
+        self._refresh = refresh
+        self.refresh_interval = refresh_interval
+        self._refreshed_at = time.monotonic()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="jobwarden-event-tail")
@@ -845,6 +851,12 @@ class EventTail:
                     self._listener = await self._run_sql(self.lease.listener)
                 while await self._poll_once():
                     pass
+                if (
+                    self._refresh is not None
+                    and time.monotonic() - self._refreshed_at >= self.refresh_interval
+                ):
+                    self._refreshed_at = time.monotonic()
+                    await self._refresh()
                 await self._run_sql(self.lease.wait_for_events, self._listener, self.poll_interval)
             except asyncio.CancelledError:
                 raise
