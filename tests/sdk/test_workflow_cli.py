@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from jobwarden.sdk import JobClient
 
-from .conftest import ROOT, WorkerProcess
+from .conftest import JOBWARDEN, ROOT, WorkerProcess
 from .test_sdk_cli import jobwarden
 
 Workers = Callable[..., WorkerProcess]
@@ -152,6 +152,51 @@ async def test_start_wait_failure_retry_from_a_step_orders_and_order(
     assert (job.workflow_run_id, job.workflow_step, job.work_order_id) == (run_two["id"], "publish", order)
     code, out, _ = await jobwarden("get", job.id, "--engine", address)
     assert f"in run:      {run_two['id']} step publish (work order {order})" in out
+
+
+async def test_watch_workflows_follows_one_order_step_by_step(engine: Any, tmp_path: Path) -> None:
+    """`jobwarden watch --order ID` (an abbreviated id) prints that order's events alone, a line each,
+    from its creation to its run's end; job filters with --workflows are refused, saying why."""
+    address = engine.address
+    definition = tmp_path / "pause.toml"
+    definition.write_text(
+        "name = 'pause'\n[[steps]]\nname = 'nap'\ndelay = '50ms'\non_success = ['nap2']\n"
+        "[[steps]]\nname = 'nap2'\ndelay = '50ms'\n"
+    )
+    assert (await jobwarden("workflows", "apply", str(definition), "--engine", address))[0] == 0
+    code, out, err = await jobwarden("start", "pause", "--engine", address)
+    assert code == 0, err
+    order = order_id_of(out)
+    code, out, err = await jobwarden("start", "pause", "--engine", address)  # another order, not shown
+    assert code == 0, err
+    other = order_id_of(out)
+    process = await asyncio.create_subprocess_exec(
+        JOBWARDEN, "watch", "--order", order[-12:], "--after", "0", "--engine", address,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        while not lines or not lines[-1].endswith("->COMPLETED (every step ended)"):
+            line = await asyncio.wait_for(process.stdout.readline(), 30)
+            assert line, "watch ended"
+            lines.append(line.decode().rstrip())
+    finally:
+        process.terminate()
+        await process.wait()
+    assert all(order in line and other not in line for line in lines), lines
+    kinds = [line.split()[6] for line in lines]
+    assert kinds[:2] == ["ORDER_CREATED", "RUN_STARTED"]
+    assert any(re.search(r"STEP_CHANGED +nap2: \w+->COMPLETED", line) for line in lines), lines
+    assert "RUN_STATUS_CHANGED RUNNING->DELAYED (a step waits)" in "\n".join(lines)
+
+    code, out, err = await jobwarden("watch", "--workflows", "--status", "RUNNING", "--engine", address)
+    assert (code, out) == (2, "")
+    assert "--status, --action and --job filter job events; they do not go with --workflows" in err
+    code, out, err = await jobwarden("watch", "--order", "0193abcd-0000", "--engine", address)
+    assert code == 1
+    assert err.startswith("jobwarden watch: ")
+    assert "Traceback" not in err
 
 
 async def test_cancel_a_running_order(engine: Any, tmp_path: Path) -> None:

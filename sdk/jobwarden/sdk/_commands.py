@@ -146,7 +146,11 @@ def register(subparsers: Any) -> None:
     )
 
     watch = add(
-        "watch", _watch, "Tail the stream of job events (reconnects from its last sequence).", as_json
+        "watch",
+        _watch,
+        "Tail the stream of job events, or with --workflows of workflow events (reconnects from its "
+        "last sequence).",
+        as_json,
     )
     watch.add_argument(
         "--after", type=_sequence, default=None, metavar="SEQ", help="replay events after SEQ first (0: all)"
@@ -161,6 +165,26 @@ def register(subparsers: Any) -> None:
         default=[],
         metavar="JOB_ID",
         help="only this job (repeatable; a unique first or last 8+ characters will do)",
+    )
+    watch.add_argument(
+        "--workflows",
+        action="store_true",
+        help="workflow events instead: work orders, runs and their steps as they change",
+    )
+    watch.add_argument(
+        "--order",
+        action="append",
+        default=[],
+        metavar="ORDER_ID",
+        help="workflow events of this work order only (repeatable; implies --workflows; an id "
+        "abbreviation will do)",
+    )
+    watch.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="RUN_ID",
+        help="workflow events of this run only (repeatable; implies --workflows)",
     )
 
     worker = add("worker", _worker, "Run a worker with the executors found at MODULE:ATTR.")
@@ -475,6 +499,11 @@ async def _logs(args: argparse.Namespace) -> int:
 
 
 async def _watch(args: argparse.Namespace) -> int:
+    if args.workflows or args.order or args.run:
+        # Imported here: the workflow commands import this module.
+        from jobwarden.sdk._workflows_cli import watch_workflows
+
+        return await watch_workflows(args)
     wanted = status_filter(args, statuses)
     async with client_for(args) as client:
         async for event in client.watch(
