@@ -36,6 +36,7 @@ from jobwarden.sdk._endpoints import engine_addresses
 from jobwarden.sdk._exceptions import ExecutorDefinitionError
 from jobwarden.sdk._executor import Executor
 from jobwarden.sdk._requests import int64, lock_request, statuses
+from jobwarden.sdk._workflow_watch import watch_workflows
 from jobwarden.v1 import cluster_service_pb2, job_pb2
 from jobwarden.wire import parse_duration
 
@@ -500,9 +501,6 @@ async def _logs(args: argparse.Namespace) -> int:
 
 async def _watch(args: argparse.Namespace) -> int:
     if args.workflows or args.order or args.run:
-        # Imported here: the workflow commands import this module.
-        from jobwarden.sdk._workflows_cli import watch_workflows
-
         return await watch_workflows(args)
     wanted = status_filter(args, statuses)
     async with client_for(args) as client:
