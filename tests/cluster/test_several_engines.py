@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from jobwarden.sdk import JobClient
 from jobwarden.v1 import cluster_service_pb2 as cs
 from jobwarden.v1 import job_pb2, job_service_pb2_grpc
 from jobwarden.v1 import job_service_pb2 as js
@@ -437,6 +438,34 @@ async def test_a_standby_shows_the_action_configs_the_leader_changes(cluster: En
 
     await wait_for_async(resumed_on_standby, timeout=15, message="the resume on the standby")
     assert await cluster.wait_for_leader() is leader
+
+
+async def test_a_new_leader_with_a_large_backlog_keeps_the_lease_while_it_recovers(
+    cluster_db: str, tmp_path: Path
+) -> None:
+    """Recovering a large backlog takes longer than the lease: the new leader renews it meanwhile.
+    (It used to be deposed the moment it finished recovering, by every engine in turn: with 200,000
+    queued jobs no engine ever led.) A short lease here, so that 60,000 jobs are enough."""
+    short = ("--lease-duration", "1", "--lease-renew-interval", "0.2", "--lease-margin", "0.3",
+             "--standby-poll-interval", "0.1")  # fmt: skip
+    with EngineCluster(cluster_db, size=2, log_dir=tmp_path, extra_args=short) as cluster:
+        leader = await cluster.wait_for_leader()
+        standby = next(e for e in cluster.engines if e is not leader)
+        async with JobClient(leader.address, timeout=120) as client:
+            for _ in range(60):
+                await client.submit_many([{"action": "backlog", "input": {}} for _ in range(1000)])
+        leader.kill()
+        assert await cluster.wait_for_leader(timeout=60) is standby
+        answer = await list_engines(standby.address)
+        assert answer is not None
+        await asyncio.sleep(3.0)  # many leases long: a leader deposed after recovering shows by now
+        again = await list_engines(standby.address)
+        assert again is not None
+        assert (again.leader_address, again.epoch) == (standby.address, answer.epoch)
+        assert standby.log_path is not None
+        assert "stops leading" not in standby.log_path.read_text()
+        stats = await leader_stats_of(standby.address)
+        assert stats.queued == 60_000
 
 
 async def wait_for_role(

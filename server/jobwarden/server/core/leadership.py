@@ -727,7 +727,13 @@ class Leadership:
                         "engine %s leads without the advisory lock (a stale session holds it)", self.engine_id
                     )
                 assert self._elected is not None
-                await self._elected(epoch)
+                renewing = asyncio.get_running_loop().create_task(self._renew_while_electing(epoch))
+                try:
+                    await self._elected(epoch)
+                finally:
+                    renewing.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await renewing
             except Exception as error:
                 log.exception("engine %s could not start leading at epoch %d", self.engine_id, epoch)
                 await self._step_down(f"it could not start leading: {error}")
@@ -739,6 +745,29 @@ class Leadership:
             )
             self._changed(EngineRole.LEADER, reason)
         await self._beat()
+
+    async def _renew_while_electing(self, epoch: int) -> None:
+        """Keep the lease while the new leader recovers (``elected``), which takes longer than the
+        lease with a large backlog: without it, a leader with 200,000 queued jobs to recover was
+        deposed as it finished, by every engine in turn, and none ever led. A renewal that finds the
+        lease taken stops here: then the fence refuses every write of this epoch, and the watchdog
+        deposes this engine once its acting time is spent."""
+        settings = self.settings
+        while True:
+            await asyncio.sleep(settings.renew_interval)
+            started = time.monotonic()
+            try:
+                ok = await asyncio.wait_for(
+                    self.run_sql(self.lease.renew, self.engine_id, epoch), settings.lease_seconds
+                )
+            except Exception as error:
+                self.stats.renewal_failures += 1
+                log.warning("engine %s could not renew its lease while recovering: %s", self.engine_id, error)
+                continue
+            if not ok:
+                return
+            self.stats.renewals += 1
+            self.acting_until = max(self.acting_until, started + settings.lease_seconds - settings.margin)
 
     async def _depose(self, reason: str) -> None:
         if not self.is_leader:
