@@ -638,7 +638,7 @@ class Leadership:
                 continue
             within = self.settings.lease_seconds - self.settings.margin
             if time.monotonic() - self._others_seen_at < MEMBER_STALE_SECONDS:
-                await self._depose(f"its lease was not renewed within {within:g}s")
+                await self._depose(f"its lease was not renewed within {within:g}s", unless_renewed=True)
             elif not self.suspended:
                 self.suspended = True
                 log.error(
@@ -734,6 +734,8 @@ class Leadership:
                     renewing.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await renewing
+                # Recovery runs in the event loop, which may not have let a renewal run for a while.
+                await self._renew_once(epoch)
             except Exception as error:
                 log.exception("engine %s could not start leading at epoch %d", self.engine_id, epoch)
                 await self._step_down(f"it could not start leading: {error}")
@@ -752,28 +754,36 @@ class Leadership:
         deposed as it finished, by every engine in turn, and none ever led. A renewal that finds the
         lease taken stops here: then the fence refuses every write of this epoch, and the watchdog
         deposes this engine once its acting time is spent."""
-        settings = self.settings
         while True:
-            await asyncio.sleep(settings.renew_interval)
-            started = time.monotonic()
-            try:
-                ok = await asyncio.wait_for(
-                    self.run_sql(self.lease.renew, self.engine_id, epoch), settings.lease_seconds
-                )
-            except Exception as error:
-                self.stats.renewal_failures += 1
-                log.warning("engine %s could not renew its lease while recovering: %s", self.engine_id, error)
-                continue
-            if not ok:
+            await asyncio.sleep(self.settings.renew_interval)
+            if await self._renew_once(epoch) is False:
                 return
+
+    async def _renew_once(self, epoch: int) -> bool | None:
+        """Renew the lease of ``epoch`` while taking over, extending the acting time: whether it was
+        still ours (None: the database did not answer)."""
+        settings = self.settings
+        started = time.monotonic()
+        try:
+            ok = await asyncio.wait_for(
+                self.run_sql(self.lease.renew, self.engine_id, epoch), settings.lease_seconds
+            )
+        except Exception as error:
+            self.stats.renewal_failures += 1
+            log.warning("engine %s could not renew its lease while taking over: %s", self.engine_id, error)
+            return None
+        if ok:
             self.stats.renewals += 1
             self.acting_until = max(self.acting_until, started + settings.lease_seconds - settings.margin)
+        return bool(ok)
 
-    async def _depose(self, reason: str) -> None:
+    async def _depose(self, reason: str, *, unless_renewed: bool = False) -> None:
+        """Stop leading. With ``unless_renewed`` (the watchdog's call), not if the lease was renewed
+        meanwhile: a takeover holds ``_changing`` while it recovers and renews once it is done."""
         if not self.is_leader:
             return
         async with self._changing:
-            if not self.is_leader:
+            if not self.is_leader or (unless_renewed and time.monotonic() <= self.acting_until):
                 return
             self.role = EngineRole.FENCED
             log.error("engine %s stops leading (epoch %d): %s", self.engine_id, self.epoch, reason)
