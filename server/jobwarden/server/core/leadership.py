@@ -638,7 +638,7 @@ class Leadership:
                 continue
             within = self.settings.lease_seconds - self.settings.margin
             if time.monotonic() - self._others_seen_at < MEMBER_STALE_SECONDS:
-                await self._depose(f"its lease was not renewed within {within:g}s", unless_renewed=True)
+                await self._depose(f"its lease was not renewed within {within:g}s")
             elif not self.suspended:
                 self.suspended = True
                 log.error(
@@ -727,15 +727,7 @@ class Leadership:
                         "engine %s leads without the advisory lock (a stale session holds it)", self.engine_id
                     )
                 assert self._elected is not None
-                renewing = asyncio.get_running_loop().create_task(self._renew_while_electing(epoch))
-                try:
-                    await self._elected(epoch)
-                finally:
-                    renewing.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await renewing
-                # Recovery runs in the event loop, which may not have let a renewal run for a while.
-                await self._renew_once(epoch)
+                await self._elected(epoch)
             except Exception as error:
                 log.exception("engine %s could not start leading at epoch %d", self.engine_id, epoch)
                 await self._step_down(f"it could not start leading: {error}")
@@ -748,42 +740,11 @@ class Leadership:
             self._changed(EngineRole.LEADER, reason)
         await self._beat()
 
-    async def _renew_while_electing(self, epoch: int) -> None:
-        """Keep the lease while the new leader recovers (``elected``), which takes longer than the
-        lease with a large backlog: without it, a leader with 200,000 queued jobs to recover was
-        deposed as it finished, by every engine in turn, and none ever led. A renewal that finds the
-        lease taken stops here: then the fence refuses every write of this epoch, and the watchdog
-        deposes this engine once its acting time is spent."""
-        while True:
-            await asyncio.sleep(self.settings.renew_interval)
-            if await self._renew_once(epoch) is False:
-                return
-
-    async def _renew_once(self, epoch: int) -> bool | None:
-        """Renew the lease of ``epoch`` while taking over, extending the acting time: whether it was
-        still ours (None: the database did not answer)."""
-        settings = self.settings
-        started = time.monotonic()
-        try:
-            ok = await asyncio.wait_for(
-                self.run_sql(self.lease.renew, self.engine_id, epoch), settings.lease_seconds
-            )
-        except Exception as error:
-            self.stats.renewal_failures += 1
-            log.warning("engine %s could not renew its lease while taking over: %s", self.engine_id, error)
-            return None
-        if ok:
-            self.stats.renewals += 1
-            self.acting_until = max(self.acting_until, started + settings.lease_seconds - settings.margin)
-        return bool(ok)
-
-    async def _depose(self, reason: str, *, unless_renewed: bool = False) -> None:
-        """Stop leading. With ``unless_renewed`` (the watchdog's call), not if the lease was renewed
-        meanwhile: a takeover holds ``_changing`` while it recovers and renews once it is done."""
+    async def _depose(self, reason: str) -> None:
         if not self.is_leader:
             return
         async with self._changing:
-            if not self.is_leader or (unless_renewed and time.monotonic() <= self.acting_until):
+            if not self.is_leader:
                 return
             self.role = EngineRole.FENCED
             log.error("engine %s stops leading (epoch %d): %s", self.engine_id, self.epoch, reason)
