@@ -32,7 +32,7 @@ from .dispatch import Dispatcher
 from .errors import Fenced, InvalidArgument, NotFound, NotLeader
 from .events import EventBus
 from .external_locks import ExternalLocks
-from .flow import JobFlow, lock_map
+from .flow import RECOVERY_PAGE, JobFlow, lock_map
 from .jobs import Jobs, JobSnapshot
 from .leadership import (
     EngineMember,
@@ -323,7 +323,7 @@ class Engine:
             self.configs.put(config)
         await read(self.store.mark_all_workers_disconnected)
         await self._recover()
-        await self.workflows.recover()
+        await self.workflows.recover(self._note_progress)
         self.timers.start()
         self.flow.running = True
         self.protocol.start()
@@ -395,7 +395,7 @@ class Engine:
         tail, self._tail = self._tail, None
         if tail is not None:
             await tail.stop()
-            await tail.catch_up()
+            await tail.catch_up(self._note_progress)
         self._drop_parts()
         self._make_parts()
         setattr(self.store, "fence_epoch", epoch)  # noqa: B010 (only SqlStore fences)
@@ -465,7 +465,7 @@ class Engine:
                 since=row.since,
                 expires_at=row.expires_at,
             )
-        jobs = await self.flow.read(self.store.load_unfinished_jobs)
+        jobs = await self.flow.read_pages(self.store.load_unfinished_jobs, self._note_progress)
         for job in jobs:
             self.registry.load(job)
         for row in lock_rows:
@@ -478,7 +478,11 @@ class Engine:
         waiting = sorted(
             (j for j in jobs if j.status is JobStatus.WAITING_FOR_LOCK), key=lambda j: (j.queue_order, j.id)
         )
-        for job in jobs:
+        for done, job in enumerate(jobs, 1):
+            if done % RECOVERY_PAGE == 0:
+                # Let the lease see progress, and renew (it runs in this loop).
+                self._note_progress()
+                await asyncio.sleep(0)
             job.locks_held = self.locks.holds(job.id)
             deadlines = job.deadlines
             if job.status is JobStatus.RUNNING:
@@ -509,6 +513,10 @@ class Engine:
                 self.flow.locks_taken(job)
                 self.registry.transition(job, JobStatus.QUEUED, reason="its locks were granted")
                 self.dispatcher.queues.push(job, urgent=True)
+
+    def _note_progress(self) -> None:
+        if self.leadership is not None:
+            self.leadership.note_progress()
 
     def action_configs(self) -> list[ActionConfig]:
         return self.configs.all()

@@ -31,7 +31,7 @@ import socket
 import time
 import uuid
 import zlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -481,7 +481,7 @@ class LeadershipSettings:
 
 
 #: what the engine does when this engine is elected (recover and lead) and when it stops leading
-Elected = Callable[[int], Awaitable[None]]
+Elected = Callable[[int], Coroutine[Any, Any, None]]
 Deposed = Callable[[str], Awaitable[None]]
 
 
@@ -524,6 +524,10 @@ class Leadership:
         self._others_seen_at = float("-inf")
         #: a lone leader whose lease lapsed: it holds its state and commits nothing until renewed
         self.suspended = False
+        #: steps a new leader's recovery has reported (``note_progress``); its lease renews on them
+        self._progress = 0
+        #: after giving a takeover up: no new try before this (monotonic)
+        self._hold_off_until = 0.0
 
     @property
     def engine_id(self) -> str:
@@ -553,6 +557,10 @@ class Leadership:
     def observe_roles(self, observer: Callable[[EngineRole, int, str], None]) -> None:
         """``observer(role, epoch, reason)`` on each role change."""
         self._role_observers.append(observer)
+
+    def note_progress(self) -> None:
+        """The new leader's recovery moved on (read a page, settled a batch): the lease may renew."""
+        self._progress += 1
 
     async def run_sql(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._threads, lambda: fn(*args))
@@ -638,7 +646,7 @@ class Leadership:
                 continue
             within = self.settings.lease_seconds - self.settings.margin
             if time.monotonic() - self._others_seen_at < MEMBER_STALE_SECONDS:
-                await self._depose(f"its lease was not renewed within {within:g}s")
+                await self._depose(f"its lease was not renewed within {within:g}s", unless_renewed=True)
             elif not self.suspended:
                 self.suspended = True
                 log.error(
@@ -669,6 +677,12 @@ class Leadership:
             log.debug("engine %s could not renew its member row: %s", self.engine_id, error)
 
     async def _renew(self) -> None:
+        if await self._renewal() is False:
+            await self._depose(f"its lease (epoch {self.epoch}) was taken by a newer leader")
+
+    async def _renewal(self) -> bool | None:
+        """Renew the lease, extending the acting time: whether it was still ours (None: the
+        database did not answer in time)."""
         started = time.monotonic()
         try:
             ok = await asyncio.wait_for(
@@ -678,17 +692,16 @@ class Leadership:
             self.stats.renewal_failures += 1
             self._report_renewal(time.monotonic() - started, False)
             log.warning("engine %s could not renew its lease: %s", self.engine_id, error)
-            return
-        elapsed = time.monotonic() - started
-        self._report_renewal(elapsed, ok)
+            return None
+        self._report_renewal(time.monotonic() - started, ok)
         if not ok:
-            await self._depose(f"its lease (epoch {self.epoch}) was taken by a newer leader")
-            return
+            return False
         self.stats.renewals += 1
         # From when the renewal was sent: the database's lease end is at least this late.
         self.acting_until = max(
             self.acting_until, started + self.settings.lease_seconds - self.settings.margin
         )
+        return True
 
     def _report_renewal(self, seconds: float, ok: bool) -> None:
         self.stats.last_renewal_seconds = seconds
@@ -699,7 +712,7 @@ class Leadership:
                 log.exception("renewal observer failed")
 
     async def _try_take(self) -> None:
-        if self._changing.locked():
+        if self._changing.locked() or time.monotonic() < self._hold_off_until:
             return
         try:
             seen = await asyncio.wait_for(self.run_sql(self.lease.read), self.settings.lease_seconds)
@@ -726,8 +739,18 @@ class Leadership:
                     log.warning(
                         "engine %s leads without the advisory lock (a stale session holds it)", self.engine_id
                     )
-                assert self._elected is not None
-                await self._elected(epoch)
+                await self._recover_as_leader(epoch)
+            except TakeoverAbandoned as error:
+                log.error("engine %s gives up leading at epoch %d: %s", self.engine_id, epoch, error)
+                await self._step_down(str(error))
+                # Another engine gets the first chance: the lease is free now, and this one waits a
+                # lease before it tries again.
+                self._hold_off_until = time.monotonic() + self.settings.lease_seconds
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        self.run_sql(self.lease.release, self.engine_id, epoch), self.settings.lease_seconds
+                    )
+                return
             except Exception as error:
                 log.exception("engine %s could not start leading at epoch %d", self.engine_id, epoch)
                 await self._step_down(f"it could not start leading: {error}")
@@ -740,11 +763,58 @@ class Leadership:
             self._changed(EngineRole.LEADER, reason)
         await self._beat()
 
-    async def _depose(self, reason: str) -> None:
+    async def _recover_as_leader(self, epoch: int) -> None:
+        """Run ``elected`` (the new leader's recovery) and keep the lease while it makes progress.
+
+        Recovering a large backlog takes longer than a lease (200,000 queued jobs: about 5 s), and
+        a leader that did not renew meanwhile was deposed the moment it finished, by every engine in
+        turn: none ever led. Renewing regardless was no better: a recovery hung on the database (a
+        partition) kept the lease for minutes and no other engine could lead. So the lease renews
+        after each step the recovery reports (``note_progress``: a page read, a batch settled);
+        one that reports nothing until its acting time is spent is given up, and another engine
+        takes over. Alone (no other engine to take over), it keeps the lease and waits, as a lone
+        leader does when its database is slow."""
+        assert self._elected is not None
+        recovery: asyncio.Task[None] = asyncio.get_running_loop().create_task(self._elected(epoch))
+        seen = self._progress
+        try:
+            while not recovery.done():
+                await asyncio.wait({recovery}, timeout=self.settings.renew_interval)
+                if recovery.done():
+                    break
+                moved, seen = self._progress != seen, self._progress
+                if time.monotonic() - self._last_heartbeat >= self.settings.renew_interval:
+                    await self._beat()  # so the others (and ListEngines) see this engine lead
+                alone = time.monotonic() - self._others_seen_at >= MEMBER_STALE_SECONDS
+                if (moved or alone) and await self._renewal() is False:
+                    raise TakeoverAbandoned(
+                        f"its lease (epoch {epoch}) was taken by a newer leader while it recovered"
+                    )
+                if time.monotonic() > self.acting_until:
+                    within = self.settings.lease_seconds - self.settings.margin
+                    raise TakeoverAbandoned(
+                        f"its recovery made no progress (or no renewal was answered) within {within:g}s, "
+                        "so another engine may take over"
+                    )
+        except BaseException:
+            recovery.cancel()
+            with contextlib.suppress(BaseException):
+                await recovery
+            raise
+        recovery.result()
+        # The event loop ran the recovery's last steps, which may have let no renewal run.
+        if await self._renewal() is False:
+            raise TakeoverAbandoned(
+                f"its lease (epoch {epoch}) was taken by a newer leader while it recovered"
+            )
+
+    async def _depose(self, reason: str, *, unless_renewed: bool = False) -> None:
+        """Stop leading. With ``unless_renewed`` (the watchdog's call), not if the lease was renewed
+        while this waited for ``_changing`` (held by a takeover that renews as it recovers)."""
         if not self.is_leader:
             return
         async with self._changing:
-            if not self.is_leader:
+            if not self.is_leader or (unless_renewed and time.monotonic() <= self.acting_until):
                 return
             self.role = EngineRole.FENCED
             log.error("engine %s stops leading (epoch %d): %s", self.engine_id, self.epoch, reason)
@@ -836,10 +906,11 @@ class EventTail:
             with contextlib.suppress(Exception):
                 listener.close()
 
-    async def catch_up(self) -> None:
-        """Publish every committed event past ``head`` (a new leader before it starts writing)."""
+    async def catch_up(self, progress: Callable[[], None] = lambda: None) -> None:
+        """Publish every committed event past ``head`` (a new leader before it starts writing),
+        telling ``progress`` after each page."""
         while await self._poll_once():
-            pass
+            progress()
 
     async def _run(self) -> None:
         while True:
@@ -955,6 +1026,10 @@ class SingleEngineLock:
                 handle.truncate()
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
             handle.close()
+
+
+class TakeoverAbandoned(Exception):
+    """A new leader stops taking over: its recovery stalled past its lease, or lost the lease."""
 
 
 class LeaseLapsed(StoreUnavailable):

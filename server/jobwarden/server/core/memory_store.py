@@ -178,10 +178,11 @@ class MemoryStore:
         with self._lock:
             return self._sequences[-1] if self._sequences else 0
 
-    def load_unfinished_jobs(self) -> list[Job]:
+    def load_unfinished_jobs(self, after: str = "", limit: int | None = None) -> list[Job]:
         with self._lock:
-            rows = [self._jobs[i] for i in self._ids if self._jobs[i]["status"] not in _TERMINAL]
-        return [job_from_row(r) for r in rows]
+            start = bisect.bisect_right(self._ids, after) if after else 0
+            rows = [self._jobs[i] for i in self._ids[start:] if self._jobs[i]["status"] not in _TERMINAL]
+        return [job_from_row(r) for r in rows[:limit]]
 
     def status_counts(self) -> list[tuple[str, int, int]]:
         counts: dict[tuple[str, int], int] = {}
@@ -315,11 +316,15 @@ class MemoryStore:
             rows = [self._definitions[k] for k in sorted(self._definitions)]
         return [workflow_rows.definition_from_row(r) for r in rows]
 
-    def load_unfinished_workflow_runs(self) -> list[WorkflowRun]:
+    def load_unfinished_workflow_runs(self, after: str = "", limit: int | None = None) -> list[WorkflowRun]:
         unfinished = {int(WorkflowRunStatus.RUNNING), int(WorkflowRunStatus.DELAYED)}
         with self._lock:
-            rows = [self._runs[i] for i in sorted(self._runs) if self._runs[i]["status"] in unfinished]
-        return [workflow_rows.run_from_row(r) for r in rows]
+            rows = [
+                self._runs[i]
+                for i in sorted(self._runs)
+                if i > after and self._runs[i]["status"] in unfinished
+            ]
+        return [workflow_rows.run_from_row(r) for r in rows[:limit]]
 
     def get_workflow_run(self, run_id: str) -> WorkflowRun | None:
         with self._lock:

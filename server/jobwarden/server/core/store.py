@@ -317,15 +317,18 @@ class SqlStore:
             workflow = conn.execute(select(func.max(workflow_events_t.c.sequence))).scalar()
         return max(int(value or 0), int(workflow or 0))
 
-    def load_unfinished_jobs(self) -> list[Job]:
-        """Every job not in a terminal status, oldest first."""
+    def load_unfinished_jobs(self, after: str = "", limit: int | None = None) -> list[Job]:
+        """The jobs not in a terminal status with an id greater than ``after``, oldest first, at
+        most ``limit``."""
         terminal = [int(s) for s in TERMINAL_STATUSES]
+        query = (
+            select(jobs_t.c.doc, jobs_t.c.input, jobs_t.c.result)
+            .where(jobs_t.c.status.not_in(terminal), jobs_t.c.id > after)
+            .order_by(jobs_t.c.id)
+            .limit(limit)
+        )
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(jobs_t.c.doc, jobs_t.c.input, jobs_t.c.result)
-                .where(jobs_t.c.status.not_in(terminal))
-                .order_by(jobs_t.c.id)
-            ).all()
+            rows = conn.execute(query).all()
         return [_job_from_row(r) for r in rows]
 
     def status_counts(self) -> list[tuple[str, int, int]]:
@@ -484,13 +487,15 @@ class SqlStore:
             ).all()
         return [workflow_rows.definition_from_row(r._mapping) for r in rows]
 
-    def load_unfinished_workflow_runs(self) -> list[WorkflowRun]:
+    def load_unfinished_workflow_runs(self, after: str = "", limit: int | None = None) -> list[WorkflowRun]:
+        query = (
+            select(workflow_runs_t.c.doc)
+            .where(workflow_runs_t.c.status.in_(_UNFINISHED_RUN_STATUSES), workflow_runs_t.c.id > after)
+            .order_by(workflow_runs_t.c.id)
+            .limit(limit)
+        )
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(workflow_runs_t.c.doc)
-                .where(workflow_runs_t.c.status.in_(_UNFINISHED_RUN_STATUSES))
-                .order_by(workflow_runs_t.c.id)
-            ).all()
+            rows = conn.execute(query).all()
         return [workflow_rows.run_from_row(r._mapping) for r in rows]
 
     def get_workflow_run(self, run_id: str) -> WorkflowRun | None:

@@ -113,8 +113,9 @@ class JobStore(Protocol):
     def max_sequence(self) -> int:
         """The newest event's sequence, job or workflow event (0 without events)."""
 
-    def load_unfinished_jobs(self) -> list[Job]:
-        """Every job not in a terminal status, oldest (smallest id) first."""
+    def load_unfinished_jobs(self, after: str = "", limit: int | None = None) -> list[Job]:
+        """The jobs not in a terminal status, oldest (smallest id) first: those whose id is greater
+        than ``after``, at most ``limit`` of them (every one without it)."""
 
     def status_counts(self) -> list[tuple[str, int, int]]:
         """(action, status, count) for every pair present."""
@@ -158,8 +159,9 @@ class JobStore(Protocol):
     def load_workflow_definitions(self) -> list[WorkflowDef]:
         """Every version of every definition, by name then version."""
 
-    def load_unfinished_workflow_runs(self) -> list[WorkflowRun]:
-        """Every run not in a finished status, oldest first."""
+    def load_unfinished_workflow_runs(self, after: str = "", limit: int | None = None) -> list[WorkflowRun]:
+        """The runs not in a finished status, oldest first: those whose id is greater than
+        ``after``, at most ``limit`` of them (every one without it)."""
 
     def get_workflow_run(self, run_id: str) -> WorkflowRun | None: ...
 

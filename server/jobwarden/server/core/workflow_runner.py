@@ -491,9 +491,10 @@ class WorkflowRunner:
 
     # -- recovery ---------------------------------------------------------------------------------
 
-    async def recover(self) -> None:
+    async def recover(self, progress: Callable[[], None] = lambda: None) -> None:
         """Load the definitions and every unfinished run; re-arm delays and deadlines; settle the
-        steps whose job (or sub-run) ended without the run hearing of it."""
+        steps whose job (or sub-run) ended without the run hearing of it. Each read is told to
+        ``progress`` (a new leader's lease renews on it)."""
         for definition in await self.read(self.store.load_workflow_definitions):
             try:
                 compiled = compile_workflow(definition)
@@ -507,11 +508,12 @@ class WorkflowRunner:
                 continue
             versions = self.definitions.setdefault(definition.name, [])
             versions.append(compiled)
-        runs = await self.read(self.store.load_unfinished_workflow_runs)
+        runs = await self.flow.read_pages(self.store.load_unfinished_workflow_runs, progress)
         for run in runs:
             self.runs[run.id] = run
             if run.work_order_id not in self.orders:
                 order = await self.read(self.store.get_work_order, run.work_order_id)
+                progress()
                 if order is not None:
                     self.orders[order.id] = order
                     if order.idempotency_key:
