@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
+from typing import TypeVar
 
 import msgspec
 from jobwarden.contract import ACTIVE_STATUSES, JobStatus, LockMode
@@ -72,6 +73,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("jobwarden.engine")
+T = TypeVar("T")
 
 
 @dataclass(slots=True, frozen=True)
@@ -310,7 +312,11 @@ class Engine:
             await self._follow()
 
     async def _lead(self) -> None:
-        read = self.flow.read
+        async def read(fn: Callable[[], T]) -> T:
+            answer = await self.flow.read(fn)
+            self._note_progress()  # each answered read keeps a new leader's lease (leadership.py)
+            return answer
+
         head = await read(self.store.max_sequence)
         self.bus.head = head
         self.registry.sequence = head
@@ -456,6 +462,7 @@ class Engine:
     async def _recover(self) -> None:
         now = self.clock()
         lock_rows = await self.flow.read(self.store.load_locks)
+        self._note_progress()
         for row in lock_rows:
             self.locks.restore(
                 row.holder,
