@@ -7,7 +7,6 @@ import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +22,7 @@ from ._locks import run_locks
 from ._procs import Profiler
 from ._progress import NullProgress, Progress
 from ._results import ScenarioResult, ScenarioUnavailable
-from ._sizes import (
-    SIZES,
-    ConsoleSizes,
-    DepthSizes,
-    FailoverSizes,
-    FanoutSizes,
-    FloorSizes,
-    LatencySizes,
-    LocksSizes,
-    ThroughputSizes,
-    TimersSizes,
-    WorkflowSizes,
-)
+from ._sizes import SIZES, AllSizes, DepthSizes, FailoverSizes, Sizes
 from ._target import BenchSetup, EngineUnderTest, engine_under_test, scenario_workdir
 from ._throughput import run_throughput
 from ._timers import run_timers
@@ -43,18 +30,6 @@ from ._workflows import run_workflow
 
 __all__ = ["SCENARIOS", "AllSizes", "run_all", "run_scenario"]
 
-Sizes = (
-    ThroughputSizes
-    | FloorSizes
-    | LatencySizes
-    | FanoutSizes
-    | LocksSizes
-    | TimersSizes
-    | DepthSizes
-    | ConsoleSizes
-    | WorkflowSizes
-    | FailoverSizes
-)
 _Runner = Callable[[EngineUnderTest, Any, Progress, Profiler | None], Awaitable[ScenarioResult]]
 
 #: the scenarios that run against one engine (depth restarts its own)
@@ -68,26 +43,6 @@ _ENGINE_SCENARIOS: dict[str, _Runner] = {
     "console": run_console,
     "workflow": run_workflow,
 }
-
-
-@dataclass(slots=True)
-class AllSizes:
-    """The sizes ``all`` runs each scenario with (chosen to fit in under ten minutes here)."""
-
-    throughput: ThroughputSizes = field(default_factory=ThroughputSizes)
-    floor: FloorSizes = field(default_factory=FloorSizes)
-    latency: LatencySizes = field(default_factory=LatencySizes)
-    fanout: FanoutSizes = field(default_factory=lambda: FanoutSizes(jobs=5_000))
-    locks: LocksSizes = field(default_factory=LocksSizes)
-    timers: TimersSizes = field(default_factory=TimersSizes)
-    depth: DepthSizes = field(default_factory=DepthSizes)
-    console: ConsoleSizes = field(default_factory=ConsoleSizes)
-    workflow: WorkflowSizes = field(default_factory=lambda: WorkflowSizes(runs=200, celery_chains=50))
-    failover: FailoverSizes = field(default_factory=FailoverSizes)
-
-    def of(self, scenario: str) -> Sizes:
-        value: Sizes = getattr(self, scenario)
-        return value
 
 
 def default_sizes(scenario: str) -> Sizes:
