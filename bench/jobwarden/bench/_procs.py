@@ -11,12 +11,13 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from ._stats import process_cpu_seconds
 
-__all__ = ["Agent", "Profiler", "WorkerGroup", "open_log", "run_json_command"]
+__all__ = ["Agent", "Profiler", "WorkerGroup", "open_log", "profiling", "run_json_command"]
 
 _EXECUTORS = "jobwarden.bench._executors"
 
@@ -223,3 +224,17 @@ class Profiler:
         except TimeoutError:
             self.process.kill()
             await self.process.wait()
+
+
+@contextlib.asynccontextmanager
+async def profiling(profiler: Profiler | None) -> AsyncIterator[None]:
+    """``profiler`` sampling for the ``async with`` block, or nothing when ``--profile`` was not
+    given (``profiler`` None)."""
+    if profiler is None:
+        yield
+        return
+    await profiler.start()
+    try:
+        yield
+    finally:
+        await profiler.stop()
