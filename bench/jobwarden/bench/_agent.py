@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from array import array
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,14 @@ def _percentiles(values: list[float] | array[float]) -> dict[str, float]:
         return ordered[min(n - 1, int(q * n))]
 
     return {"count": n, "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": ordered[-1]}
+
+
+async def _concurrently(sender: Callable[[], Awaitable[None]], inflight: int) -> tuple[float, float]:
+    """``inflight`` copies of ``sender`` at once, until each returns: (when the last one did, the CPU
+    seconds this process spent meanwhile)."""
+    cpu_before = time.process_time()
+    await asyncio.gather(*(sender() for _ in range(max(1, inflight))))
+    return time.time(), time.process_time() - cpu_before
 
 
 def _write_json(path: str, value: Any) -> None:
@@ -214,10 +222,7 @@ async def _submit(spec: dict[str, Any]) -> dict[str, Any]:
                             if slot < sample_size:
                                 sample[slot] = item.job.id
 
-        cpu_before = time.process_time()
-        await asyncio.gather(*(sender() for _ in range(max(1, inflight))))
-        last_ack = time.time()
-        cpu_seconds = time.process_time() - cpu_before
+        last_ack, cpu_seconds = await _concurrently(sender, inflight)
     return {
         "jobs": accepted,
         "first_send": first_send,
@@ -481,10 +486,7 @@ async def _workflows(spec: dict[str, Any]) -> dict[str, Any]:
                 await stub.StartWorkflow(request, timeout=120)
                 latencies.append(time.time() - sent)
 
-        cpu_before = time.process_time()
-        await asyncio.gather(*(sender() for _ in range(max(1, inflight))))
-        last_ack = time.time()
-        cpu_seconds = time.process_time() - cpu_before
+        last_ack, cpu_seconds = await _concurrently(sender, inflight)
     return {
         "runs": total,
         "first_send": first_send,
@@ -553,11 +555,8 @@ async def _unary(spec: dict[str, Any]) -> dict[str, Any]:
                 await call(payload, timeout=30)
                 latencies.append(time.perf_counter() - sent)
 
-        cpu_before = time.process_time()
         first_send = time.time()
-        await asyncio.gather(*(caller() for _ in range(max(1, inflight))))
-        last_ack = time.time()
-        cpu_seconds = time.process_time() - cpu_before
+        last_ack, cpu_seconds = await _concurrently(caller, inflight)
     return {
         "calls": calls,
         "first_send": first_send,
