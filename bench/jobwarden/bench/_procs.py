@@ -12,6 +12,7 @@ import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,29 +28,20 @@ def open_log(path: Path) -> Any:
     return open(path, "ab")
 
 
+@dataclass(slots=True)
 class WorkerGroup:
     """``count`` worker processes of ``capacity`` each, running ``executor`` (``Noop``, ``Stamp``,
     ``Hang``) for ``action``; their output goes to a log file in ``workdir``."""
 
-    def __init__(
-        self,
-        address: str,
-        action: str,
-        *,
-        count: int,
-        capacity: int,
-        workdir: Path,
-        executor: str = "Noop",
-        stamps: Path | None = None,
-    ) -> None:
-        self.address = address
-        self.action = action
-        self.count = count
-        self.capacity = capacity
-        self.workdir = workdir
-        self.executor = executor
-        self.stamps = stamps
-        self.processes: list[asyncio.subprocess.Process] = []
+    address: str
+    action: str
+    _: KW_ONLY
+    count: int
+    capacity: int
+    workdir: Path
+    executor: str = "Noop"
+    stamps: Path | None = None
+    processes: list[asyncio.subprocess.Process] = field(default_factory=list, init=False)
 
     async def start(self) -> None:
         env = {**os.environ, "JOBWARDEN_BENCH_ACTION": self.action}
