@@ -44,6 +44,15 @@ _ENGINE_SCENARIOS: dict[str, _Runner] = {
     "workflow": run_workflow,
 }
 
+#: the scenarios that start engines of their own (depth restarts one, failover kills them), and
+#: why they cannot measure the running engine ``--engine`` names
+_OWN_ENGINES: dict[str, str] = {
+    "depth": "depth seeds the store and restarts the engine on it: run it without --engine "
+    "(with --db it grows that database)",
+    "failover": "failover starts its own engines and kills them: run it without --engine, with "
+    "--db postgresql+psycopg://... (an empty database of its own)",
+}
+
 
 def default_sizes(scenario: str) -> Sizes:
     if scenario not in SIZES:
@@ -77,6 +86,8 @@ async def run_scenario(
     profiler = Profiler(profile, gil=setup.profile_gil) if profile is not None else None
     conditions = machine_conditions()
     started = time.perf_counter()
+    if setup.engine and scenario in _OWN_ENGINES:
+        raise ScenarioUnavailable(_OWN_ENGINES[scenario])
     if scenario == "depth":
         assert isinstance(sizes, DepthSizes)
         result = await _run_depth(sizes, setup, progress, profiler, conditions)
@@ -106,11 +117,6 @@ async def _run_depth(
     profiler: Profiler | None,
     conditions: dict[str, Any],
 ) -> ScenarioResult:
-    if setup.engine:
-        raise ScenarioUnavailable(
-            "depth seeds the store and restarts the engine on it: run it without --engine "
-            "(with --db it grows that database)"
-        )
     with scenario_workdir(setup, "depth") as workdir:
         db_url = setup.db or f"sqlite:///{workdir / 'bench.db'}"
         if db_url.startswith("sqlite"):
@@ -125,11 +131,6 @@ async def _run_depth(
 async def _run_failover(
     sizes: FailoverSizes, setup: BenchSetup, progress: Progress, conditions: dict[str, Any]
 ) -> ScenarioResult:
-    if setup.engine:
-        raise ScenarioUnavailable(
-            "failover starts its own engines and kills them: run it without --engine, with "
-            "--db postgresql+psycopg://... (an empty database of its own)"
-        )
     with scenario_workdir(setup, "failover") as workdir:
         conditions["engine"] = (
             f"{sizes.engines} engines (jobwarden serve) in processes of their own on the --db PostgreSQL"
