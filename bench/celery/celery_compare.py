@@ -147,16 +147,24 @@ def run_celery_chains(
     }
 
 
-def run_jobwarden_workflows(runs: int, length: int) -> dict[str, Any]:
+def jobwarden_bench(
+    scenario: str, options: list[str], *, timeout: float
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """``jobwarden bench SCENARIO OPTIONS`` in a process of its own: its JSON document, and its
+    measures by name."""
     command = [
-        sys.executable, "-m", "jobwarden.sdk.cli", "bench", "workflow", "--runs", str(runs),
-        "--steps", str(length), "--celery-chains", "0", "--json", "--no-progress",
+        sys.executable, "-m", "jobwarden.sdk.cli", "bench", scenario, *options, "--json", "--no-progress",
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"jobwarden bench workflow failed: {done.stderr[-2000:]}")
-    document = json.loads(done.stdout)
-    measures = {m["name"]: m["value"] for m in document["measures"]}
+        raise RuntimeError(f"jobwarden bench {scenario} failed: {done.stderr[-2000:]}")
+    document: dict[str, Any] = json.loads(done.stdout)
+    return document, {m["name"]: m["value"] for m in document["measures"]}
+
+
+def run_jobwarden_workflows(runs: int, length: int) -> dict[str, Any]:
+    options = ["--runs", str(runs), "--steps", str(length), "--celery-chains", "0"]
+    document, measures = jobwarden_bench("workflow", options, timeout=1800)
     return {
         "runs": runs,
         "runs_per_second": measures["linear runs"],
@@ -200,16 +208,11 @@ def chains_main(args: argparse.Namespace) -> int:
 def run_jobwarden(
     jobs: int, *, workers: int, capacity: int, batch: int = 1000, inflight: int = 2
 ) -> dict[str, Any]:
-    command = [
-        sys.executable, "-m", "jobwarden.sdk.cli", "bench", "throughput", "--jobs", str(jobs),
-        "--workers", str(workers), "--capacity", str(capacity), "--batch", str(batch),
-        "--inflight", str(inflight), "--json", "--no-progress",
+    options = [
+        "--jobs", str(jobs), "--workers", str(workers), "--capacity", str(capacity),
+        "--batch", str(batch), "--inflight", str(inflight),
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"jobwarden bench throughput failed: {done.stderr[-2000:]}")
-    document = json.loads(done.stdout)
-    measures = {m["name"]: m["value"] for m in document["measures"]}
+    document, measures = jobwarden_bench("throughput", options, timeout=900)
     return {
         "jobs": jobs,
         "batch": batch,

@@ -31,7 +31,8 @@ import sys
 import threading
 import time
 from array import array
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,32 @@ def _percentiles(values: list[float] | array[float]) -> dict[str, float]:
         return ordered[min(n - 1, int(q * n))]
 
     return {"count": n, "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": ordered[-1]}
+
+
+@dataclass(slots=True, frozen=True)
+class _Span:
+    """A run of concurrent senders: when it began and ended, and the CPU seconds this process spent."""
+
+    first_send: float
+    last_ack: float
+    cpu_seconds: float
+
+    def report(self, count: int) -> dict[str, float]:
+        """What every sending role reports of its run, with ``count`` (calls, jobs, runs) per second."""
+        return {
+            "first_send": self.first_send,
+            "last_ack": self.last_ack,
+            "rate": count / max(self.last_ack - self.first_send, 1e-9),
+            "cpu_seconds": self.cpu_seconds,
+        }
+
+
+async def _concurrently(sender: Callable[[], Awaitable[None]], inflight: int) -> _Span:
+    """``inflight`` copies of ``sender`` at once, until each returns."""
+    first_send = time.time()
+    cpu_before = time.process_time()
+    await asyncio.gather(*(sender() for _ in range(max(1, inflight))))
+    return _Span(first_send, time.time(), time.process_time() - cpu_before)
 
 
 def _write_json(path: str, value: Any) -> None:
@@ -181,7 +208,6 @@ async def _submit(spec: dict[str, Any]) -> dict[str, Any]:
         sample: list[str] = []
         rnd = random.Random(7)
         accepted = 0
-        first_send = time.time()
 
         async def sender() -> None:
             nonlocal next_batch, accepted
@@ -214,17 +240,11 @@ async def _submit(spec: dict[str, Any]) -> dict[str, Any]:
                             if slot < sample_size:
                                 sample[slot] = item.job.id
 
-        cpu_before = time.process_time()
-        await asyncio.gather(*(sender() for _ in range(max(1, inflight))))
-        last_ack = time.time()
-        cpu_seconds = time.process_time() - cpu_before
+        span = await _concurrently(sender, inflight)
     return {
         "jobs": accepted,
-        "first_send": first_send,
-        "last_ack": last_ack,
-        "rate": accepted / max(last_ack - first_send, 1e-9),
+        **span.report(accepted),
         "batch_seconds": _percentiles(latencies),
-        "cpu_seconds": cpu_seconds,
         "fire_origin": maker.fire_origin,
         "sample": sample,
     }
@@ -470,7 +490,6 @@ async def _workflows(spec: dict[str, Any]) -> dict[str, Any]:
         _ready()
         latencies: list[float] = []
         next_run = 0
-        first_send = time.time()
 
         async def sender() -> None:
             nonlocal next_run
@@ -481,17 +500,8 @@ async def _workflows(spec: dict[str, Any]) -> dict[str, Any]:
                 await stub.StartWorkflow(request, timeout=120)
                 latencies.append(time.time() - sent)
 
-        cpu_before = time.process_time()
-        await asyncio.gather(*(sender() for _ in range(max(1, inflight))))
-        last_ack = time.time()
-        cpu_seconds = time.process_time() - cpu_before
-    return {
-        "runs": total,
-        "first_send": first_send,
-        "last_ack": last_ack,
-        "start_seconds": _percentiles(latencies),
-        "cpu_seconds": cpu_seconds,
-    }
+        span = await _concurrently(sender, inflight)
+    return {"runs": total, **span.report(total), "start_seconds": _percentiles(latencies)}
 
 
 # -- echo and unary: the bare gRPC floor --------------------------------------------------------
@@ -553,19 +563,8 @@ async def _unary(spec: dict[str, Any]) -> dict[str, Any]:
                 await call(payload, timeout=30)
                 latencies.append(time.perf_counter() - sent)
 
-        cpu_before = time.process_time()
-        first_send = time.time()
-        await asyncio.gather(*(caller() for _ in range(max(1, inflight))))
-        last_ack = time.time()
-        cpu_seconds = time.process_time() - cpu_before
-    return {
-        "calls": calls,
-        "first_send": first_send,
-        "last_ack": last_ack,
-        "rate": calls / max(last_ack - first_send, 1e-9),
-        "latency_seconds": _percentiles(latencies),
-        "cpu_seconds": cpu_seconds,
-    }
+        span = await _concurrently(caller, inflight)
+    return {"calls": calls, **span.report(calls), "latency_seconds": _percentiles(latencies)}
 
 
 _ROLES: dict[str, Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]] = {

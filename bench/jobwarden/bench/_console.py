@@ -15,7 +15,7 @@ from dataclasses import asdict
 
 from jobwarden.contract import JobStatus
 
-from ._procs import Profiler, open_log, run_json_command
+from ._procs import Profiler, open_log, profiling, run_json_command
 from ._progress import Progress
 from ._results import ScenarioResult, ScenarioUnavailable, Target
 from ._sizes import ConsoleSizes
@@ -68,20 +68,17 @@ async def run_console(
 
         await target.wait_until(all_running, timeout=300, interval=0.1, what="the load's jobs to run")
         progress.phase(f"console headless: {sizes.warmup:g}s to settle, {sizes.seconds:g}s measured")
-        if profiler is not None:
-            await profiler.start()
-        meter = target.cpu_meter()
-        if meter is not None:
-            meter.start()
-        measured = await run_json_command(
-            [sys.executable, "-m", "jobwarden.tui.bench", "--engine", target.address,
-             "--seconds", str(sizes.seconds), "--warmup", str(sizes.warmup), "--json"],
-            timeout=sizes.seconds + sizes.warmup + 240,
-            env={"TEXTUAL": ""},
-        )  # fmt: skip
-        cpu = meter.stop() if meter is not None else None
-        if profiler is not None:
-            await profiler.stop()
+        async with profiling(profiler):
+            meter = target.cpu_meter()
+            if meter is not None:
+                meter.start()
+            measured = await run_json_command(
+                [sys.executable, "-m", "jobwarden.tui.bench", "--engine", target.address,
+                 "--seconds", str(sizes.seconds), "--warmup", str(sizes.warmup), "--json"],
+                timeout=sizes.seconds + sizes.warmup + 240,
+                env={"TEXTUAL": ""},
+            )  # fmt: skip
+            cpu = meter.stop() if meter is not None else None
     finally:
         if load.returncode is None:
             with contextlib.suppress(ProcessLookupError):

@@ -12,13 +12,13 @@ from typing import Any
 
 from jobwarden.contract import JobStatus
 
-from ._procs import Agent, Profiler
+from ._procs import Agent, Profiler, profiling
 from ._progress import Progress
 from ._results import ScenarioResult, Target
 from ._seed import seed_finished_jobs, stored_jobs
 from ._sizes import DepthSizes
 from ._target import start_engine, stop_engine
-from ._workload import new_action, start_workers
+from ._workload import new_action, running_workers
 
 __all__ = ["DISPATCH_RATIO_TARGET", "run_depth"]
 
@@ -35,10 +35,9 @@ async def _one_depth(
     try:
         action = new_action("depth")
         await target.set_paused(action, True)
-        workers = await start_workers(
+        async with running_workers(
             target, action, count=sizes.workers, capacity=sizes.capacity, progress=progress
-        )
-        try:
+        ):
             progress.phase(f"submitting {sizes.jobs:,} jobs (dispatch paused)")
             agent = await Agent(
                 "submit",
@@ -50,24 +49,17 @@ async def _one_depth(
                 timeout=120,
                 what="the jobs to be queued",
             )
-            if profiler is not None:
-                await profiler.start()
-            progress.phase(f"dispatching {sizes.jobs:,} jobs", total=sizes.jobs)
-            resumed = time.time()
-            await target.set_paused(action, False)
+            async with profiling(profiler):
+                progress.phase(f"dispatching {sizes.jobs:,} jobs", total=sizes.jobs)
+                resumed = time.time()
+                await target.set_paused(action, False)
 
-            async def finished() -> bool:
-                done = await target.count(action, JobStatus.COMPLETED, JobStatus.FAILED)
-                progress.update(done)
-                return done >= sizes.jobs
+                async def finished() -> bool:
+                    done = await target.count(action, JobStatus.COMPLETED, JobStatus.FAILED)
+                    progress.update(done)
+                    return done >= sizes.jobs
 
-            try:
                 last = await target.wait_until(finished, timeout=600, what="the jobs to finish")
-            finally:
-                if profiler is not None:
-                    await profiler.stop()
-        finally:
-            await workers.stop()
     finally:
         await stop_engine(target)
     return {

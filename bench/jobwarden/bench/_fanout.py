@@ -13,7 +13,7 @@ from ._progress import Progress
 from ._results import ScenarioResult, Target
 from ._sizes import FanoutSizes
 from ._target import EngineUnderTest
-from ._workload import new_action, run_workload, start_workers
+from ._workload import Submission, new_action, run_workload, running_workers
 
 __all__ = ["LAG_P99_TARGET_MS", "run_fanout"]
 
@@ -34,43 +34,41 @@ async def run_fanout(
 ) -> ScenarioResult:
     result = ScenarioResult("fanout", asdict(sizes))
     action = new_action("fanout")
-    workers = await start_workers(
-        target, action, count=sizes.workers, capacity=sizes.capacity, progress=progress
-    )
     agents: list[Agent] = []
-    try:
-        head = await target.head()
-        already = await target.watchers()
-        progress.phase(f"connecting {sizes.watchers} watchers", total=sizes.watchers)
-        for count in _split(sizes.watchers, sizes.watcher_processes):
-            agents.append(
-                await Agent("watch", {"engine": target.address, "streams": count, "after": head}).start()
+    async with running_workers(
+        target, action, count=sizes.workers, capacity=sizes.capacity, progress=progress
+    ) as workers:
+        try:
+            head = await target.head()
+            already = await target.watchers()
+            progress.phase(f"connecting {sizes.watchers} watchers", total=sizes.watchers)
+            for count in _split(sizes.watchers, sizes.watcher_processes):
+                agents.append(
+                    await Agent("watch", {"engine": target.address, "streams": count, "after": head}).start()
+                )
+
+            async def subscribed() -> bool:
+                watching = await target.watchers() - already
+                progress.update(watching)
+                return watching >= sizes.watchers
+
+            await target.wait_until(subscribed, timeout=120, interval=0.05, what=f"{sizes.watchers} watchers")
+            figures = await run_workload(
+                target,
+                action,
+                Submission(sizes.jobs, batch=sizes.batch),
+                progress=progress,
+                profiler=profiler,
+                workers=workers,
             )
-
-        async def subscribed() -> bool:
-            watching = await target.watchers() - already
-            progress.update(watching)
-            return watching >= sizes.watchers
-
-        await target.wait_until(subscribed, timeout=120, interval=0.05, what=f"{sizes.watchers} watchers")
-        figures = await run_workload(
-            target,
-            action,
-            jobs=sizes.jobs,
-            batch=sizes.batch,
-            progress=progress,
-            profiler=profiler,
-            workers=workers,
-        )
-        final = await target.head()
-        progress.phase("waiting for every watcher to reach the last event")
-        for agent in agents:
-            await agent.send(f"stop {final}")
-        reports = [await agent.result(timeout=180) for agent in agents]
-    finally:
-        for agent in agents:
-            await agent.kill()
-        await workers.stop()
+            final = await target.head()
+            progress.phase("waiting for every watcher to reach the last event")
+            for agent in agents:
+                await agent.send(f"stop {final}")
+            reports = [await agent.result(timeout=180) for agent in agents]
+        finally:
+            for agent in agents:
+                await agent.kill()
     streams: list[dict[str, Any]] = [s for report in reports for s in report["streams"]]
     expected = final - head
     complete = sum(1 for s in streams if s["complete"] and s["events"] == expected)

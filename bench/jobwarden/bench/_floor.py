@@ -23,7 +23,7 @@ from ._results import ScenarioResult, Target
 from ._sizes import FloorSizes
 from ._stats import process_cpu_seconds
 from ._target import EngineUnderTest
-from ._workload import new_action, run_workload, start_workers
+from ._workload import Submission, new_action, run_noop_jobs
 
 __all__ = ["CPU_PER_JOB_TARGET_US", "RATIO_TARGET_PERCENT", "run_floor"]
 
@@ -71,24 +71,15 @@ async def run_floor(
     for index in range(sizes.rounds):
         echo = await measure_echo(target, sizes, progress)
         # A fresh action (and its workers) each round: the engine counts finished jobs per action.
-        action = new_action("floor")
-        workers = await start_workers(
-            target, action, count=sizes.workers, capacity=sizes.capacity, progress=progress
+        # The profile (if asked) covers the first round's jobwarden part: the engine alone.
+        figures = await run_noop_jobs(
+            target,
+            "floor",
+            sizes,
+            Submission(sizes.jobs, batch=1, inflight=sizes.inflight),
+            progress,
+            profiler if index == 0 else None,
         )
-        try:
-            figures = await run_workload(
-                target,
-                action,
-                jobs=sizes.jobs,
-                batch=1,
-                inflight=sizes.inflight,
-                progress=progress,
-                # The profile (if asked) covers the first round's jobwarden part: the engine alone.
-                profiler=profiler if index == 0 else None,
-                workers=workers,
-            )
-        finally:
-            await workers.stop()
         per_job = figures.cpu_per_job()
         rounds.append(
             {

@@ -10,13 +10,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from ._procs import Agent, Profiler
+from ._procs import Agent, Profiler, profiling
 from ._progress import Progress
 from ._results import ScenarioResult, Target
 from ._sizes import LatencySizes
 from ._stats import percentiles
 from ._target import EngineUnderTest
-from ._workload import new_action, start_workers
+from ._workload import new_action, running_workers
 
 __all__ = ["START_P99_TARGET_MS", "run_latency"]
 
@@ -44,7 +44,7 @@ async def run_latency(
     action = new_action("latency")
     stamps_path = target.workdir / f"stamps-{action}.txt"
     out = target.workdir / f"latency-{action}.json"
-    workers = await start_workers(
+    async with running_workers(
         target,
         action,
         count=sizes.workers,
@@ -52,8 +52,7 @@ async def run_latency(
         executor="Stamp",
         stamps=stamps_path,
         progress=progress,
-    )
-    try:
+    ):
         spec = {
             "engine": target.address,
             "action": action,
@@ -63,23 +62,18 @@ async def run_latency(
         }
         progress.phase("starting the client process")
         agent = await Agent("steady", spec).start()
-        if profiler is not None:
-            await profiler.start()
-        meter = target.cpu_meter()
-        if meter is not None:
-            meter.start()
-        progress.phase(f"{sizes.rate:g} jobs/s for {sizes.seconds:g}s", total=sizes.seconds)
-        started = time.monotonic()
-        waiting = asyncio.create_task(agent.result(timeout=sizes.seconds + 180))
-        while not waiting.done():
-            progress.update(min(sizes.seconds, time.monotonic() - started))
-            await asyncio.wait({waiting}, timeout=0.25)
-        summary = waiting.result()
-        cpu = meter.stop() if meter is not None else None
-        if profiler is not None:
-            await profiler.stop()
-    finally:
-        await workers.stop()
+        async with profiling(profiler):
+            meter = target.cpu_meter()
+            if meter is not None:
+                meter.start()
+            progress.phase(f"{sizes.rate:g} jobs/s for {sizes.seconds:g}s", total=sizes.seconds)
+            started = time.monotonic()
+            waiting = asyncio.create_task(agent.result(timeout=sizes.seconds + 180))
+            while not waiting.done():
+                progress.update(min(sizes.seconds, time.monotonic() - started))
+                await asyncio.wait({waiting}, timeout=0.25)
+            summary = waiting.result()
+            cpu = meter.stop() if meter is not None else None
     records = json.loads(out.read_text())
     stamps = _read_stamps(stamps_path)
     counted_from = summary["first_send"] + sizes.warmup

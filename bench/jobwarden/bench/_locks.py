@@ -14,7 +14,7 @@ from ._results import ScenarioResult
 from ._sizes import LocksSizes
 from ._stats import percentiles
 from ._target import EngineUnderTest
-from ._workload import new_action, run_workload, start_workers
+from ._workload import Submission, run_noop_jobs
 
 __all__ = ["run_locks"]
 
@@ -58,23 +58,9 @@ async def run_locks(
     profiler: Profiler | None = None,
 ) -> ScenarioResult:
     result = ScenarioResult("locks", asdict(sizes))
-    action = new_action("locks")
-    workers = await start_workers(
-        target, action, count=sizes.workers, capacity=sizes.capacity, progress=progress
-    )
-    try:
-        figures = await run_workload(
-            target,
-            action,
-            jobs=sizes.jobs,
-            locks={"resources": sizes.resources, "exclusive": sizes.exclusive, "second": sizes.second},
-            sample=sizes.sample,
-            progress=progress,
-            profiler=profiler,
-            workers=workers,
-        )
-    finally:
-        await workers.stop()
+    locks = {"resources": sizes.resources, "exclusive": sizes.exclusive, "second": sizes.second}
+    submission = Submission(sizes.jobs, locks=locks, sample=sizes.sample)
+    figures = await run_noop_jobs(target, "locks", sizes, submission, progress, profiler)
     progress.phase(f"reading the history of {len(figures.sample)} sampled jobs")
     waits, to_start, waited = await _wait_times(target, figures.sample)
     wait_ms = percentiles(waits, 1000)

@@ -11,12 +11,14 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import AsyncIterator
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._stats import process_cpu_seconds
 
-__all__ = ["Agent", "Profiler", "WorkerGroup", "open_log", "run_json_command"]
+__all__ = ["Agent", "Profiler", "WorkerGroup", "open_log", "profiling", "run_json_command"]
 
 _EXECUTORS = "jobwarden.bench._executors"
 
@@ -26,29 +28,20 @@ def open_log(path: Path) -> Any:
     return open(path, "ab")
 
 
+@dataclass(slots=True)
 class WorkerGroup:
     """``count`` worker processes of ``capacity`` each, running ``executor`` (``Noop``, ``Stamp``,
     ``Hang``) for ``action``; their output goes to a log file in ``workdir``."""
 
-    def __init__(
-        self,
-        address: str,
-        action: str,
-        *,
-        count: int,
-        capacity: int,
-        workdir: Path,
-        executor: str = "Noop",
-        stamps: Path | None = None,
-    ) -> None:
-        self.address = address
-        self.action = action
-        self.count = count
-        self.capacity = capacity
-        self.workdir = workdir
-        self.executor = executor
-        self.stamps = stamps
-        self.processes: list[asyncio.subprocess.Process] = []
+    address: str
+    action: str
+    _: KW_ONLY
+    count: int
+    capacity: int
+    workdir: Path
+    executor: str = "Noop"
+    stamps: Path | None = None
+    processes: list[asyncio.subprocess.Process] = field(default_factory=list, init=False)
 
     async def start(self) -> None:
         env = {**os.environ, "JOBWARDEN_BENCH_ACTION": self.action}
@@ -223,3 +216,17 @@ class Profiler:
         except TimeoutError:
             self.process.kill()
             await self.process.wait()
+
+
+@contextlib.asynccontextmanager
+async def profiling(profiler: Profiler | None) -> AsyncIterator[None]:
+    """``profiler`` sampling for the ``async with`` block, or nothing when ``--profile`` was not
+    given (``profiler`` None)."""
+    if profiler is None:
+        yield
+        return
+    await profiler.start()
+    try:
+        yield
+    finally:
+        await profiler.stop()

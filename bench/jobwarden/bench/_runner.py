@@ -7,7 +7,6 @@ import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +22,7 @@ from ._locks import run_locks
 from ._procs import Profiler
 from ._progress import NullProgress, Progress
 from ._results import ScenarioResult, ScenarioUnavailable
-from ._sizes import (
-    SIZES,
-    ConsoleSizes,
-    DepthSizes,
-    FailoverSizes,
-    FanoutSizes,
-    FloorSizes,
-    LatencySizes,
-    LocksSizes,
-    ThroughputSizes,
-    TimersSizes,
-    WorkflowSizes,
-)
+from ._sizes import SIZES, AllSizes, DepthSizes, FailoverSizes, Sizes
 from ._target import BenchSetup, EngineUnderTest, engine_under_test, scenario_workdir
 from ._throughput import run_throughput
 from ._timers import run_timers
@@ -43,18 +30,6 @@ from ._workflows import run_workflow
 
 __all__ = ["SCENARIOS", "AllSizes", "run_all", "run_scenario"]
 
-Sizes = (
-    ThroughputSizes
-    | FloorSizes
-    | LatencySizes
-    | FanoutSizes
-    | LocksSizes
-    | TimersSizes
-    | DepthSizes
-    | ConsoleSizes
-    | WorkflowSizes
-    | FailoverSizes
-)
 _Runner = Callable[[EngineUnderTest, Any, Progress, Profiler | None], Awaitable[ScenarioResult]]
 
 #: the scenarios that run against one engine (depth restarts its own)
@@ -69,25 +44,14 @@ _ENGINE_SCENARIOS: dict[str, _Runner] = {
     "workflow": run_workflow,
 }
 
-
-@dataclass(slots=True)
-class AllSizes:
-    """The sizes ``all`` runs each scenario with (chosen to fit in under ten minutes here)."""
-
-    throughput: ThroughputSizes = field(default_factory=ThroughputSizes)
-    floor: FloorSizes = field(default_factory=FloorSizes)
-    latency: LatencySizes = field(default_factory=LatencySizes)
-    fanout: FanoutSizes = field(default_factory=lambda: FanoutSizes(jobs=5_000))
-    locks: LocksSizes = field(default_factory=LocksSizes)
-    timers: TimersSizes = field(default_factory=TimersSizes)
-    depth: DepthSizes = field(default_factory=DepthSizes)
-    console: ConsoleSizes = field(default_factory=ConsoleSizes)
-    workflow: WorkflowSizes = field(default_factory=lambda: WorkflowSizes(runs=200, celery_chains=50))
-    failover: FailoverSizes = field(default_factory=FailoverSizes)
-
-    def of(self, scenario: str) -> Sizes:
-        value: Sizes = getattr(self, scenario)
-        return value
+#: the scenarios that start engines of their own (depth restarts one, failover kills them), and
+#: why they cannot measure the running engine ``--engine`` names
+_OWN_ENGINES: dict[str, str] = {
+    "depth": "depth seeds the store and restarts the engine on it: run it without --engine "
+    "(with --db it grows that database)",
+    "failover": "failover starts its own engines and kills them: run it without --engine, with "
+    "--db postgresql+psycopg://... (an empty database of its own)",
+}
 
 
 def default_sizes(scenario: str) -> Sizes:
@@ -122,6 +86,8 @@ async def run_scenario(
     profiler = Profiler(profile, gil=setup.profile_gil) if profile is not None else None
     conditions = machine_conditions()
     started = time.perf_counter()
+    if setup.engine and scenario in _OWN_ENGINES:
+        raise ScenarioUnavailable(_OWN_ENGINES[scenario])
     if scenario == "depth":
         assert isinstance(sizes, DepthSizes)
         result = await _run_depth(sizes, setup, progress, profiler, conditions)
@@ -151,11 +117,6 @@ async def _run_depth(
     profiler: Profiler | None,
     conditions: dict[str, Any],
 ) -> ScenarioResult:
-    if setup.engine:
-        raise ScenarioUnavailable(
-            "depth seeds the store and restarts the engine on it: run it without --engine "
-            "(with --db it grows that database)"
-        )
     with scenario_workdir(setup, "depth") as workdir:
         db_url = setup.db or f"sqlite:///{workdir / 'bench.db'}"
         if db_url.startswith("sqlite"):
@@ -170,11 +131,6 @@ async def _run_depth(
 async def _run_failover(
     sizes: FailoverSizes, setup: BenchSetup, progress: Progress, conditions: dict[str, Any]
 ) -> ScenarioResult:
-    if setup.engine:
-        raise ScenarioUnavailable(
-            "failover starts its own engines and kills them: run it without --engine, with "
-            "--db postgresql+psycopg://... (an empty database of its own)"
-        )
     with scenario_workdir(setup, "failover") as workdir:
         conditions["engine"] = (
             f"{sizes.engines} engines (jobwarden serve) in processes of their own on the --db PostgreSQL"

@@ -8,6 +8,7 @@ from typing import Any
 
 __all__ = [
     "SIZES",
+    "AllSizes",
     "ConsoleSizes",
     "DepthSizes",
     "FailoverSizes",
@@ -15,6 +16,7 @@ __all__ = [
     "FloorSizes",
     "LatencySizes",
     "LocksSizes",
+    "Sizes",
     "ThroughputSizes",
     "TimersSizes",
     "WorkflowSizes",
@@ -167,3 +169,37 @@ SIZES: dict[str, type[Any]] = {
     "workflow": WorkflowSizes,
     "failover": FailoverSizes,
 }
+
+#: any scenario's sizes
+Sizes = (
+    ThroughputSizes
+    | FloorSizes
+    | LatencySizes
+    | FanoutSizes
+    | LocksSizes
+    | TimersSizes
+    | DepthSizes
+    | ConsoleSizes
+    | WorkflowSizes
+    | FailoverSizes
+)
+
+
+@dataclass(slots=True)
+class AllSizes:
+    """The sizes ``all`` runs each scenario with (chosen to fit in under ten minutes here)."""
+
+    throughput: ThroughputSizes = field(default_factory=ThroughputSizes)
+    floor: FloorSizes = field(default_factory=FloorSizes)
+    latency: LatencySizes = field(default_factory=LatencySizes)
+    fanout: FanoutSizes = field(default_factory=lambda: FanoutSizes(jobs=5_000))
+    locks: LocksSizes = field(default_factory=LocksSizes)
+    timers: TimersSizes = field(default_factory=TimersSizes)
+    depth: DepthSizes = field(default_factory=DepthSizes)
+    console: ConsoleSizes = field(default_factory=ConsoleSizes)
+    workflow: WorkflowSizes = field(default_factory=lambda: WorkflowSizes(runs=200, celery_chains=50))
+    failover: FailoverSizes = field(default_factory=FailoverSizes)
+
+    def of(self, scenario: str) -> Sizes:
+        value: Sizes = getattr(self, scenario)
+        return value

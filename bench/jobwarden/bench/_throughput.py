@@ -11,7 +11,7 @@ from ._progress import Progress
 from ._results import ScenarioResult, Target
 from ._sizes import ThroughputSizes
 from ._target import EngineUnderTest
-from ._workload import new_action, run_workload, start_workers
+from ._workload import Submission, run_noop_jobs
 
 __all__ = ["THROUGHPUT_TARGET", "run_throughput"]
 
@@ -26,23 +26,8 @@ async def run_throughput(
     profiler: Profiler | None = None,
 ) -> ScenarioResult:
     result = ScenarioResult("throughput", asdict(sizes))
-    action = new_action("throughput")
-    workers = await start_workers(
-        target, action, count=sizes.workers, capacity=sizes.capacity, progress=progress
-    )
-    try:
-        figures = await run_workload(
-            target,
-            action,
-            jobs=sizes.jobs,
-            batch=sizes.batch,
-            inflight=sizes.inflight,
-            progress=progress,
-            profiler=profiler,
-            workers=workers,
-        )
-    finally:
-        await workers.stop()
+    submission = Submission(sizes.jobs, batch=sizes.batch, inflight=sizes.inflight)
+    figures = await run_noop_jobs(target, "throughput", sizes, submission, progress, profiler)
     result.add(
         "end to end",
         figures.rate,

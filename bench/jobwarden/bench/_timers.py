@@ -6,16 +6,17 @@ started)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import asdict
 
-from ._procs import Agent, Profiler
+from ._procs import Agent, Profiler, profiling
 from ._progress import Progress
 from ._results import ScenarioResult, ScenarioUnavailable, Target
 from ._sizes import TimersSizes
 from ._stats import GcMeter, MachineMeter, percentiles, rss_bytes
 from ._target import EngineUnderTest
-from ._workload import new_action, start_workers
+from ._workload import new_action, running_workers
 
 __all__ = ["LATENESS_P99_TARGET_MS", "run_timers"]
 
@@ -40,12 +41,15 @@ async def run_timers(
     starts = round(sizes.timers * sizes.start_share)
     wakes = round(sizes.timers * sizes.wake_share)
     heartbeats = sizes.timers - starts - wakes
-    hang = None
-    if heartbeats:
-        hang = await start_workers(
+    # Heartbeat deadlines belong to running jobs: a Hang worker holds them until the scenario ends.
+    hang_workers = (
+        running_workers(
             target, heartbeat_action, count=1, capacity=heartbeats + 10, executor="Hang", progress=progress
         )
-    try:
+        if heartbeats
+        else contextlib.nullcontext()
+    )
+    async with hang_workers:
         base_pending = timers.pending
         base_fired = timers.fired
         rss_before = rss_bytes()
@@ -94,37 +98,31 @@ async def run_timers(
         rss_armed = rss_bytes()
         arm_seconds = all_armed_at - submitted["first_send"]
         fire_from = submitted["fire_origin"] + lead
-        if profiler is not None:
-            await profiler.start()
-        progress.phase(f"waiting for the first deadline ({max(0.0, fire_from - time.time()):.0f}s)")
-        await asyncio.sleep(max(0.0, fire_from - time.time()))
-        meter = target.cpu_meter()
-        if meter is not None:
-            meter.start()
-        machine = MachineMeter()
-        machine.start()
-        collector = GcMeter()
-        collector.start()
-        progress.phase(f"{fire:,} deadlines firing over {sizes.window:g}s", total=fire)
+        async with profiling(profiler):
+            progress.phase(f"waiting for the first deadline ({max(0.0, fire_from - time.time()):.0f}s)")
+            await asyncio.sleep(max(0.0, fire_from - time.time()))
+            meter = target.cpu_meter()
+            if meter is not None:
+                meter.start()
+            machine = MachineMeter()
+            machine.start()
+            collector = GcMeter()
+            collector.start()
+            progress.phase(f"{fire:,} deadlines firing over {sizes.window:g}s", total=fire)
 
-        async def all_fired() -> bool:
-            fired = timers.fired - base_fired
-            progress.update(fired)
-            return fired >= fire
+            async def all_fired() -> bool:
+                fired = timers.fired - base_fired
+                progress.update(fired)
+                return fired >= fire
 
-        try:
-            await target.wait_until(all_fired, timeout=sizes.window + 300, what="the deadlines to fire")
-        finally:
-            timers.record_lateness = False
-            if profiler is not None:
-                await profiler.stop()
+            try:
+                await target.wait_until(all_fired, timeout=sizes.window + 300, what="the deadlines to fire")
+            finally:
+                timers.record_lateness = False
         cpu = meter.stop() if meter is not None else None
         machine_busy = machine.stop()
         gc_figures = collector.stop()
         lateness = percentiles(timers.lateness, 1000)
-    finally:
-        if hang is not None:
-            await hang.stop()
     kinds = f"{starts:,} start timeouts, {wakes:,} run_at/backoff, {heartbeats:,} heartbeat"
     result.add("pending at once", peak, "deadlines", note=kinds)
     result.add(

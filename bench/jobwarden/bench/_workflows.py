@@ -29,12 +29,12 @@ from jobwarden.contract import TERMINAL_STATUSES
 from jobwarden.sdk import JobClient, Workflow
 from jobwarden.v1 import workflow_pb2
 
-from ._procs import Agent, Profiler
+from ._procs import Agent, Profiler, profiling
 from ._progress import Progress
 from ._results import ScenarioResult, Target
 from ._sizes import WorkflowSizes
 from ._target import EngineUnderTest
-from ._workload import EngineMeter, new_action, run_workload, start_workers
+from ._workload import EngineMeter, Submission, new_action, run_workload, running_workers
 
 __all__ = [
     "CELERY_RATIO_TARGET",
@@ -89,20 +89,21 @@ async def run_workflow(
 ) -> ScenarioResult:
     result = ScenarioResult("workflow", asdict(sizes))
     action = new_action("workflow")
-    workers = await start_workers(
-        target, action, count=sizes.workers, capacity=sizes.capacity, progress=progress
-    )
-    try:
-        async with JobClient(target.address, timeout=120) as client:
-            baseline = await run_workload(target, action, jobs=sizes.jobs, progress=progress, workers=workers)
-            linear = linear_workflow(f"{action}-linear", action, sizes.steps)
-            await client.put_workflow(linear)
-            figures = await _linear_runs(target, client, linear.name, action, sizes, progress, profiler)
-            fanout = fanout_workflow(f"{action}-fanout", action, sizes.fanout_steps)
-            await client.put_workflow(fanout)
-            fan = await _one_run(client, fanout.name, progress, sizes.fanout_steps)
-    finally:
-        await workers.stop()
+    async with (
+        running_workers(
+            target, action, count=sizes.workers, capacity=sizes.capacity, progress=progress
+        ) as workers,
+        JobClient(target.address, timeout=120) as client,
+    ):
+        baseline = await run_workload(
+            target, action, Submission(sizes.jobs), progress=progress, workers=workers
+        )
+        linear = linear_workflow(f"{action}-linear", action, sizes.steps)
+        await client.put_workflow(linear)
+        figures = await _linear_runs(target, client, linear.name, action, sizes, progress, profiler)
+        fanout = fanout_workflow(f"{action}-fanout", action, sizes.fanout_steps)
+        await client.put_workflow(fanout)
+        fan = await _one_run(client, fanout.name, progress, sizes.fanout_steps)
     celery = await _celery_chains(sizes, progress)
 
     steps_done = sizes.runs * sizes.steps
@@ -192,33 +193,29 @@ async def _linear_runs(
     )
     progress.phase(f"starting the client process ({sizes.runs:,} runs)")
     await agent.start()
-    if profiler is not None:
-        await profiler.start()
-    meter = EngineMeter(target)
-    meter.start()
-    steps = sizes.runs * sizes.steps
-    progress.phase(f"{sizes.runs:,} runs of {sizes.steps} steps: started -> ended", total=steps)
+    async with profiling(profiler):
+        meter = EngineMeter(target)
+        meter.start()
+        steps = sizes.runs * sizes.steps
+        progress.phase(f"{sizes.runs:,} runs of {sizes.steps} steps: started -> ended", total=steps)
 
-    async def steps_finished() -> bool:
-        done = await target.count(action, *TERMINAL_STATUSES) - before
-        progress.update(done)
-        return done >= steps
+        async def steps_finished() -> bool:
+            done = await target.count(action, *TERMINAL_STATUSES) - before
+            progress.update(done)
+            return done >= steps
 
-    async def runs_finished() -> bool:
-        page = await client.list_work_orders(workflow=workflow, statuses=_UNFINISHED, limit=1)
-        return not page.orders
+        async def runs_finished() -> bool:
+            page = await client.list_work_orders(workflow=workflow, statuses=_UNFINISHED, limit=1)
+            return not page.orders
 
-    try:
-        await target.wait_until(steps_finished, timeout=900, what=f"{steps} steps to finish")
-        last_done = await target.wait_until(
-            runs_finished, timeout=120, interval=0.01, what="every run to end"
-        )
-    except BaseException:
-        await agent.kill()
-        raise
-    finally:
-        if profiler is not None:
-            await profiler.stop()
+        try:
+            await target.wait_until(steps_finished, timeout=900, what=f"{steps} steps to finish")
+            last_done = await target.wait_until(
+                runs_finished, timeout=120, interval=0.01, what="every run to end"
+            )
+        except BaseException:
+            await agent.kill()
+            raise
     cpu, busy, writes = meter.stop()
     commits: dict[str, Any] = {}
     if writes is not None:

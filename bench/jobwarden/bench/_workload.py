@@ -3,19 +3,30 @@ process submits N jobs in batches, and the bench waits for the last one to finis
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
 from jobwarden.contract import TERMINAL_STATUSES, JobStatus
 
-from ._procs import Agent, Profiler, WorkerGroup
+from ._procs import Agent, Profiler, WorkerGroup, profiling
 from ._progress import NullProgress, Progress
 from ._stats import CpuUse, GcMeter, MachineMeter
 from ._target import EngineUnderTest
 
-__all__ = ["EngineMeter", "WorkloadFigures", "new_action", "run_workload", "start_workers"]
+__all__ = [
+    "EngineMeter",
+    "Submission",
+    "WorkerPool",
+    "WorkloadFigures",
+    "new_action",
+    "run_noop_jobs",
+    "run_workload",
+    "running_workers",
+]
 
 
 def new_action(scenario: str) -> str:
@@ -118,7 +129,8 @@ class WorkloadFigures:
         return out
 
 
-async def start_workers(
+@contextlib.asynccontextmanager
+async def running_workers(
     target: EngineUnderTest,
     action: str,
     *,
@@ -127,8 +139,9 @@ async def start_workers(
     executor: str = "Noop",
     stamps: Any = None,
     progress: Progress | None = None,
-) -> WorkerGroup:
-    """Start ``count`` worker processes and wait until all of them have registered for ``action``."""
+) -> AsyncIterator[WorkerGroup]:
+    """``count`` worker processes for ``action``, all registered before the block starts, and stopped
+    when it ends (however it ends)."""
     progress = progress or NullProgress()
     group = WorkerGroup(
         target.address,
@@ -140,81 +153,105 @@ async def start_workers(
         stamps=stamps,
     )
     progress.phase(f"starting {count} worker process(es)", total=count)
-    await group.start()
-
-    async def registered() -> bool:
-        if (failure := group.failed()) is not None:
-            raise RuntimeError(failure)
-        connected = await target.workers_for(action)
-        progress.update(connected)
-        return connected >= count
-
     try:
+        await group.start()
+
+        async def registered() -> bool:
+            if (failure := group.failed()) is not None:
+                raise RuntimeError(failure)
+            connected = await target.workers_for(action)
+            progress.update(connected)
+            return connected >= count
+
         await target.wait_until(registered, timeout=90, interval=0.05, what=f"{count} workers to register")
-    except BaseException:
+        yield group
+    finally:
         await group.stop()
-        raise
-    return group
+
+
+@dataclass(slots=True, frozen=True)
+class Submission:
+    """What the client process submits: ``jobs`` no-op jobs in ``SubmitJobs`` calls of ``batch``
+    (``SubmitJob`` each when it is 1), ``inflight`` calls at once; with lock requests when ``locks``
+    says how (``resources``, ``exclusive``, ``second``); ``sample`` job ids kept for a later look."""
+
+    jobs: int
+    batch: int = 1000
+    inflight: int = 2
+    locks: dict[str, Any] | None = None
+    sample: int = 0
+
+
+class WorkerPool(Protocol):
+    """The sizes of a scenario's worker processes."""
+
+    workers: int
+    capacity: int
+
+
+async def run_noop_jobs(
+    target: EngineUnderTest,
+    scenario: str,
+    pool: WorkerPool,
+    submission: Submission,
+    progress: Progress,
+    profiler: Profiler | None = None,
+) -> WorkloadFigures:
+    """The throughput-like run: ``pool.workers`` worker processes for an action of this run's own,
+    ``submission`` through them (``run_workload``), and the workers stopped after."""
+    action = new_action(scenario)
+    async with running_workers(
+        target, action, count=pool.workers, capacity=pool.capacity, progress=progress
+    ) as workers:
+        return await run_workload(
+            target, action, submission, progress=progress, profiler=profiler, workers=workers
+        )
 
 
 async def run_workload(
     target: EngineUnderTest,
     action: str,
+    submission: Submission,
     *,
-    jobs: int,
-    batch: int = 1000,
-    inflight: int = 2,
-    locks: dict[str, Any] | None = None,
-    sample: int = 0,
     progress: Progress | None = None,
     profiler: Profiler | None = None,
     workers: WorkerGroup | None = None,
     timeout: float = 600.0,
 ) -> WorkloadFigures:
-    """Submit ``jobs`` jobs of ``action`` from a client process (workers must be connected already)
-    and wait until every one has finished. Measures the engine's CPU when it runs in this process."""
+    """Submit ``submission`` as jobs of ``action`` from a client process (workers must be connected
+    already) and wait until every one has finished. Measures the engine's CPU when it runs in this
+    process."""
     progress = progress or NullProgress()
-    spec = {
-        "engine": target.address,
-        "action": action,
-        "jobs": jobs,
-        "batch": batch,
-        "inflight": inflight,
-        "locks": locks,
-        "sample": sample,
-    }
+    jobs = submission.jobs
+    spec = {"engine": target.address, "action": action, **asdict(submission)}
     progress.phase(f"starting the client process ({jobs:,} jobs)")
     agent = Agent("submit", spec)
     await agent.start()
-    if profiler is not None:
-        await profiler.start()
-    meter = EngineMeter(target)
-    workers_before = workers.cpu_seconds() if workers is not None else 0.0
-    collector = GcMeter() if target.in_process else None
-    if collector is not None:
-        collector.start()
-    meter.start()
-    progress.phase(f"{jobs:,} jobs: submitted -> finished", total=jobs)
-    terminal = tuple(TERMINAL_STATUSES)
+    async with profiling(profiler):
+        meter = EngineMeter(target)
+        workers_before = workers.cpu_seconds() if workers is not None else 0.0
+        collector = GcMeter() if target.in_process else None
+        if collector is not None:
+            collector.start()
+        meter.start()
+        progress.phase(f"{jobs:,} jobs: submitted -> finished", total=jobs)
+        terminal = tuple(TERMINAL_STATUSES)
 
-    async def finished() -> bool:
-        done = await target.count(action, *terminal)
-        progress.update(done)
-        return done >= jobs
+        async def finished() -> bool:
+            done = await target.count(action, *terminal)
+            progress.update(done)
+            return done >= jobs
 
-    try:
-        # Every 50 ms, not 10: each poll is a GetStats call served by (and counted in) the engine's
-        # process; at 100 a second they cost the engine about a tenth of a core. The end-to-end time
-        # is then up to 50 ms long, under 1% of a run.
-        last_done = await target.wait_until(
-            finished, timeout=timeout, interval=0.05, what=f"{jobs} jobs to finish"
-        )
-    except BaseException:
-        await agent.kill()
-        raise
-    finally:
-        if profiler is not None:
-            await profiler.stop()
+        try:
+            # Every 50 ms, not 10: each poll is a GetStats call served by (and counted in) the
+            # engine's process; at 100 a second they cost the engine about a tenth of a core. The
+            # end-to-end time is then up to 50 ms long, under 1% of a run.
+            last_done = await target.wait_until(
+                finished, timeout=timeout, interval=0.05, what=f"{jobs} jobs to finish"
+            )
+        except BaseException:
+            await agent.kill()
+            raise
     cpu, machine_busy, writes = meter.stop()
     gc_figures = collector.stop() if collector is not None else {}
     workers_cpu = workers.cpu_seconds() - workers_before if workers is not None else 0.0

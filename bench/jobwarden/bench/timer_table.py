@@ -36,7 +36,6 @@ from jobwarden.server.core import (
     StartTimeout,
     SubmitSpec,
     Timeouts,
-    TimerHandler,
     TimerKind,
     Timers,
 )
@@ -157,9 +156,13 @@ async def disarm_rate(n: int) -> None:
     timers.stop()
 
 
-def log_lateness(timers: Timers, log: FireLog, handler: TimerHandler) -> TimerHandler:
-    """``handler`` that first notes each fire's deadline and lateness from the timer table's own
-    record (``Timers.lateness``, appended just before the handler runs), and turns that record on."""
+def record_fires(timers: Timers, kind: str) -> FireLog:
+    """From now on, each fire of ``kind`` (a ``TimerKind``) first notes its deadline and lateness in
+    the returned log, from the timer table's own record (``Timers.lateness``, appended just before
+    the handler runs, turned on here), then runs the engine's handler as before."""
+    handler = timers.handler(kind)
+    assert handler is not None
+    log = FireLog()
     timers.lateness.clear()
     timers.record_lateness = True
 
@@ -168,7 +171,8 @@ def log_lateness(timers: Timers, log: FireLog, handler: TimerHandler) -> TimerHa
         log.lateness.append((time.time() - late, late))
         handler(key)
 
-    return on_fire
+    timers.on(kind, on_fire, replace=True)
+    return log
 
 
 def committed(engine: Engine, action: str, statuses: frozenset[JobStatus]) -> int:
@@ -203,11 +207,7 @@ async def through_the_engine(n: int, duration: float, workdir: Path) -> None:
     submitted_at = time.time()
     held = engine.timers.pending
     memory = rss_mb() - before
-    log = FireLog()
-    handler = engine.timers.handler(TimerKind.START)
-    assert handler is not None
-
-    engine.timers.on(TimerKind.START, log_lateness(engine.timers, log, handler), replace=True)
+    log = record_fires(engine.timers, TimerKind.START)
     print(
         f"  engine: submitted {n:,} jobs with a {duration:g}s start timeout in {submitted_in:.2f}s "
         f"({n / submitted_in:,.0f}/s, batches of {batch:,}, each committed), held {held:,} pending "
@@ -247,11 +247,7 @@ async def paced_wakes(n: int, fires: int, rate: float, workdir: Path) -> None:
     submitted_in = time.perf_counter() - began
     submitted_at = time.time()
     held = engine.timers.pending
-    log = FireLog()
-    handler = engine.timers.handler(TimerKind.WAKE)
-    assert handler is not None
-
-    engine.timers.on(TimerKind.WAKE, log_lateness(engine.timers, log, handler), replace=True)
+    log = record_fires(engine.timers, TimerKind.WAKE)
     print(
         f"  engine, paced: {n:,} DELAYED jobs (run_at) submitted in {submitted_in:.2f}s, held {held:,} "
         f"pending timers; {fires:,} of them due at {rate:,.0f}/s"
