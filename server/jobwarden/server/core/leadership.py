@@ -775,6 +775,10 @@ class Leadership:
         takes over. Alone (no other engine to take over), it keeps the lease and waits, as a lone
         leader does when its database is slow."""
         assert self._elected is not None
+        if self.acting_until - time.monotonic() < self.settings.lease_seconds / 2:
+            # The takeover's UPDATE waited on the lease row (an old leader's write) for most of the
+            # lease: renew first, or the recovery would have almost no time to show progress.
+            await self._renewal()
         recovery: asyncio.Task[None] = asyncio.get_running_loop().create_task(self._elected(epoch))
         seen = self._progress
         try:
