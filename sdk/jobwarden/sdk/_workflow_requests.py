@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from jobwarden.contract import FINISHED_RUN_STATUSES, StepStatus, WorkflowRunStatus
+from jobwarden.contract import FINISHED_RUN_STATUSES, WorkflowRunStatus
 from jobwarden.sdk._convert import _check_json
 from jobwarden.sdk._requests import int32
 from jobwarden.v1 import workflow_pb2, workflow_service_pb2
@@ -14,10 +14,8 @@ from jobwarden.wire import dict_to_struct
 __all__ = [
     "RUN_TERMINAL_STATUSES",
     "RunStatusSpec",
-    "run_status_name",
     "run_statuses",
     "start_request",
-    "step_status_name",
 ]
 
 #: a run status: a ``WorkflowRunStatus`` (the contract's or the proto's number), or its name with or
@@ -45,22 +43,6 @@ def run_statuses(values: Iterable[RunStatusSpec] | None) -> list[workflow_pb2.Wo
             raise ValueError(f"unknown run status {value!r}: use one of {known}") from None
         out.append(workflow_pb2.WorkflowRunStatus.ValueType(int(member)))
     return out
-
-
-def run_status_name(value: int) -> str:
-    """``"COMPLETED"`` for ``WORKFLOW_RUN_STATUS_COMPLETED``; the number for one this SDK does not know."""
-    try:
-        return WorkflowRunStatus(value).name
-    except ValueError:
-        return "-" if value == 0 else str(value)
-
-
-def step_status_name(value: int) -> str:
-    """``"SKIPPED"`` for ``STEP_STATUS_SKIPPED``; the number for one this SDK does not know."""
-    try:
-        return StepStatus(value).name
-    except ValueError:
-        return "-" if value == 0 else str(value)
 
 
 def start_request(
