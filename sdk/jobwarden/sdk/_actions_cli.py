@@ -223,20 +223,22 @@ async def _get(args: argparse.Namespace) -> int:
 
 
 async def _pause(args: argparse.Namespace) -> int:
-    async with client_for(args) as client:
-        config = await client.pause_action(args.action, create_if_unknown=args.create)
-    if args.json:
-        _show(config, True)
-    else:
-        print(f"{config.action}: paused (jobs keep queueing; running ones go on)")
-    return OK
+    return await _switch_dispatch(args, paused=True)
 
 
 async def _resume(args: argparse.Namespace) -> int:
+    return await _switch_dispatch(args, paused=False)
+
+
+async def _switch_dispatch(args: argparse.Namespace, *, paused: bool) -> int:
+    """``pause`` and ``resume``: switch the action's dispatch, then say what it does now."""
     async with client_for(args) as client:
-        config = await client.resume_action(args.action, create_if_unknown=args.create)
+        switch = client.pause_action if paused else client.resume_action
+        config = await switch(args.action, create_if_unknown=args.create)
     if args.json:
         _show(config, True)
+    elif paused:
+        print(f"{config.action}: paused (jobs keep queueing; running ones go on)")
     else:
         print(f"{config.action}: dispatching again")
     return OK
