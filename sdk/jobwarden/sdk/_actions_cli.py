@@ -55,20 +55,23 @@ def register(subparsers: Any) -> None:
     add("list", _list, "Every action the engine knows of, with its limits and counts.")
     get = add("get", _get, "Show one action's configuration.")
     get.add_argument("action")
-    pause = add("pause", _pause, "Stop dispatching the action's jobs (they keep queueing).")
-    pause.add_argument("action")
-    pause.add_argument(
-        "--create",
-        action="store_true",
-        help="pause an action no job, worker or configuration has named yet (else refused)",
-    )
-    resume = add("resume", _resume, "Dispatch the action's jobs again.")
-    resume.add_argument("action")
-    resume.add_argument(
-        "--create",
-        action="store_true",
-        help="configure an action no job, worker or configuration has named yet (else refused)",
-    )
+    for name, run, text, create_help in (
+        (
+            "pause",
+            _pause,
+            "Stop dispatching the action's jobs (they keep queueing).",
+            "pause an action no job, worker or configuration has named yet (else refused)",
+        ),
+        (
+            "resume",
+            _resume,
+            "Dispatch the action's jobs again.",
+            "configure an action no job, worker or configuration has named yet (else refused)",
+        ),
+    ):
+        switch = add(name, run, text)
+        switch.add_argument("action")
+        switch.add_argument("--create", action="store_true", help=create_help)
 
     set_ = add(
         "set",
