@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from jobwarden.contract import FINISHED_RUN_STATUSES, WorkflowRunStatus
-from jobwarden.sdk._convert import _check_json
+from jobwarden.sdk._convert import check_input
 from jobwarden.sdk._requests import int32
 from jobwarden.v1 import workflow_pb2, workflow_service_pb2
 from jobwarden.wire import dict_to_struct
@@ -56,10 +56,7 @@ def start_request(
     idempotency_key: str = "",
 ) -> workflow_service_pb2.StartWorkflowRequest:
     """A ``StartWorkflowRequest``; ``TypeError``/``ValueError`` naming what the wire cannot hold."""
-    if input is not None and not isinstance(input, Mapping):
-        raise TypeError(f"a workflow's input must be a JSON object (a dict), got {type(input).__name__}")
-    if input:
-        _check_json(input, "input")
+    check_input(input, "a workflow's")
     for what, mapping in (("context", context), ("labels", labels)):
         for key, value in (mapping or {}).items():
             if not isinstance(key, str) or not isinstance(value, str):
