@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
-from jobwarden.contract import ErrorKind, Limits, LockMode, StartTimeoutAction
+from jobwarden.contract import ErrorKind, Limits, StartTimeoutAction
 from jobwarden.sdk import _format as fmt
-from jobwarden.sdk._cli_support import OK, UsageError, client_for, command_group, parse_json
+from jobwarden.sdk._cli_support import (
+    OK,
+    UsageError,
+    client_for,
+    command_group,
+    parse_json,
+    print_json,
+    print_table,
+)
 from jobwarden.sdk._requests import lock_request
 from jobwarden.v1 import job_pb2
 from jobwarden.wire import (
@@ -48,20 +55,23 @@ def register(subparsers: Any) -> None:
     add("list", _list, "Every action the engine knows of, with its limits and counts.")
     get = add("get", _get, "Show one action's configuration.")
     get.add_argument("action")
-    pause = add("pause", _pause, "Stop dispatching the action's jobs (they keep queueing).")
-    pause.add_argument("action")
-    pause.add_argument(
-        "--create",
-        action="store_true",
-        help="pause an action no job, worker or configuration has named yet (else refused)",
-    )
-    resume = add("resume", _resume, "Dispatch the action's jobs again.")
-    resume.add_argument("action")
-    resume.add_argument(
-        "--create",
-        action="store_true",
-        help="configure an action no job, worker or configuration has named yet (else refused)",
-    )
+    for name, run, text, create_help in (
+        (
+            "pause",
+            _pause,
+            "Stop dispatching the action's jobs (they keep queueing).",
+            "pause an action no job, worker or configuration has named yet (else refused)",
+        ),
+        (
+            "resume",
+            _resume,
+            "Dispatch the action's jobs again.",
+            "configure an action no job, worker or configuration has named yet (else refused)",
+        ),
+    ):
+        switch = add(name, run, text)
+        switch.add_argument("action")
+        switch.add_argument("--create", action="store_true", help=create_help)
 
     set_ = add(
         "set",
@@ -185,7 +195,7 @@ async def _list(args: argparse.Namespace) -> int:
     async with client_for(args) as client:
         response = await client.list_actions()
     if args.json:
-        print(json.dumps(fmt.message_json(response), indent=2, sort_keys=True))
+        print_json(fmt.message_json(response))
         return OK
     configs = {c.action: c for c in response.configs}
     rows = []
@@ -203,11 +213,8 @@ async def _list(args: argparse.Namespace) -> int:
                 str(stats.free_capacity),
             ]
         )
-    if rows:
-        headers = ["ACTION", "STATE", "MAX_RUNNING", "MAX_QUEUED", "WAITING", "RUNNING", "WORKERS", "FREE"]
-        print(fmt.table(headers, rows))
-    else:
-        print("no actions yet (none configured, submitted or served)", file=sys.stderr)
+    headers = ["ACTION", "STATE", "MAX_RUNNING", "MAX_QUEUED", "WAITING", "RUNNING", "WORKERS", "FREE"]
+    print_table(headers, rows, empty="no actions yet (none configured, submitted or served)")
     return OK
 
 
@@ -219,20 +226,22 @@ async def _get(args: argparse.Namespace) -> int:
 
 
 async def _pause(args: argparse.Namespace) -> int:
-    async with client_for(args) as client:
-        config = await client.pause_action(args.action, create_if_unknown=args.create)
-    if args.json:
-        _show(config, True)
-    else:
-        print(f"{config.action}: paused (jobs keep queueing; running ones go on)")
-    return OK
+    return await _switch_dispatch(args, paused=True)
 
 
 async def _resume(args: argparse.Namespace) -> int:
+    return await _switch_dispatch(args, paused=False)
+
+
+async def _switch_dispatch(args: argparse.Namespace, *, paused: bool) -> int:
+    """``pause`` and ``resume``: switch the action's dispatch, then say what it does now."""
     async with client_for(args) as client:
-        config = await client.resume_action(args.action, create_if_unknown=args.create)
+        switch = client.pause_action if paused else client.resume_action
+        config = await switch(args.action, create_if_unknown=args.create)
     if args.json:
         _show(config, True)
+    elif paused:
+        print(f"{config.action}: paused (jobs keep queueing; running ones go on)")
     else:
         print(f"{config.action}: dispatching again")
     return OK
@@ -441,7 +450,7 @@ def _retry_changes(args: argparse.Namespace) -> Callable[[job_pb2.ActionConfig],
 # -- output ------------------------------------------------------------------------------------------
 def _show(config: job_pb2.ActionConfig, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(fmt.message_json(config), indent=2, sort_keys=True))
+        print_json(fmt.message_json(config))
         return
     print(describe(config))
 
@@ -462,17 +471,10 @@ def describe(config: job_pb2.ActionConfig) -> str:
     lines.append(
         ("retry_policy", _describe_retry(config.retry_policy) if config.HasField("retry_policy") else "-")
     )
-    templates = ", ".join(f"{lk.resource} {_mode_name(lk.mode)}" for lk in config.lock_templates)
+    templates = ", ".join(f"{lk.resource} {fmt.lock_mode_name(lk.mode)}" for lk in config.lock_templates)
     lines.append(("locks", templates or "-"))
     width = max(len(name) for name, _ in lines)
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in lines)
-
-
-def _mode_name(mode: int) -> str:
-    try:
-        return LockMode(mode).name
-    except ValueError:
-        return str(mode)
 
 
 def _describe_start(start: job_pb2.StartTimeout) -> str:

@@ -9,11 +9,12 @@ import json
 import math
 import os
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
 
 import grpc
 from jobwarden.contract import Limits
+from jobwarden.sdk import _format as fmt
 from jobwarden.sdk._address import DEFAULT_ENGINE, ENGINE_ENV
 from jobwarden.sdk._client import JobClient
 from jobwarden.sdk._endpoints import engine_addresses
@@ -29,6 +30,8 @@ __all__ = [
     "first_pages",
     "key_values",
     "parse_json",
+    "print_json",
+    "print_table",
     "runner",
     "seconds",
     "status_filter",
@@ -142,6 +145,19 @@ async def first_pages(limit: int, page: Callable[[int, str], Awaitable[tuple[Ite
         if not token:
             break
     return found
+
+
+def print_json(value: Any) -> None:
+    """``--json``'s output: ``value`` indented, keys sorted."""
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, empty: str) -> None:
+    """A listing's table, or, when it has no row, ``empty`` on stderr (stdout stays a table or nothing)."""
+    if rows:
+        print(fmt.table(headers, rows))
+    else:
+        print(empty, file=sys.stderr)
 
 
 def key_values(items: list[str], what: str) -> dict[str, str]:

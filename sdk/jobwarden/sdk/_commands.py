@@ -26,6 +26,8 @@ from jobwarden.sdk._cli_support import (
     first_pages,
     key_values,
     parse_json,
+    print_json,
+    print_table,
     runner,
     seconds,
     status_filter,
@@ -260,10 +262,6 @@ def _sequence(text: str) -> int:
 _sequence.__name__ = "event sequence (a whole number >= 0)"
 
 
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, sort_keys=True))
-
-
 # -- submit ------------------------------------------------------------------------------------------
 def _parse_input(text: str | None) -> dict[str, Any] | None:
     if text is None:
@@ -345,7 +343,7 @@ async def _submit(args: argparse.Namespace) -> int:
             print(f"jobwarden submit: warning: {warning}", file=sys.stderr, flush=True)
         if not args.wait:
             if args.json:
-                _print_json(fmt.message_json(job))
+                print_json(fmt.message_json(job))
             else:
                 print(f"{job.id}  {fmt.status_name(job.status)}  {job.action}")
             return OK
@@ -353,7 +351,7 @@ async def _submit(args: argparse.Namespace) -> int:
             print(f"{job.id}  submitted, waiting...", file=sys.stderr)
         job = await client.wait(job.id, on_change=_WaitReport(client))
     if args.json:
-        _print_json(fmt.message_json(job))
+        print_json(fmt.message_json(job))
     else:
         print(fmt.job_detail(job))
     return OK if JobStatus(job.status) is JobStatus.COMPLETED else ENGINE_ERROR
@@ -421,11 +419,9 @@ async def _jobs(args: argparse.Namespace) -> int:
 
         found = await first_pages(args.limit, page)
     if args.json:
-        _print_json([fmt.message_json(job) for job in found])
-    elif not found:
-        print("no jobs", file=sys.stderr)
+        print_json([fmt.message_json(job) for job in found])
     else:
-        print(fmt.table(*fmt.job_rows(found)))
+        print_table(*fmt.job_rows(found), empty="no jobs")
     return OK
 
 
@@ -433,7 +429,7 @@ async def _get(args: argparse.Namespace) -> int:
     async with client_for(args) as client:
         job = await client.get(args.job_id)
     if args.json:
-        _print_json(fmt.message_json(job))
+        print_json(fmt.message_json(job))
     else:
         print(fmt.job_detail(job))
     return OK
@@ -443,7 +439,7 @@ async def _cancel(args: argparse.Namespace) -> int:
     async with client_for(args) as client:
         job = await client.cancel(args.job_id, args.reason)
     if args.json:
-        _print_json(fmt.message_json(job))
+        print_json(fmt.message_json(job))
     elif JobStatus(job.status) is JobStatus.CANCELLED:
         print(f"{job.id}  CANCELLED")
     else:
@@ -455,7 +451,7 @@ async def _retry(args: argparse.Namespace) -> int:
     async with client_for(args) as client:
         job = await client.retry(args.job_id, from_step=args.from_step, reason=args.reason)
     if args.json:
-        _print_json(fmt.message_json(job))
+        print_json(fmt.message_json(job))
     else:
         # The new attempt's number is the job's once it starts; until then the job shows the last one.
         print(f"{job.id}  {fmt.status_name(job.status)} for attempt {job.attempt + 1}")
@@ -466,7 +462,7 @@ async def _events(args: argparse.Namespace) -> int:
     async with client_for(args) as client:
         history = await client.events(args.job_id)
     if args.json:
-        _print_json([fmt.message_json(event) for event in history])
+        print_json([fmt.message_json(event) for event in history])
     else:
         for event in history:
             print(fmt.event_line(event))
@@ -519,7 +515,7 @@ async def _workers(args: argparse.Namespace) -> int:
     async with client_for(args) as client:
         workers = await client.workers()
     if args.json:
-        _print_json([fmt.message_json(worker) for worker in workers])
+        print_json([fmt.message_json(worker) for worker in workers])
         return OK
     rows = [
         [
@@ -532,10 +528,7 @@ async def _workers(args: argparse.Namespace) -> int:
         ]
         for worker in workers
     ]
-    if rows:
-        print(fmt.table(["ID", "NAME", "ACTIONS", "JOBS", "STATE", "HEARTBEAT"], rows))
-    else:
-        print("no workers connected", file=sys.stderr)
+    print_table(["ID", "NAME", "ACTIONS", "JOBS", "STATE", "HEARTBEAT"], rows, empty="no workers connected")
     return OK
 
 
@@ -543,7 +536,7 @@ async def _engines(args: argparse.Namespace) -> int:
     async with client_for(args) as client:
         cluster = await client.engines()
     if args.json:
-        _print_json(fmt.message_json(cluster))
+        print_json(fmt.message_json(cluster))
         return OK
     rows = [
         [
@@ -569,7 +562,7 @@ async def _stats(args: argparse.Namespace) -> int:
     async with client_for(args) as client:
         stats = await client.stats()
     if args.json:
-        _print_json(fmt.message_json(stats))
+        print_json(fmt.message_json(stats))
         return OK
     counts = ", ".join(
         f"{fmt.status_name(item.status)} {item.count}" for item in stats.statuses if item.count

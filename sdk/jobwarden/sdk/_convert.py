@@ -11,7 +11,7 @@ from typing import Any
 
 from jobwarden.contract import Limits
 
-__all__ = ["VALUE_KEY", "check_depth", "encode_variable", "normalize_object"]
+__all__ = ["VALUE_KEY", "check_depth", "check_input", "encode_variable", "normalize_object"]
 
 #: the key that wraps a JSON value that is not an object (``{"value": 3}``)
 VALUE_KEY = "value"
@@ -34,6 +34,16 @@ def check_depth(value: Any, what: str) -> None:
             if isinstance(child, Mapping | list | tuple):
                 where = f"{path}[{key}]" if isinstance(item, list | tuple) else f"{path}.{key}"
                 stack.append((child, where, depth + 1))
+
+
+def check_input(value: Any, whose: str) -> None:
+    """Refuse a request's ``input`` the wire cannot hold: ``TypeError`` for one that is not a JSON
+    object (the message says ``whose`` input: ``"a job's"``) or holds what JSON cannot, ``ValueError``
+    for one that nests too deep. None and ``{}`` are no input."""
+    if value is not None and not isinstance(value, Mapping):
+        raise TypeError(f"{whose} input must be a JSON object (a dict), got {type(value).__name__}")
+    if value:
+        _check_json(value, "input")
 
 
 def _too_deep(path: str) -> ValueError:

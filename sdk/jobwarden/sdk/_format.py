@@ -7,11 +7,33 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from jobwarden.contract import TERMINAL_STATUSES, ErrorKind, ExecutionMode, JobEventType, JobStatus, LockMode
+from jobwarden.contract import (
+    TERMINAL_STATUSES,
+    ErrorKind,
+    ExecutionMode,
+    JobEventType,
+    JobStatus,
+    LockMode,
+    StepStatus,
+    WorkflowRunStatus,
+)
 from jobwarden.v1 import cluster_service_pb2, job_pb2
 from jobwarden.wire import message_json, struct_to_dict, timestamp_datetime
 
-__all__ = ["ago", "engine_role", "event_line", "job_detail", "job_rows", "message_json", "table", "until"]
+__all__ = [
+    "ago",
+    "engine_role",
+    "event_line",
+    "job_detail",
+    "job_rows",
+    "lock_mode_name",
+    "message_json",
+    "run_status_name",
+    "status_name",
+    "step_status_name",
+    "table",
+    "until",
+]
 
 
 def _name(enum: type[Any], value: int) -> str:
@@ -23,6 +45,24 @@ def _name(enum: type[Any], value: int) -> str:
 
 def status_name(value: int) -> str:
     return _name(JobStatus, value)
+
+
+def run_status_name(value: int) -> str:
+    """``"COMPLETED"`` for ``WORKFLOW_RUN_STATUS_COMPLETED``; the number for one this SDK does not know."""
+    return _name(WorkflowRunStatus, value)
+
+
+def step_status_name(value: int) -> str:
+    """``"SKIPPED"`` for ``STEP_STATUS_SKIPPED``; the number for one this SDK does not know."""
+    return _name(StepStatus, value)
+
+
+def lock_mode_name(mode: int) -> str:
+    """``"SHARED"`` or ``"EXCLUSIVE"``; the number for a mode this SDK does not know (0 too)."""
+    try:
+        return LockMode(mode).name
+    except ValueError:
+        return str(mode)
 
 
 def ago(stamp: Any, now: datetime | None = None) -> str:

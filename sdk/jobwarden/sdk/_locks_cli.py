@@ -8,13 +8,10 @@ refused (its reason is printed) or could not be reached, 2 the command line is w
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
-from jobwarden.contract import LockMode
 from jobwarden.sdk import _format as fmt
-from jobwarden.sdk._cli_support import OK, UsageError, client_for, command_group
+from jobwarden.sdk._cli_support import OK, UsageError, client_for, command_group, print_json, print_table
 
 __all__ = ["register"]
 
@@ -41,18 +38,11 @@ def register(subparsers: Any) -> None:
     release.add_argument("--reason", required=True, help="why (kept in the job's events with your name)")
 
 
-def _mode_name(mode: int) -> str:
-    try:
-        return LockMode(mode).name
-    except ValueError:
-        return str(mode)
-
-
 async def _list(args: argparse.Namespace) -> int:
     async with client_for(args) as client:
         resources = await client.locks(args.prefix)
     if args.json:
-        print(json.dumps([fmt.message_json(r) for r in resources], indent=2, sort_keys=True))
+        print_json([fmt.message_json(r) for r in resources])
         return OK
     rows = []
     for resource in resources:
@@ -64,16 +54,13 @@ async def _list(args: argparse.Namespace) -> int:
                 [
                     resource.resource,
                     role,
-                    _mode_name(entry.mode),
+                    fmt.lock_mode_name(entry.mode),
                     who,
                     fmt.ago(entry.since),
                     entry.holder_note,
                 ]
             )
-    if rows:
-        print(fmt.table(["RESOURCE", "ROLE", "MODE", "HOLDER", "SINCE", "NOTE"], rows))
-    else:
-        print("no locks held", file=sys.stderr)
+    print_table(["RESOURCE", "ROLE", "MODE", "HOLDER", "SINCE", "NOTE"], rows, empty="no locks held")
     return OK
 
 
@@ -83,7 +70,7 @@ async def _release(args: argparse.Namespace) -> int:
     async with client_for(args) as client:
         response = await client.force_release_job_locks(args.job, args.reason)
     if args.json:
-        print(json.dumps(fmt.message_json(response), indent=2, sort_keys=True))
+        print_json(fmt.message_json(response))
         return OK
     job = response.job
     print(

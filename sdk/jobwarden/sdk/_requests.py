@@ -9,7 +9,7 @@ from typing import Any
 
 from google.protobuf import duration_pb2
 from jobwarden.contract import ErrorKind, JobStatus, Limits, LockMode, StartTimeoutAction
-from jobwarden.sdk._convert import _check_json
+from jobwarden.sdk._convert import check_input
 from jobwarden.sdk._tracing import current_trace_context
 from jobwarden.v1 import job_pb2, job_service_pb2
 from jobwarden.wire import dict_to_struct, duration, timestamp
@@ -190,10 +190,7 @@ def submit_request(
 
     ``trace_context`` None takes the caller's OpenTelemetry context (none without an active span).
     """
-    if input is not None and not isinstance(input, Mapping):
-        raise TypeError(f"a job's input must be a JSON object (a dict), got {type(input).__name__}")
-    if input:
-        _check_json(input, "input")
+    check_input(input, "a job's")
     request = job_service_pb2.SubmitJobRequest(
         action=action,
         priority=int32(priority, "priority", -Limits.MAX_PRIORITY, Limits.MAX_PRIORITY),

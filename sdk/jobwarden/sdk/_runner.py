@@ -83,45 +83,28 @@ class Runner:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            if job.detached:
-                return
-            if job.cancel_requested:
-                await self._finish_cancelled(job)
-                return
-            raise
+            if not await self._ended_regardless(job):
+                raise
+            return
         except JobCancelled:
-            if job.detached:
-                return
-            if job.cancel_requested:
-                await self._finish_cancelled(job)
-            else:
+            if not await self._ended_regardless(job):
                 self._finish(job, cancelled(job.key))
             return
         except JobFailed as failed:
-            if job.detached:
-                return
-            if job.cancel_requested:
-                await self._finish_cancelled(job)
-                return
-            result = failure(
-                job.key, failed.kind, failed.message, step=ctx.current_step, retryable=failed.retryable
-            )
-            self._finish(job, result)
+            if not await self._ended_regardless(job):
+                result = failure(
+                    job.key, failed.kind, failed.message, step=ctx.current_step, retryable=failed.retryable
+                )
+                self._finish(job, result)
             return
         except BaseException as error:
-            if job.detached:
-                return
-            if job.cancel_requested:
-                await self._finish_cancelled(job)
+            if await self._ended_regardless(job):
                 return
             if not isinstance(error, Exception):
                 raise
             self._finish(job, crash(job.key, error, ctx.current_step))
             return
-        if job.detached:
-            return
-        if job.cancel_requested:
-            await self._finish_cancelled(job)
+        if await self._ended_regardless(job):
             return
         result = completed(
             job.key,
@@ -131,6 +114,16 @@ class Runner:
             workflow_variables=ctx.workflow_variables,
         )
         self._finish(job, result)
+
+    async def _ended_regardless(self, job: Job) -> bool:
+        """Whether the attempt's end no longer depends on how its code ended: detached (it is not
+        this worker's to report), or cancel requested (it ends CANCELLED, which this reports now)."""
+        if job.detached:
+            return True
+        if job.cancel_requested:
+            await self._finish_cancelled(job)
+            return True
+        return False
 
     def _finish(self, job: Job, result: pb.JobResult) -> None:
         if self.ledger.forget(job):

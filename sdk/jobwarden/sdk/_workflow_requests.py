@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from jobwarden.contract import FINISHED_RUN_STATUSES, StepStatus, WorkflowRunStatus
-from jobwarden.sdk._convert import _check_json
+from jobwarden.contract import FINISHED_RUN_STATUSES, WorkflowRunStatus
+from jobwarden.sdk._convert import check_input
 from jobwarden.sdk._requests import int32
 from jobwarden.v1 import workflow_pb2, workflow_service_pb2
 from jobwarden.wire import dict_to_struct
@@ -14,10 +14,8 @@ from jobwarden.wire import dict_to_struct
 __all__ = [
     "RUN_TERMINAL_STATUSES",
     "RunStatusSpec",
-    "run_status_name",
     "run_statuses",
     "start_request",
-    "step_status_name",
 ]
 
 #: a run status: a ``WorkflowRunStatus`` (the contract's or the proto's number), or its name with or
@@ -47,22 +45,6 @@ def run_statuses(values: Iterable[RunStatusSpec] | None) -> list[workflow_pb2.Wo
     return out
 
 
-def run_status_name(value: int) -> str:
-    """``"COMPLETED"`` for ``WORKFLOW_RUN_STATUS_COMPLETED``; the number for one this SDK does not know."""
-    try:
-        return WorkflowRunStatus(value).name
-    except ValueError:
-        return "-" if value == 0 else str(value)
-
-
-def step_status_name(value: int) -> str:
-    """``"SKIPPED"`` for ``STEP_STATUS_SKIPPED``; the number for one this SDK does not know."""
-    try:
-        return StepStatus(value).name
-    except ValueError:
-        return "-" if value == 0 else str(value)
-
-
 def start_request(
     workflow: str,
     input: Mapping[str, Any] | None = None,
@@ -74,10 +56,7 @@ def start_request(
     idempotency_key: str = "",
 ) -> workflow_service_pb2.StartWorkflowRequest:
     """A ``StartWorkflowRequest``; ``TypeError``/``ValueError`` naming what the wire cannot hold."""
-    if input is not None and not isinstance(input, Mapping):
-        raise TypeError(f"a workflow's input must be a JSON object (a dict), got {type(input).__name__}")
-    if input:
-        _check_json(input, "input")
+    check_input(input, "a workflow's")
     for what, mapping in (("context", context), ("labels", labels)):
         for key, value in (mapping or {}).items():
             if not isinstance(key, str) or not isinstance(value, str):

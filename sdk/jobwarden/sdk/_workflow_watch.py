@@ -8,7 +8,6 @@ import sys
 
 from jobwarden.sdk import _format as fmt
 from jobwarden.sdk._cli_support import OK, UsageError, client_for
-from jobwarden.sdk._workflow_requests import run_status_name, step_status_name
 from jobwarden.v1 import workflow_pb2
 from jobwarden.wire import timestamp_datetime
 
@@ -45,17 +44,17 @@ def workflow_event_line(event: workflow_pb2.WorkflowEvent) -> str:
         kind = workflow_pb2.WorkflowEventType.Name(event.type).removeprefix(_EVENT_TYPE_PREFIX)
     except ValueError:
         kind = str(event.type)
-    status = run_status_name(run.status)
+    status = fmt.run_status_name(run.status)
     if event.type == workflow_pb2.WORKFLOW_EVENT_TYPE_STEP_CHANGED:
         step = next((s for s in run.steps if s.name == event.step), None)
-        now = step_status_name(step.status) if step is not None else "?"
-        change = f"{event.step}: {step_status_name(event.previous_step_status)}->{now}"
+        now = fmt.step_status_name(step.status) if step is not None else "?"
+        change = f"{event.step}: {fmt.step_status_name(event.previous_step_status)}->{now}"
         if step is not None and step.job_id:
             change += f" job {step.job_id}"
         if step is not None and step.error.message:
             change += f" {step.error.message}"
     elif event.type == workflow_pb2.WORKFLOW_EVENT_TYPE_RUN_STATUS_CHANGED and event.previous_status:
-        change = f"{run_status_name(event.previous_status)}->{status}"
+        change = f"{fmt.run_status_name(event.previous_status)}->{status}"
         if run.error.message:
             change += f" {run.error.message}"
     else:

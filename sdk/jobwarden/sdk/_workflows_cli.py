@@ -25,6 +25,8 @@ from jobwarden.sdk._cli_support import (
     command_group,
     first_pages,
     key_values,
+    print_json,
+    print_table,
     runner,
     status_filter,
 )
@@ -32,11 +34,7 @@ from jobwarden.sdk._client import JobClient
 from jobwarden.sdk._commands import _parse_input, _parse_labels
 from jobwarden.sdk._exceptions import JobwardenError, WorkflowDefinitionError
 from jobwarden.sdk._workflow_files import SUFFIXES, load_workflow
-from jobwarden.sdk._workflow_requests import (
-    run_status_name,
-    run_statuses,
-    step_status_name,
-)
+from jobwarden.sdk._workflow_requests import run_statuses
 from jobwarden.v1 import workflow_pb2, workflow_service_pb2
 from jobwarden.wire import duration_seconds, format_duration, struct_to_dict, timestamp_datetime
 
@@ -154,10 +152,6 @@ def _wait_option(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     )
 
 
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, sort_keys=True))
-
-
 # -- workflows ---------------------------------------------------------------------------------------
 async def _apply(args: argparse.Namespace) -> int:
     definitions: list[tuple[str, workflow_pb2.WorkflowDefinition]] = []
@@ -182,7 +176,7 @@ async def _apply(args: argparse.Namespace) -> int:
                 what = "created" if put.created else "unchanged: the same as the latest version"
                 print(f"{put.definition.name}  version {put.definition.version}  {what}  ({name})")
     if args.json:
-        _print_json([fmt.message_json(put) for put in results])
+        print_json([fmt.message_json(put) for put in results])
     return OK
 
 
@@ -190,16 +184,13 @@ async def _list(args: argparse.Namespace) -> int:
     async with client_for(args) as client:
         definitions = await client.list_workflows(name=args.name, all_versions=args.all_versions)
     if args.json:
-        _print_json([fmt.message_json(d) for d in definitions])
-        return OK
-    if not definitions:
-        print("no workflows", file=sys.stderr)
+        print_json([fmt.message_json(d) for d in definitions])
         return OK
     rows = [
         [d.name, str(d.version), str(len(d.steps)), fmt.ago(d.created_at), d.description[:60]]
         for d in definitions
     ]
-    print(fmt.table(["NAME", "VERSION", "STEPS", "AGE", "DESCRIPTION"], rows))
+    print_table(["NAME", "VERSION", "STEPS", "AGE", "DESCRIPTION"], rows, empty="no workflows")
     return OK
 
 
@@ -207,7 +198,7 @@ async def _show(args: argparse.Namespace) -> int:
     async with client_for(args) as client:
         definition = await client.get_workflow(args.name, version=args.version)
     if args.json:
-        _print_json(fmt.message_json(definition))
+        print_json(fmt.message_json(definition))
     else:
         print(definition_text(definition))
     return OK
@@ -309,10 +300,10 @@ async def _started(
 ) -> int:
     if not args.wait:
         if args.json:
-            _print_json({"order": fmt.message_json(order), "run": fmt.message_json(run)})
+            print_json({"order": fmt.message_json(order), "run": fmt.message_json(run)})
         else:
             print(
-                f"{order.id}  run {run.number} {run.id}  {run_status_name(run.status)}  "
+                f"{order.id}  run {run.number} {run.id}  {fmt.run_status_name(run.status)}  "
                 f"{run.workflow} v{run.version}{note}"
             )
         return OK
@@ -320,7 +311,7 @@ async def _started(
         print(f"{order.id}  run {run.number} {run.id}  started, waiting...", file=sys.stderr, flush=True)
     run = await client.wait_workflow_run(run.id, on_change=_StepReport())
     if args.json:
-        _print_json(fmt.message_json(run))
+        print_json(fmt.message_json(run))
     else:
         print(run_text(run))
     return OK if run.status == workflow_pb2.WORKFLOW_RUN_STATUS_COMPLETED else ENGINE_ERROR
@@ -335,7 +326,7 @@ class _StepReport:
         step = next((s for s in event.run.steps if s.name == event.step), None)
         if step is None:
             return
-        status = step_status_name(step.status)
+        status = fmt.step_status_name(step.status)
         if step.status == workflow_pb2.STEP_STATUS_FAILED and step.error.message:
             line = f"{status}: {step.error.message}"
         elif step.reused_from_run_id:
@@ -364,23 +355,22 @@ async def _orders(args: argparse.Namespace) -> int:
 
         found = await first_pages(args.limit, page)
     if args.json:
-        _print_json([fmt.message_json(order) for order in found])
-    elif not found:
-        print("no work orders", file=sys.stderr)
-    else:
-        rows = [
-            [
-                order.id,
-                order.workflow,
-                str(order.version),
-                run_status_name(order.status),
-                str(order.run_count),
-                fmt.ago(order.created_at),
-                order.correlation_id,
-            ]
-            for order in found
+        print_json([fmt.message_json(order) for order in found])
+        return OK
+    rows = [
+        [
+            order.id,
+            order.workflow,
+            str(order.version),
+            fmt.run_status_name(order.status),
+            str(order.run_count),
+            fmt.ago(order.created_at),
+            order.correlation_id,
         ]
-        print(fmt.table(["ID", "WORKFLOW", "VERSION", "STATUS", "RUNS", "AGE", "CORRELATION"], rows))
+        for order in found
+    ]
+    headers = ["ID", "WORKFLOW", "VERSION", "STATUS", "RUNS", "AGE", "CORRELATION"]
+    print_table(headers, rows, empty="no work orders")
     return OK
 
 
@@ -407,7 +397,7 @@ async def _order(args: argparse.Namespace) -> int:
         if verb == "cancel":
             return await _cancel(args, client, found)
     if args.json:
-        _print_json(fmt.message_json(found))
+        print_json(fmt.message_json(found))
     else:
         print(order_text(found))
     return OK
@@ -422,9 +412,9 @@ async def _cancel(
         raise UsageError(f"work order {order.id} has no run to cancel")
     run = await client.cancel_workflow_run(found.runs[-1].id, args.reason)
     if args.json:
-        _print_json(fmt.message_json(run))
+        print_json(fmt.message_json(run))
     else:
-        print(f"{order.id}  run {run.number} {run.id}  {run_status_name(run.status)}")
+        print(f"{order.id}  run {run.number} {run.id}  {fmt.run_status_name(run.status)}")
     return OK
 
 
@@ -433,7 +423,7 @@ def order_text(found: workflow_service_pb2.GetWorkOrderResponse) -> str:
     lines = [
         f"work order:  {order.id}",
         f"workflow:    {order.workflow} v{order.version}",
-        f"status:      {run_status_name(order.status)} (its last run's)",
+        f"status:      {fmt.run_status_name(order.status)} (its last run's)",
         f"runs:        {order.run_count}",
         f"created:     {fmt.ago(order.created_at)} ago" + _by(order.created_by),
     ]
@@ -452,7 +442,7 @@ def order_text(found: workflow_service_pb2.GetWorkOrderResponse) -> str:
 
 def run_text(run: workflow_pb2.WorkflowRun, now: datetime | None = None) -> str:
     """A run: its status and error (naming the step), then a step a line."""
-    head = f"run {run.number}  {run.id}  {run_status_name(run.status)}  {run.workflow} v{run.version}"
+    head = f"run {run.number}  {run.id}  {fmt.run_status_name(run.status)}  {run.workflow} v{run.version}"
     if run.rerun_from_step:
         head += f"  rerun from {run.rerun_from_step}"
     elif run.previous_run_id:
@@ -473,7 +463,7 @@ def run_text(run: workflow_pb2.WorkflowRun, now: datetime | None = None) -> str:
     rows = [
         [
             step.name,
-            step_status_name(step.status),
+            fmt.step_status_name(step.status),
             _step_duration(step, now),
             step.job_id or step.child_run_id or "-",
             str(step.attempt) if step.attempt else "-",

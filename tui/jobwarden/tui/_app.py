@@ -515,21 +515,13 @@ class ConsoleApp(App[None]):
         if not self._may_change():
             return
         text = self.job_filter.text
-        ids: list[str] = []
-        token = ""
         try:
-            while True:
-                page = await self.client.list(
-                    statuses={JobStatus.FAILED},
-                    text=text,
-                    page_token=token,
-                    page_size=Limits.MAX_PAGE_SIZE,
-                    summary=True,
+            ids = [
+                job.id
+                async for job in self.client.iter_jobs(
+                    statuses={JobStatus.FAILED}, text=text, page_size=Limits.MAX_PAGE_SIZE, summary=True
                 )
-                ids.extend(job.id for job in page.jobs)
-                token = page.next_page_token
-                if not token:
-                    break
+            ]
         except JobwardenError as error:
             self._report(f"Could not list failed jobs: {error}", True)
             return

@@ -208,11 +208,7 @@ class JobFeed:
                 return
             if response is None:
                 return
-            self._last_message_at = self._clock()
-            if self._state is not LinkState.LIVE:
-                self._set_state(LinkState.LIVE)
-                self._attempts = 0
-                self._error = ""
+            self._heard_from_engine()
             self.head_sequence = response.head_sequence
             if response.head_sequence < self.store.sequence:
                 # The engine is behind what we have seen: a different (or restored) database.
@@ -227,6 +223,11 @@ class JobFeed:
         stats = await self.client.stats()
         # The events this watch replays up to the stats' head are in these counts already.
         self.counts.seed(counts_by_status(stats.statuses), stats.head_sequence)
+        self._heard_from_engine()
+
+    def _heard_from_engine(self) -> None:
+        """The engine answered: the link is live (again), and reconnecting starts over from the
+        shortest backoff."""
         self._last_message_at = self._clock()
         if self._state is not LinkState.LIVE:
             self._set_state(LinkState.LIVE)

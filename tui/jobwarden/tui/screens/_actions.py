@@ -66,9 +66,7 @@ class ActionsScreen(PolledScreen):
         self.stats = job_service_pb2.GetStatsResponse()
 
     def compose(self) -> ComposeResult:
-        yield self.header()
-        yield Static("", id="actions-summary", classes="summary")
-        yield DataTable(id="actions", cursor_type="row", zebra_stripes=True)
+        yield from self.table_layout("actions")
         yield ConsoleFooter()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

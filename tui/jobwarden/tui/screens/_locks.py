@@ -13,6 +13,14 @@ from ._tables import Cell, PolledScreen, sync_table
 
 
 class LocksScreen(PolledScreen):
+    COLUMNS = (
+        ("resource", "Resource"),
+        ("role", "Role"),
+        ("mode", "Mode"),
+        ("holder", "Holder"),
+        ("since", "Since"),
+        ("expires", "Expires"),
+    )
     NAV = "Locks"
     CSS_PATH = "screens.tcss"
 
@@ -21,19 +29,8 @@ class LocksScreen(PolledScreen):
         self.resources: list[lock_service_pb2.ResourceLocks] = []
 
     def compose(self) -> ComposeResult:
-        yield self.header()
-        yield Static("", id="locks-summary", classes="summary")
-        yield DataTable(id="locks", cursor_type="row", zebra_stripes=True)
+        yield from self.table_layout("locks")
         yield Footer()
-
-    def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        table.add_column("Resource", key="resource")
-        table.add_column("Role", key="role")
-        table.add_column("Mode", key="mode")
-        table.add_column("Holder", key="holder")
-        table.add_column("Since", key="since")
-        table.add_column("Expires", key="expires")
 
     async def load(self) -> None:
         self.resources = await self.console.client.locks()

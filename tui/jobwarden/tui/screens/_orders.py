@@ -19,10 +19,9 @@ from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.widgets import DataTable, Static
 
-from ._base import ConsoleScreen
 from ._order_ops import cancel_run, retry_order, run_chip, run_now
 from ._run import RunScreen
-from ._tables import Cell, sync_table
+from ._tables import Cell, TableScreen, sync_table
 
 #: the status filter ``s`` steps through (None: every status)
 _STATUS_CYCLE: tuple[int | None, ...] = (
@@ -60,9 +59,12 @@ _FLUSH_EVERY = 0.25
 _TICK_EVERY = 4
 
 
-class WorkOrdersScreen(ConsoleScreen):
+class WorkOrdersScreen(TableScreen):
     """The work orders the engine has (newest first), kept live from the workflow events."""
 
+    COLUMNS = _COLUMNS
+    NARROW_COLUMNS = _NARROW_COLUMNS
+    NARROW_BELOW = NARROW
     NAV = "Orders"
     CSS_PATH = "screens.tcss"
 
@@ -78,7 +80,6 @@ class WorkOrdersScreen(ConsoleScreen):
         self.store = OrderStore()
         self.feed: OrderFeed | None = None
         self.status_filter: int | None = None
-        self.narrow = False
         #: redraws of the table
         self.flushes = 0
         #: calls of ``flush`` (every ``_FLUSH_EVERY`` seconds, whether or not it redrew)
@@ -88,13 +89,11 @@ class WorkOrdersScreen(ConsoleScreen):
         self._summary_drawn = ""
 
     def compose(self) -> ComposeResult:
-        yield self.header()
-        yield Static("", id="orders-summary", classes="summary")
-        yield DataTable(id="orders", cursor_type="row", zebra_stripes=True)
+        yield from self.table_layout("orders")
         yield ConsoleFooter()
 
     def on_mount(self) -> None:
-        self._set_columns(self.app.size.width < NARROW)
+        self.set_columns(self.app.size.width < NARROW)
         self.feed = OrderFeed(self.console.client, self.store)
         self._follow()
         self.set_interval(_FLUSH_EVERY, self.flush, name="orders-flush")
@@ -102,7 +101,7 @@ class WorkOrdersScreen(ConsoleScreen):
     def on_resize(self, event: events.Resize) -> None:
         narrow = event.size.width < NARROW
         if narrow != self.narrow:
-            self._set_columns(narrow)
+            self.set_columns(narrow)
             self.flush(force=True)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -137,13 +136,6 @@ class WorkOrdersScreen(ConsoleScreen):
             self._fetching = False
 
     # -- drawing --------------------------------------------------------------------------
-
-    def _set_columns(self, narrow: bool) -> None:
-        self.narrow = narrow
-        table = self.query_one(DataTable)
-        table.clear(columns=True)
-        for key, title in _NARROW_COLUMNS if narrow else _COLUMNS:
-            table.add_column(title, key=key)
 
     def flush(self, force: bool = False) -> None:
         orders, _ = self.store.take_dirty()

@@ -1,4 +1,4 @@
-"""Small polled tables (workers, locks, actions) kept in step by diff, Dolphie-style."""
+"""Screens that are one table (workers, locks, actions, work orders) kept in step by diff, Dolphie-style."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any, ClassVar
 from jobwarden.sdk import JobwardenError
 from rich.text import Text
 from textual import events, work
+from textual.app import ComposeResult
 from textual.css.query import NoMatches
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 
 from ._base import ConsoleScreen
 
@@ -47,22 +48,46 @@ def _sort_key(values: Any) -> Any:
     return str(values).lower()
 
 
-class PolledScreen(ConsoleScreen):
-    """A screen that asks the engine for its rows every ``POLL_EVERY`` seconds while it is shown.
+class TableScreen(ConsoleScreen):
+    """A screen that is one table under a summary line.
 
-    A screen that names ``COLUMNS`` gets them laid out on its table, or ``NARROW_COLUMNS`` while the
-    terminal is narrower than ``NARROW_BELOW`` (``self.narrow`` says which, for its cells)."""
+    Its ``COLUMNS`` (key, title) are laid out on the table by ``set_columns``, or its
+    ``NARROW_COLUMNS`` while the terminal is narrower than ``NARROW_BELOW`` (``self.narrow`` says
+    which, for its cells)."""
 
-    POLL_EVERY = 1.0
     COLUMNS: ClassVar[Sequence[tuple[str, str]]] = ()
     NARROW_COLUMNS: ClassVar[Sequence[tuple[str, str]]] = ()
     NARROW_BELOW: ClassVar[int] = 0
 
     def __init__(self) -> None:
         super().__init__()
+        self.narrow = False
+
+    def table_layout(self, name: str) -> ComposeResult:
+        """The header, the summary line ``#NAME-summary`` and the table ``#NAME``; the screen's
+        ``compose`` adds its footer."""
+        yield self.header()
+        yield Static("", id=f"{name}-summary", classes="summary")
+        yield DataTable(id=name, cursor_type="row", zebra_stripes=True)
+
+    def set_columns(self, narrow: bool) -> None:
+        """Lay out ``table`` with its wide or its narrow columns."""
+        self.narrow = narrow
+        table = self.query_one(DataTable)
+        table.clear(columns=True)
+        for key, title in self.NARROW_COLUMNS if narrow else self.COLUMNS:
+            table.add_column(title, key=key)
+
+
+class PolledScreen(TableScreen):
+    """A table screen that asks the engine for its rows every ``POLL_EVERY`` seconds while it is shown."""
+
+    POLL_EVERY = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
         self.error = ""
         self.polls = 0
-        self.narrow = False
 
     def on_mount(self) -> None:
         if self.COLUMNS:
@@ -77,14 +102,6 @@ class PolledScreen(ConsoleScreen):
     def on_screen_resume(self) -> None:
         super().on_screen_resume()
         self._poll()
-
-    def set_columns(self, narrow: bool) -> None:
-        """Lay out ``table`` with its wide or its narrow columns."""
-        self.narrow = narrow
-        table = self.query_one(DataTable)
-        table.clear(columns=True)
-        for key, title in self.NARROW_COLUMNS if narrow else self.COLUMNS:
-            table.add_column(title, key=key)
 
     def on_screen_suspend(self) -> None:
         self.workers.cancel_group(self, "poll")

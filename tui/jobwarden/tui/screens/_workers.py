@@ -48,9 +48,7 @@ class WorkersScreen(PolledScreen):
         self.workers_seen: list[executor_service_pb2.Worker] = []
 
     def compose(self) -> ComposeResult:
-        yield self.header()
-        yield Static("", id="workers-summary", classes="summary")
-        yield DataTable(id="workers", cursor_type="row", zebra_stripes=True)
+        yield from self.table_layout("workers")
         yield ConsoleFooter()
 
     async def load(self) -> None:
