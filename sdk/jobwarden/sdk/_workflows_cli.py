@@ -16,13 +16,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobwarden.sdk import _format as fmt
-from jobwarden.sdk._address import DEFAULT_ENGINE, ENGINE_ENV
 from jobwarden.sdk._cli_support import (
     ENGINE_ERROR,
     OK,
     UsageError,
     client_for,
     command_group,
+    engine_option,
     first_pages,
     key_values,
     print_json,
@@ -67,12 +67,7 @@ def register(subparsers: Any) -> None:
         "--version", type=int, default=0, metavar="N", help="this version (default: the latest)"
     )
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--engine",
-        metavar="HOST:PORT",
-        help=f"the engine's address (default: ${ENGINE_ENV} or {DEFAULT_ENGINE})",
-    )
+    common = engine_option()
     common.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     def top(name: str, run: Any, text: str) -> argparse.ArgumentParser:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from jobwarden.tui._format import format_time, lock_mode_label, short_id
+from jobwarden.tui.widgets import ConsoleFooter
 from jobwarden.v1 import lock_service_pb2
 from jobwarden.wire import timestamp_seconds as seconds
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from ._tables import Cell, PolledScreen, sync_table
 
@@ -30,7 +31,7 @@ class LocksScreen(PolledScreen):
 
     def compose(self) -> ComposeResult:
         yield from self.table_layout("locks")
-        yield Footer()
+        yield ConsoleFooter()
 
     async def load(self) -> None:
         self.resources = await self.console.client.locks()

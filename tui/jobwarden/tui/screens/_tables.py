@@ -100,7 +100,7 @@ class PolledScreen(TableScreen):
             self._show()
 
     def on_screen_resume(self) -> None:
-        super().on_screen_resume()
+        # Textual calls the base class's handler too (it walks the MRO): no super() here.
         self._poll()
 
     def on_screen_suspend(self) -> None:
