@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from jobwarden.sdk import JobClient
 from jobwarden.server.core.leadership import (
@@ -24,7 +25,9 @@ from jobwarden.server.core.leadership import (
     Leadership,
     LeadershipSettings,
 )
+from jobwarden.v1 import job_service_pb2_grpc
 
+from tests.engine.helpers import request
 from tests.support.cluster import EngineCluster, list_engines
 from tests.support.waiting import wait_for
 
@@ -137,6 +140,25 @@ async def test_a_takeover_whose_recovery_makes_progress_keeps_the_lease(
     assert (lease.leader_id, lease.epoch) == ("slow", 1)
 
 
+async def submit_until_taken(address: str, timeout: float = 120.0) -> list[tuple[str, str]]:
+    """Submit one job to ``address`` until it takes it: each refusal's details and leader hint."""
+    refusals: list[tuple[str, str]] = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        while True:
+            try:
+                await stub.SubmitJob(request("backlog", idempotency_key="after-the-kill"), timeout=10)
+                return refusals
+            except grpc.aio.AioRpcError as error:
+                if error.code() is not grpc.StatusCode.UNAVAILABLE:
+                    raise
+                hints = [v for k, v in (error.trailing_metadata() or ()) if k == "jobwarden-leader"]
+                refusals.append((error.details() or "", str(hints[0]) if hints else ""))
+            assert asyncio.get_running_loop().time() < deadline, refusals[-5:]
+            await asyncio.sleep(0.05)
+
+
 async def test_a_new_leader_with_a_large_backlog_leads_once_it_has_recovered(
     cluster_db: str, tmp_path: Path
 ) -> None:
@@ -157,8 +179,22 @@ async def test_a_new_leader_with_a_large_backlog_leads_once_it_has_recovered(
         standby = next(e for e in cluster.engines if e is not leader)
         assert standby.log_path is not None
         deposed_before = standby.log_path.read_text().count("stops leading")
+        before = await list_engines(standby.address)
+        assert before is not None
+        [standby_id] = [e.engine_id for e in before.engines if e.address == standby.address]
         leader.kill()
+        refusals = await submit_until_taken(standby.address)
         assert await cluster.wait_for_leader(timeout=90) is standby
+        # While it recovers, the new leader says so, naming itself (clients try it again).
+        taking_over = [(details, hint) for details, hint in refusals if "taking over" in details]
+        assert taking_over, refusals
+        for details, hint in taking_over:
+            assert details == (
+                f"engine {standby_id} is taking over as the leader (it is recovering the jobs "
+                "the store holds); try again in a moment"
+            )
+            assert hint == standby.address
+        assert all("is a standby" in details for details, _ in refusals if "taking over" not in details)
         answer = await list_engines(standby.address)
         assert answer is not None
         await asyncio.sleep(3.0)  # more than a lease: a leader deposed after recovering shows by now
@@ -169,4 +205,4 @@ async def test_a_new_leader_with_a_large_backlog_leads_once_it_has_recovered(
         assert log_text.count("stops leading") == deposed_before
         assert "gives up leading" not in log_text
         stats = await leader_stats_of(standby.address)
-        assert stats.queued == 120_000
+        assert stats.queued == 120_001

@@ -32,7 +32,9 @@ class ClusterServiceStub:
     workflow reads, ListEngines). A call that changes state, and ExecutorService.Connect, made to a
     standby fails with UNAVAILABLE, the message "engine <id> is a standby; the leader is <address>",
     and the leader's address in the trailing metadata key "jobwarden-leader" (absent while no engine
-    leads); clients given several addresses try the leader next.
+    leads); clients given several addresses try the leader next. An engine that has taken the lease
+    and is still recovering refuses the same way, "engine <id> is taking over as the leader ...",
+    with its own address as the leader: try it again in a moment.
     """
 
     def __init__(self, channel):
@@ -55,7 +57,9 @@ class ClusterServiceServicer:
     workflow reads, ListEngines). A call that changes state, and ExecutorService.Connect, made to a
     standby fails with UNAVAILABLE, the message "engine <id> is a standby; the leader is <address>",
     and the leader's address in the trailing metadata key "jobwarden-leader" (absent while no engine
-    leads); clients given several addresses try the leader next.
+    leads); clients given several addresses try the leader next. An engine that has taken the lease
+    and is still recovering refuses the same way, "engine <id> is taking over as the leader ...",
+    with its own address as the leader: try it again in a moment.
     """
 
     def ListEngines(self, request, context):
@@ -87,7 +91,9 @@ class ClusterService:
     workflow reads, ListEngines). A call that changes state, and ExecutorService.Connect, made to a
     standby fails with UNAVAILABLE, the message "engine <id> is a standby; the leader is <address>",
     and the leader's address in the trailing metadata key "jobwarden-leader" (absent while no engine
-    leads); clients given several addresses try the leader next.
+    leads); clients given several addresses try the leader next. An engine that has taken the lease
+    and is still recovering refuses the same way, "engine <id> is taking over as the leader ...",
+    with its own address as the leader: try it again in a moment.
     """
 
     @staticmethod

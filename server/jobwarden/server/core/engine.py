@@ -258,7 +258,15 @@ class Engine:
 
     def not_leader(self) -> NotLeader:
         """The refusal of a call that changes state, made to a standby (cluster_service.proto)."""
-        address = self.leadership.leader_address() if self.leadership is not None else ""
+        leadership = self.leadership
+        address = leadership.leader_address() if leadership is not None else ""
+        if leadership is not None and leadership.is_leader:
+            # Holds the lease, still recovering (a large backlog takes seconds): not a standby.
+            return NotLeader(
+                f"engine {self.engine_id} is taking over as the leader (it is recovering the jobs the "
+                "store holds); try again in a moment",
+                leader_address=address,
+            )
         leader = address or "unknown (no engine holds the lease now; try again shortly)"
         return NotLeader(
             f"engine {self.engine_id} is a standby; the leader is {leader}", leader_address=address
