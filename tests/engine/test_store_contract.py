@@ -197,22 +197,19 @@ def test_a_batch_of_every_kind_reads_back_through_every_method(store: JobStore) 
     assert [(w["id"], bool(w["connected"])) for w in stored_workers(store)] == [("w-1", True), ("w-2", False)]
 
 
-def test_unfinished_jobs_read_a_page_at_a_time_in_id_order(store: JobStore) -> None:
-    """A new leader reads its backlog in pages (core/flow.py ``read_pages``): after an id, so many."""
+def test_unfinished_jobs_come_a_page_at_a_time_in_id_order(store: JobStore) -> None:
+    """A new leader reads its backlog in pages (core/flow.py ``read_pages``), each a sign of progress."""
     statuses = [JobStatus.QUEUED, JobStatus.COMPLETED, JobStatus.RUNNING, JobStatus.FAILED, JobStatus.DELAYED]
     jobs = [make_job(n, status=statuses[n % len(statuses)]) for n in range(1, 13)]
     store.write(new_jobs(*reversed(jobs)))
-    unfinished = [j.id for j in jobs if j.status not in (JobStatus.COMPLETED, JobStatus.FAILED)]
+    unfinished = [j for j in jobs if j.status not in (JobStatus.COMPLETED, JobStatus.FAILED)]
 
-    pages: list[list[str]] = []
-    after = ""
-    while page := [j.id for j in store.load_unfinished_jobs(after, 3)]:
-        pages.append(page)
-        after = page[-1]
+    pages = list(store.unfinished_job_pages(3))
     assert [len(page) for page in pages] == [3, 3, 1]
-    assert [i for page in pages for i in page] == unfinished == [j.id for j in store.load_unfinished_jobs()]
-    assert store.load_unfinished_jobs(unfinished[-1], 3) == []
-    assert [j.id for j in store.load_unfinished_jobs(job_id(2), 2)] == unfinished[1:3]
+    assert [j.id for page in pages for j in page] == [j.id for j in unfinished]
+    assert [j.id for j in store.load_unfinished_jobs()] == [j.id for j in unfinished]
+    assert all(same(got, want) for got, want in zip((j for p in pages for j in p), unfinished, strict=True))
+    assert [[j.id for j in page] for page in store.unfinished_job_pages(100)] == [[j.id for j in unfinished]]
 
 
 def test_a_changed_job_shows_its_new_state_and_keeps_its_input(store: JobStore) -> None:

@@ -480,7 +480,7 @@ class Engine:
                 since=row.since,
                 expires_at=row.expires_at,
             )
-        jobs = await self.flow.read_pages(self.store.load_unfinished_jobs, self._note_progress)
+        jobs = await self.flow.read_pages(self.store.unfinished_job_pages, self._note_progress)
         for job in jobs:
             self.registry.load(job)
         for row in lock_rows:

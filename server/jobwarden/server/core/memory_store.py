@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobwarden.contract import TERMINAL_STATUSES, WorkflowRunStatus
 
@@ -32,6 +32,12 @@ __all__ = ["MemoryStore", "MemoryStoreConflict"]
 
 Row = dict[str, Any]
 _TERMINAL = frozenset(int(s) for s in TERMINAL_STATUSES)
+T = TypeVar("T")
+
+
+def _pages(items: list[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 class MemoryStoreConflict(Exception):
@@ -178,11 +184,13 @@ class MemoryStore:
         with self._lock:
             return self._sequences[-1] if self._sequences else 0
 
-    def load_unfinished_jobs(self, after: str = "", limit: int | None = None) -> list[Job]:
+    def load_unfinished_jobs(self) -> list[Job]:
         with self._lock:
-            start = bisect.bisect_right(self._ids, after) if after else 0
-            rows = [self._jobs[i] for i in self._ids[start:] if self._jobs[i]["status"] not in _TERMINAL]
-        return [job_from_row(r) for r in rows[:limit]]
+            rows = [self._jobs[i] for i in self._ids if self._jobs[i]["status"] not in _TERMINAL]
+        return [job_from_row(r) for r in rows]
+
+    def unfinished_job_pages(self, size: int) -> Iterator[list[Job]]:
+        return _pages(self.load_unfinished_jobs(), size)
 
     def status_counts(self) -> list[tuple[str, int, int]]:
         counts: dict[tuple[str, int], int] = {}
@@ -316,15 +324,11 @@ class MemoryStore:
             rows = [self._definitions[k] for k in sorted(self._definitions)]
         return [workflow_rows.definition_from_row(r) for r in rows]
 
-    def load_unfinished_workflow_runs(self, after: str = "", limit: int | None = None) -> list[WorkflowRun]:
+    def unfinished_run_pages(self, size: int) -> Iterator[list[WorkflowRun]]:
         unfinished = {int(WorkflowRunStatus.RUNNING), int(WorkflowRunStatus.DELAYED)}
         with self._lock:
-            rows = [
-                self._runs[i]
-                for i in sorted(self._runs)
-                if i > after and self._runs[i]["status"] in unfinished
-            ]
-        return [workflow_rows.run_from_row(r) for r in rows[:limit]]
+            rows = [self._runs[i] for i in sorted(self._runs) if self._runs[i]["status"] in unfinished]
+        return _pages([workflow_rows.run_from_row(r) for r in rows], size)
 
     def get_workflow_run(self, run_id: str) -> WorkflowRun | None:
         with self._lock:

@@ -317,19 +317,23 @@ class SqlStore:
             workflow = conn.execute(select(func.max(workflow_events_t.c.sequence))).scalar()
         return max(int(value or 0), int(workflow or 0))
 
-    def load_unfinished_jobs(self, after: str = "", limit: int | None = None) -> list[Job]:
-        """The jobs not in a terminal status with an id greater than ``after``, oldest first, at
-        most ``limit``."""
+    def load_unfinished_jobs(self) -> list[Job]:
+        """Every job not in a terminal status, oldest first."""
+        return [job for page in self.unfinished_job_pages(10_000) for job in page]
+
+    def unfinished_job_pages(self, size: int) -> Iterator[list[Job]]:
+        # One query streamed (a server-side cursor on PostgreSQL): paging by id instead ran one
+        # sort of the whole table per page where the planner had no statistics yet (a fresh
+        # backlog), 20 sorts for 200,000 jobs.
         terminal = [int(s) for s in TERMINAL_STATUSES]
         query = (
             select(jobs_t.c.doc, jobs_t.c.input, jobs_t.c.result)
-            .where(jobs_t.c.status.not_in(terminal), jobs_t.c.id > after)
+            .where(jobs_t.c.status.not_in(terminal))
             .order_by(jobs_t.c.id)
-            .limit(limit)
         )
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [_job_from_row(r) for r in rows]
+            for rows in conn.execution_options(yield_per=size).execute(query).partitions():
+                yield [_job_from_row(r) for r in rows]
 
     def status_counts(self) -> list[tuple[str, int, int]]:
         """(action, status, count) for every pair present."""
@@ -487,16 +491,15 @@ class SqlStore:
             ).all()
         return [workflow_rows.definition_from_row(r._mapping) for r in rows]
 
-    def load_unfinished_workflow_runs(self, after: str = "", limit: int | None = None) -> list[WorkflowRun]:
+    def unfinished_run_pages(self, size: int) -> Iterator[list[WorkflowRun]]:
         query = (
             select(workflow_runs_t.c.doc)
-            .where(workflow_runs_t.c.status.in_(_UNFINISHED_RUN_STATUSES), workflow_runs_t.c.id > after)
+            .where(workflow_runs_t.c.status.in_(_UNFINISHED_RUN_STATUSES))
             .order_by(workflow_runs_t.c.id)
-            .limit(limit)
         )
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [workflow_rows.run_from_row(r._mapping) for r in rows]
+            for rows in conn.execution_options(yield_per=size).execute(query).partitions():
+                yield [workflow_rows.run_from_row(r._mapping) for r in rows]
 
     def get_workflow_run(self, run_id: str) -> WorkflowRun | None:
         with self.engine.connect() as conn:

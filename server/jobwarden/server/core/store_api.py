@@ -10,7 +10,7 @@ reads from several at once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -113,9 +113,12 @@ class JobStore(Protocol):
     def max_sequence(self) -> int:
         """The newest event's sequence, job or workflow event (0 without events)."""
 
-    def load_unfinished_jobs(self, after: str = "", limit: int | None = None) -> list[Job]:
-        """The jobs not in a terminal status, oldest (smallest id) first: those whose id is greater
-        than ``after``, at most ``limit`` of them (every one without it)."""
+    def load_unfinished_jobs(self) -> list[Job]:
+        """Every job not in a terminal status, oldest (smallest id) first."""
+
+    def unfinished_job_pages(self, size: int) -> Iterator[list[Job]]:
+        """The same jobs in lists of at most ``size``, from one query (a page's jobs are decoded as
+        the page is taken)."""
 
     def status_counts(self) -> list[tuple[str, int, int]]:
         """(action, status, count) for every pair present."""
@@ -159,9 +162,9 @@ class JobStore(Protocol):
     def load_workflow_definitions(self) -> list[WorkflowDef]:
         """Every version of every definition, by name then version."""
 
-    def load_unfinished_workflow_runs(self, after: str = "", limit: int | None = None) -> list[WorkflowRun]:
-        """The runs not in a finished status, oldest first: those whose id is greater than
-        ``after``, at most ``limit`` of them (every one without it)."""
+    def unfinished_run_pages(self, size: int) -> Iterator[list[WorkflowRun]]:
+        """Every run not in a finished status, oldest first, in lists of at most ``size``, from one
+        query."""
 
     def get_workflow_run(self, run_id: str) -> WorkflowRun | None: ...
 

@@ -508,7 +508,7 @@ class WorkflowRunner:
                 continue
             versions = self.definitions.setdefault(definition.name, [])
             versions.append(compiled)
-        runs = await self.flow.read_pages(self.store.load_unfinished_workflow_runs, progress)
+        runs = await self.flow.read_pages(self.store.unfinished_run_pages, progress)
         for run in runs:
             self.runs[run.id] = run
             if run.work_order_id not in self.orders:
