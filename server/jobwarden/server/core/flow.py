@@ -50,8 +50,9 @@ log = logging.getLogger("jobwarden.engine")
 P = ParamSpec("P")
 T = TypeVar("T")
 #: rows a page when a new leader loads its backlog: each page is a sign of progress that keeps its
-#: lease (about 0.15 s for 10,000 jobs on PostgreSQL, mostly decoding them)
-RECOVERY_PAGE = 10_000
+#: lease (about 0.1 s for 5,000 jobs on PostgreSQL, mostly decoding them; the streamed query's
+#: transaction must not sit idle between pages for idle_in_transaction_session_timeout, a lease)
+RECOVERY_PAGE = 5_000
 
 
 Row = TypeVar("Row")
