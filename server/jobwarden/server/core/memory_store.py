@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from jobwarden.contract import TERMINAL_STATUSES, WorkflowRunStatus
 
 from .model import ActionConfig, Event, Job, LogLine
-from .store import CHANGING_JOB_COLUMNS, event_from_row, job_from_row, loads
+from .store import CHANGING_JOB_COLUMNS, event_from_row, job_from_row, loads, lock_from_row, log_line_from_row
 from .store_api import JobQuery, LockRow, WorkOrderQuery, WriteSet
 from .workflows import rows as workflow_rows
 from .workflows.definitions import WorkflowDef
@@ -243,9 +243,7 @@ class MemoryStore:
         wanted = set(job_ids)
         rows: list[Row] = []
         with self._lock:
-            start = bisect.bisect_right(self._sequences, after)
-            end = bisect.bisect_right(self._sequences, up_to)
-            for row in self._events[start:end]:
+            for row in self._event_rows_between(after, up_to):
                 if len(rows) >= limit:
                     break
                 if "workflow" in row:
@@ -254,21 +252,18 @@ class MemoryStore:
                     rows.append(row)
         return [event_from_row(r) for r in rows]
 
+    def _event_rows_between(self, after: int, up_to: int) -> list[Row]:
+        """The job and workflow event rows with ``after < sequence <= up_to``, in order (call it holding
+        the lock)."""
+        start = bisect.bisect_right(self._sequences, after)
+        end = bisect.bisect_right(self._sequences, up_to)
+        return self._events[start:end]
+
     def job_logs(self, job_id: str, after_index: int, limit: int) -> list[LogLine]:
         with self._lock:
             lines = self._logs.get(job_id, {})
             rows = [lines[i] for i in sorted(lines) if i > after_index][:limit]
-        return [
-            LogLine(
-                job_id=r["job_id"],
-                index=r["idx"],
-                attempt=r["attempt"],
-                time=r["time"],
-                level=r["level"],
-                message=r["message"],
-            )
-            for r in rows
-        ]
+        return [log_line_from_row(r) for r in rows]
 
     def max_log_index(self, job_id: str) -> int:
         with self._lock:
@@ -278,17 +273,7 @@ class MemoryStore:
     def load_locks(self) -> list[LockRow]:
         with self._lock:
             rows = sorted(self._locks.values(), key=lambda r: r["since"])
-        return [
-            LockRow(
-                resource=r["resource"],
-                holder=r["holder"],
-                mode=r["mode"],
-                job_id=r["job_id"],
-                since=r["since"],
-                expires_at=r["expires_at"],
-            )
-            for r in rows
-        ]
+        return [lock_from_row(r) for r in rows]
 
     def load_action_configs(self) -> list[ActionConfig]:
         with self._lock:
@@ -385,9 +370,7 @@ class MemoryStore:
         runs, orders = set(run_ids), set(work_order_ids)
         rows: list[Row] = []
         with self._lock:
-            start = bisect.bisect_right(self._sequences, after)
-            end = bisect.bisect_right(self._sequences, up_to)
-            for row in self._events[start:end]:
+            for row in self._event_rows_between(after, up_to):
                 if len(rows) >= limit:
                     break
                 if "workflow" not in row:
