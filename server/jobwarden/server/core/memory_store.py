@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Iterable, Sequence
+from itertools import chain, islice
 from typing import TYPE_CHECKING, Any
 
 from jobwarden.contract import TERMINAL_STATUSES, WorkflowRunStatus
@@ -90,7 +91,8 @@ class MemoryStore:
             if key is not None:
                 keys.add(key)
         sequences: set[int] = set()
-        for row in ws.events:
+        # Job and workflow events share the sequence: no number may be used twice across both.
+        for row in chain(ws.events, ws.workflow_events):
             sequence = row["sequence"]
             if sequence in sequences or self._has_sequence(sequence):
                 raise MemoryStoreConflict(f"event {sequence} is already stored")
@@ -112,11 +114,6 @@ class MemoryStore:
                 raise MemoryStoreConflict(
                     f"workflow {row['name']} version {row['version']} is already stored"
                 )
-        for row in ws.workflow_events:
-            sequence = row["sequence"]
-            if sequence in sequences or self._has_sequence(sequence):
-                raise MemoryStoreConflict(f"event {sequence} is already stored")
-            sequences.add(sequence)
         for row in ws.work_orders:
             key = row["idempotency_key"]
             if key is not None and self._orders_by_key.get(key, row["id"]) != row["id"]:
@@ -198,14 +195,8 @@ class MemoryStore:
         return job_from_row(row) if row is not None else None
 
     def job_ids_abbreviated(self, part: str, limit: int) -> list[str]:
-        found: list[str] = []
         with self._lock:
-            for job_id in reversed(self._ids):
-                if len(found) >= limit:
-                    break
-                if job_id.startswith(part) or job_id.endswith(part):
-                    found.append(job_id)
-        return found
+            return _ids_abbreviated(reversed(self._ids), part, limit)
 
     def jobs_by_idempotency_key(self, keys: Iterable[str]) -> dict[str, Job]:
         with self._lock:
@@ -356,8 +347,7 @@ class MemoryStore:
     def workflow_ids_abbreviated(self, table: str, part: str, limit: int) -> list[str]:
         ids = self._orders if table == "work_orders" else self._runs
         with self._lock:
-            matching = [i for i in sorted(ids, reverse=True) if i.startswith(part) or i.endswith(part)]
-        return matching[:limit]
+            return _ids_abbreviated(sorted(ids, reverse=True), part, limit)
 
     def workflow_events_between(
         self,
@@ -379,6 +369,11 @@ class MemoryStore:
                     continue
                 rows.append(row)
         return [workflow_rows.event_from_row(r) for r in rows]
+
+
+def _ids_abbreviated(newest_first: Iterable[str], part: str, limit: int) -> list[str]:
+    """The ids that start or end with ``part``, newest first, at most ``limit``."""
+    return list(islice((i for i in newest_first if i.startswith(part) or i.endswith(part)), limit))
 
 
 if TYPE_CHECKING:
