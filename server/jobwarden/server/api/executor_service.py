@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, TypeVar
 
 import grpc
 from grpc import aio
@@ -45,6 +45,9 @@ __all__ = ["ExecutorService"]
 log = logging.getLogger("jobwarden.api")
 
 Context = aio.ServicerContext[Any, Any]
+#: a worker's message about one job's attempt
+_JobMessage = TypeVar("_JobMessage", pb.JobUpdate, pb.JobResult, pb.CancelAck)
+_T = TypeVar("_T")
 
 
 class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
@@ -132,24 +135,10 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
         if kind in ("job_update", "job_updates"):
             # One update, or a batch of them: each is applied (or refused) on its own.
             updates = [message.job_update] if kind == "job_update" else message.job_updates.updates
-            for update in updates:
-                self._guard(
-                    session,
-                    kind,
-                    update.job_id,
-                    update.attempt,
-                    lambda u=update: engine.worker_update(session, _update(u)),
-                )
+            self._guard_each(session, kind, updates, lambda u: engine.worker_update(session, _update(u)))
         elif kind in ("job_result", "job_results"):
             results = [message.job_result] if kind == "job_result" else message.job_results.results
-            for result in results:
-                self._guard(
-                    session,
-                    kind,
-                    result.job_id,
-                    result.attempt,
-                    lambda r=result: engine.worker_result(session, _result(r)),
-                )
+            self._guard_each(session, kind, results, lambda r: engine.worker_result(session, _result(r)))
         elif kind == "heartbeat":
             beats = [
                 (
@@ -178,13 +167,11 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                     RefusalOut(log_message.job_id, log_message.attempt, error.code, error.message, kind)
                 )
         elif kind == "cancel_ack":
-            ack = message.cancel_ack
-            self._guard(
+            self._guard_each(
                 session,
                 kind,
-                ack.job_id,
-                ack.attempt,
-                lambda: engine.worker_cancel_ack(session, ack.job_id, ack.attempt),
+                [message.cancel_ack],
+                lambda a: engine.worker_cancel_ack(session, a.job_id, a.attempt),
             )
         elif kind == "register":
             session.send(
@@ -204,7 +191,8 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                 kind,
                 jobs[0][0] if jobs else "",
                 jobs[0][1] if jobs else 0,
-                lambda: engine.worker_release(session, jobs, message.release_jobs.reason),
+                lambda release: engine.worker_release(session, jobs, release.reason),
+                message.release_jobs,
             )
         else:
             session.send(
@@ -218,11 +206,30 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
         log.warning("refused a message from worker %s: INVALID_ARGUMENT %s", session.id, message.message)
         session.send(RefusalOut("", 0, "INVALID_ARGUMENT", message.message, "undecodable"))
 
+    @classmethod
+    def _guard_each(
+        cls,
+        session: WorkerSession,
+        kind: str,
+        messages: Iterable[_JobMessage],
+        handle: Callable[[_JobMessage], object],
+    ) -> None:
+        """``handle`` each of ``messages`` (each about one job's attempt) on its own (see ``_guard``)."""
+        for message in messages:
+            cls._guard(session, kind, message.job_id, message.attempt, handle, message)
+
     @staticmethod
-    def _guard(session: WorkerSession, kind: str, job_id: str, attempt: int, action: Any) -> None:
-        """Run one message's handling; a refusal, or even an engine fault, answers that message only."""
+    def _guard(
+        session: WorkerSession,
+        kind: str,
+        job_id: str,
+        attempt: int,
+        handle: Callable[[_T], object],
+        message: _T,
+    ) -> None:
+        """``handle(message)``; a refusal, or even an engine fault, answers that message only."""
         try:
-            action()
+            handle(message)
         except JobwardenError as error:
             session.send(RefusalOut(job_id, attempt, error.code, error.message, kind))
         except Exception as error:

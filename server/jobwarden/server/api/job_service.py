@@ -11,7 +11,7 @@ import grpc
 from grpc import aio
 from jobwarden.contract import JobStatus
 from jobwarden.server.core import Engine, EventFilter, InvalidArgument, JobQuery, check_action
-from jobwarden.v1 import job_service_pb2, job_service_pb2_grpc
+from jobwarden.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
 from .convert import (
     action_config_from_proto,
@@ -273,19 +273,25 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     async def PauseAction(
         self, request: job_service_pb2.PauseActionRequest, context: Context
     ) -> job_service_pb2.PauseActionResponse:
-        config = await self.engine.set_paused(
-            request.action, True, actor=actor_of(context), create_if_unknown=request.create_if_unknown
-        )
-        return job_service_pb2.PauseActionResponse(config=action_config_to_proto(config))
+        return job_service_pb2.PauseActionResponse(config=await self._set_paused(request, True, context))
 
     @grpc_errors
     async def ResumeAction(
         self, request: job_service_pb2.ResumeActionRequest, context: Context
     ) -> job_service_pb2.ResumeActionResponse:
+        return job_service_pb2.ResumeActionResponse(config=await self._set_paused(request, False, context))
+
+    async def _set_paused(
+        self,
+        request: job_service_pb2.PauseActionRequest | job_service_pb2.ResumeActionRequest,
+        paused: bool,
+        context: Context,
+    ) -> job_pb2.ActionConfig:
+        """PauseAction and ResumeAction: the two requests ask the same of the engine but ``paused``."""
         config = await self.engine.set_paused(
-            request.action, False, actor=actor_of(context), create_if_unknown=request.create_if_unknown
+            request.action, paused, actor=actor_of(context), create_if_unknown=request.create_if_unknown
         )
-        return job_service_pb2.ResumeActionResponse(config=action_config_to_proto(config))
+        return action_config_to_proto(config)
 
     @grpc_errors
     async def GetActionConfig(

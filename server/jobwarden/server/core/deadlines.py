@@ -23,7 +23,7 @@ from .dispatch import Dispatcher
 from .errors import (
     InvalidArgument,
 )
-from .flow import JobFlow
+from .flow import FlowPart, JobFlow
 from .jobs import Jobs
 from .model import (
     Job,
@@ -42,18 +42,14 @@ __all__ = ["DeadlineHandlers"]
 log = logging.getLogger("jobwarden.engine")
 
 
-class DeadlineHandlers:
+class DeadlineHandlers(FlowPart):
     """What happens when a job's deadline passes: one timer handler per kind, registered on the
     timers when this part is made."""
 
     def __init__(self, flow: JobFlow, dispatcher: Dispatcher, jobs: Jobs) -> None:
-        self.flow = flow
+        super().__init__(flow)
         self.dispatcher = dispatcher
         self.jobs = jobs
-        self.config = flow.config
-        self.clock = flow.clock
-        self.registry = flow.registry
-        self.timers = flow.timers
         #: starts a work order for a start timeout whose run request names a workflow (the workflow
         #: runner connects itself): (the timed-out job, the request, the correlation id)
         self.start_workflow: Callable[[Job, WorkflowRunRequest, str], None] | None = None

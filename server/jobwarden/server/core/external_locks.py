@@ -16,7 +16,7 @@ from .errors import (
     InvalidArgument,
     JobNotFound,
 )
-from .flow import JobFlow, lock_map
+from .flow import FlowPart, JobFlow, lock_map
 from .ids import parse_job_id
 from .locks import LockHolding, ResourceView
 from .timers import TimerKind
@@ -31,18 +31,12 @@ __all__ = ["ExternalLocks"]
 log = logging.getLogger("jobwarden.engine")
 
 
-class ExternalLocks:
+class ExternalLocks(FlowPart):
     """Locks held by systems outside jobwarden, with a TTL (its timers are this part's)."""
 
     def __init__(self, flow: JobFlow) -> None:
-        self.flow = flow
-        self.clock = flow.clock
+        super().__init__(flow)
         self.locks = flow.locks
-        self.registry = flow.registry
-        self.timers = flow.timers
-        self.writer = flow.writer
-        self.store = flow.store
-        self.read = flow.read
         #: external holders waiting in AcquireLock
         self._waiters: dict[str, asyncio.Future[None]] = {}
         #: holder -> when its locks expire

@@ -22,7 +22,7 @@ from jobwarden.contract import (
 from .dispatch import Dispatcher
 from .errors import FailedPrecondition, InvalidArgument, InvalidTransition, JobNotFound, NotFound
 from .events import EventBus, EventFilter, Subscription
-from .flow import JobFlow, clear_attempt_fields
+from .flow import FlowPart, JobFlow, clear_attempt_fields
 from .ids import id_abbreviation, new_job_id, parse_job_id
 from .model import Event, Job, LockRequest, LogLine
 from .sessions import CancelOut
@@ -49,20 +49,13 @@ JobSnapshot = dict[str, Any]
 __all__ = ["JobSnapshot", "Jobs"]
 
 
-class Jobs:
+class Jobs(FlowPart):
     """Jobs as callers see them: made, read, steered and watched."""
 
     def __init__(self, flow: JobFlow, dispatcher: Dispatcher, bus: EventBus) -> None:
-        self.flow = flow
+        super().__init__(flow)
         self.dispatcher = dispatcher
         self.bus = bus
-        self.config = flow.config
-        self.clock = flow.clock
-        self.registry = flow.registry
-        self.writer = flow.writer
-        self.timers = flow.timers
-        self.store = flow.store
-        self.read = flow.read
         self.sessions = dispatcher.sessions
 
     async def submit(

@@ -14,12 +14,13 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain, islice
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobwarden.contract import TERMINAL_STATUSES, WorkflowRunStatus
 
 from .model import ActionConfig, Event, Job, LogLine
-from .store import CHANGING_JOB_COLUMNS, event_from_row, job_from_row, loads
+from .store import CHANGING_JOB_COLUMNS, event_from_row, job_from_row, loads, lock_from_row, log_line_from_row
 from .store_api import JobQuery, LockRow, WorkOrderQuery, WriteSet
 from .workflows import rows as workflow_rows
 from .workflows.definitions import WorkflowDef
@@ -96,7 +97,8 @@ class MemoryStore:
             if key is not None:
                 keys.add(key)
         sequences: set[int] = set()
-        for row in ws.events:
+        # Job and workflow events share the sequence: no number may be used twice across both.
+        for row in chain(ws.events, ws.workflow_events):
             sequence = row["sequence"]
             if sequence in sequences or self._has_sequence(sequence):
                 raise MemoryStoreConflict(f"event {sequence} is already stored")
@@ -118,11 +120,6 @@ class MemoryStore:
                 raise MemoryStoreConflict(
                     f"workflow {row['name']} version {row['version']} is already stored"
                 )
-        for row in ws.workflow_events:
-            sequence = row["sequence"]
-            if sequence in sequences or self._has_sequence(sequence):
-                raise MemoryStoreConflict(f"event {sequence} is already stored")
-            sequences.add(sequence)
         for row in ws.work_orders:
             key = row["idempotency_key"]
             if key is not None and self._orders_by_key.get(key, row["id"]) != row["id"]:
@@ -206,14 +203,8 @@ class MemoryStore:
         return job_from_row(row) if row is not None else None
 
     def job_ids_abbreviated(self, part: str, limit: int) -> list[str]:
-        found: list[str] = []
         with self._lock:
-            for job_id in reversed(self._ids):
-                if len(found) >= limit:
-                    break
-                if job_id.startswith(part) or job_id.endswith(part):
-                    found.append(job_id)
-        return found
+            return _ids_abbreviated(reversed(self._ids), part, limit)
 
     def jobs_by_idempotency_key(self, keys: Iterable[str]) -> dict[str, Job]:
         with self._lock:
@@ -251,9 +242,7 @@ class MemoryStore:
         wanted = set(job_ids)
         rows: list[Row] = []
         with self._lock:
-            start = bisect.bisect_right(self._sequences, after)
-            end = bisect.bisect_right(self._sequences, up_to)
-            for row in self._events[start:end]:
+            for row in self._event_rows_between(after, up_to):
                 if len(rows) >= limit:
                     break
                 if "workflow" in row:
@@ -262,21 +251,18 @@ class MemoryStore:
                     rows.append(row)
         return [event_from_row(r) for r in rows]
 
+    def _event_rows_between(self, after: int, up_to: int) -> list[Row]:
+        """The job and workflow event rows with ``after < sequence <= up_to``, in order (call it holding
+        the lock)."""
+        start = bisect.bisect_right(self._sequences, after)
+        end = bisect.bisect_right(self._sequences, up_to)
+        return self._events[start:end]
+
     def job_logs(self, job_id: str, after_index: int, limit: int) -> list[LogLine]:
         with self._lock:
             lines = self._logs.get(job_id, {})
             rows = [lines[i] for i in sorted(lines) if i > after_index][:limit]
-        return [
-            LogLine(
-                job_id=r["job_id"],
-                index=r["idx"],
-                attempt=r["attempt"],
-                time=r["time"],
-                level=r["level"],
-                message=r["message"],
-            )
-            for r in rows
-        ]
+        return [log_line_from_row(r) for r in rows]
 
     def max_log_index(self, job_id: str) -> int:
         with self._lock:
@@ -286,17 +272,7 @@ class MemoryStore:
     def load_locks(self) -> list[LockRow]:
         with self._lock:
             rows = sorted(self._locks.values(), key=lambda r: r["since"])
-        return [
-            LockRow(
-                resource=r["resource"],
-                holder=r["holder"],
-                mode=r["mode"],
-                job_id=r["job_id"],
-                since=r["since"],
-                expires_at=r["expires_at"],
-            )
-            for r in rows
-        ]
+        return [lock_from_row(r) for r in rows]
 
     def load_action_configs(self) -> list[ActionConfig]:
         with self._lock:
@@ -375,8 +351,7 @@ class MemoryStore:
     def workflow_ids_abbreviated(self, table: str, part: str, limit: int) -> list[str]:
         ids = self._orders if table == "work_orders" else self._runs
         with self._lock:
-            matching = [i for i in sorted(ids, reverse=True) if i.startswith(part) or i.endswith(part)]
-        return matching[:limit]
+            return _ids_abbreviated(sorted(ids, reverse=True), part, limit)
 
     def workflow_events_between(
         self,
@@ -389,9 +364,7 @@ class MemoryStore:
         runs, orders = set(run_ids), set(work_order_ids)
         rows: list[Row] = []
         with self._lock:
-            start = bisect.bisect_right(self._sequences, after)
-            end = bisect.bisect_right(self._sequences, up_to)
-            for row in self._events[start:end]:
+            for row in self._event_rows_between(after, up_to):
                 if len(rows) >= limit:
                     break
                 if "workflow" not in row:
@@ -400,6 +373,11 @@ class MemoryStore:
                     continue
                 rows.append(row)
         return [workflow_rows.event_from_row(r) for r in rows]
+
+
+def _ids_abbreviated(newest_first: Iterable[str], part: str, limit: int) -> list[str]:
+    """The ids that start or end with ``part``, newest first, at most ``limit``."""
+    return list(islice((i for i in newest_first if i.startswith(part) or i.endswith(part)), limit))
 
 
 if TYPE_CHECKING:

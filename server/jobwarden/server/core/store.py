@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from jobwarden.contract import TERMINAL_STATUSES, JobEventType, JobStatus, WorkflowRunStatus
 from sqlalchemy import (
+    ColumnElement,
+    Table,
     and_,
     create_engine,
     event,
@@ -73,7 +75,9 @@ __all__ = [
     "job_row",
     "jobs_t",
     "loads",
+    "lock_from_row",
     "locks_t",
+    "log_line_from_row",
     "logs_t",
     "meta_t",
     "workers_t",
@@ -170,6 +174,30 @@ def job_from_row(row: Mapping[str, Any], *, payloads: bool = True) -> Job:
         doc["input"] = loads(row["input"]) if row["input"] else {}
         doc["result"] = loads(row["result"]) if row["result"] else None
     return Job.from_dict(doc)
+
+
+def log_line_from_row(row: Mapping[Any, Any]) -> LogLine:
+    """The log line a row of the job_logs table holds."""
+    return LogLine(
+        job_id=row["job_id"],
+        index=row["idx"],
+        attempt=row["attempt"],
+        time=row["time"],
+        level=row["level"],
+        message=row["message"],
+    )
+
+
+def lock_from_row(row: Mapping[Any, Any]) -> LockRow:
+    """The held lock a row of the locks table holds."""
+    return LockRow(
+        resource=row["resource"],
+        holder=row["holder"],
+        mode=row["mode"],
+        job_id=row["job_id"],
+        since=row["since"],
+        expires_at=row["expires_at"],
+    )
 
 
 def _job_from_row(row: Any, *, payloads: bool = True) -> Job:
@@ -354,11 +382,16 @@ class SqlStore:
 
     def job_ids_abbreviated(self, part: str, limit: int) -> list[str]:
         """Ids that start or end with ``part`` (hex digits and dashes only), at most ``limit``."""
+        return self._ids_abbreviated(jobs_t, part, limit)
+
+    def _ids_abbreviated(self, table: Table, part: str, limit: int) -> list[str]:
+        """The ids in ``table`` that start or end with ``part``, newest first, at most ``limit``."""
+        ids = table.c.id
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(jobs_t.c.id)
-                .where(or_(jobs_t.c.id.startswith(part), jobs_t.c.id.endswith(part)))
-                .order_by(jobs_t.c.id.desc())
+                select(ids)
+                .where(or_(ids.startswith(part), ids.endswith(part)))
+                .order_by(ids.desc())
                 .limit(limit)
             ).all()
         return [r.id for r in rows]
@@ -434,12 +467,7 @@ class SqlStore:
                 .order_by(logs_t.c.idx)
                 .limit(limit)
             ).all()
-        return [
-            LogLine(
-                job_id=r.job_id, index=r.idx, attempt=r.attempt, time=r.time, level=r.level, message=r.message
-            )
-            for r in rows
-        ]
+        return [log_line_from_row(r._mapping) for r in rows]
 
     def max_log_index(self, job_id: str) -> int:
         with self.engine.connect() as conn:
@@ -449,17 +477,7 @@ class SqlStore:
     def load_locks(self) -> list[LockRow]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(locks_t).order_by(locks_t.c.since)).all()
-        return [
-            LockRow(
-                resource=r.resource,
-                holder=r.holder,
-                mode=r.mode,
-                job_id=r.job_id,
-                since=r.since,
-                expires_at=r.expires_at,
-            )
-            for r in rows
-        ]
+        return [lock_from_row(r._mapping) for r in rows]
 
     def load_action_configs(self) -> list[ActionConfig]:
         with self.engine.connect() as conn:
@@ -516,19 +534,15 @@ class SqlStore:
         return [workflow_rows.run_from_row(r._mapping) for r in rows]
 
     def get_work_order(self, work_order_id: str) -> WorkOrder | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(work_orders_t.c.doc, work_orders_t.c.input).where(work_orders_t.c.id == work_order_id)
-            ).first()
-        return workflow_rows.order_from_row(row._mapping) if row is not None else None
+        return self._work_order_where(work_orders_t.c.id == work_order_id)
 
     def work_order_by_idempotency_key(self, key: str) -> WorkOrder | None:
+        return self._work_order_where(work_orders_t.c.idempotency_key == key)
+
+    def _work_order_where(self, condition: ColumnElement[bool]) -> WorkOrder | None:
+        """The one work order that meets ``condition`` (a unique key's), with its input; None if none."""
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(work_orders_t.c.doc, work_orders_t.c.input).where(
-                    work_orders_t.c.idempotency_key == key
-                )
-            ).first()
+            row = conn.execute(select(work_orders_t.c.doc, work_orders_t.c.input).where(condition)).first()
         return workflow_rows.order_from_row(row._mapping) if row is not None else None
 
     def list_work_orders(self, query: WorkOrderQuery) -> list[WorkOrder]:
@@ -551,14 +565,7 @@ class SqlStore:
 
     def workflow_ids_abbreviated(self, table: str, part: str, limit: int) -> list[str]:
         t = {"work_orders": work_orders_t, "workflow_runs": workflow_runs_t}[table]
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(t.c.id)
-                .where(or_(t.c.id.startswith(part), t.c.id.endswith(part)))
-                .order_by(t.c.id.desc())
-                .limit(limit)
-            ).all()
-        return [r.id for r in rows]
+        return self._ids_abbreviated(t, part, limit)
 
     def workflow_events_between(
         self,

@@ -31,7 +31,7 @@ from .errors import (
     JobNotFound,
     StaleAttempt,
 )
-from .flow import JobFlow, status_name
+from .flow import FlowPart, JobFlow, status_name
 from .ids import parse_job_id
 from .model import (
     Checkpoint,
@@ -63,19 +63,12 @@ __all__ = ["WorkerProtocol"]
 log = logging.getLogger("jobwarden.engine")
 
 
-class WorkerProtocol:
+class WorkerProtocol(FlowPart):
     """Worker sessions: register, updates, results, logs, heartbeats, cancel acks, hand-backs."""
 
     def __init__(self, flow: JobFlow, dispatcher: Dispatcher) -> None:
-        self.flow = flow
+        super().__init__(flow)
         self.dispatcher = dispatcher
-        self.config = flow.config
-        self.clock = flow.clock
-        self.registry = flow.registry
-        self.writer = flow.writer
-        self.timers = flow.timers
-        self.store = flow.store
-        self.read = flow.read
         self.sessions = dispatcher.sessions
         self._sweeper: asyncio.Task[None] | None = None
 

@@ -37,7 +37,7 @@ from jobwarden.contract import (
 
 from .deadlines import DeadlineHandlers
 from .errors import FailedPrecondition, InvalidArgument, NotFound
-from .flow import JobFlow
+from .flow import FlowPart, JobFlow
 from .ids import id_abbreviation, new_job_id, parse_job_id
 from .jobs import Jobs
 from .model import Job, WorkflowRunRequest
@@ -85,18 +85,12 @@ class _JoinScan:
 RunView = tuple[WorkflowRun, dict[str, Job]]
 
 
-class WorkflowRunner:
+class WorkflowRunner(FlowPart):
     """Workflows: definitions, work orders, runs, and the steps' jobs."""
 
     def __init__(self, flow: JobFlow, jobs: Jobs, deadlines: DeadlineHandlers) -> None:
-        self.flow = flow
+        super().__init__(flow)
         self.jobs = jobs
-        self.clock = flow.clock
-        self.registry = flow.registry
-        self.writer = flow.writer
-        self.timers = flow.timers
-        self.store = flow.store
-        self.read = flow.read
         #: name -> its versions, oldest first (index = version - 1)
         self.definitions: dict[str, list[CompiledWorkflow]] = {}
         #: every unfinished run, and the last finished ones
