@@ -125,6 +125,16 @@ class EngineMember:
     lease_expires_at: float | None = None
 
 
+def _read_lease(conn: Any) -> LeaseRow:
+    row = conn.execute(
+        text(
+            "SELECT epoch, leader_id, address, lease_expires_at, clock_timestamp() AS now"
+            " FROM engine_leader WHERE id = 1"
+        )
+    ).one()
+    return LeaseRow(row.epoch, row.leader_id, row.address, row.lease_expires_at, row.now)
+
+
 class LeaderLease:
     """The lease's SQL (PostgreSQL only). Every method is synchronous and runs in a thread."""
 
@@ -213,13 +223,7 @@ class LeaderLease:
 
     def read(self) -> LeaseRow:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                text(
-                    "SELECT epoch, leader_id, address, lease_expires_at, clock_timestamp() AS now"
-                    " FROM engine_leader WHERE id = 1"
-                )
-            ).one()
-        return LeaseRow(row.epoch, row.leader_id, row.address, row.lease_expires_at, row.now)
+            return _read_lease(conn)
 
     def try_take(self, engine_id: str, address: str) -> tuple[int, float] | None:
         """Take the lease if it is free, expired, or its leader's advisory lock is gone: the new
@@ -400,12 +404,7 @@ class LeaderLease:
     def members(self) -> tuple[LeaseRow, list[EngineMember]]:
         """The lease and the engines seen lately: the leader first, then the others by id."""
         with self.engine.connect() as conn:
-            lease_row = conn.execute(
-                text(
-                    "SELECT epoch, leader_id, address, lease_expires_at, clock_timestamp() AS now"
-                    " FROM engine_leader WHERE id = 1"
-                )
-            ).one()
+            lease = _read_lease(conn)
             rows = conn.execute(
                 text(
                     "SELECT id, address, role, epoch, extract(epoch FROM started_at) AS started_at,"
@@ -414,9 +413,6 @@ class LeaderLease:
                 ),
                 {"stale": MEMBER_STALE_SECONDS},
             ).all()
-        lease = LeaseRow(
-            lease_row.epoch, lease_row.leader_id, lease_row.address, lease_row.lease_expires_at, lease_row.now
-        )
         members = []
         for row in rows:
             leads = lease.held and row.id == lease.leader_id
