@@ -85,6 +85,14 @@ def test_one_engine_shows_its_label_and_epoch() -> None:
         epoch=1,
     )
     assert cluster_forms(single, "127.0.0.1:50051") == ("127.0.0.1:50051 · epoch 1", "127.0.0.1:50051")
+    # Given several addresses, the survivor of a failover: which one leads, and no standby left.
+    assert cluster_forms(single, "127.0.0.1:50051,127.0.0.1:50052") == (
+        "leader e-1 127.0.0.1:50051 · epoch 1 · standbys none",
+        "leader 127.0.0.1:50051 · epoch 1 · 0 standbys",
+        "L 127.0.0.1:50051 · e1 · +0",
+        "L 127.0.0.1:50051 e1 +0",
+        "L 127.0.0.1:50051",
+    )
     assert cluster_forms(None, "x:1") == ("x:1",)
     assert cluster_tip(None) is None
     one_standby = canned_cluster()

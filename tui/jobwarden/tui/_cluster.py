@@ -15,12 +15,13 @@ _ROLE = {
 
 def cluster_forms(cluster: cluster_service_pb2.ListEnginesResponse | None, label: str) -> tuple[str, ...]:
     """The header's engine text, longest first. Without an answer (an engine from before
-    ``ClusterService``, or none yet): ``label``. One engine (SQLite): ``label`` and its epoch."""
+    ``ClusterService``, or none yet): ``label``. One engine given one address (SQLite, say):
+    ``label`` and its epoch; given several, the one that leads and that no standby is left."""
     if cluster is None or not cluster.engines:
         return (label,)
     others = [engine for engine in cluster.engines if engine.engine_id != cluster.leader_id]
     epoch = cluster.epoch
-    if len(cluster.engines) == 1 and cluster.leader_id:
+    if len(cluster.engines) == 1 and cluster.leader_id and "," not in label:
         return (f"{label} · epoch {epoch}", label)
     count = len(others)
     plural = "standby" if count == 1 else "standbys"
@@ -30,7 +31,7 @@ def cluster_forms(cluster: cluster_service_pb2.ListEnginesResponse | None, label
             f"no leader · e{epoch} · +{count}",
             "no leader",
         )
-    names = ", ".join(engine.engine_id for engine in others)
+    names = ", ".join(engine.engine_id for engine in others) or "none"
     leader = cluster.leader_address or cluster.leader_id
     return (
         f"leader {cluster.leader_id} {leader} · epoch {epoch} · {plural} {names}",
