@@ -8,6 +8,7 @@ from pathlib import Path
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from jobwarden.server.core import EngineConfig
 
 from tests.conftest import EngineHandle, Stubs
 
@@ -57,7 +58,46 @@ def test_serve_help_and_bad_config(tmp_path: Path) -> None:
 
 
 def test_serve_reports_an_unreachable_database(tmp_path: Path) -> None:
-    result = run_cli("serve", "--db", "postgresql+psycopg://nobody@127.0.0.1:1/none", "--port", "0")
+    result = run_cli("serve", "--db", "postgresql+psycopg://nobody:s3cret@127.0.0.1:1/none", "--port", "0")
     assert result.returncode == 1
-    assert "jobwarden serve:" in result.stderr
-    assert "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(
+        "jobwarden serve: cannot use the database postgresql+psycopg://***@127.0.0.1:1/none: "
+        "connection failed"
+    )
+    assert "Connection refused" in line
+    assert "s3cret" not in result.stderr
+
+
+def test_serve_refuses_a_database_it_cannot_use_saying_why(tmp_path: Path) -> None:
+    use = "use sqlite:///FILE or postgresql://USER@HOST:PORT/DATABASE"
+    for url, message in (
+        ("mysql://root:pw@db/jobs", f"the database must be SQLite or PostgreSQL, not a 'mysql' URL: {use}"),
+        ("jobs.db", f"the database must be SQLite or PostgreSQL, not 'jobs.db', which is not a URL: {use}"),
+        (
+            "sqlite:///:memory:",
+            "an in-memory SQLite database keeps nothing (and each connection would have its own): give "
+            "a file, sqlite:///FILE",
+        ),
+        (
+            f"sqlite:///{tmp_path}/no/such/folder/jobs.db",
+            f"the SQLite database {tmp_path}/no/such/folder/jobs.db cannot be made: its folder "
+            f"{tmp_path}/no/such/folder does not exist",
+        ),
+    ):
+        result = run_cli("serve", "--db", url, "--port", "0")
+        assert (result.returncode, result.stderr) == (2, f"jobwarden serve: {message}\n"), url
+    assert list(tmp_path.iterdir()) == []  # nothing made
+    config = tmp_path / "jobwarden.toml"
+    config.write_text('[engine]\ndb = "mysql://db/jobs"\n')
+    from_file = run_cli("serve", "--config", str(config), "--port", "0")
+    assert from_file.returncode == 2
+    assert f"engine: the database must be SQLite or PostgreSQL, not a 'mysql' URL: {use}" in from_file.stderr
+
+
+def test_a_postgres_url_is_taken_as_postgresql() -> None:
+    """Many hosting services write postgres://; SQLAlchemy knows only postgresql://."""
+    config = EngineConfig(db_url="postgres://app@db.internal:5432/jobs")
+    assert config.check_store() == ""
+    assert config.db_url == "postgresql://app@db.internal:5432/jobs"
+    assert config.shown_db_url == "postgresql://***@db.internal:5432/jobs"

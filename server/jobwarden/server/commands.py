@@ -166,7 +166,7 @@ def _serve(args: argparse.Namespace) -> int:
     for name in ("lease_duration", "lease_renew_interval", "lease_margin", "standby_poll_interval"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
-    problem = config.check_lease()
+    problem = config.check_store() or config.check_lease()
     if problem:
         print(f"jobwarden serve: {problem}", file=sys.stderr)
         return 2
@@ -224,7 +224,14 @@ def _serve(args: argparse.Namespace) -> int:
         return asyncio.run(run())
     except Exception as error:  # a start-up failure (database unreachable, ...) is one clear line
         logging.getLogger("jobwarden.server").debug("fatal", exc_info=True)
-        print(f"jobwarden serve: {type(error).__name__}: {error}", file=sys.stderr)
+        cause = getattr(error, "orig", None)  # SQLAlchemy's wrapper of the driver's error
+        if cause is not None:
+            reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            print(
+                f"jobwarden serve: cannot use the database {config.shown_db_url}: {reason}", file=sys.stderr
+            )
+        else:
+            print(f"jobwarden serve: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
 
 

@@ -358,7 +358,7 @@ def _from_data(data: dict[str, Any]) -> FileConfig:
             seconds = parse_duration(engine_table[name], f"engine.{name}")
             check_duration(seconds, f"engine.{name}", allow_zero=name == "lease_margin")
             setattr(config, name, seconds)
-    problem = config.check_lease()
+    problem = config.check_store() or config.check_lease()
     if problem:
         raise InvalidArgument(f"engine: {problem}")
     actions = _table(data.get("actions", {}), "actions")

@@ -180,7 +180,7 @@ class EngineServer:
         log.info(
             "jobwarden engine listening on %s (store %s%s%s%s)",
             self.address,
-            _redact(self.config.db_url),
+            self.config.shown_db_url,
             ", TLS" + (" with client certificates" if options.tls and options.tls.client_ca else "")
             if options.tls
             else ", plaintext",
@@ -257,10 +257,3 @@ async def _set_health(servicer: object, name: str, status: int) -> None:
     result = servicer.set(name, status)  # type: ignore[attr-defined]
     if result is not None and hasattr(result, "__await__"):
         await result
-
-
-def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url

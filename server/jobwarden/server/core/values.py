@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,38 @@ class EngineConfig:
     lease_margin: float = 0.5
     #: how often a standby looks at the lease (and, without notifications, at new events)
     standby_poll_interval: float = 0.25
+
+    @property
+    def shown_db_url(self) -> str:
+        """``db_url`` without its credentials, for logs and messages."""
+        scheme, sep, rest = self.db_url.partition("://")
+        return f"{scheme}://***@{rest.split('@', 1)[1]}" if sep and "@" in rest else self.db_url
+
+    def check_store(self) -> str:
+        """'' when ``db_url`` names a store jobwarden has (``postgres://`` is taken as
+        ``postgresql://``, as many hosting services write it), else what is wrong."""
+        scheme, sep, rest = self.db_url.partition("://")
+        if scheme == "postgres" and sep:
+            self.db_url = f"postgresql://{rest}"
+            return ""
+        if sep and scheme.split("+", 1)[0] == "postgresql":
+            return ""
+        if sep and scheme.split("+", 1)[0] == "sqlite":
+            path = rest.removeprefix("/").split("?", 1)[0]
+            if not path or path == ":memory:":
+                return (
+                    "an in-memory SQLite database keeps nothing (and each connection would have its "
+                    "own): give a file, sqlite:///FILE"
+                )
+            folder = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(folder):
+                return f"the SQLite database {path} cannot be made: its folder {folder} does not exist"
+            return ""
+        what = f"a {scheme!r} URL" if sep else f"{self.db_url!r}, which is not a URL"
+        return (
+            f"the database must be SQLite or PostgreSQL, not {what}: "
+            "use sqlite:///FILE or postgresql://USER@HOST:PORT/DATABASE"
+        )
 
     def check_lease(self) -> str:
         """'' when the lease settings hold together, else what is wrong."""
