@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import pytest
 from jobwarden.sdk import JobClient
+from jobwarden.server.core import leadership as leadership_module
 from jobwarden.server.core.leadership import (
     EngineRole,
     LeaderLease,
@@ -118,6 +119,30 @@ async def test_a_takeover_whose_recovery_stalls_gives_the_lease_to_another_engin
     await wait_for(lambda: other.leadership.is_leader, timeout=30)
     lease = await other.leadership.run_sql(other.leadership.lease.read)
     assert (lease.leader_id, lease.epoch) == ("other", 2)
+
+
+async def test_a_lone_takeover_whose_recovery_hangs_keeps_the_lease_and_says_so(
+    cluster_db: str,
+    members: list[Member],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Alone, nobody else could lead: it keeps the lease (as a lone leader rides out a slow
+    database) and says, every so often, that its recovery is not moving."""
+    monkeypatch.setattr(leadership_module, "STALL_REPORT_SECONDS", 0.5)
+    caplog.set_level(logging.WARNING, logger="jobwarden.leadership")
+    alone = Member(cluster_db, "alone", hangs)
+    members.append(alone)
+    taking_over = asyncio.get_running_loop().create_task(alone.start())
+    await wait_for(lambda: "its recovery has made no progress" in caplog.text, timeout=30)
+    assert alone.leadership.role is EngineRole.LEADER
+    assert not taking_over.done()
+    lease = await alone.leadership.run_sql(alone.leadership.lease.read)
+    assert (lease.leader_id, lease.epoch) == ("alone", 1)
+    assert "gives up" not in caplog.text
+    taking_over.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await taking_over
 
 
 async def test_a_takeover_whose_recovery_makes_progress_keeps_the_lease(

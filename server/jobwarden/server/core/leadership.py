@@ -77,6 +77,8 @@ _LOCK_NOT_AVAILABLE = "55P03"
 EVENTS_CHANNEL = "jobwarden_events"
 #: a member row not renewed for this long is not listed (and, after an hour, deleted)
 MEMBER_STALE_SECONDS = 10.0
+#: a new leader whose recovery has made no progress for this long says so (and again as often)
+STALL_REPORT_SECONDS = 10.0
 
 
 class EngineRole(IntEnum):
@@ -771,18 +773,34 @@ class Leadership:
         takes over. Alone (no other engine to take over), it keeps the lease and waits, as a lone
         leader does when its database is slow."""
         assert self._elected is not None
-        if self.acting_until - time.monotonic() < self.settings.lease_seconds / 2:
+        started = time.monotonic()
+        if self.acting_until - started < self.settings.lease_seconds / 2:
             # The takeover's UPDATE waited on the lease row (an old leader's write) for most of the
             # lease: renew first, or the recovery would have almost no time to show progress.
             await self._renewal()
         recovery: asyncio.Task[None] = asyncio.get_running_loop().create_task(self._elected(epoch))
         seen = self._progress
+        moved_at = said_at = time.monotonic()
         try:
             while not recovery.done():
                 await asyncio.wait({recovery}, timeout=self.settings.renew_interval)
                 if recovery.done():
                     break
                 moved, seen = self._progress != seen, self._progress
+                now = time.monotonic()
+                if moved:
+                    moved_at = now
+                elif now - moved_at >= STALL_REPORT_SECONDS and now - said_at >= STALL_REPORT_SECONDS:
+                    # Alone, it keeps the lease while it waits: say so, or the wait is invisible.
+                    said_at = now
+                    log.warning(
+                        "engine %s has been taking over (epoch %d) for %.0fs: its recovery has made no "
+                        "progress for %.0fs (a database read that does not answer?)",
+                        self.engine_id,
+                        epoch,
+                        now - started,
+                        now - moved_at,
+                    )
                 if time.monotonic() - self._last_heartbeat >= self.settings.renew_interval:
                     await self._beat()  # so the others (and ListEngines) see this engine lead
                 alone = time.monotonic() - self._others_seen_at >= MEMBER_STALE_SECONDS
