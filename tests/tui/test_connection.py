@@ -6,18 +6,20 @@ gone and catches up from its last sequence once it is back, missing nothing.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
 
 import grpc.aio
 from jobwarden.contract import JobStatus
-from jobwarden.tui._feed import LinkState
+from jobwarden.tui._feed import LinkState, LinkStatus
 from jobwarden.tui.widgets import LinkIndicator
 from jobwarden.v1 import job_service_pb2, job_service_pb2_grpc
 
+from tests.conftest import EngineHandle
 from tests.support import EngineProcess
-from tests.tui.helpers import RecordingConsole, row_text, submit, until
+from tests.tui.helpers import RecordingConsole, closed_address, row_text, submit, until
 
 SIZE = (140, 30)
 
@@ -94,3 +96,45 @@ async def test_silent_engine_shows_stale_then_live(tmp_path: Path) -> None:
             await until(pilot, lambda: job.id in app.jobs_screen.table.order, what="a job after the silence")
     finally:
         engine.terminate()
+
+
+async def test_a_large_backlog_shows_how_many_jobs_have_loaded(engine: EngineHandle) -> None:
+    """Every unfinished job is listed before the view goes live (200,000 took 15 s here): the
+    indicator and the empty table say how many have come so far, not only "connecting"."""
+    async with engine.channel() as channel:
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        for _ in range(4):
+            jobs = [job_service_pb2.SubmitJobRequest(action="backlog") for _n in range(900)]
+            await stub.SubmitJobs(job_service_pb2.SubmitJobsRequest(jobs=jobs))
+    app = RecordingConsole(engine.address, flush_interval=0.05, stats_interval=0.3)
+    seen: list[int | None] = []
+
+    async def watch_the_feed() -> None:
+        while True:
+            loading = app.feed.status().loading
+            if not seen or seen[-1] != loading:
+                seen.append(loading)
+            await asyncio.sleep(0)
+
+    async with app.run_test(size=SIZE) as pilot:
+        watching = asyncio.get_running_loop().create_task(watch_the_feed())
+        try:
+            await until(pilot, lambda: "live" in indicator(app), what="the live indicator")
+        finally:
+            watching.cancel()
+        assert len(app.store) == 3600
+    # Listed 1,000 a page: the count grows a page at a time, and is gone once the list is in.
+    counts = [n for n in seen if n]
+    assert counts == sorted(counts)
+    assert set(counts) <= {1000, 2000, 3000, 3600}
+    assert counts, seen
+    assert seen[-1] is None
+    status = LinkStatus(LinkState.CONNECTING, 2.0, 0, "", loading=45_000)
+    quiet = RecordingConsole(closed_address())
+    async with quiet.run_test(size=SIZE) as pilot:
+        link = pilot.app.screen.query_one(LinkIndicator)
+        link.show(status, None)
+        assert str(link.content) == "◌ loading jobs · 45,000"
+        assert quiet._empty_text(status) == (
+            f"Loading the unfinished jobs from the engine at {quiet.engine_label}: 45,000 so far…"
+        )

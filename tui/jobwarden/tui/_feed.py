@@ -50,6 +50,8 @@ class LinkStatus:
     for_seconds: float
     attempts: int
     error: str
+    #: jobs read so far while the first listing (every unfinished job) loads; None otherwise
+    loading: int | None = None
 
 
 class JobFeed:
@@ -86,12 +88,14 @@ class JobFeed:
         self._history: dict[tuple[frozenset[JobStatus], str], str] = {}
         self.head_sequence = 0
         self.reconnects = 0
+        #: jobs read so far by a listing of every unfinished job (a large backlog takes seconds)
+        self._loading: int | None = None
 
     def status(self) -> LinkStatus:
         now = self._clock()
         if self._state is LinkState.LIVE and now - self._last_message_at > self.stale_after:
             return LinkStatus(LinkState.STALE, now - self._last_message_at, 0, "")
-        return LinkStatus(self._state, now - self._since, self._attempts, self._error)
+        return LinkStatus(self._state, now - self._since, self._attempts, self._error, self._loading)
 
     async def run(self) -> None:
         """Follow the engine until cancelled."""
@@ -172,20 +176,25 @@ class JobFeed:
         jobs: list[job_pb2.Job] = []
         sequences: list[int] = []
         token = ""
-        while True:
-            page = await self.client.list(
-                statuses=_UNFINISHED, page_token=token, page_size=Limits.MAX_PAGE_SIZE, summary=True
+        self._loading = 0
+        try:
+            while True:
+                page = await self.client.list(
+                    statuses=_UNFINISHED, page_token=token, page_size=Limits.MAX_PAGE_SIZE, summary=True
+                )
+                jobs.extend(page.jobs)
+                self._loading = len(jobs)
+                sequences.append(page.sequence)
+                token = page.next_page_token
+                if not token:
+                    break
+            recent = await self.client.list(
+                statuses=TERMINAL_STATUSES,
+                page_size=max(1, min(self.store.keep_finished, Limits.MAX_PAGE_SIZE)),
+                summary=True,
             )
-            jobs.extend(page.jobs)
-            sequences.append(page.sequence)
-            token = page.next_page_token
-            if not token:
-                break
-        recent = await self.client.list(
-            statuses=TERMINAL_STATUSES,
-            page_size=max(1, min(self.store.keep_finished, Limits.MAX_PAGE_SIZE)),
-            summary=True,
-        )
+        finally:
+            self._loading = None
         jobs.extend(recent.jobs)
         sequences.append(recent.sequence)
         self._history = {self._history_key(frozenset(), ""): recent.next_page_token}

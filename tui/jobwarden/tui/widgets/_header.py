@@ -78,6 +78,9 @@ class LinkIndicator(Static):
         state = status.state
         if state is LinkState.LIVE:
             text = "● live"
+        elif status.loading:
+            # Every unfinished job is listed before the view goes live: thousands take seconds.
+            text = f"◌ loading jobs · {status.loading:,}"
         elif state is LinkState.CONNECTING:
             text = "◌ connecting…"
         elif state is LinkState.RECONNECTING:
