@@ -135,6 +135,4 @@ async def test_a_large_backlog_shows_how_many_jobs_have_loaded(engine: EngineHan
         link = pilot.app.screen.query_one(LinkIndicator)
         link.show(status, None)
         assert str(link.content) == "◌ loading jobs · 45,000"
-        assert quiet._empty_text(status) == (
-            f"Loading the unfinished jobs from the engine at {quiet.engine_label}: 45,000 so far…"
-        )
+        assert quiet._empty_text(status) == "Loading the engine's unfinished jobs: 45,000 so far…"

@@ -273,10 +273,7 @@ class ConsoleApp(App[None]):
 
     def _empty_text(self, link: LinkStatus) -> str:
         if link.loading:
-            return (
-                f"Loading the unfinished jobs from the engine at {self.engine_label}: "
-                f"{link.loading:,} so far…"
-            )
+            return f"Loading the engine's unfinished jobs: {link.loading:,} so far…"
         if link.state is LinkState.CONNECTING:
             return f"Connecting to the engine at {self.engine_label}…"
         if link.state is LinkState.RECONNECTING and not self.store.jobs:
