@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import grpc
 from grpc import aio
+from jobwarden import wire
 from jobwarden.server.core import (
     AssignmentOut,
     CancelOut,
@@ -33,7 +34,7 @@ from jobwarden.server.core import (
     WorkerSession,
 )
 from jobwarden.v1 import executor_service_pb2 as pb
-from jobwarden.v1 import executor_service_pb2_grpc, job_pb2
+from jobwarden.v1 import executor_service_pb2_grpc
 from jobwarden.wire import dict_to_struct, duration, duration_seconds, struct_to_dict, timestamp_seconds
 
 from .convert import job_error_from_proto, job_to_proto, timestamp, wire_enum
@@ -328,7 +329,9 @@ def _out(item: OutMessage) -> pb.ConnectResponse:
             )
         )
     if isinstance(item, AssignmentOut):
-        return pb.ConnectResponse(assignment=_assignment(item))
+        response = pb.ConnectResponse()
+        _fill_assignment(response.assignment, item)
+        return response
     if isinstance(item, ResultAckOut):
         return pb.ConnectResponse(result_ack=_ack(item))
     if isinstance(item, CancelOut):
@@ -346,21 +349,24 @@ def _out(item: OutMessage) -> pb.ConnectResponse:
     )
 
 
-def _assignment(item: AssignmentOut) -> pb.Assignment:
-    job = job_to_proto(item.job)
+def _fill_assignment(target: pb.Assignment, item: AssignmentOut) -> None:
+    """Written into its place in the response: a message given to a constructor is copied, and an
+    assignment built apart was copied twice more on its way into a batch (about 6 µs a job)."""
+    job = target.job
+    job.CopyFrom(job_to_proto(item.job))
+    target.job_id = job.id
+    target.attempt = item.attempt
+    target.mode = wire_enum(item.mode)
+    target.checkpoint.CopyFrom(job.checkpoint)
     deadlines = item.deadlines
-    return pb.Assignment(
-        job=job,
-        job_id=job.id,
-        attempt=item.attempt,
-        mode=wire_enum(item.mode),
-        checkpoint=job.checkpoint,
-        deadlines=job_pb2.Deadlines(
-            heartbeat=timestamp(deadlines.heartbeat),
-            takeover=timestamp(deadlines.takeover),
-            execution=timestamp(deadlines.execution),
-        ),
-    )
+    for name, value in (
+        ("heartbeat", deadlines.heartbeat),
+        ("takeover", deadlines.takeover),
+        ("execution", deadlines.execution),
+    ):
+        if value is not None:
+            wire.timestamp(value, getattr(target.deadlines, name))
+    target.deadlines.SetInParent()
 
 
 def _ack(item: ResultAckOut) -> pb.ResultAck:
@@ -384,11 +390,11 @@ def _pack(items: list[OutMessage]) -> list[pb.ConnectResponse]:
             end += 1
         run = items[index:end]
         if len(run) > 1 and isinstance(item, AssignmentOut):
-            out.append(
-                pb.ConnectResponse(
-                    assignments=pb.Assignments(assignments=[_assignment(a) for a in run])  # type: ignore[arg-type]
-                )
-            )
+            response = pb.ConnectResponse()
+            add = response.assignments.assignments.add
+            for assignment in run:
+                _fill_assignment(add(), assignment)  # type: ignore[arg-type]
+            out.append(response)
         elif len(run) > 1 and isinstance(item, ResultAckOut):
             out.append(pb.ConnectResponse(result_acks=pb.ResultAcks(acks=[_ack(a) for a in run])))  # type: ignore[arg-type]
         else:
