@@ -764,7 +764,7 @@ class Leadership:
     async def _recover_as_leader(self, epoch: int) -> None:
         """Run ``elected`` (the new leader's recovery) and keep the lease while it makes progress.
 
-        Recovering a large backlog takes longer than a lease (200,000 queued jobs: about 5 s), and
+        Recovering a large backlog takes longer than a lease (200,000 queued jobs: seconds), and
         a leader that did not renew meanwhile was deposed the moment it finished, by every engine in
         turn: none ever led. Renewing regardless was no better: a recovery hung on the database (a
         partition) kept the lease for minutes and no other engine could lead. So the lease renews
