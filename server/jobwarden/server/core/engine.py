@@ -45,7 +45,6 @@ from .leadership import (
     SingleEngineLock,
     TailedEvent,
     default_engine_id,
-    sqlite_path,
 )
 from .locks import LockTable
 from .model import ActionConfig, Event
@@ -54,7 +53,15 @@ from .store import Store
 from .store_api import JobStore
 from .timers import TimerKind, Timers
 from .validation import check_action
-from .values import ActionStatsView, EngineConfig, JobResultIn, JobUpdateIn, Registration, StatsView
+from .values import (
+    ActionStatsView,
+    EngineConfig,
+    JobResultIn,
+    JobUpdateIn,
+    Registration,
+    StatsView,
+    sqlite_path,
+)
 from .worker_protocol import WorkerProtocol
 from .workflow_runner import WorkflowRunner
 from .workflows.runs import WorkflowEvent

@@ -1057,14 +1057,3 @@ class LeaseLapsed(StoreUnavailable):
 
 class EngineAlreadyRunning(FailedPrecondition):
     """Another engine serves this SQLite file."""
-
-
-def sqlite_path(url: str) -> str | None:
-    """The file a ``sqlite:///...`` URL names; None for an in-memory database."""
-    if not url.startswith("sqlite"):
-        return None
-    _, _, rest = url.partition(":///")
-    path = rest.split("?", 1)[0]
-    if not path or path == ":memory:":
-        return None
-    return path

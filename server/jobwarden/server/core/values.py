@@ -28,9 +28,21 @@ __all__ = [
     "JobUpdateIn",
     "Registration",
     "StatsView",
+    "sqlite_path",
 ]
 
 log = logging.getLogger("jobwarden.engine")
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file a ``sqlite:///...`` URL names; None for an in-memory database."""
+    if not url.startswith("sqlite"):
+        return None
+    _, _, rest = url.partition(":///")
+    path = rest.split("?", 1)[0]
+    if not path or path == ":memory:":
+        return None
+    return path
 
 
 @dataclass(slots=True)
@@ -81,8 +93,8 @@ class EngineConfig:
         if sep and scheme.split("+", 1)[0] == "postgresql":
             return ""
         if sep and scheme.split("+", 1)[0] == "sqlite":
-            path = rest.removeprefix("/").split("?", 1)[0]
-            if not path or path == ":memory:":
+            path = sqlite_path(self.db_url)
+            if path is None:
                 return (
                     "an in-memory SQLite database keeps nothing (and each connection would have its "
                     "own): give a file, sqlite:///FILE"
