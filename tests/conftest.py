@@ -4,6 +4,7 @@ is there), real gRPC channels."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
@@ -64,8 +65,17 @@ def postgres_url() -> Iterator[str]:
     try:
         yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
     finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        # An engine still running here (its fixture, set up after this one, ends after it) may be
+        # writing: the drop can deadlock with its transaction and be chosen to give way; try again.
+        for attempt in range(5):
+            try:
+                with psycopg.connect(plain, autocommit=True) as conn:
+                    conn.execute(f"DROP SCHEMA {schema} CASCADE")
+                break
+            except psycopg.errors.DeadlockDetected:
+                if attempt == 4:
+                    raise
+                time.sleep(0.2)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

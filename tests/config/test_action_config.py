@@ -88,7 +88,8 @@ async def test_set_replaces_the_whole_config_and_pause_keeps_it(stubs: Stubs) ->
     assert smaller == job_pb2.ActionConfig(action="transcode", max_running=2, timeouts=job_pb2.JobTimeouts())
 
 
-async def test_the_config_survives_a_restart(engine_factory: EngineFactory, db_url: str) -> None:
+async def test_the_config_survives_a_restart(db_url: str, engine_factory: EngineFactory) -> None:
+    # db_url first: fixtures end in reverse order, so the engines stop before the schema is dropped.
     first = await engine_factory(db_url=db_url)
     async with connected(first.address) as stubs:
         await set_config(stubs, full_config())

@@ -67,7 +67,8 @@ def lock_table(listed: ls.ListLocksResponse) -> list[tuple[str, list[tuple[str, 
     ]
 
 
-async def test_timers_and_locks_survive_a_restart(engine_factory: EngineFactory, db_url: str) -> None:
+async def test_timers_and_locks_survive_a_restart(db_url: str, engine_factory: EngineFactory) -> None:
+    # db_url first: fixtures end in reverse order, so the engines stop before the schema is dropped.
     first = await engine_factory(db_url=db_url)
     async with connected(first.address) as stubs:
         worker = await RawWorker(first.address, [("edit", True, 0)], capacity=5, name="editor").connect()
