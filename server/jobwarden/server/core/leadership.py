@@ -786,6 +786,10 @@ class Leadership:
                 await asyncio.wait({recovery}, timeout=self.settings.renew_interval)
                 if recovery.done():
                     break
+                if self._stopping:
+                    # stop() cancels this task, but Python 3.11's wait_for (in a renewal) can swallow
+                    # a cancellation that lands as its call returns: the flag ends it regardless.
+                    raise asyncio.CancelledError
                 moved, seen = self._progress != seen, self._progress
                 now = time.monotonic()
                 if moved:
